@@ -1,0 +1,83 @@
+//! A small client of the admin API, used by the CLI.
+
+use serde::de::DeserializeOwned;
+use std::fmt::Write as _;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("no admin token: {0}")]
+    Token(String),
+    #[error("cannot reach {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("the server answered {status}: {detail}")]
+    Refused { status: u16, detail: String },
+    #[error("cannot read {path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("unexpected answer from the server: {0}")]
+    Decode(String),
+}
+
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Client {
+    pub fn new(base: &str, token: String) -> Client {
+        Client { http: reqwest::Client::new(), base: base.trim_end_matches('/').to_owned(), token }
+    }
+
+    async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T, ClientError> {
+        let response = request.bearer_auth(&self.token).send().await.map_err(|e| ClientError::Connect {
+            url: self.base.clone(),
+            reason: e.to_string(),
+        })?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(|e| ClientError::Decode(e.to_string()))?;
+        if !status.is_success() {
+            let detail = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("detail").and_then(|d| d.as_str()).map(str::to_owned))
+                .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+            return Err(ClientError::Refused { status: status.as_u16(), detail });
+        }
+        serde_json::from_slice(&body).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    pub async fn list_plugins(&self) -> Result<Vec<serde_json::Value>, ClientError> {
+        self.send(self.http.get(format!("{}/api/admin/plugins", self.base))).await
+    }
+
+    pub async fn push_plugin(&self, name: &str, bytes: Vec<u8>) -> Result<serde_json::Value, ClientError> {
+        let request = self
+            .http
+            .put(format!("{}/api/admin/plugins/{name}", self.base))
+            .header(reqwest::header::CONTENT_TYPE, "application/wasm")
+            .body(bytes);
+        self.send(request).await
+    }
+
+    pub async fn rollback_plugin(&self, name: &str) -> Result<serde_json::Value, ClientError> {
+        self.send(self.http.post(format!("{}/api/admin/plugins/{name}/rollback", self.base))).await
+    }
+}
+
+/// Plugins as an aligned table.
+pub fn plugins_table(plugins: &[serde_json::Value]) -> String {
+    let field = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("-").to_owned();
+    let mut out = format!("{:<12} {:<10} {:<20} {:<10} {}\n", "STEP", "VERSION", "DIGEST", "PREVIOUS", "SUBSCRIBES");
+    for p in plugins {
+        let digest = field(p, "digest");
+        let short = digest.get(..19).unwrap_or(&digest).to_owned();
+        let previous = p.get("previous").filter(|v| !v.is_null()).map(|v| field(v, "version")).unwrap_or("-".into());
+        let subscribes = p
+            .get("subscribes")
+            .and_then(|v| v.as_array())
+            .map(|a| a.iter().filter_map(|s| s.as_str()).collect::<Vec<_>>().join(","))
+            .unwrap_or_default();
+        let _ = writeln!(out, "{:<12} {:<10} {:<20} {:<10} {}", field(p, "name"), field(p, "version"), short, previous, subscribes);
+    }
+    out
+}
+

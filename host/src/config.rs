@@ -1,0 +1,196 @@
+//! Settings: defaults, then `wasaga.toml`, then `WASAGA_*` environment variables (which
+//! win). Helpers derive every path and URL so no caller formats one itself.
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use secrecy::SecretString;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Every setting of `wasaga serve`; see the README for the table of variables.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Listen address; port 0 picks a free port.
+    #[serde(default = "defaults::http_addr")]
+    pub http_addr: SocketAddr,
+    /// SQLite file, local archive, compile cache, generated admin token.
+    #[serde(default = "defaults::data_dir")]
+    pub data_dir: PathBuf,
+    /// `<step>.wasm` files, watched.
+    #[serde(default = "defaults::plugins_dir")]
+    pub plugins_dir: PathBuf,
+    /// Bearer token for `/api/admin/*`; generated into the data folder when unset.
+    #[serde(default)]
+    pub admin_token: Option<SecretString>,
+    /// `sqlite://…`, `postgres://…` or `mssql://…`; defaults to a file in the data folder.
+    #[serde(default)]
+    pub store_url: Option<String>,
+    /// `embedded` or an `amqp://` URL.
+    #[serde(default = "defaults::transport_url")]
+    pub transport_url: String,
+    /// Kafka bootstrap servers; unset keeps the stream embedded.
+    #[serde(default)]
+    pub stream_brokers: Option<String>,
+    /// `file://…`, `az://…` or `s3://…`; defaults to a folder in the data folder.
+    #[serde(default)]
+    pub archive_url: Option<String>,
+    /// Deliveries of one message to one step before it is dead-lettered.
+    #[serde(default = "defaults::max_attempts")]
+    pub max_attempts: u32,
+    /// Wall-clock budget of one step call.
+    #[serde(default = "defaults::step_deadline_ms")]
+    pub step_deadline_ms: u64,
+    /// Linear memory cap of one step instance.
+    #[serde(default = "defaults::step_memory_mib")]
+    pub step_memory_mib: u64,
+    /// Step instances alive at once.
+    #[serde(default = "defaults::step_concurrency")]
+    pub step_concurrency: u32,
+}
+
+mod defaults {
+    use std::net::{Ipv4Addr, SocketAddr};
+    use std::path::PathBuf;
+
+    pub fn http_addr() -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 8080))
+    }
+    pub fn data_dir() -> PathBuf {
+        PathBuf::from("./data")
+    }
+    pub fn plugins_dir() -> PathBuf {
+        PathBuf::from("./dist/plugins")
+    }
+    pub fn transport_url() -> String {
+        "embedded".to_owned()
+    }
+    pub fn max_attempts() -> u32 {
+        5
+    }
+    pub fn step_deadline_ms() -> u64 {
+        1000
+    }
+    pub fn step_memory_mib() -> u64 {
+        64
+    }
+    pub fn step_concurrency() -> u32 {
+        32
+    }
+}
+
+/// Settings that cannot be used, naming the setting.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read settings: {0}")]
+    Load(String),
+    #[error("setting {name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            http_addr: defaults::http_addr(),
+            data_dir: defaults::data_dir(),
+            plugins_dir: defaults::plugins_dir(),
+            admin_token: None,
+            store_url: None,
+            transport_url: defaults::transport_url(),
+            stream_brokers: None,
+            archive_url: None,
+            max_attempts: defaults::max_attempts(),
+            step_deadline_ms: defaults::step_deadline_ms(),
+            step_memory_mib: defaults::step_memory_mib(),
+            step_concurrency: defaults::step_concurrency(),
+        }
+    }
+}
+
+impl Settings {
+    /// Load from `config` (if given; it must exist) and the environment.
+    pub fn load(config: Option<&Path>) -> Result<Settings, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(path) = config {
+            if !path.exists() {
+                return Err(ConfigError::Load(format!("config file {} does not exist", path.display())));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        let settings: Settings = figment
+            .merge(Env::prefixed("WASAGA_"))
+            .extract()
+            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Check ranges that the types alone do not.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |name, reason: &str| Err(ConfigError::Invalid { name, reason: reason.to_owned() });
+        if self.max_attempts == 0 {
+            return invalid("WASAGA_MAX_ATTEMPTS", "must be at least 1");
+        }
+        if !(1..=600_000).contains(&self.step_deadline_ms) {
+            return invalid("WASAGA_STEP_DEADLINE_MS", "must be between 1 and 600000");
+        }
+        if !(1..=4096).contains(&self.step_memory_mib) {
+            return invalid("WASAGA_STEP_MEMORY_MIB", "must be between 1 and 4096");
+        }
+        if !(1..=1024).contains(&self.step_concurrency) {
+            return invalid("WASAGA_STEP_CONCURRENCY", "must be between 1 and 1024");
+        }
+        Ok(())
+    }
+
+    pub fn step_deadline(&self) -> Duration {
+        Duration::from_millis(self.step_deadline_ms)
+    }
+
+    /// Where compiled components are cached.
+    pub fn compile_cache_dir(&self) -> PathBuf {
+        self.data_dir.join("compile-cache")
+    }
+
+    /// Where a generated admin token is kept.
+    pub fn admin_token_file(&self) -> PathBuf {
+        self.data_dir.join("admin-token")
+    }
+
+    /// The archive URL, defaulting to a folder in the data folder.
+    pub fn archive_url(&self) -> String {
+        match &self.archive_url {
+            Some(url) => url.clone(),
+            None => {
+                let dir = self.data_dir.join("archive");
+                let dir = std::path::absolute(&dir).unwrap_or(dir);
+                format!("file://{}", dir.display())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_range_values_name_the_variable() {
+        let check = |settings: Settings, variable: &str| {
+            let error = settings.validate().expect_err("must be refused").to_string();
+            assert!(error.contains(variable), "{error}");
+        };
+        check(Settings { max_attempts: 0, ..Settings::default() }, "WASAGA_MAX_ATTEMPTS");
+        check(Settings { step_deadline_ms: 0, ..Settings::default() }, "WASAGA_STEP_DEADLINE_MS");
+        check(Settings { step_memory_mib: 100_000, ..Settings::default() }, "WASAGA_STEP_MEMORY_MIB");
+        assert!(Settings::default().validate().is_ok());
+    }
+
+    #[test]
+    fn a_missing_config_file_is_an_error() {
+        let error = Settings::load(Some(Path::new("/nonexistent/wasaga.toml"))).expect_err("missing");
+        assert!(error.to_string().contains("does not exist"));
+    }
+}

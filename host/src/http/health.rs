@@ -1,0 +1,33 @@
+//! Liveness, readiness and metrics.
+
+use super::AppState;
+use super::problem::ApiError;
+use axum::Json;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use serde_json::{Value, json};
+
+/// The process is up.
+pub async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Ready once every required step is loaded.
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let steps = state.registry.snapshot();
+    let missing: Vec<&str> =
+        state.required_steps.iter().map(String::as_str).filter(|name| !steps.contains_key(*name)).collect();
+    if !missing.is_empty() {
+        return Err(ApiError::Unavailable(format!("steps not loaded: {}", missing.join(", "))));
+    }
+    Ok(Json(json!({ "status": "ready", "steps": steps.keys().collect::<Vec<_>>() })))
+}
+
+/// Prometheus text format.
+pub async fn metrics() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::telemetry::metrics().render(),
+    )
+}

@@ -1,0 +1,50 @@
+//! The HTTP API (axum): the contract of DESIGN.md.
+//!
+//! **API Boundary:** paths, bodies and status codes here are relied on by clients and
+//! tests outside the project; change them only by adding.
+
+mod admin;
+mod health;
+pub mod problem;
+
+pub use admin::{PluginView, VersionView};
+
+use crate::registry::StepRegistry;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
+use axum::routing::{get, post};
+use std::sync::Arc;
+use tower_http::trace::TraceLayer;
+
+/// Largest component an upload may carry.
+const MAX_COMPONENT_BYTES: usize = 32 * 1024 * 1024;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub registry: Arc<StepRegistry>,
+    /// SHA-256 of the admin token.
+    pub admin_token_digest: Arc<[u8]>,
+    /// Steps that must be loaded before `/readyz` says ready.
+    pub required_steps: Arc<[String]>,
+}
+
+pub fn router(state: AppState) -> Router {
+    let admin = Router::new()
+        .route("/plugins", get(admin::list_plugins))
+        .route(
+            "/plugins/{name}",
+            axum::routing::put(admin::put_plugin).layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES)),
+        )
+        .route("/plugins/{name}/rollback", post(admin::rollback_plugin))
+        .route_layer(middleware::from_fn_with_state(state.clone(), admin::require_admin));
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .nest("/api/admin", admin)
+        .fallback(admin::not_found)
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}

@@ -1,0 +1,73 @@
+//! Every HTTP error as RFC 9457 `application/problem+json`. Client errors are answered,
+//! not logged as errors; a server error gets a generic body and its cause in the log.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use problem_details::ProblemDetails;
+use serde::Serialize;
+
+/// Extra members of a problem document.
+#[derive(Debug, Serialize)]
+struct Extensions {
+    /// A stable, machine-readable name of the problem.
+    code: &'static str,
+}
+
+/// An error answered over HTTP.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("this endpoint needs an Authorization: Bearer <admin token> header")]
+    Unauthorized,
+    #[error("the bearer token is not the admin token")]
+    Forbidden,
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{detail}")]
+    Unprocessable { code: &'static str, detail: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            ApiError::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let detail = match &self {
+            ApiError::Internal(cause) => {
+                tracing::error!(%cause, "request failed");
+                "the server failed to handle this request; the cause is in its log".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let mut response = ProblemDetails::from_status_code(status)
+            .with_detail(detail)
+            .with_extensions(Extensions { code })
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED
+            && let Ok(value) = "Bearer".parse()
+        {
+            response.headers_mut().insert(axum::http::header::WWW_AUTHENTICATE, value);
+        }
+        response
+    }
+}

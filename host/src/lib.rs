@@ -1,0 +1,24 @@
+//! # wasaga host
+//!
+//! Runs the business steps of an order saga as sandboxed WebAssembly components and
+//! owns every side effect around them.
+//!
+//! # Layout
+//! Read in this order, which follows the data:
+//! - [`config`]: typed settings from defaults, `wasaga.toml` and `WASAGA_*`.
+//! - [`server`]: builds everything and serves; `main` and tests share it.
+//! - [`http`]: the HTTP API and problem+json errors.
+//! - [`registry`]: which version of each step serves; hot swap, rollback, the folder watcher.
+//! - [`runtime`]: wasmtime: validation, compile cache, a fresh sandboxed instance per call.
+//! - [`archive`]: create-only object storage for the archive.
+//! - [`telemetry`]: logs and metrics.
+//! - [`cli`]: the `wasaga` subcommands that talk to a running server.
+
+pub mod archive;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod registry;
+pub mod runtime;
+pub mod server;
+pub mod telemetry;

@@ -1,0 +1,220 @@
+//! The step registry: which version of each step serves, behind one atomic pointer.
+//!
+//! Readers take a snapshot with one atomic load and keep the `Arc<LoadedStep>` they got
+//! for the whole call, so a swap never disturbs a call in flight: it finishes on the
+//! version it started with. Writers (file watcher, admin upload, rollback) are
+//! serialised by a mutex, build a new snapshot and publish it with one store.
+
+mod watch;
+
+pub use watch::{PluginWatcher, WatchError};
+
+use crate::runtime::{LoadError, LoadedStep, Runtime};
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A step's serving version and the one it replaced.
+#[derive(Debug, Clone)]
+pub struct Slot {
+    pub current: Arc<LoadedStep>,
+    pub previous: Option<Arc<LoadedStep>>,
+}
+
+/// Where a new version came from (for the log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Found in the plugins folder at start.
+    Startup,
+    /// A file written into the plugins folder while running.
+    File,
+    /// `PUT /api/admin/plugins/{name}`.
+    Upload,
+}
+
+impl Source {
+    fn as_str(self) -> &'static str {
+        match self {
+            Source::Startup => "startup",
+            Source::File => "file",
+            Source::Upload => "upload",
+        }
+    }
+}
+
+/// What an install did.
+#[derive(Debug, Clone)]
+pub enum Installed {
+    /// The step now serves this new version.
+    Swapped(Slot),
+    /// The same bytes were already serving; nothing changed.
+    Unchanged(Slot),
+}
+
+impl Installed {
+    pub fn slot(&self) -> &Slot {
+        match self {
+            Installed::Swapped(slot) | Installed::Unchanged(slot) => slot,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error(transparent)]
+    Refused(#[from] LoadError),
+    #[error("step {0:?} is not loaded")]
+    UnknownStep(String),
+    #[error("step {0:?} has no previous version to roll back to")]
+    NoPrevious(String),
+}
+
+/// Step name → serving version.
+pub struct StepRegistry {
+    runtime: Arc<Runtime>,
+    snapshot: ArcSwap<BTreeMap<String, Slot>>,
+    write: tokio::sync::Mutex<()>,
+    /// Where accepted uploads and rollbacks are written, so a restart serves them.
+    plugins_dir: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for StepRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StepRegistry").field("steps", &self.snapshot.load().keys()).finish_non_exhaustive()
+    }
+}
+
+impl StepRegistry {
+    pub fn new(runtime: Arc<Runtime>, plugins_dir: Option<PathBuf>) -> Arc<StepRegistry> {
+        Arc::new(StepRegistry {
+            runtime,
+            snapshot: ArcSwap::from_pointee(BTreeMap::new()),
+            write: tokio::sync::Mutex::new(()),
+            plugins_dir,
+        })
+    }
+
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    /// Every step and its versions, by name.
+    pub fn snapshot(&self) -> Arc<BTreeMap<String, Slot>> {
+        self.snapshot.load_full()
+    }
+
+    /// The serving version of `name`.
+    pub fn current(&self, name: &str) -> Option<Arc<LoadedStep>> {
+        self.snapshot.load().get(name).map(|slot| slot.current.clone())
+    }
+
+    /// The serving versions of every step subscribed to `kind`.
+    pub fn subscribers(&self, kind: &str) -> Vec<Arc<LoadedStep>> {
+        self.snapshot
+            .load()
+            .values()
+            .filter(|slot| slot.current.subscribes_to(kind))
+            .map(|slot| slot.current.clone())
+            .collect()
+    }
+
+    /// Load every `<name>.wasm` in `dir`. A refused file is logged and skipped, so one
+    /// bad component does not keep the others from serving.
+    pub async fn load_dir(&self, dir: &Path) -> Vec<(String, RegistryError)> {
+        let mut refused = Vec::new();
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            tracing::warn!(dir = %dir.display(), "plugins folder is missing: no steps loaded");
+            return refused;
+        };
+        let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        files.sort();
+        for path in files {
+            let Some(name) = watch::step_name(&path) else { continue };
+            let result = match tokio::fs::read(&path).await {
+                Ok(bytes) => self.install(&name, Bytes::from(bytes), Source::Startup).await.map(|_| ()),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot read plugin file");
+                    continue;
+                }
+            };
+            if let Err(error) = result {
+                refused.push((name, error));
+            }
+        }
+        refused
+    }
+
+    /// Validate and compile `bytes`, then make them the serving version of `name`.
+    /// A refusal leaves the serving version untouched.
+    #[tracing::instrument(skip(self, bytes), fields(step = %name, source = source.as_str(), step_version))]
+    pub async fn install(&self, name: &str, bytes: Bytes, source: Source) -> Result<Installed, RegistryError> {
+        if let Some(slot) = self.snapshot.load().get(name)
+            && *slot.current.bytes == *bytes
+        {
+            return Ok(Installed::Unchanged(slot.clone()));
+        }
+        let loaded = match self.runtime.load(name, bytes).await {
+            Ok(loaded) => Arc::new(loaded),
+            Err(error) => {
+                tracing::warn!(%error, "refused a new version; the serving version is unchanged");
+                return Err(error.into());
+            }
+        };
+        tracing::Span::current().record("step_version", &*loaded.digest);
+        let _guard = self.write.lock().await;
+        let mut steps = BTreeMap::clone(&self.snapshot.load());
+        let previous = steps.get(name).map(|slot| slot.current.clone());
+        if let Some(previous) = &previous
+            && previous.digest == loaded.digest
+        {
+            return Ok(Installed::Unchanged(steps[name].clone()));
+        }
+        let slot = Slot { current: loaded.clone(), previous };
+        steps.insert(name.to_owned(), slot.clone());
+        self.snapshot.store(Arc::new(steps));
+        if source == Source::Upload {
+            self.persist(&loaded).await;
+        }
+        tracing::info!(
+            version = %loaded.version,
+            from_cache = loaded.from_cache,
+            compile_ms = loaded.compile_time.as_millis() as u64,
+            "step version is serving"
+        );
+        Ok(Installed::Swapped(slot))
+    }
+
+    /// Serve the previous version of `name` again; the current one becomes previous.
+    #[tracing::instrument(skip(self), fields(step = %name))]
+    pub async fn rollback(&self, name: &str) -> Result<Slot, RegistryError> {
+        let _guard = self.write.lock().await;
+        let mut steps = BTreeMap::clone(&self.snapshot.load());
+        let slot = steps.get(name).ok_or_else(|| RegistryError::UnknownStep(name.to_owned()))?;
+        let previous = slot.previous.clone().ok_or_else(|| RegistryError::NoPrevious(name.to_owned()))?;
+        let rolled = Slot { current: previous, previous: Some(slot.current.clone()) };
+        steps.insert(name.to_owned(), rolled.clone());
+        self.snapshot.store(Arc::new(steps));
+        self.persist(&rolled.current).await;
+        tracing::info!(step_version = %rolled.current.digest, version = %rolled.current.version, "rolled back");
+        Ok(rolled)
+    }
+
+    /// Write the serving component into the plugins folder (write, then rename), so a
+    /// restart serves it. The watcher sees the same digest and does nothing.
+    async fn persist(&self, step: &LoadedStep) {
+        let Some(dir) = &self.plugins_dir else { return };
+        let target = dir.join(format!("{}.wasm", step.name));
+        let tmp = dir.join(format!(".{}.wasm.{}.tmp", step.name, std::process::id()));
+        let result = async {
+            tokio::fs::create_dir_all(dir).await?;
+            tokio::fs::write(&tmp, &step.bytes).await?;
+            tokio::fs::rename(&tmp, &target).await
+        }
+        .await;
+        if let Err(error) = result {
+            tracing::error!(path = %target.display(), %error, "cannot persist the serving version; a restart will load the old file");
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! The on-disk cache of compiled components, keyed by the component's digest and the
+//! engine's compatibility hash, so a restart loads machine code instead of compiling.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+/// Compiled components by digest.
+#[derive(Debug, Clone)]
+pub struct CompileCache {
+    dir: PathBuf,
+    engine_key: String,
+}
+
+impl CompileCache {
+    pub fn new(dir: &Path, engine: &Engine) -> Self {
+        let mut hasher = DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        CompileCache { dir: dir.to_owned(), engine_key: format!("{:016x}", hasher.finish()) }
+    }
+
+    fn path(&self, digest_hex: &str) -> PathBuf {
+        self.dir.join(format!("{digest_hex}-{}.cwasm", self.engine_key))
+    }
+
+    /// The cached component for `digest_hex`, if a usable one is on disk.
+    pub fn load(&self, engine: &Engine, digest_hex: &str) -> Option<Component> {
+        let path = self.path(digest_hex);
+        if !path.exists() {
+            return None;
+        }
+        match deserialize(engine, &path) {
+            Ok(component) => Some(component),
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "ignoring unusable compile cache entry");
+                None
+            }
+        }
+    }
+
+    /// Store `component`; a failure only costs a recompile later, so it is logged, not returned.
+    pub fn store(&self, component: &Component, digest_hex: &str) {
+        let result = (|| -> Result<(), Box<dyn std::error::Error>> {
+            std::fs::create_dir_all(&self.dir)?;
+            let bytes = component.serialize()?;
+            // Write then rename, so a concurrent reader never sees half a file.
+            let tmp = self.dir.join(format!(".{digest_hex}.{}.tmp", std::process::id()));
+            std::fs::write(&tmp, bytes)?;
+            std::fs::rename(&tmp, self.path(digest_hex))?;
+            Ok(())
+        })();
+        if let Err(error) = result {
+            tracing::warn!(dir = %self.dir.display(), %error, "cannot write compile cache entry");
+        }
+    }
+}
+
+#[allow(unsafe_code)]
+fn deserialize(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
+    // SAFETY: the cache folder holds only files this process wrote with
+    // `Component::serialize` for an engine with the same compatibility hash (part of the
+    // file name); wasmtime checks the header and refuses files of another engine.
+    unsafe { Component::deserialize_file(engine, path) }
+}

@@ -1,0 +1,287 @@
+//! The WebAssembly runtime: one wasmtime engine with a pooling allocator, a linker that
+//! grants only the contract, and a fresh instance per call under a deadline and a
+//! memory cap.
+//!
+//! **Architecture Invariant:** a step does I/O only through the WIT imports bound in
+//! [`host::StepStore`]; the WASI context it links against is empty.
+
+mod bindings;
+mod cache;
+mod host;
+mod limits;
+mod state;
+mod step;
+mod validate;
+
+pub use cache::CompileCache;
+pub use state::{MemoryState, StateError, StepState};
+pub use step::{CallInput, Emitted, LoadedStep, Origin};
+pub use validate::{HANDLER_EXPORT, import_allowed, subscription_known, valid_kind};
+
+use crate::archive::Archive;
+use bindings::ArchivingStep;
+use host::StepStore;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine, Enabled, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the epoch advances; deadlines are rounded up to whole ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// How instance memory is allocated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allocator {
+    /// Pre-reserved slots reused across instances (the production setting).
+    Pooling,
+    /// mmap per instance (for comparison in benchmarks).
+    OnDemand,
+}
+
+/// Limits and tuning of the runtime.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Wall-clock budget of one call, instantiation included.
+    pub deadline: Duration,
+    /// Linear memory cap of one instance.
+    pub memory_mib: u64,
+    /// Instances alive at once; calls beyond it wait for a slot.
+    pub concurrency: u32,
+    /// Where compiled components are cached; `None` compiles every time.
+    pub cache_dir: Option<PathBuf>,
+    pub allocator: Allocator,
+    /// Deadlines need epoch interruption; benchmarks turn it off to measure its cost.
+    pub epoch_interruption: bool,
+    /// Events one call may return.
+    pub max_emits: usize,
+    /// Total payload bytes one call may return.
+    pub max_emit_bytes: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            deadline: Duration::from_millis(1000),
+            memory_mib: 64,
+            concurrency: 32,
+            cache_dir: None,
+            allocator: Allocator::Pooling,
+            epoch_interruption: true,
+            max_emits: 1000,
+            max_emit_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// Why a component was refused; the message is shown to whoever installed it.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("not a WebAssembly file: it does not start with the \\0asm header")]
+    NotWasm,
+    #[error("a core WebAssembly module, not a component: build the step for wasm32-wasip2")]
+    CoreModule,
+    #[error("invalid component: {0}")]
+    Compile(String),
+    #[error("imports `{0}`, which steps may not use (allowed: wasaga:saga/* and wasi:cli, io, clocks, random, filesystem @0.2)")]
+    ForbiddenImport(String),
+    #[error("does not export wasaga:saga/handler@0.1.0 (it exports {exports}): build it against the `step` or `archiving-step` world")]
+    MissingHandler { exports: String },
+    #[error("does not match the wasaga:saga@0.1.0 contract: {0}")]
+    Contract(String),
+    #[error("describe() failed: {0}")]
+    Describe(CallError),
+    #[error("describe() names the step {found:?}, but it is installed as {expected:?}")]
+    NameMismatch { expected: String, found: String },
+    #[error("describe() gives version {version:?}, which is not a semantic version ({reason})")]
+    BadVersion { version: String, reason: String },
+    #[error("describe() subscribes to {kind:?}, which is not a known event kind")]
+    UnknownKind { kind: String },
+    #[error("describe() subscribes to nothing")]
+    NoSubscriptions,
+    #[error("step name {0:?} is invalid: use lowercase letters, digits and '-'")]
+    BadName(String),
+}
+
+/// Why one call failed. Each is confined to that call.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    #[error("step returned a retryable error: {0}")]
+    Retryable(String),
+    #[error("step returned a fatal error: {0}")]
+    Fatal(String),
+    #[error("step trapped: {0}")]
+    Trap(String),
+    #[error("step exceeded its deadline of {deadline_ms} ms")]
+    Timeout { deadline_ms: u128 },
+    #[error("step exceeded its memory limit of {mib} MiB")]
+    MemoryLimit { mib: u64 },
+    #[error("step returned too much: {0}")]
+    TooLarge(String),
+    #[error("step emitted an invalid event kind {0:?}")]
+    InvalidKind(String),
+    #[error("host failed during the call: {0}")]
+    Host(String),
+}
+
+impl CallError {
+    /// Whether delivering the same event again might succeed.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, CallError::Fatal(_) | CallError::TooLarge(_) | CallError::InvalidKind(_))
+    }
+
+    /// A short label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            CallError::Retryable(_) => "retryable",
+            CallError::Fatal(_) => "fatal",
+            CallError::Trap(_) => "trap",
+            CallError::Timeout { .. } => "timeout",
+            CallError::MemoryLimit { .. } => "memory",
+            CallError::TooLarge(_) => "too_large",
+            CallError::InvalidKind(_) => "invalid_kind",
+            CallError::Host(_) => "host",
+        }
+    }
+}
+
+/// The engine, the linker and the limits shared by every loaded step.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<StepStore>,
+    config: RuntimeConfig,
+    deadline_ticks: u64,
+    permits: Semaphore,
+    cache: Option<CompileCache>,
+    _ticker: Option<EpochTicker>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+/// Building the engine failed: a configuration this machine cannot provide.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start the WebAssembly runtime: {0}")]
+pub struct RuntimeError(String);
+
+impl Runtime {
+    pub fn new(config: RuntimeConfig) -> Result<Arc<Runtime>, RuntimeError> {
+        let engine = Engine::new(&engine_config(&config)).map_err(|e| RuntimeError(e.to_string()))?;
+        let mut linker: Linker<StepStore> = Linker::new(&engine);
+        // Every WASI 0.2 interface is linked, but the context behind them is empty, and
+        // validation refuses components that import sockets or anything else outside
+        // the allowed list before they are ever instantiated.
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| RuntimeError(e.to_string()))?;
+        ArchivingStep::add_to_linker::<StepStore, HasSelf<StepStore>>(&mut linker, |s| s)
+            .map_err(|e| RuntimeError(e.to_string()))?;
+        let tick_ms = EPOCH_TICK.as_millis().max(1);
+        let deadline_ticks = u64::try_from(config.deadline.as_millis().div_ceil(tick_ms)).unwrap_or(u64::MAX).max(1);
+        let ticker = match config.epoch_interruption {
+            true => Some(EpochTicker::start(engine.clone())?),
+            false => None,
+        };
+        let cache = config.cache_dir.as_deref().map(|dir| CompileCache::new(dir, &engine));
+        Ok(Arc::new(Runtime {
+            permits: Semaphore::new(config.concurrency as usize),
+            engine,
+            linker,
+            deadline_ticks,
+            cache,
+            config,
+            _ticker: ticker,
+        }))
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
+    /// Validate, compile (or load from the cache) and describe a component installed
+    /// under `name`. Nothing changes anywhere if this fails.
+    pub async fn load(self: &Arc<Self>, name: &str, bytes: bytes::Bytes) -> Result<LoadedStep, LoadError> {
+        step::load(self, name, bytes).await
+    }
+
+    /// Run one event through `step` in a fresh instance.
+    pub async fn call(
+        &self,
+        step: &LoadedStep,
+        input: CallInput<'_>,
+        state: Arc<dyn StepState>,
+        archive: Option<Arc<dyn Archive>>,
+    ) -> Result<Vec<Emitted>, CallError> {
+        let started = std::time::Instant::now();
+        let result = step::call(self, step, input, state, archive).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(error) => error.label(),
+        };
+        metrics::histogram!("wasaga_step_call_seconds", "step" => step.name.to_string(), "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
+        result
+    }
+}
+
+fn engine_config(config: &RuntimeConfig) -> Config {
+    let mut cfg = Config::new();
+    cfg.epoch_interruption(config.epoch_interruption);
+    cfg.max_wasm_stack(512 * 1024);
+    let memory_bytes = usize::try_from(config.memory_mib.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
+    if config.allocator == Allocator::Pooling {
+        let slots = config.concurrency.max(1);
+        let mut pool = PoolingAllocationConfig::new();
+        // A Rust component has a few core instances (the module plus adapter shims);
+        // size every pool to the concurrency so the reserved address space stays small.
+        pool.total_component_instances(slots)
+            .total_core_instances(slots * 8)
+            .total_memories(slots * 2)
+            .total_tables(slots * 4)
+            .total_stacks(slots)
+            .max_memory_size(memory_bytes)
+            // Keep the first pages of each slot resident and reset them with memset:
+            // the next instance then starts without page faults.
+            .linear_memory_keep_resident(4 * 1024 * 1024)
+            .table_keep_resident(64 * 1024)
+            .async_stack_keep_resident(64 * 1024)
+            .pagemap_scan(Enabled::Auto);
+        cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    cfg
+}
+
+/// Advances the engine's epoch on a background thread until dropped.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> Result<EpochTicker, RuntimeError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("wasaga-epoch".to_owned())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .map_err(|e| RuntimeError(format!("cannot start the epoch thread: {e}")))?;
+        Ok(EpochTicker { stop })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,58 @@
+//! The step's key-value state as the runtime sees it: a trait the saga binds to the
+//! store transaction of the current event, and an in-memory implementation for tests,
+//! benchmarks and validation calls.
+
+use async_trait::async_trait;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+/// A failure of the storage behind a step's state; it traps the call, which is retried.
+#[derive(Debug, thiserror::Error)]
+#[error("state storage failed: {0}")]
+pub struct StateError(pub String);
+
+/// One step's namespace of state, bound to the transaction of the event being handled.
+#[async_trait]
+pub trait StepState: Send + Sync {
+    /// The value under `key`.
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StateError>;
+    /// Store `value` under `key`.
+    async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), StateError>;
+    /// Remove `key`.
+    async fn delete(&self, key: &str) -> Result<(), StateError>;
+}
+
+/// State in a map: for tests, benchmarks and `describe` calls.
+#[derive(Debug, Default)]
+pub struct MemoryState {
+    entries: Mutex<BTreeMap<String, Vec<u8>>>,
+}
+
+impl MemoryState {
+    /// A copy of every entry.
+    pub fn snapshot(&self) -> BTreeMap<String, Vec<u8>> {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Vec<u8>>> {
+        // A panic while holding this lock cannot leave the map half-written.
+        self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[async_trait]
+impl StepState for MemoryState {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
+        Ok(self.lock().get(key).cloned())
+    }
+
+    async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), StateError> {
+        self.lock().insert(key.to_owned(), value);
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StateError> {
+        self.lock().remove(key);
+        Ok(())
+    }
+}

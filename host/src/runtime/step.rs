@@ -1,0 +1,277 @@
+//! A loaded step version, and the two things done with it: loading (validate, compile,
+//! describe) and calling (a fresh instance per event).
+
+use super::bindings::{ArchivingStepPre, handler, provenance};
+use super::host::{CallLabels, StepStore};
+use super::limits::CallLimiter;
+use super::state::{MemoryState, StateError, StepState};
+use super::validate::{check_binary, check_world, subscription_known, valid_kind};
+use super::{CallError, LoadError, Runtime};
+use crate::archive::Archive;
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use time::OffsetDateTime;
+use wasmtime::Store;
+use wasmtime::component::Component;
+
+/// One version of a step, ready to instantiate.
+pub struct LoadedStep {
+    /// The name it is installed under.
+    pub name: Arc<str>,
+    /// The semantic version from its manifest.
+    pub version: String,
+    /// `sha256:<hex>` of the component bytes: the version recorded with every event.
+    pub digest: Arc<str>,
+    /// Event kinds it subscribes to.
+    pub subscribes: Vec<String>,
+    pub loaded_at: OffsetDateTime,
+    /// The component, kept to persist it and to roll back to it.
+    pub bytes: Bytes,
+    /// Whether the machine code came from the compile cache.
+    pub from_cache: bool,
+    /// Time to compile or to load from the cache.
+    pub compile_time: Duration,
+    pre: ArchivingStepPre<StepStore>,
+}
+
+impl std::fmt::Debug for LoadedStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedStep")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("digest", &self.digest)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LoadedStep {
+    /// Whether this step handles events of `kind`.
+    pub fn subscribes_to(&self, kind: &str) -> bool {
+        self.subscribes.iter().any(|pattern| match pattern.strip_suffix('*') {
+            Some(prefix) => kind.starts_with(prefix),
+            None => pattern == kind,
+        })
+    }
+}
+
+/// Who emitted an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub step: String,
+    pub step_version: String,
+}
+
+/// One delivery of one event.
+#[derive(Debug, Clone, Copy)]
+pub struct CallInput<'a> {
+    pub id: &'a str,
+    pub kind: &'a str,
+    pub order_id: &'a str,
+    pub occurred_at_ms: u64,
+    pub payload: &'a str,
+    pub origin: &'a Origin,
+    /// 1 on first delivery.
+    pub attempt: u32,
+}
+
+/// An event a step returned, checked against the limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Emitted {
+    pub kind: String,
+    pub payload: String,
+}
+
+/// The `sha256:<hex>` digest of component bytes.
+pub fn digest_of(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+fn valid_step_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+}
+
+pub(super) async fn load(runtime: &Arc<Runtime>, name: &str, bytes: Bytes) -> Result<LoadedStep, LoadError> {
+    if !valid_step_name(name) {
+        return Err(LoadError::BadName(name.to_owned()));
+    }
+    check_binary(&bytes)?;
+    let digest = digest_of(&bytes);
+    let digest_hex = digest.trim_start_matches("sha256:").to_owned();
+    let started = Instant::now();
+    // Compiling takes tens of milliseconds of CPU: keep it off the async workers.
+    let (component, from_cache) = {
+        let runtime = runtime.clone();
+        let bytes = bytes.clone();
+        let digest_hex = digest_hex.clone();
+        tokio::task::spawn_blocking(move || compile(&runtime, &bytes, &digest_hex))
+            .await
+            .map_err(|e| LoadError::Compile(format!("compiler task failed: {e}")))??
+    };
+    let compile_time = started.elapsed();
+    check_world(&runtime.engine, &component)?;
+    let instance_pre = runtime
+        .linker
+        .instantiate_pre(&component)
+        .map_err(|e| LoadError::Contract(error_chain(&e)))?;
+    let pre = ArchivingStepPre::new(instance_pre).map_err(|e| LoadError::Contract(error_chain(&e)))?;
+
+    let labels = CallLabels { step: name.into(), step_version: digest.as_str().into(), event_id: String::new() };
+    let manifest = describe(runtime, &pre, labels).await.map_err(LoadError::Describe)?;
+    if manifest.name != name {
+        return Err(LoadError::NameMismatch { expected: name.to_owned(), found: manifest.name });
+    }
+    if let Err(e) = semver::Version::parse(&manifest.version) {
+        return Err(LoadError::BadVersion { version: manifest.version, reason: e.to_string() });
+    }
+    if manifest.subscribes.is_empty() {
+        return Err(LoadError::NoSubscriptions);
+    }
+    if let Some(kind) = manifest.subscribes.iter().find(|kind| !subscription_known(name, kind)) {
+        return Err(LoadError::UnknownKind { kind: kind.clone() });
+    }
+    if !from_cache && let Some(cache) = &runtime.cache {
+        cache.store(&component, &digest_hex);
+    }
+    Ok(LoadedStep {
+        name: name.into(),
+        version: manifest.version,
+        digest: digest.into(),
+        subscribes: manifest.subscribes,
+        loaded_at: OffsetDateTime::now_utc(),
+        bytes,
+        from_cache,
+        compile_time,
+        pre,
+    })
+}
+
+fn compile(runtime: &Runtime, bytes: &[u8], digest_hex: &str) -> Result<(Component, bool), LoadError> {
+    if let Some(component) = runtime.cache.as_ref().and_then(|cache| cache.load(&runtime.engine, digest_hex)) {
+        return Ok((component, true));
+    }
+    let component = Component::new(&runtime.engine, bytes).map_err(|e| LoadError::Compile(error_chain(&e)))?;
+    Ok((component, false))
+}
+
+fn new_store(
+    runtime: &Runtime,
+    state: Arc<dyn StepState>,
+    archive: Option<Arc<dyn Archive>>,
+    origin: provenance::Origin,
+    labels: CallLabels,
+) -> Store<StepStore> {
+    let max_memory = usize::try_from(runtime.config.memory_mib.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
+    let data = StepStore::new(CallLimiter::new(max_memory), state, archive, origin, labels);
+    let mut store = Store::new(&runtime.engine, data);
+    store.limiter(|data| &mut data.limiter);
+    if runtime.config.epoch_interruption {
+        store.set_epoch_deadline(runtime.deadline_ticks);
+    }
+    store
+}
+
+async fn describe(
+    runtime: &Runtime,
+    pre: &ArchivingStepPre<StepStore>,
+    labels: CallLabels,
+) -> Result<handler::Manifest, CallError> {
+    let origin = provenance::Origin { step: "host".to_owned(), step_version: String::new() };
+    let mut store = new_store(runtime, Arc::new(MemoryState::default()), None, origin, labels);
+    let _permit = runtime.permits.acquire().await.map_err(|e| CallError::Host(e.to_string()))?;
+    let result = async {
+        let instance = pre.instantiate_async(&mut store).await?;
+        instance.wasaga_saga_handler().call_describe(&mut store).await
+    }
+    .await;
+    store.data().flush_stdio();
+    result.map_err(|e| classify(runtime, &store, e))
+}
+
+pub(super) async fn call(
+    runtime: &Runtime,
+    step: &LoadedStep,
+    input: CallInput<'_>,
+    state: Arc<dyn StepState>,
+    archive: Option<Arc<dyn Archive>>,
+) -> Result<Vec<Emitted>, CallError> {
+    let origin = provenance::Origin {
+        step: input.origin.step.clone(),
+        step_version: input.origin.step_version.clone(),
+    };
+    let labels = CallLabels { step: step.name.clone(), step_version: step.digest.clone(), event_id: input.id.to_owned() };
+    let mut store = new_store(runtime, state, archive, origin, labels);
+    let ctx = handler::Context { attempt: input.attempt };
+    let event = handler::Event {
+        id: input.id.to_owned(),
+        kind: input.kind.to_owned(),
+        order_id: input.order_id.to_owned(),
+        occurred_at_ms: input.occurred_at_ms,
+        payload: input.payload.to_owned(),
+    };
+    let _permit = runtime.permits.acquire().await.map_err(|e| CallError::Host(e.to_string()))?;
+    let result = async {
+        let instance = step.pre.instantiate_async(&mut store).await?;
+        instance.wasaga_saga_handler().call_handle(&mut store, ctx, &event).await
+    }
+    .await;
+    store.data().flush_stdio();
+    let emits = match result {
+        Ok(Ok(emits)) => emits,
+        Ok(Err(handler::StepError::Retryable(reason))) => return Err(CallError::Retryable(reason)),
+        Ok(Err(handler::StepError::Fatal(reason))) => return Err(CallError::Fatal(reason)),
+        Err(error) => return Err(classify(runtime, &store, error)),
+    };
+    check_emits(runtime, emits)
+}
+
+fn check_emits(runtime: &Runtime, emits: Vec<handler::Emit>) -> Result<Vec<Emitted>, CallError> {
+    let limits = &runtime.config;
+    if emits.len() > limits.max_emits {
+        return Err(CallError::TooLarge(format!("{} events, the limit is {}", emits.len(), limits.max_emits)));
+    }
+    let total: usize = emits.iter().map(|e| e.payload.len() + e.kind.len()).sum();
+    if total > limits.max_emit_bytes {
+        return Err(CallError::TooLarge(format!("{total} bytes of events, the limit is {}", limits.max_emit_bytes)));
+    }
+    emits
+        .into_iter()
+        .map(|e| {
+            if !valid_kind(&e.kind) {
+                return Err(CallError::InvalidKind(e.kind));
+            }
+            Ok(Emitted { kind: e.kind, payload: e.payload })
+        })
+        .collect()
+}
+
+/// Name what went wrong in a failed call.
+fn classify(runtime: &Runtime, store: &Store<StepStore>, error: wasmtime::Error) -> CallError {
+    if let Some(state_error) = error.downcast_ref::<StateError>() {
+        return CallError::Host(state_error.to_string());
+    }
+    if store.data().limiter.memory_limit_hit {
+        return CallError::MemoryLimit { mib: runtime.config.memory_mib };
+    }
+    if let Some(wasmtime::Trap::Interrupt) = error.downcast_ref::<wasmtime::Trap>() {
+        return CallError::Timeout { deadline_ms: runtime.config.deadline.as_millis() };
+    }
+    CallError::Trap(error_chain(&error))
+}
+
+/// The error and its causes on one line, without the wasm backtrace.
+fn error_chain(error: &wasmtime::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        let first_line = text.lines().next().unwrap_or_default().to_owned();
+        if !first_line.is_empty() && !parts.contains(&first_line) {
+            parts.push(first_line);
+        }
+    }
+    parts.join(": ")
+}

@@ -1,0 +1,120 @@
+//! The server: build everything from [`Settings`], bind the listener, then serve until
+//! the shutdown future resolves. `main` and the tests share this one path.
+
+use crate::config::Settings;
+use crate::http::{self, AppState};
+use crate::registry::{PluginWatcher, StepRegistry, WatchError};
+use crate::runtime::{Allocator, Runtime, RuntimeConfig, RuntimeError};
+use rand::RngCore;
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// The steps of the saga; `/readyz` waits for them.
+pub const SAGA_STEPS: [&str; 3] = ["inventory", "payment", "analytics"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Watch(#[from] WatchError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot prepare the data folder {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error("server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A built server, listening but not yet serving.
+pub struct App {
+    listener: TcpListener,
+    state: AppState,
+    _watcher: PluginWatcher,
+}
+
+impl App {
+    /// Start the runtime, load the plugins folder, watch it, and bind the listener.
+    pub async fn build(settings: Settings) -> Result<App, StartError> {
+        let data_error = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| StartError::DataDir { path, source }
+        };
+        std::fs::create_dir_all(&settings.data_dir).map_err(data_error(&settings.data_dir))?;
+        let token = admin_token(&settings).map_err(data_error(&settings.admin_token_file()))?;
+        let runtime = Runtime::new(RuntimeConfig {
+            deadline: settings.step_deadline(),
+            memory_mib: settings.step_memory_mib,
+            concurrency: settings.step_concurrency,
+            cache_dir: Some(settings.compile_cache_dir()),
+            allocator: Allocator::Pooling,
+            ..RuntimeConfig::default()
+        })?;
+        let registry = StepRegistry::new(runtime, Some(settings.plugins_dir.clone()));
+        for (name, error) in registry.load_dir(&settings.plugins_dir).await {
+            tracing::error!(step = %name, %error, "step not loaded");
+        }
+        let watcher = PluginWatcher::start(&settings.plugins_dir, registry.clone())?;
+        let listener = TcpListener::bind(settings.http_addr)
+            .await
+            .map_err(|source| StartError::Bind { addr: settings.http_addr, source })?;
+        let state = AppState {
+            registry,
+            admin_token_digest: Sha256::digest(token.expose_secret().as_bytes()).to_vec().into(),
+            required_steps: SAGA_STEPS.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        Ok(App { listener, state, _watcher: watcher })
+    }
+
+    /// The address actually bound (port 0 resolved).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    pub fn registry(&self) -> Arc<StepRegistry> {
+        self.state.registry.clone()
+    }
+
+    /// Serve until `shutdown` resolves; requests in flight finish first.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
+        let steps: Vec<String> = self.state.registry.snapshot().keys().cloned().collect();
+        tracing::info!(addr = %self.local_addr(), ?steps, "wasaga is listening");
+        let router = http::router(self.state);
+        axum::serve(self.listener, router).with_graceful_shutdown(shutdown).await.map_err(StartError::Serve)?;
+        tracing::info!("wasaga stopped");
+        Ok(())
+    }
+}
+
+/// The configured admin token, or the one kept in the data folder, or a new one written
+/// there readable by the owner only.
+fn admin_token(settings: &Settings) -> std::io::Result<SecretString> {
+    if let Some(token) = &settings.admin_token {
+        return Ok(token.clone());
+    }
+    let path = settings.admin_token_file();
+    if let Ok(existing) = std::fs::read_to_string(&path)
+        && !existing.trim().is_empty()
+    {
+        return Ok(SecretString::from(existing.trim().to_owned()));
+    }
+    let mut bytes = [0u8; 24];
+    rand::rng().fill_bytes(&mut bytes);
+    let token = hex::encode(bytes);
+    write_private(&path, &token)?;
+    tracing::info!(path = %path.display(), "generated an admin token");
+    Ok(SecretString::from(token))
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.write_all(b"\n")
+}

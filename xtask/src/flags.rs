@@ -1,0 +1,64 @@
+//! Every xtask command and its options, in one place.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// Project commands for wasaga.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask")]
+pub struct Xtask {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build every step to a wasm32-wasip2 component and install it where the host watches.
+    BuildPlugins(BuildPlugins),
+    /// Build the plugins if needed and start `wasaga serve` on the embedded defaults.
+    Run(Run),
+    /// Check formatting and lints, build the components, and run every test.
+    Test(Test),
+    /// Run a benchmark and write its report under bench/results/.
+    Bench(Bench),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BuildPlugins {
+    /// Install into this folder instead of dist/plugins.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Also build the test fixtures (hostile, sockets, echo v1 and v2).
+    #[arg(long)]
+    pub fixtures: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Run {
+    /// Build the host in release mode.
+    #[arg(long)]
+    pub release: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Test {
+    /// Skip `cargo fmt --check` and clippy.
+    #[arg(long)]
+    pub no_lint: bool,
+    /// Passed to `cargo test` as a test name filter.
+    pub filter: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum BenchKind {
+    /// Per-event instantiate + handle, native ratio, allocators, compile and swap times.
+    Runtime,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Bench {
+    pub kind: BenchKind,
+    /// Events per measurement (more is steadier, slower).
+    #[arg(long, default_value_t = 20_000)]
+    pub events: u32,
+}

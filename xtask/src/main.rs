@@ -1,0 +1,21 @@
+//! `cargo xtask`: the project's own commands (build the plugins, run, test, bench).
+//! Every command is declared in [`flags`]; each has its own module.
+
+mod bench;
+mod build_plugins;
+mod flags;
+mod run;
+mod test;
+mod util;
+
+use clap::Parser;
+
+fn main() -> anyhow::Result<()> {
+    let flags = flags::Xtask::parse();
+    match flags.command {
+        flags::Command::BuildPlugins(args) => build_plugins::run(&args).map(|_| ()),
+        flags::Command::Run(args) => run::run(&args),
+        flags::Command::Test(args) => test::run(&args),
+        flags::Command::Bench(args) => bench::run(&args),
+    }
+}

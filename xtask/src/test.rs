@@ -1,0 +1,25 @@
+//! `cargo xtask test`: formatting and lints, the components, then every test of the
+//! workspace with the components' folder passed to the host's integration tests.
+
+use crate::build_plugins;
+use crate::flags::{BuildPlugins, Test};
+use crate::util::{cargo, run, target_dir};
+
+pub fn run(args: &Test) -> anyhow::Result<()> {
+    if !args.no_lint {
+        run_cmd(cargo().args(["fmt", "--all", "--", "--check"]))?;
+        run_cmd(cargo().args(["clippy", "--workspace", "--all-targets", "--quiet", "--", "-D", "warnings"]))?;
+    }
+    let components = target_dir().join("wasaga-test-components");
+    build_plugins::run(&BuildPlugins { out: Some(components.clone()), fixtures: true })?;
+    let mut cmd = cargo();
+    cmd.args(["test", "--workspace"]).env("WASAGA_TEST_COMPONENTS", &components);
+    if let Some(filter) = &args.filter {
+        cmd.args(["--", filter]);
+    }
+    run_cmd(&mut cmd)
+}
+
+fn run_cmd(cmd: &mut std::process::Command) -> anyhow::Result<()> {
+    run(cmd)
+}
