@@ -119,10 +119,8 @@ impl Settings {
             }
             figment = figment.merge(Toml::file(path));
         }
-        let settings: Settings = figment
-            .merge(Env::prefixed("WASAGA_"))
-            .extract()
-            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        let settings: Settings =
+            figment.merge(Env::prefixed("WASAGA_")).extract().map_err(|e| ConfigError::Load(e.to_string()))?;
         settings.validate()?;
         Ok(settings)
     }

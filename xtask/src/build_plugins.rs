@@ -3,7 +3,7 @@
 //! write-then-rename so a watching host never reads half a file.
 
 use crate::flags::BuildPlugins;
-use crate::util::{cargo, root, run, target_dir};
+use crate::util::{cargo, root, run as run_cmd, target_dir};
 use anyhow::{Context, bail};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -37,17 +37,10 @@ const FIXTURES: &[Build] = &[
     Build { packages: &["echo"], features: &["echo/v2"], installs: &[("echo", "echo-v2")] },
 ];
 
-/// A component that was installed.
-pub struct Installed {
-    pub name: String,
-    pub path: PathBuf,
-}
-
-pub fn run(args: &BuildPlugins) -> anyhow::Result<Vec<Installed>> {
+pub fn run(args: &BuildPlugins) -> anyhow::Result<()> {
     check_target()?;
     let out = args.out.clone().unwrap_or_else(|| root().join("dist/plugins"));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let mut installed = Vec::new();
     let builds = STEPS.iter().chain(if args.fixtures { FIXTURES } else { &[] });
     for build in builds {
         let mut cmd = cargo();
@@ -58,13 +51,13 @@ pub fn run(args: &BuildPlugins) -> anyhow::Result<Vec<Installed>> {
         if !build.features.is_empty() {
             cmd.args(["--features", &build.features.join(",")]);
         }
-        run(&mut cmd)?;
+        run_cmd(&mut cmd)?;
         for (output, name) in build.installs {
             let built = target_dir().join(TARGET).join("plugin").join(format!("{output}.wasm"));
-            installed.push(install(&built, &out, name)?);
+            install(&built, &out, name)?;
         }
     }
-    Ok(installed)
+    Ok(())
 }
 
 fn check_target() -> anyhow::Result<()> {
@@ -80,7 +73,7 @@ fn check_target() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn install(built: &Path, out: &Path, name: &str) -> anyhow::Result<Installed> {
+fn install(built: &Path, out: &Path, name: &str) -> anyhow::Result<()> {
     let bytes = std::fs::read(built).with_context(|| format!("reading {}", built.display()))?;
     let target = out.join(format!("{name}.wasm"));
     let tmp = out.join(format!(".{name}.wasm.tmp"));
@@ -92,5 +85,5 @@ fn install(built: &Path, out: &Path, name: &str) -> anyhow::Result<Installed> {
         hex::encode(Sha256::digest(&bytes)),
         target.display()
     );
-    Ok(Installed { name: name.to_owned(), path: target })
+    Ok(())
 }

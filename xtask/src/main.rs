@@ -13,7 +13,7 @@ use clap::Parser;
 fn main() -> anyhow::Result<()> {
     let flags = flags::Xtask::parse();
     match flags.command {
-        flags::Command::BuildPlugins(args) => build_plugins::run(&args).map(|_| ()),
+        flags::Command::BuildPlugins(args) => build_plugins::run(&args),
         flags::Command::Run(args) => run::run(&args),
         flags::Command::Test(args) => test::run(&args),
         flags::Command::Bench(args) => bench::run(&args),

@@ -31,7 +31,14 @@ pub fn run(args: &Run) -> anyhow::Result<()> {
         let token_file = root().join(&data_dir).join("admin-token");
         println!();
         println!("wasaga is running at {url}  (Ctrl-C stops it)");
-        println!("admin token: {}", if std::env::var("WASAGA_ADMIN_TOKEN").is_ok() { "$WASAGA_ADMIN_TOKEN".to_owned() } else { token_file.display().to_string() });
+        println!(
+            "admin token: {}",
+            if std::env::var("WASAGA_ADMIN_TOKEN").is_ok() {
+                "$WASAGA_ADMIN_TOKEN".to_owned()
+            } else {
+                token_file.display().to_string()
+            }
+        );
         println!("steps:");
         println!("  curl -s -H \"Authorization: Bearer $(cat {})\" {url}/api/admin/plugins", token_file.display());
         println!();
@@ -55,7 +62,10 @@ fn wait_until_healthy(addr: &str, child: &mut std::process::Child) -> anyhow::Re
             let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
             let request = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
             let mut answer = String::new();
-            if stream.write_all(request.as_bytes()).is_ok() && stream.read_to_string(&mut answer).is_ok() && answer.starts_with("HTTP/1.1 200") {
+            if stream.write_all(request.as_bytes()).is_ok()
+                && stream.read_to_string(&mut answer).is_ok()
+                && answer.starts_with("HTTP/1.1 200")
+            {
                 return Ok(true);
             }
         }

@@ -3,7 +3,7 @@
 
 use crate::build_plugins;
 use crate::flags::{BuildPlugins, Test};
-use crate::util::{cargo, run, target_dir};
+use crate::util::{cargo, run as run_cmd, target_dir};
 
 pub fn run(args: &Test) -> anyhow::Result<()> {
     if !args.no_lint {
@@ -18,8 +18,4 @@ pub fn run(args: &Test) -> anyhow::Result<()> {
         cmd.args(["--", filter]);
     }
     run_cmd(&mut cmd)
-}
-
-fn run_cmd(cmd: &mut std::process::Command) -> anyhow::Result<()> {
-    run(cmd)
 }

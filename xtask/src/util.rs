@@ -30,11 +30,12 @@ pub fn cargo() -> Command {
 
 /// Run `cmd`, failing with its rendering if it exits non-zero.
 pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
-    let shown = format!("{cmd:?}");
-    eprintln!("$ {}", shown.replace('"', ""));
+    let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+    let shown = format!("cargo {}", args.join(" "));
+    eprintln!("$ {shown}");
     let status = cmd.status().with_context(|| format!("cannot start {shown}"))?;
     if !status.success() {
-        bail!("command failed ({status}): {}", shown.replace('"', ""));
+        bail!("command failed ({status}): {shown}");
     }
     Ok(())
 }

@@ -26,8 +26,8 @@ impl ObjectArchive {
         }
         if let Some(dir) = url.strip_prefix("file://") {
             std::fs::create_dir_all(dir).map_err(|e| unsupported(&format!("cannot create {dir}: {e}")))?;
-            let local = object_store::local::LocalFileSystem::new_with_prefix(dir)
-                .map_err(|e| unsupported(&e.to_string()))?;
+            let local =
+                object_store::local::LocalFileSystem::new_with_prefix(dir).map_err(|e| unsupported(&e.to_string()))?;
             return Ok(ObjectArchive { store: Arc::new(local), content_types: false });
         }
         Err(unsupported("expected file://<dir> or memory://"))

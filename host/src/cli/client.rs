@@ -29,10 +29,11 @@ impl Client {
     }
 
     async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T, ClientError> {
-        let response = request.bearer_auth(&self.token).send().await.map_err(|e| ClientError::Connect {
-            url: self.base.clone(),
-            reason: e.to_string(),
-        })?;
+        let response = request
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| ClientError::Connect { url: self.base.clone(), reason: e.to_string() })?;
         let status = response.status();
         let body = response.bytes().await.map_err(|e| ClientError::Decode(e.to_string()))?;
         if !status.is_success() {
@@ -76,8 +77,15 @@ pub fn plugins_table(plugins: &[serde_json::Value]) -> String {
             .and_then(|v| v.as_array())
             .map(|a| a.iter().filter_map(|s| s.as_str()).collect::<Vec<_>>().join(","))
             .unwrap_or_default();
-        let _ = writeln!(out, "{:<12} {:<10} {:<20} {:<10} {}", field(p, "name"), field(p, "version"), short, previous, subscribes);
+        let _ = writeln!(
+            out,
+            "{:<12} {:<10} {:<20} {:<10} {}",
+            field(p, "name"),
+            field(p, "version"),
+            short,
+            previous,
+            subscribes
+        );
     }
     out
 }
-

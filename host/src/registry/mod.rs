@@ -71,9 +71,18 @@ pub enum RegistryError {
     NoPrevious(String),
 }
 
+/// A version that was refused, kept so an operator (or a test) can see why.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub digest: String,
+    pub reason: String,
+    pub source: Source,
+}
+
 /// Step name → serving version.
 pub struct StepRegistry {
     runtime: Arc<Runtime>,
+    refusals: std::sync::Mutex<BTreeMap<String, Vec<Refusal>>>,
     snapshot: ArcSwap<BTreeMap<String, Slot>>,
     write: tokio::sync::Mutex<()>,
     /// Where accepted uploads and rollbacks are written, so a restart serves them.
@@ -91,6 +100,7 @@ impl StepRegistry {
         Arc::new(StepRegistry {
             runtime,
             snapshot: ArcSwap::from_pointee(BTreeMap::new()),
+            refusals: std::sync::Mutex::new(BTreeMap::new()),
             write: tokio::sync::Mutex::new(()),
             plugins_dir,
         })
@@ -108,6 +118,16 @@ impl StepRegistry {
     /// The serving version of `name`.
     pub fn current(&self, name: &str) -> Option<Arc<LoadedStep>> {
         self.snapshot.load().get(name).map(|slot| slot.current.clone())
+    }
+
+    /// Versions refused for `name` since start, oldest first.
+    pub fn refusals(&self, name: &str) -> Vec<Refusal> {
+        self.lock_refusals().get(name).cloned().unwrap_or_default()
+    }
+
+    fn lock_refusals(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Vec<Refusal>>> {
+        // A panic while holding this lock cannot leave the map half-written.
+        self.refusals.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The serving versions of every step subscribed to `kind`.
@@ -155,10 +175,13 @@ impl StepRegistry {
         {
             return Ok(Installed::Unchanged(slot.clone()));
         }
+        let digest = crate::runtime::digest_of(&bytes);
         let loaded = match self.runtime.load(name, bytes).await {
             Ok(loaded) => Arc::new(loaded),
             Err(error) => {
-                tracing::warn!(%error, "refused a new version; the serving version is unchanged");
+                tracing::warn!(%error, %digest, "refused a new version; the serving version is unchanged");
+                let refusal = Refusal { digest, reason: error.to_string(), source };
+                self.lock_refusals().entry(name.to_owned()).or_default().push(refusal);
                 return Err(error.into());
             }
         };
@@ -206,7 +229,7 @@ impl StepRegistry {
     async fn persist(&self, step: &LoadedStep) {
         let Some(dir) = &self.plugins_dir else { return };
         let target = dir.join(format!("{}.wasm", step.name));
-        let tmp = dir.join(format!(".{}.wasm.{}.tmp", step.name, std::process::id()));
+        let tmp = dir.join(format!(".{}.wasm.{}.tmp", step.name, rand::random::<u64>()));
         let result = async {
             tokio::fs::create_dir_all(dir).await?;
             tokio::fs::write(&tmp, &step.bytes).await?;

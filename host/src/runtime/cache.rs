@@ -46,7 +46,7 @@ impl CompileCache {
             std::fs::create_dir_all(&self.dir)?;
             let bytes = component.serialize()?;
             // Write then rename, so a concurrent reader never sees half a file.
-            let tmp = self.dir.join(format!(".{digest_hex}.{}.tmp", std::process::id()));
+            let tmp = self.dir.join(format!(".{digest_hex}.{}.{}.tmp", std::process::id(), rand::random::<u64>()));
             std::fs::write(&tmp, bytes)?;
             std::fs::rename(&tmp, self.path(digest_hex))?;
             Ok(())

@@ -47,17 +47,7 @@ impl StepStore {
         let stderr = MemoryOutputPipe::new(STDIO_CAPACITY);
         // No preopens, environment, arguments or network: the context grants nothing.
         let wasi = WasiCtx::builder().stdout(stdout.clone()).stderr(stderr.clone()).build();
-        StepStore {
-            wasi,
-            table: ResourceTable::new(),
-            limiter,
-            state,
-            archive,
-            origin,
-            labels,
-            stdout,
-            stderr,
-        }
+        StepStore { wasi, table: ResourceTable::new(), limiter, state, archive, origin, labels, stdout, stderr }
     }
 
     /// Forward what the guest printed to the log, once the call is over.
@@ -114,19 +104,11 @@ impl log::Host for StepStore {
 }
 
 impl archive::Host for StepStore {
-    async fn put(
-        &mut self,
-        name: String,
-        body: Vec<u8>,
-        content_type: String,
-    ) -> wasmtime::Result<Result<(), String>> {
+    async fn put(&mut self, name: String, body: Vec<u8>, content_type: String) -> wasmtime::Result<Result<(), String>> {
         let Some(archive) = &self.archive else {
             return Ok(Err("no archive is configured for this host".to_owned()));
         };
-        Ok(archive
-            .put_once(&name, Bytes::from(body), &content_type)
-            .await
-            .map_err(|e| e.to_string()))
+        Ok(archive.put_once(&name, Bytes::from(body), &content_type).await.map_err(|e| e.to_string()))
     }
 }
 

@@ -15,7 +15,7 @@ mod validate;
 
 pub use cache::CompileCache;
 pub use state::{MemoryState, StateError, StepState};
-pub use step::{CallInput, Emitted, LoadedStep, Origin};
+pub use step::{CallInput, Emitted, LoadedStep, Origin, digest_of};
 pub use validate::{HANDLER_EXPORT, import_allowed, subscription_known, valid_kind};
 
 use crate::archive::Archive;
@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::Semaphore;
 use wasmtime::component::{HasSelf, Linker};
-use wasmtime::{Config, Engine, Enabled, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// How often the epoch advances; deadlines are rounded up to whole ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -85,9 +85,13 @@ pub enum LoadError {
     CoreModule,
     #[error("invalid component: {0}")]
     Compile(String),
-    #[error("imports `{0}`, which steps may not use (allowed: wasaga:saga/* and wasi:cli, io, clocks, random, filesystem @0.2)")]
+    #[error(
+        "imports `{0}`, which steps may not use (allowed: wasaga:saga/* and wasi:cli, io, clocks, random, filesystem @0.2)"
+    )]
     ForbiddenImport(String),
-    #[error("does not export wasaga:saga/handler@0.1.0 (it exports {exports}): build it against the `step` or `archiving-step` world")]
+    #[error(
+        "does not export wasaga:saga/handler@0.1.0 (it exports {exports}): build it against the `step` or `archiving-step` world"
+    )]
     MissingHandler { exports: String },
     #[error("does not match the wasaga:saga@0.1.0 contract: {0}")]
     Contract(String),

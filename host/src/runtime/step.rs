@@ -114,10 +114,7 @@ pub(super) async fn load(runtime: &Arc<Runtime>, name: &str, bytes: Bytes) -> Re
     };
     let compile_time = started.elapsed();
     check_world(&runtime.engine, &component)?;
-    let instance_pre = runtime
-        .linker
-        .instantiate_pre(&component)
-        .map_err(|e| LoadError::Contract(error_chain(&e)))?;
+    let instance_pre = runtime.linker.instantiate_pre(&component).map_err(|e| LoadError::Contract(error_chain(&e)))?;
     let pre = ArchivingStepPre::new(instance_pre).map_err(|e| LoadError::Contract(error_chain(&e)))?;
 
     let labels = CallLabels { step: name.into(), step_version: digest.as_str().into(), event_id: String::new() };
@@ -199,11 +196,10 @@ pub(super) async fn call(
     state: Arc<dyn StepState>,
     archive: Option<Arc<dyn Archive>>,
 ) -> Result<Vec<Emitted>, CallError> {
-    let origin = provenance::Origin {
-        step: input.origin.step.clone(),
-        step_version: input.origin.step_version.clone(),
-    };
-    let labels = CallLabels { step: step.name.clone(), step_version: step.digest.clone(), event_id: input.id.to_owned() };
+    let origin =
+        provenance::Origin { step: input.origin.step.clone(), step_version: input.origin.step_version.clone() };
+    let labels =
+        CallLabels { step: step.name.clone(), step_version: step.digest.clone(), event_id: input.id.to_owned() };
     let mut store = new_store(runtime, state, archive, origin, labels);
     let ctx = handler::Context { attempt: input.attempt };
     let event = handler::Event {

@@ -37,9 +37,9 @@ pub fn import_allowed(name: &str) -> bool {
     let (interface, version) = rest.split_once('@').unwrap_or((rest, ""));
     match package {
         "wasaga:saga" => CONTRACT_IMPORTS.contains(&interface) && version.starts_with("0.1."),
-        _ => package
-            .strip_prefix("wasi:")
-            .is_some_and(|pkg| WASI_PACKAGES.contains(&pkg) && version.starts_with("0.2.")),
+        _ => {
+            package.strip_prefix("wasi:").is_some_and(|pkg| WASI_PACKAGES.contains(&pkg) && version.starts_with("0.2."))
+        }
     }
 }
 
@@ -75,7 +75,8 @@ pub fn valid_kind(kind: &str) -> bool {
     !kind.is_empty()
         && kind.len() <= 128
         && kind.split('.').all(|part| {
-            !part.is_empty() && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+            !part.is_empty()
+                && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
         })
 }
 

@@ -2,9 +2,9 @@
 //! [`crate::export_step!`].
 
 use crate::bindings::exports::wasaga::saga::handler as wit;
-use crate::bindings::wasaga::saga::{log, state};
 #[cfg(feature = "archive")]
 use crate::bindings::wasaga::saga::{archive, provenance};
+use crate::bindings::wasaga::saga::{log, state};
 use crate::{Context, Event, Host, Level, Origin, Step, StepError};
 
 /// The WIT imports as a [`Host`].
@@ -58,11 +58,7 @@ impl Host for WitHost {
 /// `describe` for step `S`.
 pub fn describe<S: Step>() -> wit::Manifest {
     let manifest = S::manifest();
-    wit::Manifest {
-        name: manifest.name,
-        version: manifest.version,
-        subscribes: manifest.subscribes,
-    }
+    wit::Manifest { name: manifest.name, version: manifest.version, subscribes: manifest.subscribes }
 }
 
 /// `handle` for step `S`.
@@ -76,10 +72,7 @@ pub fn handle<S: Step>(ctx: wit::Context, event: wit::Event) -> Result<Vec<wit::
         payload: event.payload,
     };
     match S::handle(&mut WitHost, &ctx, &event) {
-        Ok(emits) => Ok(emits
-            .into_iter()
-            .map(|e| wit::Emit { kind: e.kind, payload: e.payload })
-            .collect()),
+        Ok(emits) => Ok(emits.into_iter().map(|e| wit::Emit { kind: e.kind, payload: e.payload }).collect()),
         Err(StepError::Retryable(reason)) => Err(wit::StepError::Retryable(reason)),
         Err(StepError::Fatal(reason)) => Err(wit::StepError::Fatal(reason)),
     }

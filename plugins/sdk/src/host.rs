@@ -35,8 +35,8 @@ pub trait HostExt: Host {
 
     /// Store `value` under `key` as JSON.
     fn put_json<T: Serialize>(&mut self, key: &str, value: &T) -> Result<(), StepError> {
-        let bytes = serde_json::to_vec(value)
-            .map_err(|e| StepError::Fatal(format!("cannot encode state {key:?}: {e}")))?;
+        let bytes =
+            serde_json::to_vec(value).map_err(|e| StepError::Fatal(format!("cannot encode state {key:?}: {e}")))?;
         self.put(key, &bytes);
         Ok(())
     }

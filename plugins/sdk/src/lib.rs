@@ -5,7 +5,7 @@
 //! to publish. [`export_step!`] turns it into a WebAssembly component for the host;
 //! natively, [`MemoryHost`] runs the same logic in unit tests and benchmarks.
 //!
-//! ```ignore
+//! ```
 //! use wasaga_sdk::{events::*, Context, Emit, Event, Host, HostExt, Manifest, Step, StepError};
 //!
 //! pub struct Echo;

@@ -54,9 +54,7 @@ impl Host for MemoryHost {
             return Err(reason.clone());
         }
         // Create-only, like the real archive: an existing name is left as it is.
-        self.archive
-            .entry(name.to_owned())
-            .or_insert_with(|| (body.to_vec(), content_type.to_owned()));
+        self.archive.entry(name.to_owned()).or_insert_with(|| (body.to_vec(), content_type.to_owned()));
         Ok(())
     }
 

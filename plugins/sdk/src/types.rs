@@ -38,8 +38,8 @@ pub struct Emit {
 impl Emit {
     /// An event with a typed payload serialised to JSON.
     pub fn json<T: Serialize>(kind: &str, payload: &T) -> Result<Emit, StepError> {
-        let payload = serde_json::to_string(payload)
-            .map_err(|e| StepError::Fatal(format!("cannot encode {kind}: {e}")))?;
+        let payload =
+            serde_json::to_string(payload).map_err(|e| StepError::Fatal(format!("cannot encode {kind}: {e}")))?;
         Ok(Emit { kind: kind.to_owned(), payload })
     }
 }

@@ -1,0 +1,129 @@
+//! The admin API over HTTP: auth, listing, upload, rollback, and problem+json errors.
+
+use crate::helpers::*;
+
+async fn problem(response: reqwest::Response) -> serde_json::Value {
+    let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    response.json().await.expect("problem body is JSON")
+}
+
+#[tokio::test]
+async fn a_running_server_lists_the_three_steps() {
+    let app = spawn_app().await;
+    let plugins = app.plugins().await;
+    let names: Vec<&str> = plugins.iter().filter_map(|p| p["name"].as_str()).collect();
+    assert_eq!(names, ["analytics", "inventory", "payment"]);
+    for plugin in &plugins {
+        assert!(plugin["digest"].as_str().is_some_and(|d| d.starts_with("sha256:") && d.len() == 71), "{plugin}");
+        assert!(plugin["version"].as_str().is_some_and(|v| semver::Version::parse(v).is_ok()), "{plugin}");
+        assert!(plugin["loaded_at"].is_string(), "{plugin}");
+        assert!(plugin["subscribes"].as_array().is_some_and(|s| !s.is_empty()), "{plugin}");
+        assert!(plugin["previous"].is_null(), "{plugin}");
+    }
+    let analytics = &plugins[0];
+    assert_eq!(analytics["subscribes"], serde_json::json!(["*"]));
+    assert_eq!(app.get("/readyz").await.status(), 200);
+    assert_eq!(app.get("/healthz").await.status(), 200);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn admin_endpoints_need_the_token() {
+    let app = spawn_app().await;
+    let response = app.http.get(app.url("/api/admin/plugins")).send().await.expect("sent");
+    assert_eq!(response.status(), 401);
+    assert_eq!(problem(response).await["status"], 401);
+    let response = app.http.get(app.url("/api/admin/plugins")).bearer_auth("wrong").send().await.expect("sent");
+    assert_eq!(response.status(), 403);
+    let response = app
+        .http
+        .put(app.url("/api/admin/plugins/payment"))
+        .header("content-type", "application/wasm")
+        .body(component("echo-v1"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 401);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_bad_upload_is_refused_with_the_reason_and_changes_nothing() {
+    let app = spawn_app().await;
+    let before = app.plugin("payment").await.expect("payment");
+    for (bytes, reason) in [
+        (bytes::Bytes::from_static(b"not wasm at all"), "not a WebAssembly file"),
+        (component("hostile"), "names the step \"hostile\""),
+        (component("sockets"), "wasi:sockets/"),
+    ] {
+        let response = app.upload("payment", bytes).await;
+        assert_eq!(response.status(), 422);
+        let body = problem(response).await;
+        let detail = body["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains(reason), "{detail}");
+    }
+    assert_eq!(app.plugin("payment").await.expect("payment"), before);
+
+    let response = app
+        .http
+        .put(app.url("/api/admin/plugins/payment"))
+        .bearer_auth(&app.token)
+        .header("content-type", "text/plain")
+        .body(component("payment"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 415);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn upload_swaps_and_rollback_restores() {
+    let app = spawn_app().await;
+    let response = app.upload("echo", component("echo-v1")).await;
+    assert_eq!(response.status(), 200);
+    let entry: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(entry["version"], "1.0.0");
+    assert!(entry["previous"].is_null());
+
+    let response = app.upload("echo", component("echo-v2")).await;
+    assert_eq!(response.status(), 200);
+    let entry: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(entry["version"], "2.0.0");
+    assert_eq!(entry["previous"]["version"], "1.0.0");
+
+    let response = app.rollback("echo").await;
+    assert_eq!(response.status(), 200);
+    let entry: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(entry["version"], "1.0.0");
+    assert_eq!(entry["previous"]["version"], "2.0.0");
+    assert_eq!(app.plugin("echo").await.expect("echo")["version"], "1.0.0");
+
+    assert_eq!(app.rollback("nosuchstep").await.status(), 404);
+    assert_eq!(app.rollback("inventory").await.status(), 409);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_paths_are_problem_documents() {
+    let app = spawn_app().await;
+    let response = app.get("/api/nothing-here").await;
+    assert_eq!(response.status(), 404);
+    assert_eq!(problem(response).await["code"], "not_found");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn readiness_waits_for_the_saga_steps() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir_all(dir.path().join("plugins")).expect("plugins dir");
+    let app = spawn_app_in(dir).await;
+    let response = app.get("/readyz").await;
+    assert_eq!(response.status(), 503);
+    let body = problem(response).await;
+    assert!(body["detail"].as_str().unwrap_or_default().contains("payment"), "{body}");
+    install_saga_steps(&app.plugins_dir());
+    eventually(std::time::Duration::from_secs(30), "ready", async || app.get("/readyz").await.status() == 200).await;
+    app.stop().await;
+}

@@ -1,0 +1,10 @@
+//! Integration tests of the host: the real components built by `cargo xtask test`,
+//! loaded into the real runtime, and a real server on a random port.
+
+mod admin;
+mod cache;
+mod helpers;
+mod hostile;
+mod steps;
+mod swap;
+mod watcher;

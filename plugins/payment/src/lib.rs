@@ -1,0 +1,304 @@
+//! The payment step: charges a reserved order through a simulated card gateway and
+//! refunds the charge when the order is cancelled.
+//!
+//! The gateway is driven by the card token (see DESIGN.md, "Test card tokens"):
+//! `tok_ok` captures, `tok_decline` is declined, `tok_flaky_N` fails retryably on its
+//! first N attempts and then captures, `tok_trap` traps every time, anything else is
+//! declined as `unknown_token`.
+//!
+//! State: `payment/{order_id}` holds a [`PaymentRecord`]. It makes both events idempotent
+//! without the host's dedupe, and a `voided` record left by a cancel that arrives first
+//! stops a late `stock.reserved` from charging.
+
+use serde::{Deserialize, Serialize};
+use wasaga_sdk::events::{PaymentCaptured, PaymentDeclined, PaymentRefunded, StockReserved, kinds};
+use wasaga_sdk::{Context, Emit, Event, Host, HostExt, Manifest, Step, StepError};
+
+/// What this step did for one order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentRecord {
+    /// Where the payment stands.
+    pub status: PaymentStatus,
+    /// The amount charged (or that would have been).
+    pub amount_cents: i64,
+}
+
+/// Where an order's payment stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentStatus {
+    /// Charged.
+    Captured,
+    /// The gateway refused; nothing was charged.
+    Declined,
+    /// Charged, then returned.
+    Refunded,
+    /// Cancelled before any charge: never charge this order.
+    Voided,
+}
+
+/// What the simulated gateway answers for a token on an attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum GatewayAnswer {
+    Capture,
+    Decline(&'static str),
+    TryLater(String),
+    Trap,
+}
+
+fn gateway(card_token: &str, attempt: u32) -> GatewayAnswer {
+    if let Some(n) = card_token.strip_prefix("tok_flaky_") {
+        return match n.parse::<u32>() {
+            Ok(failures @ 1..=9) if attempt <= failures => {
+                GatewayAnswer::TryLater(format!("gateway unavailable (attempt {attempt} of {failures} failing)"))
+            }
+            Ok(1..=9) => GatewayAnswer::Capture,
+            _ => GatewayAnswer::Decline("unknown_token"),
+        };
+    }
+    match card_token {
+        "tok_ok" => GatewayAnswer::Capture,
+        "tok_decline" => GatewayAnswer::Decline("card_declined"),
+        "tok_trap" => GatewayAnswer::Trap,
+        _ => GatewayAnswer::Decline("unknown_token"),
+    }
+}
+
+/// The payment step.
+pub struct Payment;
+
+impl Step for Payment {
+    fn manifest() -> Manifest {
+        Manifest::new("payment", "0.1.0", [kinds::STOCK_RESERVED, kinds::ORDER_CANCELLED])
+    }
+
+    fn handle(host: &mut dyn Host, ctx: &Context, event: &Event) -> Result<Vec<Emit>, StepError> {
+        match event.kind.as_str() {
+            kinds::STOCK_RESERVED => stock_reserved(host, ctx, event),
+            kinds::ORDER_CANCELLED => order_cancelled(host, event),
+            _ => Ok(vec![]),
+        }
+    }
+}
+
+wasaga_sdk::export_step!(Payment);
+
+/// The order's record key; an event without an order id cannot be handled.
+fn payment_key(event: &Event) -> Result<String, StepError> {
+    if event.order_id.is_empty() {
+        return Err(StepError::Fatal(format!("{} without an order id", event.kind)));
+    }
+    Ok(format!("payment/{}", event.order_id))
+}
+
+fn stock_reserved(host: &mut dyn Host, ctx: &Context, event: &Event) -> Result<Vec<Emit>, StepError> {
+    let key = payment_key(event)?;
+    // A duplicate, or an order cancelled before it got here (voided): never charge twice.
+    if host.get_json::<PaymentRecord>(&key)?.is_some() {
+        return Ok(vec![]);
+    }
+    let reserved: StockReserved = event.payload()?;
+    let amount_cents = reserved.total_cents;
+    match gateway(&reserved.payment.card_token, ctx.attempt) {
+        GatewayAnswer::Capture => {
+            host.put_json(&key, &PaymentRecord { status: PaymentStatus::Captured, amount_cents })?;
+            Ok(vec![Emit::json(kinds::PAYMENT_CAPTURED, &PaymentCaptured { amount_cents })?])
+        }
+        GatewayAnswer::Decline(reason) => {
+            host.put_json(&key, &PaymentRecord { status: PaymentStatus::Declined, amount_cents })?;
+            let declined = PaymentDeclined { reason: reason.to_owned() };
+            Ok(vec![Emit::json(kinds::PAYMENT_DECLINED, &declined)?])
+        }
+        GatewayAnswer::TryLater(reason) => Err(StepError::Retryable(reason)),
+        // A real trap of the component, on purpose: the host must survive and retry it.
+        GatewayAnswer::Trap => panic!("tok_trap: the gateway simulator traps on purpose"),
+    }
+}
+
+fn order_cancelled(host: &mut dyn Host, event: &Event) -> Result<Vec<Emit>, StepError> {
+    let key = payment_key(event)?;
+    let Some(mut record) = host.get_json::<PaymentRecord>(&key)? else {
+        // The cancel overtook the reservation: void the order so it is never charged.
+        host.put_json(&key, &PaymentRecord { status: PaymentStatus::Voided, amount_cents: 0 })?;
+        return Ok(vec![]);
+    };
+    if record.status != PaymentStatus::Captured {
+        return Ok(vec![]);
+    }
+    record.status = PaymentStatus::Refunded;
+    host.put_json(&key, &record)?;
+    let refunded = PaymentRefunded { amount_cents: record.amount_cents };
+    Ok(vec![Emit::json(kinds::PAYMENT_REFUNDED, &refunded)?])
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+    use wasaga_sdk::MemoryHost;
+
+    fn reserved(order_id: &str, card_token: &str) -> Event {
+        let payload = json!({
+            "items": [{"sku": "A", "quantity": 2, "unit_price_cents": 1250}],
+            "total_cents": 2500,
+            "payment": {"card_token": card_token},
+            "levels": [],
+        });
+        Event {
+            id: format!("reserved-{order_id}"),
+            kind: kinds::STOCK_RESERVED.to_owned(),
+            order_id: order_id.to_owned(),
+            occurred_at_ms: 0,
+            payload: payload.to_string(),
+        }
+    }
+
+    fn cancelled(order_id: &str) -> Event {
+        Event {
+            id: format!("cancelled-{order_id}"),
+            kind: kinds::ORDER_CANCELLED.to_owned(),
+            order_id: order_id.to_owned(),
+            occurred_at_ms: 0,
+            payload: json!({"reason": "customer_request"}).to_string(),
+        }
+    }
+
+    /// What one delivery produced, in a form a table can spell.
+    #[derive(Debug, PartialEq, Eq)]
+    enum Outcome {
+        Emits(Vec<(String, Value)>),
+        Retryable,
+        Fatal,
+    }
+
+    fn emits(list: &[(&str, Value)]) -> Outcome {
+        Outcome::Emits(list.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect())
+    }
+
+    fn deliver(host: &mut MemoryHost, event: &Event, attempt: u32) -> Outcome {
+        match Payment::handle(host, &Context { attempt }, event) {
+            Ok(list) => {
+                Outcome::Emits(list.into_iter().map(|e| (e.kind, serde_json::from_str(&e.payload).unwrap())).collect())
+            }
+            Err(StepError::Retryable(_)) => Outcome::Retryable,
+            Err(StepError::Fatal(_)) => Outcome::Fatal,
+        }
+    }
+
+    fn status(host: &MemoryHost, order_id: &str) -> Option<PaymentStatus> {
+        host.get_json::<PaymentRecord>(&format!("payment/{order_id}")).unwrap().map(|r| r.status)
+    }
+
+    /// Deliver `(event, attempt)` in turn; expect the last outcome and the final status.
+    fn check(deliveries: &[(Event, u32)], last: Outcome, final_status: Option<PaymentStatus>) {
+        let mut host = MemoryHost::default();
+        let mut outcome = None;
+        for (event, attempt) in deliveries {
+            outcome = Some(deliver(&mut host, event, *attempt));
+        }
+        assert_eq!(outcome, Some(last), "after {deliveries:?}");
+        assert_eq!(status(&host, "o1"), final_status, "after {deliveries:?}");
+    }
+
+    fn captured() -> Outcome {
+        emits(&[("payment.captured", json!({"amount_cents": 2500}))])
+    }
+
+    fn declined(reason: &str) -> Outcome {
+        emits(&[("payment.declined", json!({"reason": reason}))])
+    }
+
+    #[test]
+    fn manifest_names_the_step() {
+        let manifest = Payment::manifest();
+        assert_eq!(manifest.name, "payment");
+        assert_eq!(manifest.version, "0.1.0");
+        assert_eq!(manifest.subscribes, ["stock.reserved", "order.cancelled"]);
+    }
+
+    #[test]
+    fn every_token() {
+        use PaymentStatus::*;
+        let r = |token| (reserved("o1", token), 1);
+        check(&[r("tok_ok")], captured(), Some(Captured));
+        check(&[r("tok_decline")], declined("card_declined"), Some(Declined));
+        check(&[r("tok_nope")], declined("unknown_token"), Some(Declined));
+        check(&[r("")], declined("unknown_token"), Some(Declined));
+        check(&[r("tok_flaky_0")], declined("unknown_token"), Some(Declined));
+        check(&[r("tok_flaky_10")], declined("unknown_token"), Some(Declined));
+        check(&[r("tok_flaky_x")], declined("unknown_token"), Some(Declined));
+    }
+
+    #[test]
+    fn flaky_fails_on_its_first_n_attempts_then_captures() {
+        use PaymentStatus::*;
+        let flaky2 = reserved("o1", "tok_flaky_2");
+        check(&[(flaky2.clone(), 1)], Outcome::Retryable, None);
+        check(&[(flaky2.clone(), 1), (flaky2.clone(), 2)], Outcome::Retryable, None);
+        check(&[(flaky2.clone(), 3)], captured(), Some(Captured));
+        let all = [(flaky2.clone(), 1), (flaky2.clone(), 2), (flaky2.clone(), 3)];
+        check(&all, captured(), Some(Captured));
+        check(&[(flaky2, 4)], captured(), Some(Captured));
+        for n in 1..=9u32 {
+            let event = reserved("o1", &format!("tok_flaky_{n}"));
+            check(&[(event.clone(), n)], Outcome::Retryable, None);
+            check(&[(event, n + 1)], captured(), Some(Captured));
+        }
+    }
+
+    #[test]
+    fn trap_panics_on_every_attempt() {
+        for attempt in 1..=6 {
+            let result = std::panic::catch_unwind(|| {
+                let mut host = MemoryHost::default();
+                deliver(&mut host, &reserved("o1", "tok_trap"), attempt)
+            });
+            assert!(result.is_err(), "attempt {attempt}");
+        }
+    }
+
+    #[test]
+    fn duplicates_and_compensation() {
+        use PaymentStatus::*;
+        let ok = || (reserved("o1", "tok_ok"), 1);
+        let cancel = || (cancelled("o1"), 1);
+        let refund = emits(&[("payment.refunded", json!({"amount_cents": 2500}))]);
+        // A duplicate reservation never charges twice.
+        check(&[ok(), ok()], emits(&[]), Some(Captured));
+        // A cancel refunds a capture exactly once.
+        check(&[ok(), cancel()], refund, Some(Refunded));
+        check(&[ok(), cancel(), cancel()], emits(&[]), Some(Refunded));
+        check(&[ok(), cancel(), ok()], emits(&[]), Some(Refunded));
+        // A declined payment has nothing to refund.
+        let decline = (reserved("o1", "tok_decline"), 1);
+        check(&[decline.clone(), cancel()], emits(&[]), Some(Declined));
+        check(&[decline.clone(), decline], emits(&[]), Some(Declined));
+        // Cancel first: voided, and the late reservation is not charged.
+        check(&[cancel()], emits(&[]), Some(Voided));
+        check(&[cancel(), ok()], emits(&[]), Some(Voided));
+        check(&[cancel(), ok(), cancel()], emits(&[]), Some(Voided));
+        // A retried flaky charge that later captures is refunded once.
+        let flaky = reserved("o1", "tok_flaky_1");
+        let refund = emits(&[("payment.refunded", json!({"amount_cents": 2500}))]);
+        check(&[(flaky.clone(), 1), (flaky, 2), cancel()], refund, Some(Refunded));
+    }
+
+    #[test]
+    fn bad_input_is_fatal() {
+        let mut bad = reserved("o1", "tok_ok");
+        bad.payload = "{\"total_cents\": \"many\"}".to_owned();
+        check(&[(bad, 1)], Outcome::Fatal, None);
+        let mut host = MemoryHost::default();
+        assert_eq!(deliver(&mut host, &reserved("", "tok_ok"), 1), Outcome::Fatal);
+        assert_eq!(deliver(&mut host, &cancelled(""), 1), Outcome::Fatal);
+        assert!(host.state.is_empty());
+    }
+
+    #[test]
+    fn other_kinds_are_ignored() {
+        let mut event = cancelled("o1");
+        event.kind = "payment.captured".to_owned();
+        check(&[(event, 1)], emits(&[]), None);
+    }
+}
