@@ -49,6 +49,9 @@ pub struct Settings {
     /// Step instances alive at once.
     #[serde(default = "defaults::step_concurrency")]
     pub step_concurrency: u32,
+    /// First retry delay; each further retry doubles it (with jitter), up to 30 s.
+    #[serde(default = "defaults::retry_base_ms")]
+    pub retry_base_ms: u64,
 }
 
 mod defaults {
@@ -79,6 +82,9 @@ mod defaults {
     pub fn step_concurrency() -> u32 {
         32
     }
+    pub fn retry_base_ms() -> u64 {
+        200
+    }
 }
 
 /// Settings that cannot be used, naming the setting.
@@ -105,6 +111,7 @@ impl Default for Settings {
             step_deadline_ms: defaults::step_deadline_ms(),
             step_memory_mib: defaults::step_memory_mib(),
             step_concurrency: defaults::step_concurrency(),
+            retry_base_ms: defaults::retry_base_ms(),
         }
     }
 }
@@ -140,6 +147,12 @@ impl Settings {
         if !(1..=1024).contains(&self.step_concurrency) {
             return invalid("WASAGA_STEP_CONCURRENCY", "must be between 1 and 1024");
         }
+        if !(1..=600_000).contains(&self.retry_base_ms) {
+            return invalid("WASAGA_RETRY_BASE_MS", "must be between 1 and 600000");
+        }
+        if self.transport_url != "embedded" {
+            return invalid("WASAGA_TRANSPORT_URL", "only `embedded` is available in this build");
+        }
         Ok(())
     }
 
@@ -155,6 +168,14 @@ impl Settings {
     /// Where a generated admin token is kept.
     pub fn admin_token_file(&self) -> PathBuf {
         self.data_dir.join("admin-token")
+    }
+
+    /// The store URL, defaulting to a SQLite file in the data folder.
+    pub fn store_url(&self) -> String {
+        match &self.store_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("wasaga.db").display()),
+        }
     }
 
     /// The archive URL, defaulting to a folder in the data folder.

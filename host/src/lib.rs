@@ -8,6 +8,10 @@
 //! - [`config`]: typed settings from defaults, `wasaga.toml` and `WASAGA_*`.
 //! - [`server`]: builds everything and serves; `main` and tests share it.
 //! - [`http`]: the HTTP API and problem+json errors.
+//! - [`saga`]: the processing rule, the step and host consumers, the order state machine.
+//! - [`store`]: orders, outbox, inbox, step state, deliveries, dead letters (SQLite, PostgreSQL).
+//! - [`outbox`]: the relay from the outbox to the transport.
+//! - [`transport`]: how events reach consumers (embedded: durable through the store).
 //! - [`registry`]: which version of each step serves; hot swap, rollback, the folder watcher.
 //! - [`runtime`]: wasmtime: validation, compile cache, a fresh sandboxed instance per call.
 //! - [`archive`]: create-only object storage for the archive.
@@ -18,7 +22,11 @@ pub mod archive;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod outbox;
 pub mod registry;
 pub mod runtime;
+pub mod saga;
 pub mod server;
+pub mod store;
 pub mod telemetry;
+pub mod transport;

@@ -1,10 +1,16 @@
 //! The server: build everything from [`Settings`], bind the listener, then serve until
 //! the shutdown future resolves. `main` and the tests share this one path.
 
+use crate::archive::{ArchiveError, ObjectArchive};
 use crate::config::Settings;
 use crate::http::{self, AppState};
+use crate::outbox::Relay;
 use crate::registry::{PluginWatcher, StepRegistry, WatchError};
 use crate::runtime::{Allocator, Runtime, RuntimeConfig, RuntimeError};
+use crate::saga::orders::HOST_KINDS;
+use crate::saga::{HOST_CONSUMER, Saga, SagaConfig, SagaContext};
+use crate::store::StoreError;
+use crate::transport::EmbeddedTransport;
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
@@ -29,12 +35,17 @@ pub enum StartError {
     DataDir { path: String, source: std::io::Error },
     #[error("server failed: {0}")]
     Serve(std::io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
 }
 
 /// A built server, listening but not yet serving.
 pub struct App {
     listener: TcpListener,
     state: AppState,
+    saga: Saga,
     _watcher: PluginWatcher,
 }
 
@@ -60,6 +71,33 @@ impl App {
             tracing::error!(step = %name, %error, "step not loaded");
         }
         let watcher = PluginWatcher::start(&settings.plugins_dir, registry.clone())?;
+        let store = crate::store::open(&settings.store_url()).await?;
+        let archive = Arc::new(ObjectArchive::from_url(&settings.archive_url())?);
+        let routes = {
+            let registry = registry.clone();
+            Arc::new(move |kind: &str| {
+                let mut consumers: Vec<String> =
+                    registry.subscribers(kind).iter().map(|step| step.name.to_string()).collect();
+                if HOST_KINDS.contains(&kind) {
+                    consumers.push(HOST_CONSUMER.to_owned());
+                }
+                consumers
+            })
+        };
+        let transport = Arc::new(EmbeddedTransport::new(store.clone(), routes));
+        let saga_ctx = Arc::new(SagaContext {
+            store,
+            transport,
+            registry: registry.clone(),
+            archive,
+            config: SagaConfig {
+                max_attempts: settings.max_attempts,
+                retry_base: std::time::Duration::from_millis(settings.retry_base_ms),
+                ..SagaConfig::default()
+            },
+            relay: Arc::new(Relay::default()),
+        });
+        let saga = Saga::start(saga_ctx.clone());
         let listener = TcpListener::bind(settings.http_addr)
             .await
             .map_err(|source| StartError::Bind { addr: settings.http_addr, source })?;
@@ -67,8 +105,10 @@ impl App {
             registry,
             admin_token_digest: Sha256::digest(token.expose_secret().as_bytes()).to_vec().into(),
             required_steps: SAGA_STEPS.iter().map(|s| (*s).to_owned()).collect(),
+            saga: saga_ctx,
+            in_flight: Arc::default(),
         };
-        Ok(App { listener, state, _watcher: watcher })
+        Ok(App { listener, state, saga, _watcher: watcher })
     }
 
     /// The address actually bound (port 0 resolved).
@@ -85,7 +125,10 @@ impl App {
         let steps: Vec<String> = self.state.registry.snapshot().keys().cloned().collect();
         tracing::info!(addr = %self.local_addr(), ?steps, "wasaga is listening");
         let router = http::router(self.state);
-        axum::serve(self.listener, router).with_graceful_shutdown(shutdown).await.map_err(StartError::Serve)?;
+        let served = axum::serve(self.listener, router).with_graceful_shutdown(shutdown).await;
+        // Consumers finish the batch in hand; undelivered messages wait in the store.
+        self.saga.stop().await;
+        served.map_err(StartError::Serve)?;
         tracing::info!("wasaga stopped");
         Ok(())
     }

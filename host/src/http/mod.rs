@@ -4,17 +4,24 @@
 //! tests outside the project; change them only by adding.
 
 mod admin;
+pub mod body;
+mod dead_letters;
 mod health;
+mod orders;
 pub mod problem;
+mod stock;
 
 pub use admin::{PluginView, VersionView};
 
 use crate::registry::StepRegistry;
+use crate::saga::SagaContext;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use axum::routing::{get, post};
+use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::Mutex;
 use tower_http::trace::TraceLayer;
 
 /// Largest component an upload may carry.
@@ -28,6 +35,9 @@ pub struct AppState {
     pub admin_token_digest: Arc<[u8]>,
     /// Steps that must be loaded before `/readyz` says ready.
     pub required_steps: Arc<[String]>,
+    pub saga: Arc<SagaContext>,
+    /// Idempotency keys whose first request is still running.
+    pub in_flight: Arc<Mutex<HashSet<String>>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -38,13 +48,25 @@ pub fn router(state: AppState) -> Router {
             axum::routing::put(admin::put_plugin).layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES)),
         )
         .route("/plugins/{name}/rollback", post(admin::rollback_plugin))
+        .route("/dead-letters", get(dead_letters::list))
+        .route("/dead-letters/{id}", axum::routing::delete(dead_letters::discard))
+        .route("/dead-letters/{id}/replay", post(dead_letters::replay))
+        .route_layer(middleware::from_fn_with_state(state.clone(), admin::require_admin));
+    let stock_admin = Router::new()
+        .route("/api/stock/{sku}", axum::routing::put(stock::put))
         .route_layer(middleware::from_fn_with_state(state.clone(), admin::require_admin));
     Router::new()
+        .route("/api/orders", get(orders::list).post(orders::place))
+        .route("/api/orders/{id}", get(orders::get))
+        .route("/api/orders/{id}/cancel", post(orders::cancel))
+        .route("/api/stock/{sku}", get(stock::get))
+        .merge(stock_admin)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .nest("/api/admin", admin)
         .fallback(admin::not_found)
+        .layer(DefaultBodyLimit::max(body::MAX_JSON_BYTES))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

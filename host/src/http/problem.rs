@@ -11,6 +11,17 @@ use serde::Serialize;
 struct Extensions {
     /// A stable, machine-readable name of the problem.
     code: &'static str,
+    /// Every invalid field, for a 422 of a request body.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    errors: Vec<FieldError>,
+}
+
+/// One invalid field of a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    /// Where, e.g. `items[0].quantity`.
+    pub field: String,
+    pub message: String,
 }
 
 /// An error answered over HTTP.
@@ -18,6 +29,12 @@ struct Extensions {
 pub enum ApiError {
     #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("the request has {} invalid field(s)", .0.len())]
+    Invalid(Vec<FieldError>),
     #[error("this endpoint needs an Authorization: Bearer <admin token> header")]
     Unauthorized,
     #[error("the bearer token is not the admin token")]
@@ -38,6 +55,9 @@ impl ApiError {
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
+            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
@@ -46,6 +66,12 @@ impl ApiError {
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(error: crate::store::StoreError) -> Self {
+        ApiError::Internal(error.to_string())
     }
 }
 
@@ -59,9 +85,13 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
+        let errors = match self {
+            ApiError::Invalid(errors) => errors,
+            _ => Vec::new(),
+        };
         let mut response = ProblemDetails::from_status_code(status)
             .with_detail(detail)
-            .with_extensions(Extensions { code })
+            .with_extensions(Extensions { code, errors })
             .into_response();
         if status == StatusCode::UNAUTHORIZED
             && let Ok(value) = "Bearer".parse()

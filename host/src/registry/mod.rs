@@ -85,6 +85,8 @@ pub struct StepRegistry {
     refusals: std::sync::Mutex<BTreeMap<String, Vec<Refusal>>>,
     snapshot: ArcSwap<BTreeMap<String, Slot>>,
     write: tokio::sync::Mutex<()>,
+    /// Bumped whenever the snapshot changes.
+    changes: tokio::sync::watch::Sender<u64>,
     /// Where accepted uploads and rollbacks are written, so a restart serves them.
     plugins_dir: Option<PathBuf>,
 }
@@ -102,6 +104,7 @@ impl StepRegistry {
             snapshot: ArcSwap::from_pointee(BTreeMap::new()),
             refusals: std::sync::Mutex::new(BTreeMap::new()),
             write: tokio::sync::Mutex::new(()),
+            changes: tokio::sync::watch::Sender::new(0),
             plugins_dir,
         })
     }
@@ -118,6 +121,16 @@ impl StepRegistry {
     /// The serving version of `name`.
     pub fn current(&self, name: &str) -> Option<Arc<LoadedStep>> {
         self.snapshot.load().get(name).map(|slot| slot.current.clone())
+    }
+
+    /// A receiver that sees every change of the snapshot (a swap, a new step, a rollback).
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn publish(&self, steps: BTreeMap<String, Slot>) {
+        self.snapshot.store(Arc::new(steps));
+        self.changes.send_modify(|n| *n += 1);
     }
 
     /// Versions refused for `name` since start, oldest first.
@@ -196,7 +209,7 @@ impl StepRegistry {
         }
         let slot = Slot { current: loaded.clone(), previous };
         steps.insert(name.to_owned(), slot.clone());
-        self.snapshot.store(Arc::new(steps));
+        self.publish(steps);
         if source == Source::Upload {
             self.persist(&loaded).await;
         }
@@ -218,7 +231,7 @@ impl StepRegistry {
         let previous = slot.previous.clone().ok_or_else(|| RegistryError::NoPrevious(name.to_owned()))?;
         let rolled = Slot { current: previous, previous: Some(slot.current.clone()) };
         steps.insert(name.to_owned(), rolled.clone());
-        self.snapshot.store(Arc::new(steps));
+        self.publish(steps);
         self.persist(&rolled.current).await;
         tracing::info!(step_version = %rolled.current.digest, version = %rolled.current.version, "rolled back");
         Ok(rolled)

@@ -1,0 +1,63 @@
+//! `/api/admin/dead-letters`: list, replay (deliver again with a fresh attempt count; the
+//! inbox still allows at most one effect) and discard.
+
+use super::AppState;
+use super::problem::ApiError;
+use crate::saga::wire;
+use crate::store::DeadLetterRow;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::Value;
+
+#[derive(Debug, Serialize)]
+pub struct DeadLetterView {
+    id: String,
+    step: String,
+    event: Value,
+    error: String,
+    attempts: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    dead_lettered_at: time::OffsetDateTime,
+}
+
+fn view(row: DeadLetterRow) -> DeadLetterView {
+    DeadLetterView {
+        id: row.id,
+        step: row.consumer,
+        event: serde_json::from_str(&row.event).unwrap_or(Value::String(row.event)),
+        error: row.error,
+        attempts: row.attempts,
+        dead_lettered_at: time::OffsetDateTime::from_unix_timestamp_nanos(
+            i128::from(row.dead_lettered_at_ms) * 1_000_000,
+        )
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+    }
+}
+
+pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<DeadLetterView>>, ApiError> {
+    Ok(Json(state.saga.store.dead_letters().await?.into_iter().map(view).collect()))
+}
+
+pub async fn replay(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let Some(row) = state.saga.store.take_dead_letter(&id).await? else {
+        return Err(ApiError::NotFound(format!("no dead letter {id:?}")));
+    };
+    let event =
+        wire::decode(&row.event).map_err(|e| ApiError::Internal(format!("dead letter {id} is unreadable: {e}")))?;
+    if let Err(error) = state.saga.transport.redeliver(&row.consumer, &event).await {
+        // Put it back so nothing is lost, then report the failure.
+        let _ = state.saga.store.restore_dead_letter(&row).await;
+        return Err(ApiError::Internal(error.to_string()));
+    }
+    Ok((StatusCode::ACCEPTED, Json(view(row))).into_response())
+}
+
+pub async fn discard(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    match state.saga.store.take_dead_letter(&id).await? {
+        Some(_) => Ok(StatusCode::NO_CONTENT),
+        None => Err(ApiError::NotFound(format!("no dead letter {id:?}"))),
+    }
+}

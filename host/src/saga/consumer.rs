@@ -1,0 +1,158 @@
+//! A step's consumer: receives batches of deliveries and applies the processing rule to
+//! each, committing the whole batch in one transaction (group commit) before acking.
+
+use super::state::BatchState;
+use super::{SagaContext, new_event_id, now_ms, retry, wire};
+use crate::runtime::{CallInput, LoadedStep, Origin};
+use crate::store::{BatchCommit, DeadLetterRow, StoredEvent};
+use crate::transport::{Delivery, Settlement};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tracing::Instrument;
+use wasaga_sdk::events::{StepDeadLettered, kinds};
+
+/// How long a receive waits before checking for shutdown again.
+const RECEIVE_WAIT: Duration = Duration::from_millis(500);
+
+pub async fn run_step_consumer(ctx: Arc<SagaContext>, step: String, mut stopped: watch::Receiver<bool>) {
+    tracing::info!(%step, "consumer started");
+    loop {
+        if *stopped.borrow() {
+            break;
+        }
+        let deliveries = tokio::select! {
+            _ = stopped.changed() => break,
+            received = ctx.transport.receive(&step, ctx.config.batch_size, RECEIVE_WAIT) => received,
+        };
+        let deliveries = match deliveries {
+            Ok(deliveries) if deliveries.is_empty() => continue,
+            Ok(deliveries) => deliveries,
+            Err(error) => {
+                tracing::warn!(%step, %error, "receiving failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        // The batch is finished even when shutdown is asked for meanwhile: nothing half-done.
+        if let Err(error) = handle_batch(&ctx, &step, deliveries).await {
+            tracing::warn!(%step, %error, "batch not committed; its deliveries will come again");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    tracing::info!(%step, "consumer stopped");
+}
+
+/// Apply the processing rule to a batch.
+async fn handle_batch(
+    ctx: &SagaContext,
+    step_name: &str,
+    deliveries: Vec<Delivery>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let Some(step) = ctx.registry.current(step_name) else {
+        return Err(format!("step {step_name} is not loaded").into());
+    };
+    let ids: Vec<String> = deliveries.iter().map(|d| d.event.id.clone()).collect();
+    let mut seen = ctx.store.handled(step_name, &ids).await?;
+    let state = BatchState::new(ctx.store.clone(), step_name);
+    let mut commit = BatchCommit { consumer: step_name.to_owned(), ..BatchCommit::default() };
+    let mut settlements = Vec::with_capacity(deliveries.len());
+    for delivery in deliveries {
+        if !seen.insert(delivery.event.id.clone()) {
+            // Handled before (a redelivery), or twice in this batch: ack, no effect.
+            settlements.push(Settlement::Ack(delivery));
+            continue;
+        }
+        let span = tracing::info_span!(
+            "handle",
+            order_id = %delivery.event.order_id,
+            event_id = %delivery.event.id,
+            kind = %delivery.event.kind,
+            step = %step_name,
+            step_version = %step.digest,
+            attempt = delivery.attempt,
+        );
+        let settlement = handle_one(ctx, &step, &state, &mut commit, delivery).instrument(span).await;
+        settlements.push(settlement);
+    }
+    commit.state = state.take();
+    let wrote_events = !commit.outbox.is_empty();
+    ctx.store.commit_batch(&commit).await?;
+    ctx.transport.settle(step_name, settlements).await?;
+    if wrote_events {
+        ctx.relay.notify();
+    }
+    Ok(())
+}
+
+async fn handle_one(
+    ctx: &SagaContext,
+    step: &LoadedStep,
+    state: &Arc<BatchState>,
+    commit: &mut BatchCommit,
+    delivery: Delivery,
+) -> Settlement {
+    let event = &delivery.event;
+    let origin = Origin { step: event.step.clone(), step_version: event.step_version.clone() };
+    let input = CallInput {
+        id: &event.id,
+        kind: &event.kind,
+        order_id: &event.order_id,
+        occurred_at_ms: u64::try_from(event.occurred_at_ms).unwrap_or(0),
+        payload: &event.payload,
+        origin: &origin,
+        attempt: delivery.attempt,
+    };
+    let call_state = state.call();
+    match ctx.registry.runtime().call(step, input, call_state.clone(), Some(ctx.archive.clone())).await {
+        Ok(emits) => {
+            state.keep(&call_state);
+            commit.inbox.push((event.id.clone(), step.digest.to_string()));
+            let now = now_ms();
+            commit.outbox.extend(emits.into_iter().map(|emit| StoredEvent {
+                id: new_event_id(),
+                kind: emit.kind,
+                order_id: event.order_id.clone(),
+                payload: emit.payload,
+                step: step.name.to_string(),
+                step_version: step.digest.to_string(),
+                occurred_at_ms: now,
+            }));
+            Settlement::Ack(delivery)
+        }
+        Err(error) if error.is_retryable() && delivery.attempt < ctx.config.max_attempts => {
+            let delay = retry::backoff(delivery.attempt, ctx.config.retry_base, ctx.config.retry_cap);
+            tracing::info!(%error, retry_in_ms = delay.as_millis() as u64, "step failed; will retry");
+            metrics::counter!("wasaga_retries_total", "step" => step.name.to_string()).increment(1);
+            Settlement::Retry { error: error.to_string(), delivery, delay }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "step gave up; dead-lettering the event");
+            metrics::counter!("wasaga_dead_letters_total", "step" => step.name.to_string()).increment(1);
+            dead_letter(commit, &step.name, &delivery, &error.to_string());
+            Settlement::Ack(delivery)
+        }
+    }
+}
+
+/// Record a dead letter and the `step.dead-lettered` event that lets the saga compensate.
+pub(super) fn dead_letter(commit: &mut BatchCommit, consumer: &str, delivery: &Delivery, error: &str) {
+    let event = &delivery.event;
+    commit.dead_letters.push(DeadLetterRow {
+        id: new_event_id(),
+        consumer: consumer.to_owned(),
+        event_id: event.id.clone(),
+        event: wire::encode(event),
+        error: error.to_owned(),
+        attempts: i64::from(delivery.attempt),
+        dead_lettered_at_ms: now_ms(),
+    });
+    let payload = StepDeadLettered {
+        step: consumer.to_owned(),
+        event_id: event.id.clone(),
+        event_kind: event.kind.clone(),
+        error: error.to_owned(),
+    };
+    let payload = serde_json::to_string(&payload).unwrap_or_default();
+    commit.outbox.push(SagaContext::host_event(kinds::STEP_DEAD_LETTERED, &event.order_id, payload));
+}

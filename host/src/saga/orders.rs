@@ -1,0 +1,226 @@
+//! The order, a native part of the host: placing and cancelling (commands from HTTP),
+//! and the host's consumer that moves orders along as the steps report back and keeps
+//! the stock read model from the inventory step's events.
+//!
+//! State machine (every change is a conditional update, so a race resolves to one winner):
+//! ```text
+//! pending ──payment.captured──────────────────────────▶ completed (emits order.completed)
+//! pending ──payment.declined | stock.unavailable
+//!           | step.dead-lettered | cancel API─────────▶ cancelled (emits order.cancelled)
+//! completed ──cancel API──────────────────────────────▶ cancelled (emits order.cancelled:
+//!                                                        payment refunds, inventory restocks)
+//! cancelled ──anything─────────────────────────────────▶ cancelled (no effect; a late capture
+//!                                                        is refunded by payment on order.cancelled)
+//! ```
+
+use super::{HOST_CONSUMER, HOST_VERSION, SagaContext};
+use crate::store::{BatchCommit, Created, NewOrder, OrderTransition, StockRow, StoreError};
+use crate::transport::{Delivery, Settlement};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use wasaga_sdk::events::{self, kinds};
+
+pub const PENDING: &str = "pending";
+pub const COMPLETED: &str = "completed";
+pub const CANCELLED: &str = "cancelled";
+
+/// Kinds the host consumes.
+pub const HOST_KINDS: [&str; 8] = [
+    kinds::PAYMENT_CAPTURED,
+    kinds::PAYMENT_DECLINED,
+    kinds::STOCK_UNAVAILABLE,
+    kinds::STEP_DEAD_LETTERED,
+    kinds::STOCK_UPDATED,
+    kinds::STOCK_RESERVED,
+    kinds::STOCK_COMMITTED,
+    kinds::STOCK_RELEASED,
+];
+
+/// An order accepted through the API.
+#[derive(Debug, Clone)]
+pub struct PlaceOrder {
+    pub customer_id: String,
+    pub items: Vec<events::LineItem>,
+    pub card_token: String,
+}
+
+/// What placing an order did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placed {
+    New(String),
+    /// The idempotency key was seen before with this body: the same order.
+    Replayed(String),
+    /// The idempotency key was seen before with another body.
+    KeyReused,
+}
+
+/// Insert a new order and its `order.placed` in one transaction.
+pub async fn place(
+    ctx: &SagaContext,
+    order: PlaceOrder,
+    idempotency: Option<(&str, &str)>,
+) -> Result<Placed, StoreError> {
+    let order_id = uuid::Uuid::now_v7().to_string();
+    let total_cents: i64 = order.items.iter().map(|i| i.unit_price_cents.saturating_mul(i64::from(i.quantity))).sum();
+    let placed = events::OrderPlaced {
+        customer_id: order.customer_id.clone(),
+        items: order.items.clone(),
+        total_cents,
+        payment: events::PaymentInfo { card_token: order.card_token },
+    };
+    let event =
+        SagaContext::host_event(kinds::ORDER_PLACED, &order_id, serde_json::to_string(&placed).unwrap_or_default());
+    let new_order = NewOrder {
+        id: order_id.clone(),
+        customer_id: order.customer_id,
+        items: serde_json::to_string(&order.items).unwrap_or_default(),
+        total_cents,
+        created_at_ms: event.occurred_at_ms,
+    };
+    let outcome = match ctx.store.create_order(&new_order, idempotency, &event).await? {
+        Created::New => Placed::New(order_id),
+        Created::Existing { order_id, body_hash } if Some(body_hash.as_str()) == idempotency.map(|i| i.1) => {
+            Placed::Replayed(order_id)
+        }
+        Created::Existing { .. } => Placed::KeyReused,
+    };
+    if matches!(outcome, Placed::New(_)) {
+        metrics::counter!("wasaga_orders_total", "status" => PENDING).increment(1);
+        ctx.relay.notify();
+    }
+    Ok(outcome)
+}
+
+/// What a cancel request did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancelled {
+    Done,
+    AlreadyCancelled,
+    NotFound,
+}
+
+/// Cancel at the customer's request: a pending or completed order becomes cancelled.
+pub async fn cancel(ctx: &SagaContext, order_id: &str) -> Result<Cancelled, StoreError> {
+    let transition = cancel_transition(order_id, "customer_request", &[PENDING, COMPLETED]);
+    if ctx.store.transition(&transition).await? {
+        metrics::counter!("wasaga_orders_total", "status" => CANCELLED).increment(1);
+        ctx.relay.notify();
+        return Ok(Cancelled::Done);
+    }
+    Ok(match ctx.store.order(order_id).await? {
+        None => Cancelled::NotFound,
+        Some(_) => Cancelled::AlreadyCancelled,
+    })
+}
+
+fn cancel_transition(order_id: &str, reason: &str, from: &'static [&'static str]) -> OrderTransition {
+    let payload = serde_json::to_string(&events::OrderCancelled { reason: reason.to_owned() }).unwrap_or_default();
+    OrderTransition {
+        order_id: order_id.to_owned(),
+        from,
+        to: CANCELLED,
+        reason: Some(reason.to_owned()),
+        event: SagaContext::host_event(kinds::ORDER_CANCELLED, order_id, payload),
+    }
+}
+
+fn complete_transition(order_id: &str) -> OrderTransition {
+    OrderTransition {
+        order_id: order_id.to_owned(),
+        from: &[PENDING],
+        to: COMPLETED,
+        reason: None,
+        event: SagaContext::host_event(kinds::ORDER_COMPLETED, order_id, "{}".to_owned()),
+    }
+}
+
+/// The host's consumer: order transitions and the stock read model.
+pub async fn run_host_consumer(ctx: Arc<SagaContext>, mut stopped: watch::Receiver<bool>) {
+    loop {
+        if *stopped.borrow() {
+            return;
+        }
+        let received = tokio::select! {
+            _ = stopped.changed() => return,
+            received = ctx.transport.receive(HOST_CONSUMER, ctx.config.batch_size, Duration::from_millis(500)) => received,
+        };
+        let result = match received {
+            Ok(deliveries) if deliveries.is_empty() => continue,
+            Ok(deliveries) => handle_batch(&ctx, deliveries).await,
+            Err(error) => Err(error.into()),
+        };
+        if let Err(error) = result {
+            tracing::warn!(%error, "host batch not committed; its deliveries will come again");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+async fn handle_batch(
+    ctx: &SagaContext,
+    deliveries: Vec<Delivery>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let ids: Vec<String> = deliveries.iter().map(|d| d.event.id.clone()).collect();
+    let mut seen: HashSet<String> = ctx.store.handled(HOST_CONSUMER, &ids).await?;
+    let mut commit = BatchCommit { consumer: HOST_CONSUMER.to_owned(), ..BatchCommit::default() };
+    let mut stock: BTreeMap<String, StockRow> = BTreeMap::new();
+    let mut settlements = Vec::with_capacity(deliveries.len());
+    for delivery in deliveries {
+        if !seen.insert(delivery.event.id.clone()) {
+            settlements.push(Settlement::Ack(delivery));
+            continue;
+        }
+        let event = &delivery.event;
+        let order_id = event.order_id.as_str();
+        match event.kind.as_str() {
+            kinds::PAYMENT_CAPTURED => commit.transitions.push(complete_transition(order_id)),
+            kinds::PAYMENT_DECLINED => {
+                commit.transitions.push(cancel_transition(order_id, "payment_declined", &[PENDING]))
+            }
+            kinds::STOCK_UNAVAILABLE => {
+                commit.transitions.push(cancel_transition(order_id, "out_of_stock", &[PENDING]))
+            }
+            kinds::STEP_DEAD_LETTERED => {
+                commit.transitions.push(cancel_transition(order_id, "step_failed", &[PENDING]))
+            }
+            _ => {}
+        }
+        // Only the inventory step's stock events carry levels for the read model.
+        let levels = if event.kind.starts_with("stock.") { levels_of(&event.payload) } else { Vec::new() };
+        for level in levels {
+            let row = StockRow {
+                sku: level.sku.clone(),
+                available: i64::try_from(level.available).unwrap_or(i64::MAX),
+                reserved: i64::try_from(level.reserved).unwrap_or(i64::MAX),
+                sold: i64::try_from(level.sold).unwrap_or(i64::MAX),
+                seq: i64::try_from(level.seq).unwrap_or(i64::MAX),
+            };
+            // Keep the newest level per SKU; the store also ignores older ones.
+            if stock.get(&row.sku).is_none_or(|known| known.seq < row.seq) {
+                stock.insert(row.sku.clone(), row);
+            }
+        }
+        commit.inbox.push((event.id.clone(), HOST_VERSION.to_owned()));
+        settlements.push(Settlement::Ack(delivery));
+    }
+    commit.stock = stock.into_values().collect();
+    let transitions = commit.transitions.len();
+    ctx.store.commit_batch(&commit).await?;
+    ctx.transport.settle(HOST_CONSUMER, settlements).await?;
+    if transitions > 0 {
+        ctx.relay.notify();
+    }
+    Ok(())
+}
+
+/// The stock levels an inventory event reports, if any.
+fn levels_of(payload: &str) -> Vec<events::StockLevel> {
+    #[derive(serde::Deserialize)]
+    struct Levels {
+        #[serde(default)]
+        levels: Vec<events::StockLevel>,
+    }
+    serde_json::from_str::<Levels>(payload).map(|l| l.levels).unwrap_or_default()
+}
