@@ -35,6 +35,7 @@ const FIXTURES: &[Build] = &[
         installs: &[("hostile", "hostile"), ("sockets", "sockets"), ("echo", "echo-v1")],
     },
     Build { packages: &["echo"], features: &["echo/v2"], installs: &[("echo", "echo-v2")] },
+    Build { packages: &["payment"], features: &["payment/v2"], installs: &[("payment", "payment-v2")] },
 ];
 
 pub fn run(args: &BuildPlugins) -> anyhow::Result<()> {

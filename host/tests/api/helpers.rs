@@ -225,18 +225,31 @@ pub async fn spawn_app() -> TestApp {
 
 /// Start a server on `dir` (its `plugins` and `data` subfolders), e.g. again after a stop.
 pub async fn spawn_app_in(dir: tempfile::TempDir) -> TestApp {
-    init_logging();
-    let token = format!("test-token-{}", rand_id());
-    let settings = Settings {
+    let settings = test_settings(&dir, None);
+    spawn_with(dir, settings).await
+}
+
+/// Settings for a test server in `dir`, on `store_url` (SQLite in `dir` if `None`).
+pub fn test_settings(dir: &tempfile::TempDir, store_url: Option<String>) -> Settings {
+    Settings {
+        admin_token: Some(format!("test-token-{}", rand_id()).into()),
         http_addr: "127.0.0.1:0".parse().expect("address"),
         data_dir: dir.path().join("data"),
         plugins_dir: dir.path().join("plugins"),
-        admin_token: Some(token.clone().into()),
         step_deadline_ms: 500,
         step_memory_mib: 32,
         step_concurrency: 8,
+        retry_base_ms: 10,
+        store_url,
         ..Settings::default()
-    };
+    }
+}
+
+/// Start a server with `settings`, keeping `dir` alive as long as the server.
+pub async fn spawn_with(dir: tempfile::TempDir, settings: Settings) -> TestApp {
+    init_logging();
+    let token =
+        settings.admin_token.as_ref().map(|t| secrecy::ExposeSecret::expose_secret(t).to_owned()).unwrap_or_default();
     let app = App::build(settings).await.expect("app builds");
     let addr = app.local_addr();
     let registry = app.registry();
@@ -249,4 +262,269 @@ pub async fn spawn_app_in(dir: tempfile::TempDir) -> TestApp {
         .expect("server runs");
     });
     TestApp { addr, token, http: reqwest::Client::new(), dir, registry, shutdown: Some(tx), server: Some(server) }
+}
+
+/// Which store a saga test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// The PostgreSQL server tests create their databases on.
+pub fn pg_admin_url() -> String {
+    std::env::var("WASAGA_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// A fresh, empty PostgreSQL database; databases of earlier runs are dropped first.
+pub async fn fresh_pg_database() -> String {
+    use sqlx::Connection;
+    static CLEANED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    let admin = pg_admin_url();
+    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap_or_else(|e| panic!("PostgreSQL at {admin}: {e}"));
+    CLEANED
+        .get_or_init(|| async {
+            let stale: Vec<(String,)> =
+                sqlx::query_as("SELECT datname FROM pg_database WHERE datname LIKE 'wasaga_t_%'")
+                    .fetch_all(&mut conn)
+                    .await
+                    .unwrap_or_default();
+            for (name,) in stale {
+                let drop = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                let _ = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&mut conn).await;
+            }
+        })
+        .await;
+    let name = format!("wasaga_t_{}", rand_id());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
+    let base = admin.rsplit_once('/').map(|(base, _)| base.to_owned()).unwrap_or(admin);
+    format!("{base}/{name}")
+}
+
+pub async fn store_url(db: Db) -> Option<String> {
+    match db {
+        Db::Sqlite => None,
+        Db::Postgres => Some(fresh_pg_database().await),
+    }
+}
+
+/// A server with the saga steps on a fresh store of kind `db`.
+pub async fn spawn_saga(db: Db) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    install_saga_steps(&dir.path().join("plugins"));
+    let settings = test_settings(&dir, store_url(db).await);
+    spawn_with(dir, settings).await
+}
+
+pub fn order_body(lines: &[(&str, u32)], token: &str) -> serde_json::Value {
+    let items: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|(sku, quantity)| serde_json::json!({"sku": sku, "quantity": quantity, "unit_price_cents": 1250}))
+        .collect();
+    serde_json::json!({"customer_id": "c-1", "items": items, "payment": {"card_token": token}})
+}
+
+impl TestApp {
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.http.post(self.url(path)).json(body).send().await.expect("request is sent")
+    }
+
+    /// Place an order; returns its id.
+    pub async fn place(&self, lines: &[(&str, u32)], token: &str) -> String {
+        let response = self.post_json("/api/orders", &order_body(lines, token)).await;
+        assert_eq!(response.status(), 202, "placing an order");
+        let body: serde_json::Value = response.json().await.expect("json");
+        body["order_id"].as_str().expect("order id").to_owned()
+    }
+
+    pub async fn order(&self, id: &str) -> serde_json::Value {
+        let response = self.get(&format!("/api/orders/{id}")).await;
+        assert_eq!(response.status(), 200, "order {id}");
+        response.json().await.expect("json")
+    }
+
+    pub async fn cancel(&self, id: &str) -> reqwest::StatusCode {
+        self.http.post(self.url(&format!("/api/orders/{id}/cancel"))).send().await.expect("sent").status()
+    }
+
+    /// Set stock through the API and wait until the read model shows it.
+    pub async fn stock_up(&self, sku: &str, available: u64) {
+        let response = self
+            .http
+            .put(self.url(&format!("/api/stock/{sku}")))
+            .bearer_auth(&self.token)
+            .json(&serde_json::json!({"available": available}))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), 202);
+        eventually(Duration::from_secs(30), "stock applied", async || {
+            self.stock(sku).await.is_some_and(|s| s["available"] == available)
+        })
+        .await;
+    }
+
+    pub async fn stock(&self, sku: &str) -> Option<serde_json::Value> {
+        let response = self.get(&format!("/api/stock/{sku}")).await;
+        if response.status() == 404 {
+            return None;
+        }
+        Some(response.json().await.expect("json"))
+    }
+
+    /// Every order, following the cursor.
+    pub async fn all_orders(&self) -> Vec<serde_json::Value> {
+        let mut orders = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let path = match &after {
+                Some(cursor) => format!("/api/orders?limit=500&after={cursor}"),
+                None => "/api/orders?limit=500".to_owned(),
+            };
+            let page: serde_json::Value = self.get(&path).await.json().await.expect("json");
+            orders.extend(page["orders"].as_array().cloned().unwrap_or_default());
+            match page["next"].as_str() {
+                Some(cursor) => after = Some(cursor.to_owned()),
+                None => return orders,
+            }
+        }
+    }
+
+    /// Wait until every order is terminal and the invariants of DESIGN.md hold, then
+    /// assert them (with details) once more.
+    pub async fn assert_invariants(&self, stocked: &std::collections::BTreeMap<String, u64>) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let problems = self.invariant_problems(stocked).await;
+            if problems.is_empty() {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!("invariants do not hold once quiet:\n{}", problems.join("\n"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn invariant_problems(&self, stocked: &std::collections::BTreeMap<String, u64>) -> Vec<String> {
+        use std::collections::{BTreeMap, HashSet};
+        let mut problems = Vec::new();
+        let orders = self.all_orders().await;
+        let mut sold: BTreeMap<String, u64> = BTreeMap::new();
+        for order in &orders {
+            let id = order["order_id"].as_str().unwrap_or_default();
+            let status = order["status"].as_str().unwrap_or_default();
+            let timeline = order["timeline"].as_array().cloned().unwrap_or_default();
+            let count = |kind: &str| timeline.iter().filter(|t| t["kind"] == kind).count();
+            let ids: HashSet<&str> = timeline.iter().filter_map(|t| t["event_id"].as_str()).collect();
+            if ids.len() != timeline.len() {
+                problems.push(format!("{id}: an event id appears twice in the timeline"));
+            }
+            for kind in ["stock.reserved", "stock.committed", "stock.released", "payment.captured", "payment.refunded"]
+            {
+                if count(kind) > 1 {
+                    problems.push(format!("{id}: {kind} {} times (a step handled an event twice)", count(kind)));
+                }
+            }
+            match status {
+                "completed" => {
+                    if count("payment.captured") != 1 || count("payment.refunded") != 0 {
+                        problems.push(format!(
+                            "{id}: completed with {} captures and {} refunds",
+                            count("payment.captured"),
+                            count("payment.refunded")
+                        ));
+                    }
+                    if count("stock.committed") != 1 {
+                        problems.push(format!("{id}: completed but its stock is not committed yet"));
+                    }
+                    for item in order["items"].as_array().cloned().unwrap_or_default() {
+                        let sku = item["sku"].as_str().unwrap_or_default().to_owned();
+                        *sold.entry(sku).or_default() += item["quantity"].as_u64().unwrap_or(0);
+                    }
+                }
+                "cancelled" => {
+                    if count("payment.captured") != count("payment.refunded") {
+                        problems.push(format!(
+                            "{id}: cancelled with {} captures and {} refunds",
+                            count("payment.captured"),
+                            count("payment.refunded")
+                        ));
+                    }
+                }
+                other => problems.push(format!("{id}: still {other}")),
+            }
+        }
+        for (sku, total) in stocked {
+            let Some(level) = self.stock(sku).await else {
+                problems.push(format!("{sku}: no stock level"));
+                continue;
+            };
+            let (a, r, s) = (
+                level["available"].as_u64().unwrap_or(0),
+                level["reserved"].as_u64().unwrap_or(0),
+                level["sold"].as_u64().unwrap_or(0),
+            );
+            if a + r + s != *total {
+                problems.push(format!("{sku}: available {a} + reserved {r} + sold {s} != stocked {total}"));
+            }
+            if r != 0 {
+                problems.push(format!("{sku}: {r} still reserved"));
+            }
+            if s != sold.get(sku).copied().unwrap_or(0) {
+                problems
+                    .push(format!("{sku}: sold {s}, completed orders hold {}", sold.get(sku).copied().unwrap_or(0)));
+            }
+        }
+        problems.extend(self.archive_problems(&orders));
+        problems
+    }
+
+    /// Every event of every order is in the archive once, under its event id.
+    fn archive_problems(&self, orders: &[serde_json::Value]) -> Vec<String> {
+        let root = self.dir.path().join("data/archive/events");
+        let mut archived: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
+        for entry in walk(&root) {
+            let rel = entry.strip_prefix(&root).map(|p| p.to_path_buf()).unwrap_or_default();
+            let parts: Vec<String> = rel.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+            if let [_, _, _, order, file] = parts.as_slice() {
+                archived.entry(order.clone()).or_default().push(file.trim_end_matches(".json").to_owned());
+            }
+        }
+        let mut problems = Vec::new();
+        for order in orders {
+            let id = order["order_id"].as_str().unwrap_or_default();
+            let mut expected: Vec<String> = order["timeline"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|t| t["event_id"].as_str().map(str::to_owned))
+                .collect();
+            let mut got = archived.remove(id).unwrap_or_default();
+            expected.sort();
+            got.sort();
+            if expected != got {
+                problems.push(format!("{id}: archive has {} of {} events", got.len(), expected.len()));
+            }
+        }
+        problems
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return files };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
 }

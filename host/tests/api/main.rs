@@ -5,6 +5,7 @@ mod admin;
 mod cache;
 mod helpers;
 mod hostile;
+mod saga;
 mod steps;
 mod swap;
 mod watcher;
