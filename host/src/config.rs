@@ -54,6 +54,24 @@ pub struct Settings {
     pub retry_base_ms: u64,
 }
 
+/// Every key of [`Settings`], as in `wasaga.toml` and (upper-cased, `WASAGA_`-prefixed)
+/// in the environment.
+const SETTING_KEYS: [&str; 13] = [
+    "http_addr",
+    "data_dir",
+    "plugins_dir",
+    "admin_token",
+    "store_url",
+    "transport_url",
+    "stream_brokers",
+    "archive_url",
+    "max_attempts",
+    "step_deadline_ms",
+    "step_memory_mib",
+    "step_concurrency",
+    "retry_base_ms",
+];
+
 mod defaults {
     use std::net::{Ipv4Addr, SocketAddr};
     use std::path::PathBuf;
@@ -126,8 +144,10 @@ impl Settings {
             }
             figment = figment.merge(Toml::file(path));
         }
-        let settings: Settings =
-            figment.merge(Env::prefixed("WASAGA_")).extract().map_err(|e| ConfigError::Load(e.to_string()))?;
+        // Only the variables of settings: other WASAGA_* variables (the CLI's WASAGA_URL,
+        // a CI's cache folder) are not mistakes in the server's settings.
+        let env = Env::prefixed("WASAGA_").only(&SETTING_KEYS);
+        let settings: Settings = figment.merge(env).extract().map_err(|e| ConfigError::Load(e.to_string()))?;
         settings.validate()?;
         Ok(settings)
     }
@@ -205,6 +225,37 @@ mod tests {
         check(Settings { step_deadline_ms: 0, ..Settings::default() }, "WASAGA_STEP_DEADLINE_MS");
         check(Settings { step_memory_mib: 100_000, ..Settings::default() }, "WASAGA_STEP_MEMORY_MIB");
         assert!(Settings::default().validate().is_ok());
+    }
+
+    #[test]
+    fn every_field_has_a_key() {
+        let fields = serde_json::json!({
+            "http_addr": "127.0.0.1:1", "data_dir": "d", "plugins_dir": "p", "admin_token": "t",
+            "store_url": "s", "transport_url": "embedded", "stream_brokers": "b", "archive_url": "a",
+            "max_attempts": 1, "step_deadline_ms": 1, "step_memory_mib": 1, "step_concurrency": 1,
+            "retry_base_ms": 1
+        });
+        let keys: Vec<&str> = fields.as_object().expect("object").keys().map(String::as_str).collect();
+        assert_eq!(keys.len(), SETTING_KEYS.len());
+        assert!(keys.iter().all(|k| SETTING_KEYS.contains(k)));
+        serde_json::from_value::<Settings>(fields).expect("every key is a field");
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail fixes the closure's error type.
+    fn the_environment_sets_known_keys_and_ignores_other_wasaga_variables() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("WASAGA_HTTP_ADDR", "127.0.0.1:9999");
+            jail.set_env("WASAGA_STEP_MEMORY_MIB", "16");
+            jail.set_env("WASAGA_URL", "http://elsewhere");
+            let settings = Settings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(settings.http_addr.port(), 9999);
+            assert_eq!(settings.step_memory_mib, 16);
+            jail.set_env("WASAGA_STEP_MEMORY_MIB", "lots");
+            let error = Settings::load(None).expect_err("not a number").to_string();
+            assert!(error.contains("step_memory_mib") || error.contains("STEP_MEMORY_MIB"), "{error}");
+            Ok(())
+        });
     }
 
     #[test]

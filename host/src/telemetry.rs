@@ -14,7 +14,9 @@ pub enum Sink {
 /// Install the global subscriber; later calls do nothing.
 pub fn init(default_filter: &str, sink: Sink) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    // Colours only on a terminal: piped logs stay plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi);
     let _ = match sink {
         Sink::Stderr => builder.with_writer(std::io::stderr).try_init(),
         Sink::Quiet => builder.with_writer(std::io::sink).try_init(),

@@ -141,13 +141,28 @@ pub async fn eventually(timeout: Duration, what: &str, mut check: impl AsyncFnMu
 
 /// A running server on a random port with a fresh data and plugins folder.
 pub struct TestApp {
-    pub addr: std::net::SocketAddr,
-    pub token: String,
-    pub http: reqwest::Client,
+    pub api: Api,
     pub dir: tempfile::TempDir,
     pub registry: Arc<wasaga_host::registry::StepRegistry>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+/// Typed requests to a server, in this process or another.
+#[derive(Clone)]
+pub struct Api {
+    pub addr: std::net::SocketAddr,
+    pub token: String,
+    pub http: reqwest::Client,
+    /// The server's data folder (for the local archive).
+    pub data_dir: PathBuf,
 }
 
 impl TestApp {
@@ -155,6 +170,19 @@ impl TestApp {
         self.dir.path().join("plugins")
     }
 
+    /// Stop the server, wait for it to finish, and hand back its folder.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task ends cleanly");
+        }
+        self.dir
+    }
+}
+
+impl Api {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
@@ -195,17 +223,6 @@ impl TestApp {
             .send()
             .await
             .expect("request is sent")
-    }
-
-    /// Stop the server, wait for it to finish, and hand back its folder.
-    pub async fn stop(mut self) -> tempfile::TempDir {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(server) = self.server.take() {
-            server.await.expect("server task ends cleanly");
-        }
-        self.dir
     }
 }
 
@@ -261,7 +278,8 @@ pub async fn spawn_with(dir: tempfile::TempDir, settings: Settings) -> TestApp {
         .await
         .expect("server runs");
     });
-    TestApp { addr, token, http: reqwest::Client::new(), dir, registry, shutdown: Some(tx), server: Some(server) }
+    let api = Api { addr, token, http: reqwest::Client::new(), data_dir: dir.path().join("data") };
+    TestApp { api, dir, registry, shutdown: Some(tx), server: Some(server) }
 }
 
 /// Which store a saga test runs on.
@@ -327,7 +345,7 @@ pub fn order_body(lines: &[(&str, u32)], token: &str) -> serde_json::Value {
     serde_json::json!({"customer_id": "c-1", "items": items, "payment": {"card_token": token}})
 }
 
-impl TestApp {
+impl Api {
     pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
         self.http.post(self.url(path)).json(body).send().await.expect("request is sent")
     }
@@ -485,7 +503,7 @@ impl TestApp {
 
     /// Every event of every order is in the archive once, under its event id.
     fn archive_problems(&self, orders: &[serde_json::Value]) -> Vec<String> {
-        let root = self.dir.path().join("data/archive/events");
+        let root = self.data_dir.join("archive/events");
         let mut archived: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
         for entry in walk(&root) {
             let rel = entry.strip_prefix(&root).map(|p| p.to_path_buf()).unwrap_or_default();

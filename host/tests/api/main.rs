@@ -3,6 +3,7 @@
 
 mod admin;
 mod cache;
+mod crash;
 mod helpers;
 mod hostile;
 mod saga;

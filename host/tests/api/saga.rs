@@ -29,6 +29,7 @@ on_both_stores!(
     bad_input_is_refused_and_stores_nothing,
     dead_letters_can_be_discarded_and_replayed,
     mixed_traffic_keeps_the_invariants,
+    hot_swap_under_load_loses_no_order,
 );
 
 async fn wait_terminal(app: &TestApp, id: &str) -> serde_json::Value {
@@ -319,4 +320,131 @@ async fn mixed_traffic_keeps_the_invariants(db: Db) {
     }
     app.assert_invariants(&stocked).await;
     owned.stop().await;
+}
+
+async fn hot_swap_under_load_loses_no_order(db: Db) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let app = spawn_saga(db).await;
+    app.stock_up("SKU-1", 100_000).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let placed = Arc::new(AtomicUsize::new(0));
+    let loader = {
+        let (api, stop, placed) = (app.api.clone(), stop.clone(), placed.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let batch = (0..4).map(|i| api.place(&[("SKU-1", 1)], if i == 3 { "tok_flaky_1" } else { "tok_ok" }));
+                futures::future::join_all(batch).await;
+                placed.fetch_add(4, Ordering::Relaxed);
+            }
+        })
+    };
+    let progress = |n: usize| {
+        let placed = placed.clone();
+        async move {
+            let target = placed.load(Ordering::Relaxed) + n;
+            eventually(Duration::from_secs(60), "orders flow", async || placed.load(Ordering::Relaxed) >= target).await;
+        }
+    };
+    let payment_version = |app: &TestApp| app.registry.current("payment").map(|p| p.version.clone());
+    progress(20).await;
+    // An upload of a new version.
+    assert_eq!(app.upload("payment", component("payment-v2")).await.status(), 200);
+    assert_eq!(payment_version(&app).as_deref(), Some("0.2.0"));
+    progress(20).await;
+    // A file dropped into the plugins folder (write, then rename).
+    let dir = app.plugins_dir();
+    std::fs::write(dir.join(".payment.wasm.tmp"), component("payment")).expect("write");
+    std::fs::rename(dir.join(".payment.wasm.tmp"), dir.join("payment.wasm")).expect("rename");
+    eventually(Duration::from_secs(30), "the dropped file serves", async || {
+        payment_version(&app).as_deref() == Some("0.1.0")
+    })
+    .await;
+    progress(20).await;
+    // And a rollback to the uploaded version.
+    assert_eq!(app.rollback("payment").await.status(), 200);
+    assert_eq!(payment_version(&app).as_deref(), Some("0.2.0"));
+    progress(20).await;
+    stop.store(true, Ordering::Relaxed);
+    loader.await.expect("loader");
+    app.assert_invariants(&BTreeMap::from([("SKU-1".to_owned(), 100_000)])).await;
+    let orders = app.all_orders().await;
+    assert!(orders.iter().all(|o| o["status"] == "completed"), "an order did not complete across the swaps");
+    let versions: std::collections::BTreeSet<String> = orders
+        .iter()
+        .flat_map(|o| o["timeline"].as_array().cloned().unwrap_or_default())
+        .filter(|t| t["kind"] == "payment.captured")
+        .filter_map(|t| t["step_version"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(versions.len(), 2, "captures by both payment versions: {versions:?}");
+    app.stop().await;
+}
+
+mod generated {
+    //! Property test: generated order mixes (contended SKUs, every token, cancels racing
+    //! the saga) end with the invariants of DESIGN.md, on both stores.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    const TOKENS: [&str; 6] = ["tok_ok", "tok_decline", "tok_flaky_1", "tok_flaky_3", "tok_flaky_9", "tok_trap"];
+
+    #[derive(Debug, Clone)]
+    struct Line {
+        sku: usize,
+        quantity: u32,
+        token: usize,
+        cancel: bool,
+    }
+
+    fn line() -> impl Strategy<Value = Line> {
+        (0..3usize, 1..4u32, 0..TOKENS.len(), proptest::bool::weighted(0.2))
+            .prop_map(|(sku, quantity, token, cancel)| Line { sku, quantity, token, cancel })
+    }
+
+    async fn run(db: Db, stock: Vec<u64>, lines: Vec<Line>) {
+        let app = spawn_saga(db).await;
+        let skus = ["SKU-A", "SKU-B", "SKU-C"];
+        let mut stocked = BTreeMap::new();
+        for (sku, n) in skus.iter().zip(&stock) {
+            app.stock_up(sku, *n).await;
+            stocked.insert(sku.to_string(), *n);
+        }
+        let placing = lines.iter().map(|l| {
+            let app = &app;
+            async move { app.place(&[(skus[l.sku], l.quantity)], TOKENS[l.token]).await }
+        });
+        let placed = futures::future::join_all(placing).await;
+        for (id, l) in placed.iter().zip(&lines) {
+            if l.cancel {
+                let status = app.cancel(id).await;
+                assert!(status == 202 || status == 409, "{status}");
+            }
+        }
+        app.assert_invariants(&stocked).await;
+        app.stop().await;
+    }
+
+    fn block_on(future: impl std::future::Future<Output = ()>) {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(future);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 4, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn order_mixes_keep_the_invariants_on_sqlite(stock in proptest::collection::vec(0..25u64, 3), lines in proptest::collection::vec(line(), 5..40)) {
+            block_on(run(Db::Sqlite, stock, lines));
+        }
+
+        #[test]
+        fn order_mixes_keep_the_invariants_on_postgres(stock in proptest::collection::vec(0..25u64, 3), lines in proptest::collection::vec(line(), 5..40)) {
+            block_on(run(Db::Postgres, stock, lines));
+        }
+    }
 }
