@@ -6,7 +6,7 @@ use crate::config::Settings;
 use crate::http::{self, AppState};
 use crate::outbox::Relay;
 use crate::registry::{PluginWatcher, StepRegistry, WatchError};
-use crate::runtime::{Allocator, Runtime, RuntimeConfig, RuntimeError};
+use crate::runtime::{Allocator, Runtime, RuntimeConfig, RuntimeError, StepExecutor};
 use crate::saga::orders::HOST_KINDS;
 use crate::saga::{HOST_CONSUMER, Saga, SagaConfig, SagaContext};
 use crate::store::StoreError;
@@ -52,6 +52,11 @@ pub struct App {
 impl App {
     /// Start the runtime, load the plugins folder, watch it, and bind the listener.
     pub async fn build(settings: Settings) -> Result<App, StartError> {
+        App::build_with(settings, None).await
+    }
+
+    /// [`App::build`] with another step executor (benchmarks run the steps natively).
+    pub async fn build_with(settings: Settings, executor: Option<Arc<dyn StepExecutor>>) -> Result<App, StartError> {
         let data_error = |path: &Path| {
             let path = path.display().to_string();
             move |source| StartError::DataDir { path, source }
@@ -96,6 +101,7 @@ impl App {
                 ..SagaConfig::default()
             },
             relay: Arc::new(Relay::default()),
+            executor: executor.unwrap_or_else(|| registry.runtime().clone()),
         });
         let saga = Saga::start(saga_ctx.clone());
         let listener = TcpListener::bind(settings.http_addr)

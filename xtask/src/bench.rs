@@ -3,22 +3,27 @@
 
 use crate::build_plugins;
 use crate::flags::{Bench, BenchKind, BuildPlugins};
+use crate::services;
 use crate::util::{cargo, root, run as run_cmd, target_dir};
 
 pub fn run(args: &Bench) -> anyhow::Result<()> {
-    match args.kind {
-        BenchKind::Runtime => {
-            let components = target_dir().join("wasaga-bench-components");
-            build_plugins::run(&BuildPlugins { out: Some(components.clone()), fixtures: true })?;
-            let results = root().join("bench/results");
-            std::fs::create_dir_all(&results)?;
-            run_cmd(
-                cargo()
-                    .args(["bench", "-p", "wasaga-host", "--bench", "runtime"])
-                    .env("WASAGA_BENCH_COMPONENTS", &components)
-                    .env("WASAGA_BENCH_RESULTS", &results)
-                    .env("WASAGA_BENCH_EVENTS", args.events.to_string()),
-            )
+    let components = target_dir().join("wasaga-bench-components");
+    build_plugins::run(&BuildPlugins { out: Some(components.clone()), fixtures: true })?;
+    let results = root().join("bench/results");
+    std::fs::create_dir_all(&results)?;
+    let name = match args.kind {
+        BenchKind::Runtime => "runtime",
+        BenchKind::Saga => {
+            services::ensure_postgres()?;
+            "saga"
         }
-    }
+    };
+    run_cmd(
+        cargo()
+            .args(["bench", "-p", "wasaga-host", "--bench", name])
+            .env("WASAGA_BENCH_COMPONENTS", &components)
+            .env("WASAGA_BENCH_RESULTS", &results)
+            .env("WASAGA_BENCH_EVENTS", args.events.to_string())
+            .env("WASAGA_BENCH_ORDERS", args.orders.to_string()),
+    )
 }

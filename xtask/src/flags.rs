@@ -53,12 +53,17 @@ pub struct Test {
 pub enum BenchKind {
     /// Per-event instantiate + handle, native ratio, allocators, compile and swap times.
     Runtime,
+    /// Orders/s and POST → completed latency on SQLite and PostgreSQL, WASM vs native steps.
+    Saga,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct Bench {
     pub kind: BenchKind,
-    /// Events per measurement (more is steadier, slower).
+    /// Events per measurement (runtime benchmark).
     #[arg(long, default_value_t = 20_000)]
     pub events: u32,
+    /// Orders per run (saga benchmark).
+    #[arg(long, default_value_t = 2_000)]
+    pub orders: u32,
 }

@@ -4,7 +4,9 @@
 mod bench;
 mod build_plugins;
 mod flags;
+mod http;
 mod run;
+mod services;
 mod test;
 mod util;
 

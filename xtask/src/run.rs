@@ -1,45 +1,56 @@
 //! `cargo xtask run`: build the plugins, start `wasaga serve` on the embedded defaults,
-//! and say how to reach it once it answers.
+//! stock a SKU, and print how to place an order once the server answers.
 
 use crate::build_plugins;
 use crate::flags::{BuildPlugins, Run};
+use crate::http::request;
 use crate::util::{cargo, root, run as run_cmd};
 use anyhow::Context;
 use std::time::{Duration, Instant};
 
 pub fn run(args: &Run) -> anyhow::Result<()> {
     build_plugins::run(&BuildPlugins { out: None, fixtures: false })?;
-    let mut build = cargo();
-    build.args(["build", "--quiet", "-p", "wasaga-host", "--bin", "wasaga"]);
-    if args.release {
-        build.arg("--release");
-    }
-    run_cmd(&mut build)?;
+    let profile: &[&str] = if args.release { &["--release"] } else { &[] };
+    run_cmd(cargo().args(["build", "--quiet", "-p", "wasaga-host", "--bin", "wasaga"]).args(profile))?;
 
     let addr = std::env::var("WASAGA_HTTP_ADDR").unwrap_or_else(|_| "127.0.0.1:8080".to_owned());
-    let data_dir = std::env::var("WASAGA_DATA_DIR").unwrap_or_else(|_| "./data".to_owned());
-    let mut serve = cargo();
-    serve.args(["run", "--quiet", "-p", "wasaga-host", "--bin", "wasaga"]);
-    if args.release {
-        serve.arg("--release");
-    }
-    serve.args(["--", "serve"]);
-    let mut child = serve.spawn().context("cannot start wasaga serve")?;
+    let data_dir = root().join(std::env::var("WASAGA_DATA_DIR").unwrap_or_else(|_| "data".to_owned()));
+    let mut child = cargo()
+        .args(["run", "--quiet", "-p", "wasaga-host", "--bin", "wasaga"])
+        .args(profile)
+        .args(["--", "serve"])
+        .spawn()
+        .context("cannot start wasaga serve")?;
 
-    let url = format!("http://{addr}");
-    if wait_until_healthy(&addr, &mut child)? {
-        let token_file = root().join(&data_dir).join("admin-token");
-        println!();
-        println!("wasaga is running at {url}  (Ctrl-C stops it)");
-        println!(
-            "admin token: {}",
-            if std::env::var("WASAGA_ADMIN_TOKEN").is_ok() {
-                "$WASAGA_ADMIN_TOKEN".to_owned()
-            } else {
-                token_file.display().to_string()
-            }
+    if wait_until_ready(&addr, &mut child)? {
+        let token_file = data_dir.join("admin-token");
+        let token = match std::env::var("WASAGA_ADMIN_TOKEN") {
+            Ok(token) => token,
+            Err(_) => std::fs::read_to_string(&token_file).unwrap_or_default().trim().to_owned(),
+        };
+        let stocked = request(
+            &addr,
+            "PUT",
+            "/api/stock/SKU-1",
+            &[("Authorization", &format!("Bearer {token}")), ("Content-Type", "application/json")],
+            r#"{"available":1000}"#,
         );
-        println!("steps:");
+        let url = format!("http://{addr}");
+        println!();
+        println!("wasaga is running at {url}   (Ctrl-C stops it)");
+        match stocked {
+            Ok((202, _)) => println!("stocked SKU-1 with 1000 units"),
+            other => println!("could not stock SKU-1: {other:?}"),
+        }
+        println!("admin token: {}", token_file.display());
+        println!();
+        println!("place an order:");
+        println!(
+            "  curl -si -X POST {url}/api/orders -H 'content-type: application/json' \\\n    -d '{{\"customer_id\":\"c-1\",\"items\":[{{\"sku\":\"SKU-1\",\"quantity\":2,\"unit_price_cents\":1250}}],\"payment\":{{\"card_token\":\"tok_ok\"}}}}'"
+        );
+        println!("then follow it (the Location header):");
+        println!("  curl -s {url}/api/orders/<order_id>");
+        println!("steps, as an administrator:");
         println!("  curl -s -H \"Authorization: Bearer $(cat {})\" {url}/api/admin/plugins", token_file.display());
         println!();
     }
@@ -50,26 +61,18 @@ pub fn run(args: &Run) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Poll `/healthz` until it answers, the server exits, or a minute passes.
-fn wait_until_healthy(addr: &str, child: &mut std::process::Child) -> anyhow::Result<bool> {
-    let deadline = Instant::now() + Duration::from_secs(60);
+/// Poll `/readyz` until it answers 200, the server exits, or two minutes pass.
+fn wait_until_ready(addr: &str, child: &mut std::process::Child) -> anyhow::Result<bool> {
+    let deadline = Instant::now() + Duration::from_secs(120);
     while Instant::now() < deadline {
         if child.try_wait()?.is_some() {
             return Ok(false);
         }
-        if let Ok(mut stream) = std::net::TcpStream::connect(addr) {
-            use std::io::{Read, Write};
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-            let request = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-            let mut answer = String::new();
-            if stream.write_all(request.as_bytes()).is_ok()
-                && stream.read_to_string(&mut answer).is_ok()
-                && answer.starts_with("HTTP/1.1 200")
-            {
-                return Ok(true);
-            }
+        if let Ok((200, _)) = request(addr, "GET", "/readyz", &[], "") {
+            return Ok(true);
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+    eprintln!("wasaga did not become ready within two minutes; see its log above");
     Ok(false)
 }

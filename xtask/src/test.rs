@@ -3,12 +3,16 @@
 
 use crate::build_plugins;
 use crate::flags::{BuildPlugins, Test};
+use crate::services;
 use crate::util::{cargo, run as run_cmd, target_dir};
 
 pub fn run(args: &Test) -> anyhow::Result<()> {
     if !args.no_lint {
         run_cmd(cargo().args(["fmt", "--all", "--", "--check"]))?;
         run_cmd(cargo().args(["clippy", "--workspace", "--all-targets", "--quiet", "--", "-D", "warnings"]))?;
+    }
+    if std::env::var_os("WASAGA_TEST_PG_URL").is_none() {
+        services::ensure_postgres()?;
     }
     let components = target_dir().join("wasaga-test-components");
     build_plugins::run(&BuildPlugins { out: Some(components.clone()), fixtures: true })?;

@@ -59,6 +59,31 @@ impl Client {
         self.send(request).await
     }
 
+    pub async fn dead_letters(&self) -> Result<Vec<serde_json::Value>, ClientError> {
+        self.send(self.http.get(format!("{}/api/admin/dead-letters", self.base))).await
+    }
+
+    pub async fn replay_dead_letter(&self, id: &str) -> Result<serde_json::Value, ClientError> {
+        self.send(self.http.post(format!("{}/api/admin/dead-letters/{id}/replay", self.base))).await
+    }
+
+    /// Discard answers 204 with no body.
+    pub async fn discard_dead_letter(&self, id: &str) -> Result<(), ClientError> {
+        let request = self.http.delete(format!("{}/api/admin/dead-letters/{id}", self.base)).bearer_auth(&self.token);
+        let response =
+            request.send().await.map_err(|e| ClientError::Connect { url: self.base.clone(), reason: e.to_string() })?;
+        if response.status().is_success() {
+            return Ok(());
+        }
+        let status = response.status().as_u16();
+        let detail = response.text().await.unwrap_or_default();
+        Err(ClientError::Refused { status, detail })
+    }
+
+    pub async fn order(&self, id: &str) -> Result<serde_json::Value, ClientError> {
+        self.send(self.http.get(format!("{}/api/orders/{id}", self.base))).await
+    }
+
     pub async fn rollback_plugin(&self, name: &str) -> Result<serde_json::Value, ClientError> {
         self.send(self.http.post(format!("{}/api/admin/plugins/{name}/rollback", self.base))).await
     }

@@ -31,6 +31,45 @@ pub enum Command {
         #[command(subcommand)]
         command: PluginsCommand,
     },
+    /// Inspect, replay or discard dead letters on a running server.
+    DeadLetters {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(subcommand)]
+        command: DeadLettersCommand,
+    },
+    /// Read orders on a running server.
+    Orders {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(subcommand)]
+        command: OrdersCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeadLettersCommand {
+    /// Show every dead letter: step, event, error, attempts.
+    List,
+    /// Deliver a dead letter's event to its step again, with a fresh attempt count.
+    Replay {
+        /// The dead letter's id.
+        id: String,
+    },
+    /// Drop a dead letter for good.
+    Discard {
+        /// The dead letter's id.
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrdersCommand {
+    /// Show an order with its timeline.
+    Get {
+        /// The order id.
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

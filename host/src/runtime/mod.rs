@@ -151,6 +151,32 @@ impl CallError {
     }
 }
 
+/// Runs one event through a loaded step. The runtime is the executor in production;
+/// benchmarks substitute the steps' native logic to measure what the sandbox costs.
+#[async_trait::async_trait]
+pub trait StepExecutor: Send + Sync {
+    async fn call(
+        &self,
+        step: &LoadedStep,
+        input: CallInput<'_>,
+        state: Arc<dyn StepState>,
+        archive: Option<Arc<dyn Archive>>,
+    ) -> Result<Vec<Emitted>, CallError>;
+}
+
+#[async_trait::async_trait]
+impl StepExecutor for Runtime {
+    async fn call(
+        &self,
+        step: &LoadedStep,
+        input: CallInput<'_>,
+        state: Arc<dyn StepState>,
+        archive: Option<Arc<dyn Archive>>,
+    ) -> Result<Vec<Emitted>, CallError> {
+        Runtime::call(self, step, input, state, archive).await
+    }
+}
+
 /// The engine, the linker and the limits shared by every loaded step.
 pub struct Runtime {
     engine: Engine,

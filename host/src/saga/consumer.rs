@@ -104,7 +104,7 @@ async fn handle_one(
         attempt: delivery.attempt,
     };
     let call_state = state.call();
-    match ctx.registry.runtime().call(step, input, call_state.clone(), Some(ctx.archive.clone())).await {
+    match ctx.executor.call(step, input, call_state.clone(), Some(ctx.archive.clone())).await {
         Ok(emits) => {
             state.keep(&call_state);
             commit.inbox.push((event.id.clone(), step.digest.to_string()));

@@ -16,6 +16,7 @@ pub mod wire;
 use crate::archive::Archive;
 use crate::outbox::Relay;
 use crate::registry::StepRegistry;
+use crate::runtime::StepExecutor;
 use crate::store::{Store, StoredEvent};
 use crate::transport::Transport;
 use std::collections::HashSet;
@@ -69,6 +70,8 @@ pub struct SagaContext {
     pub archive: Arc<dyn Archive>,
     pub config: SagaConfig,
     pub relay: Arc<Relay>,
+    /// Runs step calls: the WebAssembly runtime.
+    pub executor: Arc<dyn StepExecutor>,
 }
 
 impl SagaContext {

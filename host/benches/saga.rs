@@ -1,0 +1,383 @@
+//! `cargo xtask bench saga`: orders completed per second and latency from POST to
+//! `completed`, on SQLite and on PostgreSQL, with the WASM steps and with the same step
+//! logic native (a benchmark-only executor), next to what the store alone allows for
+//! transactions of the same shape. Writes markdown and JSON under `WASAGA_BENCH_RESULTS`.
+
+#![allow(clippy::unwrap_used)]
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wasaga_host::archive::Archive;
+use wasaga_host::config::Settings;
+use wasaga_host::runtime::{CallError, CallInput, Emitted, LoadedStep, StepExecutor, StepState};
+use wasaga_host::server::App;
+use wasaga_sdk::{Context, Event, Level, Origin};
+
+/// A step's logic, called natively.
+type HandleFn = fn(&mut dyn wasaga_sdk::Host, &Context, &Event) -> Result<Vec<wasaga_sdk::Emit>, wasaga_sdk::StepError>;
+
+/// Runs the steps' Rust logic in the host instead of their components, through the same
+/// state and archive the components would use: the WASM-vs-native ratio isolates the
+/// sandbox's cost.
+struct NativeSteps;
+
+struct SyncHost<'a> {
+    state: &'a Arc<dyn StepState>,
+    archive: Option<&'a Arc<dyn Archive>>,
+    origin: Origin,
+    runtime: tokio::runtime::Handle,
+    failed: Option<String>,
+}
+
+impl wasaga_sdk::Host for SyncHost<'_> {
+    fn get(&self, key: &str) -> Option<Vec<u8>> {
+        self.runtime.block_on(self.state.get(key)).ok().flatten()
+    }
+    fn put(&mut self, key: &str, value: &[u8]) {
+        if let Err(e) = self.runtime.block_on(self.state.put(key, value.to_vec())) {
+            self.failed = Some(e.to_string());
+        }
+    }
+    fn delete(&mut self, key: &str) {
+        if let Err(e) = self.runtime.block_on(self.state.delete(key)) {
+            self.failed = Some(e.to_string());
+        }
+    }
+    fn log(&self, _level: Level, _message: &str) {}
+    fn archive_put(&mut self, name: &str, body: &[u8], content_type: &str) -> Result<(), String> {
+        let archive = self.archive.ok_or("no archive")?;
+        self.runtime
+            .block_on(archive.put_once(name, bytes::Bytes::copy_from_slice(body), content_type))
+            .map_err(|e| e.to_string())
+    }
+    fn origin(&self) -> Origin {
+        self.origin.clone()
+    }
+}
+
+#[async_trait]
+impl StepExecutor for NativeSteps {
+    async fn call(
+        &self,
+        step: &LoadedStep,
+        input: CallInput<'_>,
+        state: Arc<dyn StepState>,
+        archive: Option<Arc<dyn Archive>>,
+    ) -> Result<Vec<Emitted>, CallError> {
+        let handle: HandleFn = match &*step.name {
+            "inventory" => <inventory::Inventory as wasaga_sdk::Step>::handle,
+            "payment" => <payment::Payment as wasaga_sdk::Step>::handle,
+            _ => <analytics::Analytics as wasaga_sdk::Step>::handle,
+        };
+        let event = Event {
+            id: input.id.to_owned(),
+            kind: input.kind.to_owned(),
+            order_id: input.order_id.to_owned(),
+            occurred_at_ms: input.occurred_at_ms,
+            payload: input.payload.to_owned(),
+        };
+        let origin = Origin { step: input.origin.step.clone(), step_version: input.origin.step_version.clone() };
+        let ctx = Context { attempt: input.attempt };
+        let runtime = tokio::runtime::Handle::current();
+        // The SDK's host is synchronous; the state behind it is async.
+        let result = tokio::task::block_in_place(|| {
+            let mut host = SyncHost { state: &state, archive: archive.as_ref(), origin, runtime, failed: None };
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle(&mut host, &ctx, &event)));
+            (result, host.failed)
+        });
+        match result {
+            (_, Some(failed)) => Err(CallError::Host(failed)),
+            (Err(_), None) => Err(CallError::Trap("panicked".to_owned())),
+            (Ok(Err(wasaga_sdk::StepError::Retryable(e))), None) => Err(CallError::Retryable(e)),
+            (Ok(Err(wasaga_sdk::StepError::Fatal(e))), None) => Err(CallError::Fatal(e)),
+            (Ok(Ok(emits)), None) => {
+                Ok(emits.into_iter().map(|e| Emitted { kind: e.kind, payload: e.payload }).collect())
+            }
+        }
+    }
+}
+
+struct Env {
+    components: PathBuf,
+    results: PathBuf,
+    orders: usize,
+    pg_admin: String,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Run {
+    orders_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    completed: usize,
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
+}
+
+async fn fresh_pg(admin: &str) -> String {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(admin).await.unwrap();
+    let name = format!("wasaga_bench_{:x}", rand::random::<u32>());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).execute(&mut conn).await.unwrap();
+    format!("{}/{name}", admin.rsplit_once('/').unwrap().0)
+}
+
+async fn drop_pg(admin: &str, url: &str) {
+    use sqlx::Connection;
+    let name = url.rsplit('/').next().unwrap();
+    let mut conn = sqlx::PgConnection::connect(admin).await.unwrap();
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
+        .execute(&mut conn)
+        .await;
+}
+
+/// Start a server, stock it, push `orders` orders through it (closed loop with
+/// `concurrency` in flight, or open loop at `rate` per second), and measure.
+async fn run(env: &Env, store_url: Option<String>, native: bool, concurrency: usize, rate: Option<f64>) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    for name in ["inventory", "payment", "analytics"] {
+        std::fs::copy(env.components.join(format!("{name}.wasm")), plugins.join(format!("{name}.wasm"))).unwrap();
+    }
+    let settings = Settings {
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().join("data"),
+        plugins_dir: plugins,
+        admin_token: Some("bench".to_owned().into()),
+        store_url: store_url.clone(),
+        ..Settings::default()
+    };
+    let executor: Option<Arc<dyn StepExecutor>> = if native { Some(Arc::new(NativeSteps)) } else { None };
+    let app = App::build_with(settings, executor).await.unwrap();
+    let base = format!("http://{}", app.local_addr());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run(async {
+        let _ = stop_rx.await;
+    }));
+    let http = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
+    for i in 0..10 {
+        http.put(format!("{base}/api/stock/SKU-{i}"))
+            .bearer_auth("bench")
+            .json(&json!({"available": 10_000_000}))
+            .send()
+            .await
+            .unwrap();
+    }
+    // Wait for the stock to be applied.
+    for i in 0..10 {
+        while http.get(format!("{base}/api/stock/SKU-{i}")).send().await.unwrap().status() != 200 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let body = |i: usize| json!({"customer_id": "c", "items": [{"sku": format!("SKU-{}", i % 10), "quantity": 1, "unit_price_cents": 100}], "payment": {"card_token": "tok_ok"}});
+    let started = Instant::now();
+    match rate {
+        None => {
+            futures::stream::iter(0..env.orders)
+                .map(|i| {
+                    let (http, base) = (http.clone(), base.clone());
+                    async move { http.post(format!("{base}/api/orders")).json(&body(i)).send().await.unwrap() }
+                })
+                .buffer_unordered(concurrency)
+                .for_each(|_| async {})
+                .await;
+        }
+        Some(per_sec) => {
+            let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / per_sec));
+            let mut sends = Vec::new();
+            for i in 0..env.orders {
+                ticker.tick().await;
+                let (http, base) = (http.clone(), base.clone());
+                sends.push(tokio::spawn(async move {
+                    http.post(format!("{base}/api/orders")).json(&body(i)).send().await.unwrap()
+                }));
+            }
+            for s in sends {
+                s.await.unwrap();
+            }
+        }
+    }
+    // Wait until no order is pending.
+    loop {
+        let page: Value =
+            http.get(format!("{base}/api/orders?status=pending&limit=1")).send().await.unwrap().json().await.unwrap();
+        if page["orders"].as_array().is_some_and(|o| o.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let wall = started.elapsed();
+    // Latency from the server's own timeline: order.placed → order.completed.
+    let mut latencies = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let url = match &after {
+            Some(c) => format!("{base}/api/orders?status=completed&limit=500&after={c}"),
+            None => format!("{base}/api/orders?status=completed&limit=500"),
+        };
+        let page: Value = http.get(url).send().await.unwrap().json().await.unwrap();
+        for order in page["orders"].as_array().unwrap() {
+            let at = |kind: &str| {
+                order["timeline"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|t| t["kind"] == kind)
+                    .and_then(|t| t["at"].as_str())
+                    .map(|s| time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).unwrap())
+            };
+            if let (Some(placed), Some(done)) = (at("order.placed"), at("order.completed")) {
+                latencies.push((done - placed).as_seconds_f64() * 1000.0);
+            }
+        }
+        match page["next"].as_str() {
+            Some(c) => after = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    let _ = stop_tx.send(());
+    let _ = server.await;
+    if let Some(url) = &store_url {
+        drop_pg(&env.pg_admin, url).await;
+    }
+    Run {
+        orders_per_sec: env.orders as f64 / wall.as_secs_f64(),
+        p50_ms: percentile(&latencies, 0.5),
+        p99_ms: percentile(&latencies, 0.99),
+        completed: latencies.len(),
+    }
+}
+
+/// What the store alone allows: an order's six transactions (placing it, and the four
+/// consumers' and the relay's writes) as plain statements, one order at a time per
+/// connection, without wasaga.
+async fn store_limit(store_url: &str, orders: usize) -> f64 {
+    let store = wasaga_host::store::open(store_url).await.unwrap();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    let workers = 4;
+    for w in 0..workers {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in (w..orders).step_by(workers) {
+                let order_id = format!("o-{w}-{i}");
+                let event = |kind: &str| wasaga_host::store::StoredEvent {
+                    id: format!("{order_id}-{kind}"),
+                    kind: kind.to_owned(),
+                    order_id: order_id.clone(),
+                    payload: "{}".to_owned(),
+                    step: "bench".to_owned(),
+                    step_version: "1".to_owned(),
+                    occurred_at_ms: 0,
+                };
+                let order = wasaga_host::store::NewOrder {
+                    id: order_id.clone(),
+                    customer_id: "c".to_owned(),
+                    items: "[]".to_owned(),
+                    total_cents: 100,
+                    created_at_ms: 0,
+                };
+                store.create_order(&order, None, &event("order.placed")).await.unwrap();
+                for (consumer, kind) in [
+                    ("inventory", "stock.reserved"),
+                    ("payment", "payment.captured"),
+                    ("host", "order.completed"),
+                    ("analytics", "x"),
+                ] {
+                    let batch = wasaga_host::store::BatchCommit {
+                        consumer: consumer.to_owned(),
+                        inbox: vec![(format!("{order_id}-{consumer}"), "1".to_owned())],
+                        state: vec![(format!("order/{order_id}"), Some(b"{}".to_vec()))],
+                        outbox: vec![event(kind)],
+                        ..Default::default()
+                    };
+                    store.commit_batch(&batch).await.unwrap();
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    orders as f64 / started.elapsed().as_secs_f64()
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let var = |name: &str| {
+        std::env::var_os(name).unwrap_or_else(|| panic!("{name} is not set: run `cargo xtask bench saga`"))
+    };
+    let env = Env {
+        components: PathBuf::from(var("WASAGA_BENCH_COMPONENTS")),
+        results: PathBuf::from(var("WASAGA_BENCH_RESULTS")),
+        orders: std::env::var("WASAGA_BENCH_ORDERS").ok().and_then(|v| v.parse().ok()).unwrap_or(2000),
+        pg_admin: std::env::var("WASAGA_TEST_PG_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned()),
+    };
+    let mut md = format!(
+        "# Saga benchmark\n\n{} orders per run, `tok_ok`, one SKU of ten per order; the load generator runs in the same process on the same 2 cores. Latency is the server's own timeline: `order.placed` → `order.completed`.\n\n| store | steps | orders/s | p50 ms | p99 ms | completed |\n|---|---|---|---|---|---|\n",
+        env.orders
+    );
+    let mut report = json!({"orders_per_run": env.orders, "runs": []});
+    for store in ["sqlite", "postgres"] {
+        let url = || async {
+            match store {
+                "sqlite" => None,
+                _ => Some(fresh_pg(&env.pg_admin).await),
+            }
+        };
+        let wasm = run(&env, url().await, false, 64, None).await;
+        let native = run(&env, url().await, true, 64, None).await;
+        let half = run(&env, url().await, false, 64, Some((wasm.orders_per_sec / 2.0).max(1.0))).await;
+        let limit_url = match store {
+            "sqlite" => {
+                let dir = tempfile::tempdir().unwrap().keep();
+                format!("sqlite://{}", dir.join("limit.db").display())
+            }
+            _ => fresh_pg(&env.pg_admin).await,
+        };
+        let limit = store_limit(&limit_url, env.orders).await;
+        if store == "postgres" {
+            drop_pg(&env.pg_admin, &limit_url).await;
+        }
+        for (label, r) in [("wasm", &wasm), ("native", &native), ("wasm at half rate", &half)] {
+            md.push_str(&format!(
+                "| {store} | {label} | {:.0} | {:.1} | {:.1} | {} |\n",
+                r.orders_per_sec, r.p50_ms, r.p99_ms, r.completed
+            ));
+            report["runs"].as_array_mut().unwrap().push(json!({"store": store, "steps": label, "orders_per_sec": r.orders_per_sec, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms, "completed": r.completed}));
+        }
+        md.push_str(&format!("| {store} | store alone (6 tx per order, 4 connections) | {limit:.0} | | | |\n"));
+        report[store] = json!({"wasm_over_native": wasm.orders_per_sec / native.orders_per_sec, "wasm_over_store_limit": wasm.orders_per_sec / limit, "store_limit_orders_per_sec": limit});
+        println!(
+            "{store}: wasm {:.0}/s, native {:.0}/s, store alone {limit:.0}/s",
+            wasm.orders_per_sec, native.orders_per_sec
+        );
+    }
+    md.push_str("\n| store | WASM / native throughput | wasaga / store alone |\n|---|---|---|\n");
+    for store in ["sqlite", "postgres"] {
+        md.push_str(&format!(
+            "| {store} | {:.2} | {:.2} |\n",
+            report[store]["wasm_over_native"].as_f64().unwrap_or(f64::NAN),
+            report[store]["wasm_over_store_limit"].as_f64().unwrap_or(f64::NAN)
+        ));
+    }
+    let stamp = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap();
+    md.push_str(&format!("\nMeasured {stamp}.\n"));
+    report["at"] = Value::String(stamp);
+    std::fs::create_dir_all(&env.results).unwrap();
+    std::fs::write(env.results.join("saga.md"), &md).unwrap();
+    std::fs::write(env.results.join("saga.json"), serde_json::to_string_pretty(&report).unwrap()).unwrap();
+    println!("{md}");
+}
