@@ -508,8 +508,12 @@ impl Api {
         for entry in walk(&root) {
             let rel = entry.strip_prefix(&root).map(|p| p.to_path_buf()).unwrap_or_default();
             let parts: Vec<String> = rel.iter().map(|p| p.to_string_lossy().into_owned()).collect();
-            if let [_, _, _, order, file] = parts.as_slice() {
-                archived.entry(order.clone()).or_default().push(file.trim_end_matches(".json").to_owned());
+            // A put cut short by a crash can leave the store's staging file (`<name>#<n>`)
+            // beside the object; only whole objects count.
+            if let [_, _, _, order, file] = parts.as_slice()
+                && let Some(id) = file.strip_suffix(".json")
+            {
+                archived.entry(order.clone()).or_default().push(id.to_owned());
             }
         }
         let mut problems = Vec::new();
@@ -526,7 +530,13 @@ impl Api {
             expected.sort();
             got.sort();
             if expected != got {
-                problems.push(format!("{id}: archive has {} of {} events", got.len(), expected.len()));
+                let extra: Vec<&String> = got.iter().filter(|g| !expected.contains(g)).collect();
+                let missing: Vec<&String> = expected.iter().filter(|e| !got.contains(e)).collect();
+                problems.push(format!(
+                    "{id}: archive has {} of {} events (extra {extra:?}, missing {missing:?})",
+                    got.len(),
+                    expected.len()
+                ));
             }
         }
         problems
