@@ -176,6 +176,15 @@ fn main() {
         .unwrap_or_default();
     md.push_str(&format!("# Runtime benchmark\n\n{} events per series, one async task on a current-thread runtime; CPU: {cpu}; {} cores.\n\n", env.events, std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)));
 
+    // Profiling mode (`perf record`): only the inventory step's loop.
+    if std::env::var_os("WASAGA_BENCH_PROFILE").is_some() {
+        let runtime = Runtime::new(config(Allocator::Pooling, true, None)).unwrap();
+        let loaded = rt.block_on(runtime.load("inventory", component("inventory"))).unwrap();
+        let s = rt.block_on(wasm(&runtime, &loaded, &events_for("inventory", env.events)));
+        println!("inventory p50 {} µs p99 {} µs", us(s.p50_ns), us(s.p99_ns));
+        return;
+    }
+
     // 1. Each step: wasm (fresh instance per event) against native.
     md.push_str("## Per event: fresh instance + handle with state calls, against native\n\n| step | wasm p50 µs | wasm p99 µs | wasm events/s | native p50 µs | native p99 µs | native events/s | wasm/native throughput |\n|---|---|---|---|---|---|---|---|\n");
     let pooled = Runtime::new(config(Allocator::Pooling, true, None)).unwrap();

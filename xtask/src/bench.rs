@@ -21,6 +21,10 @@ pub fn run(args: &Bench) -> anyhow::Result<()> {
     run_cmd(
         cargo()
             .args(["bench", "-p", "wasaga-host", "--bench", name])
+            // With backtraces on, wasmtime captures one for an error it makes internally on
+            // every call (about 4 µs); production runs without, so the benchmark does too.
+            .env_remove("RUST_BACKTRACE")
+            .env_remove("RUST_LIB_BACKTRACE")
             .env("WASAGA_BENCH_COMPONENTS", &components)
             .env("WASAGA_BENCH_RESULTS", &results)
             .env("WASAGA_BENCH_EVENTS", args.events.to_string())

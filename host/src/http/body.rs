@@ -62,6 +62,9 @@ impl Checker {
         match object.get(key) {
             None | Some(Value::Null) => self.fail(&field, "is required"),
             Some(Value::String(s)) if s.trim().is_empty() => self.fail(&field, "must not be empty"),
+            Some(Value::String(s)) if s.chars().any(char::is_control) => {
+                self.fail(&field, "must not contain control characters")
+            }
             Some(Value::String(s)) if s.chars().count() > max => {
                 self.fail(&field, format!("must be at most {max} characters"))
             }

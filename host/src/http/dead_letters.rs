@@ -42,16 +42,15 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<DeadLetterVi
 }
 
 pub async fn replay(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let Some(row) = state.saga.store.take_dead_letter(&id).await? else {
+    // Reopen, queue, then remove: a crash or failure at any point leaves the dead letter
+    // listed (a second replay is harmless: the inbox absorbs a duplicate).
+    let Some(row) = state.saga.store.reopen_dead_letter(&id).await? else {
         return Err(ApiError::NotFound(format!("no dead letter {id:?}")));
     };
     let event =
         wire::decode(&row.event).map_err(|e| ApiError::Internal(format!("dead letter {id} is unreadable: {e}")))?;
-    if let Err(error) = state.saga.transport.redeliver(&row.consumer, &event).await {
-        // Put it back so nothing is lost, then report the failure.
-        let _ = state.saga.store.restore_dead_letter(&row).await;
-        return Err(ApiError::Internal(error.to_string()));
-    }
+    state.saga.transport.redeliver(&row.consumer, &event).await.map_err(|e| ApiError::Internal(e.to_string()))?;
+    state.saga.store.take_dead_letter(&id).await?;
     Ok((StatusCode::ACCEPTED, Json(view(row))).into_response())
 }
 

@@ -127,6 +127,13 @@ pub async fn place(
         },
     };
     let order = parse_order(&body)?;
+    // An order placed while a step is missing would wait for it forever.
+    let steps = state.registry.snapshot();
+    let missing: Vec<&str> =
+        state.required_steps.iter().map(String::as_str).filter(|name| !steps.contains_key(*name)).collect();
+    if !missing.is_empty() {
+        return Err(ApiError::Unavailable(format!("not accepting orders: steps not loaded: {}", missing.join(", "))));
+    }
     let hash = hex::encode(Sha256::digest(Value::Object(body).to_string().as_bytes()));
     let _guard = match &key {
         Some(key) => {

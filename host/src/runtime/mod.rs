@@ -126,6 +126,8 @@ pub enum CallError {
     TooLarge(String),
     #[error("step emitted an invalid event kind {0:?}")]
     InvalidKind(String),
+    #[error("step emitted {0} with a payload that is not JSON")]
+    InvalidPayload(String),
     #[error("host failed during the call: {0}")]
     Host(String),
 }
@@ -133,7 +135,10 @@ pub enum CallError {
 impl CallError {
     /// Whether delivering the same event again might succeed.
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, CallError::Fatal(_) | CallError::TooLarge(_) | CallError::InvalidKind(_))
+        !matches!(
+            self,
+            CallError::Fatal(_) | CallError::TooLarge(_) | CallError::InvalidKind(_) | CallError::InvalidPayload(_)
+        )
     }
 
     /// A short label for metrics.
@@ -146,6 +151,7 @@ impl CallError {
             CallError::MemoryLimit { .. } => "memory",
             CallError::TooLarge(_) => "too_large",
             CallError::InvalidKind(_) => "invalid_kind",
+            CallError::InvalidPayload(_) => "invalid_payload",
             CallError::Host(_) => "host",
         }
     }

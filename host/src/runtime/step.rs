@@ -178,8 +178,9 @@ async fn describe(
     labels: CallLabels,
 ) -> Result<handler::Manifest, CallError> {
     let origin = provenance::Origin { step: "host".to_owned(), step_version: String::new() };
-    let mut store = new_store(runtime, Arc::new(MemoryState::default()), None, origin, labels);
+    // The deadline starts with the store: wait for a slot first.
     let _permit = runtime.permits.acquire().await.map_err(|e| CallError::Host(e.to_string()))?;
+    let mut store = new_store(runtime, Arc::new(MemoryState::default()), None, origin, labels);
     let result = async {
         let instance = pre.instantiate_async(&mut store).await?;
         instance.wasaga_saga_handler().call_describe(&mut store).await
@@ -200,6 +201,8 @@ pub(super) async fn call(
         provenance::Origin { step: input.origin.step.clone(), step_version: input.origin.step_version.clone() };
     let labels =
         CallLabels { step: step.name.clone(), step_version: step.digest.clone(), event_id: input.id.to_owned() };
+    // The deadline starts with the store: wait for a slot first.
+    let _permit = runtime.permits.acquire().await.map_err(|e| CallError::Host(e.to_string()))?;
     let mut store = new_store(runtime, state, archive, origin, labels);
     let ctx = handler::Context { attempt: input.attempt };
     let event = handler::Event {
@@ -209,7 +212,6 @@ pub(super) async fn call(
         occurred_at_ms: input.occurred_at_ms,
         payload: input.payload.to_owned(),
     };
-    let _permit = runtime.permits.acquire().await.map_err(|e| CallError::Host(e.to_string()))?;
     let result = async {
         let instance = step.pre.instantiate_async(&mut store).await?;
         instance.wasaga_saga_handler().call_handle(&mut store, ctx, &event).await
@@ -239,6 +241,9 @@ fn check_emits(runtime: &Runtime, emits: Vec<handler::Emit>) -> Result<Vec<Emitt
         .map(|e| {
             if !valid_kind(&e.kind) {
                 return Err(CallError::InvalidKind(e.kind));
+            }
+            if serde_json::from_str::<serde::de::IgnoredAny>(&e.payload).is_err() {
+                return Err(CallError::InvalidPayload(e.kind));
             }
             Ok(Emitted { kind: e.kind, payload: e.payload })
         })

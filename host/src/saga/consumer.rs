@@ -124,20 +124,27 @@ async fn handle_one(
             let delay = retry::backoff(delivery.attempt, ctx.config.retry_base, ctx.config.retry_cap);
             tracing::info!(%error, retry_in_ms = delay.as_millis() as u64, "step failed; will retry");
             metrics::counter!("wasaga_retries_total", "step" => step.name.to_string()).increment(1);
-            Settlement::Retry { error: error.to_string(), delivery, delay }
+            Settlement::Retry { error: error.to_string().replace('\0', "\u{fffd}"), delivery, delay }
         }
         Err(error) => {
             tracing::warn!(%error, "step gave up; dead-lettering the event");
             metrics::counter!("wasaga_dead_letters_total", "step" => step.name.to_string()).increment(1);
-            dead_letter(commit, &step.name, &delivery, &error.to_string());
+            dead_letter(commit, &step.name, &step.digest, &delivery, &error.to_string());
             Settlement::Ack(delivery)
         }
     }
 }
 
+/// Marks an inbox row of an event that was dead-lettered rather than handled: a
+/// redelivery is then a no-op, and a replay removes the row first.
+pub const DEAD_LETTERED_PREFIX: &str = "dead-lettered:";
+
 /// Record a dead letter and the `step.dead-lettered` event that lets the saga compensate.
-pub(super) fn dead_letter(commit: &mut BatchCommit, consumer: &str, delivery: &Delivery, error: &str) {
+pub(super) fn dead_letter(commit: &mut BatchCommit, consumer: &str, version: &str, delivery: &Delivery, error: &str) {
     let event = &delivery.event;
+    // PostgreSQL text cannot hold NUL; a step's message may.
+    let error = &error.replace('\0', "\u{fffd}");
+    commit.inbox.push((event.id.clone(), format!("{DEAD_LETTERED_PREFIX}{version}")));
     commit.dead_letters.push(DeadLetterRow {
         id: new_event_id(),
         consumer: consumer.to_owned(),
@@ -147,6 +154,10 @@ pub(super) fn dead_letter(commit: &mut BatchCommit, consumer: &str, delivery: &D
         attempts: i64::from(delivery.attempt),
         dead_lettered_at_ms: now_ms(),
     });
+    if event.kind == kinds::STEP_DEAD_LETTERED {
+        // Never announce the failure to handle an announcement: that would loop.
+        return;
+    }
     let payload = StepDeadLettered {
         step: consumer.to_owned(),
         event_id: event.id.clone(),

@@ -182,7 +182,7 @@ async fn handle_batch(
             kinds::STOCK_UNAVAILABLE => {
                 commit.transitions.push(cancel_transition(order_id, "out_of_stock", &[PENDING]))
             }
-            kinds::STEP_DEAD_LETTERED => {
+            kinds::STEP_DEAD_LETTERED if failed_step_drives_orders(ctx, &event.payload) => {
                 commit.transitions.push(cancel_transition(order_id, "step_failed", &[PENDING]))
             }
             _ => {}
@@ -213,6 +213,19 @@ async fn handle_batch(
         ctx.relay.notify();
     }
     Ok(())
+}
+
+/// Whether a dead letter should cancel its order. A step that subscribes to every kind
+/// (`*`, like analytics) observes the saga and drives no order, so its failures leave
+/// orders alone; any other step's failure stops the order so it is compensated.
+fn failed_step_drives_orders(ctx: &SagaContext, payload: &str) -> bool {
+    let Ok(dead) = serde_json::from_str::<events::StepDeadLettered>(payload) else {
+        return true;
+    };
+    match ctx.registry.current(&dead.step) {
+        Some(step) => !step.subscribes.iter().any(|kind| kind == "*"),
+        None => true,
+    }
 }
 
 /// The stock levels an inventory event reports, if any.

@@ -214,8 +214,11 @@ pub trait Store: Send + Sync {
     async fn dead_letters(&self) -> Result<Vec<DeadLetterRow>, StoreError>;
     /// Remove a dead letter and return it (for replay or discard).
     async fn take_dead_letter(&self, id: &str) -> Result<Option<DeadLetterRow>, StoreError>;
-    /// Put back a dead letter whose replay could not be queued.
-    async fn restore_dead_letter(&self, row: &DeadLetterRow) -> Result<(), StoreError>;
+    /// Make a dead letter's event deliverable again: remove the consumer's inbox mark
+    /// for it and return the dead letter, which stays listed until `take_dead_letter`.
+    async fn reopen_dead_letter(&self, id: &str) -> Result<Option<DeadLetterRow>, StoreError>;
+    /// Queue `event` for `consumer` with a fresh attempt count, replacing a queued one.
+    async fn requeue(&self, consumer: &str, event_id: &str, event: &str, now_ms: i64) -> Result<(), StoreError>;
     /// Orders per status, for metrics.
     async fn order_counts(&self) -> Result<Vec<(String, i64)>, StoreError>;
 }

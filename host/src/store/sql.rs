@@ -524,10 +524,41 @@ macro_rules! sql_store {
                 Ok(row.as_ref().map(dead_letter_row).transpose()?)
             }
 
-            async fn restore_dead_letter(&self, row: &DeadLetterRow) -> Result<(), StoreError> {
+            async fn reopen_dead_letter(&self, id: &str) -> Result<Option<DeadLetterRow>, StoreError> {
                 let mut tx = self.writer.begin().await?;
-                Self::insert_dead_letter(&mut tx, row).await?;
+                let row = sqlx::query(
+                    "SELECT id, consumer, event_id, event, error, attempts, dead_lettered_at_ms FROM dead_letters \
+                     WHERE id = $1",
+                )
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(row) = row.as_ref().map(dead_letter_row).transpose()? else {
+                    return Ok(None);
+                };
+                sqlx::query(
+                    "DELETE FROM inbox WHERE consumer = $1 AND event_id = $2 AND step_version LIKE 'dead-lettered:%'",
+                )
+                .bind(&row.consumer)
+                .bind(&row.event_id)
+                .execute(&mut *tx)
+                .await?;
                 tx.commit().await?;
+                Ok(Some(row))
+            }
+
+            async fn requeue(&self, consumer: &str, event_id: &str, event: &str, now_ms: i64) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO deliveries (consumer, event_id, event, due_at_ms) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (consumer, event_id) DO UPDATE SET attempts = 0, due_at_ms = excluded.due_at_ms, \
+                     last_error = NULL",
+                )
+                .bind(consumer)
+                .bind(event_id)
+                .bind(event)
+                .bind(now_ms)
+                .execute(&self.writer)
+                .await?;
                 Ok(())
             }
 

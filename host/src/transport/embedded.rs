@@ -44,6 +44,7 @@ impl Transport for EmbeddedTransport {
         }
         self.store.enqueue(&rows, now_ms()).await?;
         let mut consumers: Vec<&String> = rows.iter().map(|(c, _, _)| c).collect();
+        consumers.sort();
         consumers.dedup();
         for consumer in consumers {
             self.waker(consumer).notify_one();
@@ -111,9 +112,7 @@ impl Transport for EmbeddedTransport {
     }
 
     async fn redeliver(&self, consumer: &str, event: &StoredEvent) -> Result<(), TransportError> {
-        // A replay must not collide with a stale row of the same event: the dead letter
-        // was acknowledged, so none is left, and the insert queues it afresh.
-        self.store.enqueue(&[(consumer.to_owned(), event.id.clone(), wire::encode(event))], now_ms()).await?;
+        self.store.requeue(consumer, &event.id, &wire::encode(event), now_ms()).await?;
         self.waker(consumer).notify_one();
         Ok(())
     }

@@ -192,6 +192,9 @@ async fn bad_input_is_refused_and_stores_nothing(db: Db) {
         assert_eq!(response.status().as_u16(), status, "{body}");
         assert_eq!(response.headers()["content-type"], "application/problem+json", "{body}");
     }
+    let control = json!({"customer_id": "c\u{0}", "items": [{"sku": "A\u{7}", "quantity": 1, "unit_price_cents": 1}], "payment": {"card_token": "tok_ok"}});
+    let response = app.post_json("/api/orders", &control).await;
+    assert_eq!(response.status(), 422, "control characters are refused before they reach a store");
     let listed: serde_json::Value = raw(r#"{"items":[{"sku":"","quantity":0}],"y":2}"#, "application/json")
         .await
         .expect("sent")
@@ -447,4 +450,18 @@ mod generated {
             block_on(run(Db::Postgres, stock, lines));
         }
     }
+}
+
+#[tokio::test]
+async fn orders_wait_for_the_saga_steps() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir_all(dir.path().join("plugins")).expect("plugins dir");
+    std::fs::write(dir.path().join("plugins/inventory.wasm"), component("inventory")).expect("copy");
+    let app = spawn_app_in(dir).await;
+    let response = app.post_json("/api/orders", &order_body(&[("SKU-1", 1)], "tok_ok")).await;
+    assert_eq!(response.status(), 503, "an order nobody can pay for is refused");
+    let body: serde_json::Value = response.json().await.expect("problem");
+    assert!(body["detail"].as_str().unwrap_or_default().contains("payment"), "{body}");
+    assert!(app.all_orders().await.is_empty());
+    app.stop().await;
 }
