@@ -3,7 +3,7 @@
 //! write-then-rename so a watching host never reads half a file.
 
 use crate::flags::BuildPlugins;
-use crate::util::{cargo, root, run as run_cmd, target_dir};
+use crate::util::{cargo, root};
 use anyhow::{Context, bail};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -45,20 +45,49 @@ pub fn run(args: &BuildPlugins) -> anyhow::Result<()> {
     let builds = STEPS.iter().chain(if args.fixtures { FIXTURES } else { &[] });
     for build in builds {
         let mut cmd = cargo();
-        cmd.args(["build", "--quiet", "--target", TARGET, "--profile", "plugin"]);
+        cmd.args(["build", "--quiet", "--target", TARGET, "--profile", "plugin", "--message-format=json"]);
         for package in build.packages {
             cmd.args(["-p", package]);
         }
         if !build.features.is_empty() {
             cmd.args(["--features", &build.features.join(",")]);
         }
-        run_cmd(&mut cmd)?;
+        let artifacts = build_artifacts(&mut cmd)?;
         for (output, name) in build.installs {
-            let built = target_dir().join(TARGET).join("plugin").join(format!("{output}.wasm"));
+            let built = artifacts
+                .iter()
+                .find(|(target, _)| target == output)
+                .map(|(_, path)| path.clone())
+                .with_context(|| format!("cargo reported no component for {output}"))?;
             install(&built, &out, name)?;
         }
     }
     Ok(())
+}
+
+/// Run a cargo build and return (target name, path) of each `.wasm` it produced, as
+/// cargo reports them, so the install never guesses at output paths.
+fn build_artifacts(cmd: &mut std::process::Command) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+    eprintln!("$ cargo {}", args.join(" "));
+    let output = cmd.stderr(std::process::Stdio::inherit()).output().context("cannot run cargo")?;
+    if !output.status.success() {
+        bail!("cargo build failed ({})", output.status);
+    }
+    let mut artifacts = Vec::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if message["reason"] != "compiler-artifact" {
+            continue;
+        }
+        let name = message["target"]["name"].as_str().unwrap_or_default().to_owned();
+        for file in message["filenames"].as_array().into_iter().flatten().filter_map(|f| f.as_str()) {
+            if file.ends_with(".wasm") {
+                artifacts.push((name.clone(), PathBuf::from(file)));
+            }
+        }
+    }
+    Ok(artifacts)
 }
 
 fn check_target() -> anyhow::Result<()> {

@@ -3,9 +3,10 @@
 
 use super::state::BatchState;
 use super::{SagaContext, new_event_id, now_ms, retry, wire};
-use crate::runtime::{CallInput, LoadedStep, Origin};
+use crate::runtime::{CallError, CallInput, LoadedStep, Origin};
 use crate::store::{BatchCommit, DeadLetterRow, StoredEvent};
 use crate::transport::{Delivery, Settlement};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -15,15 +16,24 @@ use wasaga_sdk::events::{StepDeadLettered, kinds};
 /// How long a receive waits before checking for shutdown again.
 const RECEIVE_WAIT: Duration = Duration::from_millis(500);
 
+/// Commit failures of one event, alone in its batch, before it is dead-lettered.
+const COMMIT_STRIKES: u32 = 3;
+
 pub async fn run_step_consumer(ctx: Arc<SagaContext>, step: String, mut stopped: watch::Receiver<bool>) {
     tracing::info!(%step, "consumer started");
+    // After a batch fails to commit, its deliveries are taken one at a time, so one
+    // event the store refuses cannot hold up the others; that event is dead-lettered
+    // after a few strikes.
+    let mut one_at_a_time = 0usize;
+    let mut strikes: HashMap<String, u32> = HashMap::new();
     loop {
         if *stopped.borrow() {
             break;
         }
+        let max = if one_at_a_time > 0 { 1 } else { ctx.config.batch_size };
         let deliveries = tokio::select! {
             _ = stopped.changed() => break,
-            received = ctx.transport.receive(&step, ctx.config.batch_size, RECEIVE_WAIT) => received,
+            received = ctx.transport.receive(&step, max, RECEIVE_WAIT) => received,
         };
         let deliveries = match deliveries {
             Ok(deliveries) if deliveries.is_empty() => continue,
@@ -35,12 +45,52 @@ pub async fn run_step_consumer(ctx: Arc<SagaContext>, step: String, mut stopped:
             }
         };
         // The batch is finished even when shutdown is asked for meanwhile: nothing half-done.
-        if let Err(error) = handle_batch(&ctx, &step, deliveries).await {
-            tracing::warn!(%step, %error, "batch not committed; its deliveries will come again");
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        let single = (deliveries.len() == 1).then(|| deliveries[0].clone());
+        let count = deliveries.len();
+        match handle_batch(&ctx, &step, deliveries).await {
+            Ok(()) => {
+                one_at_a_time = one_at_a_time.saturating_sub(1);
+                if let Some(delivery) = &single {
+                    strikes.remove(&delivery.event.id);
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%step, %error, "batch not committed; its deliveries will come again");
+                match single {
+                    None => one_at_a_time = count,
+                    Some(delivery) => {
+                        let n = strikes.entry(delivery.event.id.clone()).or_default();
+                        *n += 1;
+                        if *n >= COMMIT_STRIKES {
+                            strikes.remove(&delivery.event.id);
+                            let reason = format!("the store refused this event's changes: {error}");
+                            if let Err(error) = give_up(&ctx, &step, delivery, &reason).await {
+                                tracing::error!(%step, %error, "cannot dead-letter an event the store refuses");
+                            }
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
         }
     }
     tracing::info!(%step, "consumer stopped");
+}
+
+/// Dead-letter a delivery without running the step (its changes cannot be stored).
+async fn give_up(
+    ctx: &SagaContext,
+    step_name: &str,
+    delivery: Delivery,
+    reason: &str,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let version = ctx.registry.current(step_name).map(|s| s.digest.to_string()).unwrap_or_default();
+    let mut commit = BatchCommit { consumer: step_name.to_owned(), ..BatchCommit::default() };
+    dead_letter(&mut commit, step_name, &version, &delivery, reason);
+    ctx.store.commit_batch(&commit).await?;
+    ctx.transport.settle(step_name, vec![Settlement::Ack(delivery)]).await?;
+    ctx.relay.notify();
+    Ok(())
 }
 
 /// Apply the processing rule to a batch.
@@ -120,11 +170,17 @@ async fn handle_one(
             }));
             Settlement::Ack(delivery)
         }
+        Err(CallError::Host(reason)) => {
+            // The store failed, not the step: try again without using up an attempt.
+            let delay = retry::backoff(1, ctx.config.retry_base, ctx.config.retry_cap);
+            tracing::warn!(%reason, "host failed during the call; will retry");
+            Settlement::Retry { error: reason.replace('\0', "\u{fffd}"), delivery, delay, counted: false }
+        }
         Err(error) if error.is_retryable() && delivery.attempt < ctx.config.max_attempts => {
             let delay = retry::backoff(delivery.attempt, ctx.config.retry_base, ctx.config.retry_cap);
             tracing::info!(%error, retry_in_ms = delay.as_millis() as u64, "step failed; will retry");
             metrics::counter!("wasaga_retries_total", "step" => step.name.to_string()).increment(1);
-            Settlement::Retry { error: error.to_string().replace('\0', "\u{fffd}"), delivery, delay }
+            Settlement::Retry { error: error.to_string().replace('\0', "\u{fffd}"), delivery, delay, counted: true }
         }
         Err(error) => {
             tracing::warn!(%error, "step gave up; dead-lettering the event");

@@ -202,8 +202,9 @@ pub trait Store: Send + Sync {
     async fn due(&self, consumer: &str, now_ms: i64, limit: u32) -> Result<Vec<DeliveryRow>, StoreError>;
     /// When the next delivery of `consumer` falls due.
     async fn next_due_at(&self, consumer: &str) -> Result<Option<i64>, StoreError>;
-    /// Remove acknowledged deliveries and reschedule failed ones `(id, due at, error)`.
-    async fn settle(&self, acked: &[i64], retries: &[(i64, i64, String)]) -> Result<(), StoreError>;
+    /// Remove acknowledged deliveries and reschedule failed ones
+    /// `(id, due at, error, whether the attempt counts)`.
+    async fn settle(&self, acked: &[i64], retries: &[(i64, i64, String, bool)]) -> Result<(), StoreError>;
 
     /// Which of `event_ids` `consumer` has already handled.
     async fn handled(&self, consumer: &str, event_ids: &[String]) -> Result<HashSet<String>, StoreError>;

@@ -395,7 +395,7 @@ macro_rules! sql_store {
                 Ok(row.try_get(0)?)
             }
 
-            async fn settle(&self, acked: &[i64], retries: &[(i64, i64, String)]) -> Result<(), StoreError> {
+            async fn settle(&self, acked: &[i64], retries: &[(i64, i64, String, bool)]) -> Result<(), StoreError> {
                 if acked.is_empty() && retries.is_empty() {
                     return Ok(());
                 }
@@ -409,10 +409,11 @@ macro_rules! sql_store {
                     query.push(")");
                     query.build().execute(&mut *tx).await?;
                 }
-                for (id, due_at_ms, error) in retries {
+                for (id, due_at_ms, error, counted) in retries {
                     sqlx::query(
-                        "UPDATE deliveries SET attempts = attempts + 1, due_at_ms = $1, last_error = $2 WHERE id = $3",
+                        "UPDATE deliveries SET attempts = attempts + $1, due_at_ms = $2, last_error = $3 WHERE id = $4",
                     )
+                    .bind(i64::from(*counted))
                     .bind(*due_at_ms)
                     .bind(error)
                     .bind(*id)

@@ -101,9 +101,9 @@ impl Transport for EmbeddedTransport {
         for settlement in settlements {
             match settlement {
                 Settlement::Ack(delivery) => acked.push(delivery.tag),
-                Settlement::Retry { delivery, delay, error } => {
+                Settlement::Retry { delivery, delay, error, counted } => {
                     let due = now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
-                    retries.push((delivery.tag, due, error));
+                    retries.push((delivery.tag, due, error, counted));
                 }
             }
         }

@@ -35,8 +35,9 @@ pub struct Delivery {
 pub enum Settlement {
     /// Handled (or a duplicate, or dead-lettered by the consumer): remove it.
     Ack(Delivery),
-    /// Deliver again after `delay`.
-    Retry { delivery: Delivery, delay: Duration, error: String },
+    /// Deliver again after `delay`; `counted` is false when the host, not the step,
+    /// failed (a store error), so the attempt does not count against the step.
+    Retry { delivery: Delivery, delay: Duration, error: String, counted: bool },
 }
 
 #[async_trait]

@@ -465,3 +465,28 @@ async fn orders_wait_for_the_saga_steps() {
     assert!(app.all_orders().await.is_empty());
     app.stop().await;
 }
+
+/// A step whose changes the store refuses (PostgreSQL text cannot hold NUL) does not
+/// block its queue: the event is dead-lettered after a few tries and the next one runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_the_store_refuses_does_not_block_its_queue() {
+    let url = fresh_pg_database().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    install_saga_steps(&dir.path().join("plugins"));
+    std::fs::write(dir.path().join("plugins/hostile.wasm"), component("hostile")).expect("copy");
+    let settings = test_settings(&dir, Some(url.clone()));
+    let app = spawn_with(dir, settings).await;
+    let store = wasaga_host::store::open(&url).await.expect("store");
+    let event = |kind: &str| wasaga_host::saga::SagaContext::host_event(kind, "o-hostile", "{}".to_owned());
+    store.emit(&event("hostile.nulkey")).await.expect("emit");
+    store.emit(&event("hostile.ok")).await.expect("emit");
+    eventually(Duration::from_secs(60), "the next event is handled", async || {
+        store.timeline("o-hostile").await.expect("timeline").iter().any(|t| t.kind == "hostile.done")
+    })
+    .await;
+    let dead = app.admin_get("/api/admin/dead-letters").await.json::<Vec<serde_json::Value>>().await.expect("json");
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["event"]["kind"], "hostile.nulkey");
+    assert!(dead[0]["error"].as_str().unwrap_or_default().contains("store refused"), "{}", dead[0]);
+    app.stop().await;
+}
