@@ -5,6 +5,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use secrecy::SecretString;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -52,6 +53,29 @@ pub struct Settings {
     /// First retry delay; each further retry doubles it (with jitter), up to 30 s.
     #[serde(default = "defaults::retry_base_ms")]
     pub retry_base_ms: u64,
+    /// Named stores (`[stores.NAME] url = "…"`; in the TOML file only).
+    #[serde(default)]
+    pub stores: BTreeMap<String, StoreSettings>,
+    /// Per consumer (a step, or `host` for the orders): `[steps.NAME] store = "NAME"`.
+    /// A consumer not listed uses `WASAGA_STORE_URL`.
+    #[serde(default)]
+    pub steps: BTreeMap<String, StepSettings>,
+}
+
+/// One named store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    /// `sqlite://…`, `postgres://…` or `mssql://…`.
+    pub url: String,
+}
+
+/// Where one consumer keeps its inbox, outbox, state and dead letters.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepSettings {
+    /// A name from `[stores]`.
+    pub store: String,
 }
 
 /// Every key of [`Settings`], as in `wasaga.toml` and (upper-cased, `WASAGA_`-prefixed)
@@ -130,6 +154,8 @@ impl Default for Settings {
             step_memory_mib: defaults::step_memory_mib(),
             step_concurrency: defaults::step_concurrency(),
             retry_base_ms: defaults::retry_base_ms(),
+            stores: BTreeMap::new(),
+            steps: BTreeMap::new(),
         }
     }
 }
@@ -169,6 +195,17 @@ impl Settings {
         }
         if !(1..=600_000).contains(&self.retry_base_ms) {
             return invalid("WASAGA_RETRY_BASE_MS", "must be between 1 and 600000");
+        }
+        for (step, mapping) in &self.steps {
+            if !self.stores.contains_key(&mapping.store) {
+                return Err(ConfigError::Invalid {
+                    name: "steps",
+                    reason: format!(
+                        "[steps.{step}] uses store {:?}, which no [stores.{}] defines",
+                        mapping.store, mapping.store
+                    ),
+                });
+            }
         }
         if self.transport_url != "embedded" {
             return invalid("WASAGA_TRANSPORT_URL", "only `embedded` is available in this build");
@@ -236,6 +273,7 @@ mod tests {
             "retry_base_ms": 1
         });
         let keys: Vec<&str> = fields.as_object().expect("object").keys().map(String::as_str).collect();
+        // `stores` and `steps` are maps, set in the TOML file only.
         assert_eq!(keys.len(), SETTING_KEYS.len());
         assert!(keys.iter().all(|k| SETTING_KEYS.contains(k)));
         serde_json::from_value::<Settings>(fields).expect("every key is a field");
@@ -254,6 +292,30 @@ mod tests {
             jail.set_env("WASAGA_STEP_MEMORY_MIB", "lots");
             let error = Settings::load(None).expect_err("not a number").to_string();
             assert!(error.contains("step_memory_mib") || error.contains("STEP_MEMORY_MIB"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail fixes the closure's error type.
+    fn per_step_stores_come_from_the_file_and_must_exist() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "wasaga.toml",
+                r#"
+                    store_url = "sqlite://orders.db"
+                    [stores.payments]
+                    url = "postgres://db/payments"
+                    [steps.payment]
+                    store = "payments"
+                "#,
+            )?;
+            let settings = Settings::load(Some(Path::new("wasaga.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(settings.stores["payments"].url, "postgres://db/payments");
+            assert_eq!(settings.steps["payment"].store, "payments");
+            jail.create_file("bad.toml", "[steps.payment]\nstore = \"nowhere\"\n")?;
+            let error = Settings::load(Some(Path::new("bad.toml"))).expect_err("unknown store").to_string();
+            assert!(error.contains("nowhere"), "{error}");
             Ok(())
         });
     }

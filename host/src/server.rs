@@ -9,7 +9,7 @@ use crate::registry::{PluginWatcher, StepRegistry, WatchError};
 use crate::runtime::{Allocator, Runtime, RuntimeConfig, RuntimeError, StepExecutor};
 use crate::saga::orders::HOST_KINDS;
 use crate::saga::{HOST_CONSUMER, Saga, SagaConfig, SagaContext};
-use crate::store::StoreError;
+use crate::store::{StoreError, Stores};
 use crate::transport::EmbeddedTransport;
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
@@ -76,7 +76,10 @@ impl App {
             tracing::error!(step = %name, %error, "step not loaded");
         }
         let watcher = PluginWatcher::start(&settings.plugins_dir, registry.clone())?;
-        let store = crate::store::open(&settings.store_url()).await?;
+        let named: std::collections::BTreeMap<String, String> =
+            settings.stores.iter().map(|(name, s)| (name.clone(), s.url.clone())).collect();
+        let routes = settings.steps.iter().map(|(step, s)| (step.clone(), s.store.clone())).collect();
+        let stores = Stores::open(&settings.store_url(), &named, routes).await?;
         let archive = Arc::new(ObjectArchive::from_url(&settings.archive_url())?);
         let routes = {
             let registry = registry.clone();
@@ -89,9 +92,9 @@ impl App {
                 consumers
             })
         };
-        let transport = Arc::new(EmbeddedTransport::new(store.clone(), routes));
+        let transport = Arc::new(EmbeddedTransport::new(stores.clone(), routes));
         let saga_ctx = Arc::new(SagaContext {
-            store,
+            stores,
             transport,
             registry: registry.clone(),
             archive,

@@ -38,25 +38,40 @@ fn view(row: DeadLetterRow) -> DeadLetterView {
 }
 
 pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<DeadLetterView>>, ApiError> {
-    Ok(Json(state.saga.store.dead_letters().await?.into_iter().map(view).collect()))
+    let mut rows = Vec::new();
+    for store in state.saga.stores.all() {
+        rows.extend(store.dead_letters().await?);
+    }
+    rows.sort_by(|a, b| (a.dead_lettered_at_ms, &a.id).cmp(&(b.dead_lettered_at_ms, &b.id)));
+    Ok(Json(rows.into_iter().map(view).collect()))
 }
 
 pub async fn replay(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     // Reopen, queue, then remove: a crash or failure at any point leaves the dead letter
     // listed (a second replay is harmless: the inbox absorbs a duplicate).
-    let Some(row) = state.saga.store.reopen_dead_letter(&id).await? else {
+    // A dead letter lives in the store of the step that gave up.
+    let mut found = None;
+    for store in state.saga.stores.all() {
+        if let Some(row) = store.reopen_dead_letter(&id).await? {
+            found = Some((store.clone(), row));
+            break;
+        }
+    }
+    let Some((store, row)) = found else {
         return Err(ApiError::NotFound(format!("no dead letter {id:?}")));
     };
     let event =
         wire::decode(&row.event).map_err(|e| ApiError::Internal(format!("dead letter {id} is unreadable: {e}")))?;
     state.saga.transport.redeliver(&row.consumer, &event).await.map_err(|e| ApiError::Internal(e.to_string()))?;
-    state.saga.store.take_dead_letter(&id).await?;
+    store.take_dead_letter(&id).await?;
     Ok((StatusCode::ACCEPTED, Json(view(row))).into_response())
 }
 
 pub async fn discard(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    match state.saga.store.take_dead_letter(&id).await? {
-        Some(_) => Ok(StatusCode::NO_CONTENT),
-        None => Err(ApiError::NotFound(format!("no dead letter {id:?}"))),
+    for store in state.saga.stores.all() {
+        if store.take_dead_letter(&id).await?.is_some() {
+            return Ok(StatusCode::NO_CONTENT);
+        }
     }
+    Err(ApiError::NotFound(format!("no dead letter {id:?}")))
 }

@@ -21,15 +21,17 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
     if !missing.is_empty() {
         return Err(ApiError::Unavailable(format!("steps not loaded: {}", missing.join(", "))));
     }
-    if let Err(error) = state.saga.store.outbox_lag().await {
-        return Err(ApiError::Unavailable(format!("the store does not answer: {error}")));
+    for store in state.saga.stores.all() {
+        if let Err(error) = store.outbox_lag().await {
+            return Err(ApiError::Unavailable(format!("a {} store does not answer: {error}", store.backend())));
+        }
     }
     Ok(Json(json!({ "status": "ready", "steps": steps.keys().collect::<Vec<_>>() })))
 }
 
 /// Prometheus text format.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    if let Ok(counts) = state.saga.store.order_counts().await {
+    if let Ok(counts) = state.saga.host_store().order_counts().await {
         for (status, count) in counts {
             metrics::gauge!("wasaga_orders", "status" => status).set(count as f64);
         }

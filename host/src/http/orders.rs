@@ -158,17 +158,17 @@ pub async fn place(
         }
     };
     let status =
-        state.saga.store.order(&order_id).await?.map(|o| o.status).unwrap_or_else(|| orders::PENDING.to_owned());
+        state.saga.host_store().order(&order_id).await?.map(|o| o.status).unwrap_or_else(|| orders::PENDING.to_owned());
     let location = format!("/api/orders/{order_id}");
     Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(Accepted { order_id: &order_id, status: &status }))
         .into_response())
 }
 
 pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<OrderView>, ApiError> {
-    let Some(row) = state.saga.store.order(&id).await? else {
+    let Some(row) = state.saga.host_store().order(&id).await? else {
         return Err(ApiError::NotFound(format!("no order {id:?}")));
     };
-    let timeline = state.saga.store.timeline(&id).await?;
+    let timeline = state.saga.stores.timeline(&id).await?;
     Ok(Json(order_view(row, timeline)))
 }
 
@@ -214,11 +214,11 @@ pub async fn list(State(state): State<AppState>, Query(query): Query<ListQuery>)
         },
     };
     check.finish(Some(()))?;
-    let rows = state.saga.store.orders(status.as_deref(), limit, after).await?;
+    let rows = state.saga.host_store().orders(status.as_deref(), limit, after).await?;
     let next = (rows.len() == limit as usize).then(|| rows.last().map(|r| r.seq.to_string())).flatten();
     let mut orders = Vec::with_capacity(rows.len());
     for row in rows {
-        let timeline = state.saga.store.timeline(&row.id).await?;
+        let timeline = state.saga.stores.timeline(&row.id).await?;
         orders.push(order_view(row, timeline));
     }
     Ok(Json(OrderList { orders, next }))

@@ -40,14 +40,14 @@ pub async fn put(
     let available = check.finish(available)?;
     let payload = StockSet { sku: sku.clone(), available: u64::try_from(available).unwrap_or(0) };
     let event = SagaContext::host_event(kinds::STOCK_SET, "", serde_json::to_string(&payload).unwrap_or_default());
-    state.saga.store.emit(&event).await?;
+    state.saga.host_store().emit(&event).await?;
     state.saga.relay.notify();
     Ok((StatusCode::ACCEPTED, Json(serde_json::json!({"sku": sku, "available": available}))).into_response())
 }
 
 pub async fn get(State(state): State<AppState>, Path(sku): Path<String>) -> Result<Json<StockView>, ApiError> {
     check_sku(&sku)?;
-    match state.saga.store.stock(&sku).await? {
+    match state.saga.host_store().stock(&sku).await? {
         Some(row) => {
             Ok(Json(StockView { sku: row.sku, available: row.available, reserved: row.reserved, sold: row.sold }))
         }

@@ -87,7 +87,7 @@ async fn give_up(
     let version = ctx.registry.current(step_name).map(|s| s.digest.to_string()).unwrap_or_default();
     let mut commit = BatchCommit { consumer: step_name.to_owned(), ..BatchCommit::default() };
     dead_letter(&mut commit, step_name, &version, &delivery, reason);
-    ctx.store.commit_batch(&commit).await?;
+    ctx.stores.for_consumer(step_name).commit_batch(&commit).await?;
     ctx.transport.settle(step_name, vec![Settlement::Ack(delivery)]).await?;
     ctx.relay.notify();
     Ok(())
@@ -103,8 +103,9 @@ async fn handle_batch(
         return Err(format!("step {step_name} is not loaded").into());
     };
     let ids: Vec<String> = deliveries.iter().map(|d| d.event.id.clone()).collect();
-    let mut seen = ctx.store.handled(step_name, &ids).await?;
-    let state = BatchState::new(ctx.store.clone(), step_name);
+    let store = ctx.stores.for_consumer(step_name);
+    let mut seen = store.handled(step_name, &ids).await?;
+    let state = BatchState::new(store.clone(), step_name);
     let mut commit = BatchCommit { consumer: step_name.to_owned(), ..BatchCommit::default() };
     let mut settlements = Vec::with_capacity(deliveries.len());
     for delivery in deliveries {
@@ -127,7 +128,7 @@ async fn handle_batch(
     }
     commit.state = state.take();
     let wrote_events = !commit.outbox.is_empty();
-    ctx.store.commit_batch(&commit).await?;
+    store.commit_batch(&commit).await?;
     ctx.transport.settle(step_name, settlements).await?;
     if wrote_events {
         ctx.relay.notify();

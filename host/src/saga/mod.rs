@@ -17,7 +17,7 @@ use crate::archive::Archive;
 use crate::outbox::Relay;
 use crate::registry::StepRegistry;
 use crate::runtime::StepExecutor;
-use crate::store::{Store, StoredEvent};
+use crate::store::{Store, StoredEvent, Stores};
 use crate::transport::Transport;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -64,7 +64,7 @@ impl Default for SagaConfig {
 
 /// What every consumer and the relay share.
 pub struct SagaContext {
-    pub store: Arc<dyn Store>,
+    pub stores: Arc<Stores>,
     pub transport: Arc<dyn Transport>,
     pub registry: Arc<StepRegistry>,
     pub archive: Arc<dyn Archive>,
@@ -75,6 +75,11 @@ pub struct SagaContext {
 }
 
 impl SagaContext {
+    /// The store holding the orders.
+    pub fn host_store(&self) -> &Arc<dyn Store> {
+        self.stores.host()
+    }
+
     /// An event emitted by the host itself.
     pub fn host_event(kind: &str, order_id: &str, payload: String) -> StoredEvent {
         StoredEvent {
@@ -101,7 +106,9 @@ impl Saga {
     pub fn start(ctx: Arc<SagaContext>) -> Saga {
         let (shutdown, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();
-        tasks.spawn(ctx.relay.clone().run(ctx.clone(), stopped.clone()));
+        for store in ctx.stores.all() {
+            tasks.spawn(ctx.relay.clone().run(ctx.clone(), store.clone(), stopped.clone()));
+        }
         tasks.spawn(orders::run_host_consumer(ctx.clone(), stopped.clone()));
         tasks.spawn(supervise_steps(ctx, stopped));
         Saga { shutdown, tasks }

@@ -79,7 +79,7 @@ pub async fn place(
         total_cents,
         created_at_ms: event.occurred_at_ms,
     };
-    let outcome = match ctx.store.create_order(&new_order, idempotency, &event).await? {
+    let outcome = match ctx.host_store().create_order(&new_order, idempotency, &event).await? {
         Created::New => Placed::New(order_id),
         Created::Existing { order_id, body_hash } if Some(body_hash.as_str()) == idempotency.map(|i| i.1) => {
             Placed::Replayed(order_id)
@@ -104,12 +104,12 @@ pub enum Cancelled {
 /// Cancel at the customer's request: a pending or completed order becomes cancelled.
 pub async fn cancel(ctx: &SagaContext, order_id: &str) -> Result<Cancelled, StoreError> {
     let transition = cancel_transition(order_id, "customer_request", &[PENDING, COMPLETED]);
-    if ctx.store.transition(&transition).await? {
+    if ctx.host_store().transition(&transition).await? {
         metrics::counter!("wasaga_orders_total", "status" => CANCELLED).increment(1);
         ctx.relay.notify();
         return Ok(Cancelled::Done);
     }
-    Ok(match ctx.store.order(order_id).await? {
+    Ok(match ctx.host_store().order(order_id).await? {
         None => Cancelled::NotFound,
         Some(_) => Cancelled::AlreadyCancelled,
     })
@@ -163,7 +163,7 @@ async fn handle_batch(
     deliveries: Vec<Delivery>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let ids: Vec<String> = deliveries.iter().map(|d| d.event.id.clone()).collect();
-    let mut seen: HashSet<String> = ctx.store.handled(HOST_CONSUMER, &ids).await?;
+    let mut seen: HashSet<String> = ctx.host_store().handled(HOST_CONSUMER, &ids).await?;
     let mut commit = BatchCommit { consumer: HOST_CONSUMER.to_owned(), ..BatchCommit::default() };
     let mut stock: BTreeMap<String, StockRow> = BTreeMap::new();
     let mut settlements = Vec::with_capacity(deliveries.len());
@@ -207,7 +207,7 @@ async fn handle_batch(
     }
     commit.stock = stock.into_values().collect();
     let transitions = commit.transitions.len();
-    ctx.store.commit_batch(&commit).await?;
+    ctx.host_store().commit_batch(&commit).await?;
     ctx.transport.settle(HOST_CONSUMER, settlements).await?;
     if transitions > 0 {
         ctx.relay.notify();

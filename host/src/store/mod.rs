@@ -234,3 +234,91 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     }
     Err(StoreError::Url { url: url.to_owned(), reason: "expected sqlite://… or postgres://…".to_owned() })
 }
+
+/// The stores of one deployment: a default store and named stores that consumers (steps,
+/// or `host` for the orders) are mapped to. Each store carries its own inbox, outbox,
+/// state, deliveries and dead letters; events cross stores only through the transport.
+pub struct Stores {
+    default: Arc<dyn Store>,
+    named: std::collections::BTreeMap<String, Arc<dyn Store>>,
+    /// consumer → store name
+    routes: std::collections::BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for Stores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stores").field("named", &self.named.keys()).field("routes", &self.routes).finish()
+    }
+}
+
+impl Stores {
+    /// Everything in one store.
+    pub fn single(store: Arc<dyn Store>) -> Arc<Stores> {
+        Arc::new(Stores { default: store, named: Default::default(), routes: Default::default() })
+    }
+
+    /// Open the default store and every named one (a URL used twice is opened once), and
+    /// map consumers to them. A consumer mapped to an unknown name is an error.
+    pub async fn open(
+        default_url: &str,
+        named: &std::collections::BTreeMap<String, String>,
+        routes: std::collections::BTreeMap<String, String>,
+    ) -> Result<Arc<Stores>, StoreError> {
+        for (consumer, name) in &routes {
+            if !named.contains_key(name) {
+                return Err(StoreError::Url {
+                    url: name.clone(),
+                    reason: format!("step {consumer:?} uses store {name:?}, which no [stores.{name}] defines"),
+                });
+            }
+        }
+        let default = open(default_url).await?;
+        let mut by_url: std::collections::BTreeMap<&str, Arc<dyn Store>> = Default::default();
+        by_url.insert(default_url, default.clone());
+        let mut opened = std::collections::BTreeMap::new();
+        for (name, url) in named {
+            let store = match by_url.get(url.as_str()) {
+                Some(store) => store.clone(),
+                None => {
+                    let store = open(url).await?;
+                    by_url.insert(url, store.clone());
+                    store
+                }
+            };
+            opened.insert(name.clone(), store);
+        }
+        Ok(Arc::new(Stores { default, named: opened, routes }))
+    }
+
+    /// The store of `consumer` (a step name, or `host`).
+    pub fn for_consumer(&self, consumer: &str) -> &Arc<dyn Store> {
+        self.routes.get(consumer).and_then(|name| self.named.get(name)).unwrap_or(&self.default)
+    }
+
+    /// The store holding the orders.
+    pub fn host(&self) -> &Arc<dyn Store> {
+        self.for_consumer(crate::saga::HOST_CONSUMER)
+    }
+
+    /// Every distinct store, the default first.
+    pub fn all(&self) -> Vec<&Arc<dyn Store>> {
+        let mut all: Vec<&Arc<dyn Store>> = vec![&self.default];
+        for store in self.named.values() {
+            if !all.iter().any(|known| Arc::ptr_eq(known, store)) {
+                all.push(store);
+            }
+        }
+        all
+    }
+
+    /// An order's events from every store, oldest first.
+    pub async fn timeline(&self, order_id: &str) -> Result<Vec<TimelineRow>, StoreError> {
+        let mut rows = Vec::new();
+        for store in self.all() {
+            rows.extend(store.timeline(order_id).await?);
+        }
+        // Event ids are time-ordered (UUIDv7), which breaks ties within a millisecond.
+        rows.sort_by(|a, b| (a.at_ms, &a.event_id).cmp(&(b.at_ms, &b.event_id)));
+        Ok(rows)
+    }
+}

@@ -5,7 +5,7 @@
 
 use super::{Delivery, Settlement, Transport, TransportError};
 use crate::saga::{now_ms, wire};
-use crate::store::{Store, StoredEvent};
+use crate::store::{StoredEvent, Stores};
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,14 +16,15 @@ use tokio::sync::Notify;
 pub type Routes = Arc<dyn Fn(&str) -> Vec<String> + Send + Sync>;
 
 pub struct EmbeddedTransport {
-    store: Arc<dyn Store>,
+    /// Each consumer's deliveries live in that consumer's store.
+    stores: Arc<Stores>,
     routes: Routes,
     wakers: Mutex<HashMap<String, Arc<Notify>>>,
 }
 
 impl EmbeddedTransport {
-    pub fn new(store: Arc<dyn Store>, routes: Routes) -> EmbeddedTransport {
-        EmbeddedTransport { store, routes, wakers: Mutex::new(HashMap::new()) }
+    pub fn new(stores: Arc<Stores>, routes: Routes) -> EmbeddedTransport {
+        EmbeddedTransport { stores, routes, wakers: Mutex::new(HashMap::new()) }
     }
 
     fn waker(&self, consumer: &str) -> Arc<Notify> {
@@ -42,7 +43,17 @@ impl Transport for EmbeddedTransport {
                 rows.push((consumer, event.id.clone(), body.clone()));
             }
         }
-        self.store.enqueue(&rows, now_ms()).await?;
+        let now = now_ms();
+        for store in self.stores.all() {
+            let mine: Vec<(String, String, String)> = rows
+                .iter()
+                .filter(|(consumer, _, _)| std::sync::Arc::ptr_eq(self.stores.for_consumer(consumer), store))
+                .cloned()
+                .collect();
+            if !mine.is_empty() {
+                store.enqueue(&mine, now).await?;
+            }
+        }
         let mut consumers: Vec<&String> = rows.iter().map(|(c, _, _)| c).collect();
         consumers.sort();
         consumers.dedup();
@@ -59,7 +70,8 @@ impl Transport for EmbeddedTransport {
             // Register interest before looking, so a publish in between is not missed.
             let notified = waker.notified();
             let now = now_ms();
-            let rows = self.store.due(consumer, now, max).await?;
+            let store = self.stores.for_consumer(consumer);
+            let rows = store.due(consumer, now, max).await?;
             if !rows.is_empty() {
                 let mut deliveries = Vec::with_capacity(rows.len());
                 for row in rows {
@@ -73,7 +85,7 @@ impl Transport for EmbeddedTransport {
                             // Only this process writes these rows; an unreadable one is
                             // dropped rather than blocking the queue forever.
                             tracing::error!(%consumer, delivery = row.id, %error, "dropping an unreadable delivery");
-                            self.store.settle(&[row.id], &[]).await?;
+                            store.settle(&[row.id], &[]).await?;
                         }
                     }
                 }
@@ -82,7 +94,7 @@ impl Transport for EmbeddedTransport {
                 }
                 continue;
             }
-            let until_due = match self.store.next_due_at(consumer).await? {
+            let until_due = match store.next_due_at(consumer).await? {
                 Some(due) => Duration::from_millis(u64::try_from(due - now).unwrap_or(0).max(1)),
                 None => wait,
             };
@@ -94,7 +106,7 @@ impl Transport for EmbeddedTransport {
         }
     }
 
-    async fn settle(&self, _consumer: &str, settlements: Vec<Settlement>) -> Result<(), TransportError> {
+    async fn settle(&self, consumer: &str, settlements: Vec<Settlement>) -> Result<(), TransportError> {
         let mut acked = Vec::new();
         let mut retries = Vec::new();
         let now = now_ms();
@@ -107,12 +119,12 @@ impl Transport for EmbeddedTransport {
                 }
             }
         }
-        self.store.settle(&acked, &retries).await?;
+        self.stores.for_consumer(consumer).settle(&acked, &retries).await?;
         Ok(())
     }
 
     async fn redeliver(&self, consumer: &str, event: &StoredEvent) -> Result<(), TransportError> {
-        self.store.requeue(consumer, &event.id, &wire::encode(event), now_ms()).await?;
+        self.stores.for_consumer(consumer).requeue(consumer, &event.id, &wire::encode(event), now_ms()).await?;
         self.waker(consumer).notify_one();
         Ok(())
     }

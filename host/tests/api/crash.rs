@@ -12,16 +12,24 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// A `wasaga serve` process.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    api: Api,
+    pub(crate) api: Api,
 }
 
 impl Server {
     fn start(dir: &Path, store_url: Option<&str>, token: &str) -> Server {
+        Server::start_with(dir, store_url, None, token)
+    }
+
+    /// Start `wasaga serve`, with a settings file if given.
+    pub(crate) fn start_with(dir: &Path, store_url: Option<&str>, config: Option<&Path>, token: &str) -> Server {
         let mut command = Command::new(env!("CARGO_BIN_EXE_wasaga"));
+        command.arg("serve");
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
         command
-            .arg("serve")
             .env("WASAGA_HTTP_ADDR", "127.0.0.1:0")
             .env("WASAGA_DATA_DIR", dir.join("data"))
             .env("WASAGA_PLUGINS_DIR", dir.join("plugins"))
@@ -62,7 +70,7 @@ impl Server {
         Server { child, api }
     }
 
-    fn kill(mut self) {
+    pub(crate) fn kill(mut self) {
         // SIGKILL: no shutdown code runs.
         self.child.kill().expect("kill");
         self.child.wait().expect("reaped");
@@ -72,7 +80,7 @@ impl Server {
 const TOKENS: [&str; 6] = ["tok_ok", "tok_ok", "tok_decline", "tok_flaky_2", "tok_trap", "tok_ok"];
 
 /// Place orders until aborted, counting those the server accepted.
-fn load(api: Api, accepted: Arc<AtomicUsize>) -> tokio::task::JoinHandle<()> {
+pub(crate) fn load(api: Api, accepted: Arc<AtomicUsize>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         for i in 0usize.. {
             let batch = (0..8).map(|j| {

@@ -6,6 +6,7 @@ mod cache;
 mod crash;
 mod helpers;
 mod hostile;
+mod polyglot;
 mod saga;
 mod steps;
 mod swap;

@@ -1,0 +1,76 @@
+//! Polyglot persistence: each step on its own store (orders and inventory on SQLite,
+//! payment and analytics on two PostgreSQL databases), events crossing stores only
+//! through the transport; the invariants hold, also across a SIGKILL of the host.
+
+use crate::crash::{Server, load};
+use crate::helpers::*;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// Write a `wasaga.toml` mapping payment and analytics to two fresh PostgreSQL
+/// databases; the orders and inventory stay in the default SQLite store.
+async fn polyglot_config(dir: &std::path::Path) -> std::path::PathBuf {
+    let payments = fresh_pg_database().await;
+    let analytics = fresh_pg_database().await;
+    let toml = format!(
+        "[stores.payments]\nurl = \"{payments}\"\n\n[stores.analytics]\nurl = \"{analytics}\"\n\n\
+         [steps.payment]\nstore = \"payments\"\n\n[steps.analytics]\nstore = \"analytics\"\n"
+    );
+    let path = dir.join("wasaga.toml");
+    std::fs::write(&path, toml).expect("write settings");
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steps_on_three_stores_keep_the_invariants() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    install_saga_steps(&dir.path().join("plugins"));
+    let config = polyglot_config(dir.path()).await;
+    let mut settings = test_settings(&dir, None);
+    let file = wasaga_host::config::Settings::load(Some(&config)).expect("settings file");
+    settings.stores = file.stores;
+    settings.steps = file.steps;
+    let app = spawn_with(dir, settings).await;
+    app.stock_up("SKU-1", 30).await;
+    let tokens = ["tok_ok", "tok_decline", "tok_flaky_2", "tok_trap", "tok_ok"];
+    let mut ids = Vec::new();
+    for i in 0..25 {
+        ids.push(app.place(&[("SKU-1", 1 + (i % 2) as u32)], tokens[i % tokens.len()]).await);
+    }
+    app.cancel(&ids[0]).await;
+    app.assert_invariants(&BTreeMap::from([("SKU-1".to_owned(), 30)])).await;
+    // Payment's events live in its own database and still make up the order's timeline.
+    let order = app.order(&ids[1]).await;
+    let steps: Vec<&str> =
+        order["timeline"].as_array().expect("timeline").iter().filter_map(|t| t["step"].as_str()).collect();
+    assert!(steps.contains(&"payment") && steps.contains(&"inventory"), "{steps:?}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polyglot_survives_sigkill_mid_traffic() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    install_saga_steps(&dir.path().join("plugins"));
+    let config = polyglot_config(dir.path()).await;
+    let token = format!("t-{}", rand_id());
+    let mut server = Server::start_with(dir.path(), None, Some(&config), &token);
+    let stocked = BTreeMap::from([("SKU-1".to_owned(), 400), ("SKU-2".to_owned(), 300)]);
+    for (sku, n) in &stocked {
+        server.api.stock_up(sku, *n).await;
+    }
+    let accepted = Arc::new(AtomicUsize::new(0));
+    for kill_after in [10, 50] {
+        let loader = load(server.api.clone(), accepted.clone());
+        eventually(Duration::from_secs(60), "orders are accepted", async || {
+            accepted.load(Ordering::Relaxed) >= kill_after
+        })
+        .await;
+        server.kill();
+        loader.abort();
+        server = Server::start_with(dir.path(), None, Some(&config), &token);
+    }
+    server.api.assert_invariants(&stocked).await;
+    server.kill();
+}
