@@ -37,3 +37,36 @@ pub fn ensure_postgres() -> anyhow::Result<()> {
         "PostgreSQL is not reachable on {POSTGRES} and could not be started: the PostgreSQL tests need it (set WASAGA_TEST_PG_URL to use another server)"
     )
 }
+
+fn on_path(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Check compose.yml with Debian's `docker-compose` (installed here if missing: no Docker
+/// engine is needed to validate the file).
+pub fn check_compose(root: &std::path::Path) -> anyhow::Result<()> {
+    if !on_path("docker-compose") {
+        eprintln!("installing docker-compose to validate compose.yml");
+        let _ = Command::new("apt-get").args(["update", "-q"]).stdout(std::process::Stdio::null()).status();
+        let _ = Command::new("apt-get")
+            .args(["install", "-y", "-q", "docker-compose"])
+            .stdout(std::process::Stdio::null())
+            .status();
+        if !on_path("docker-compose") {
+            eprintln!("docker-compose is not available: compose.yml not validated");
+            return Ok(());
+        }
+    }
+    let status =
+        Command::new("docker-compose").current_dir(root).args(["-f", "compose.yml", "config", "-q"]).status()?;
+    if !status.success() {
+        bail!("compose.yml is not valid (docker-compose -f compose.yml config)");
+    }
+    eprintln!("compose.yml is valid");
+    Ok(())
+}

@@ -11,6 +11,7 @@ pub fn run(args: &Test) -> anyhow::Result<()> {
         run_cmd(cargo().args(["fmt", "--all", "--", "--check"]))?;
         run_cmd(cargo().args(["clippy", "--workspace", "--all-targets", "--quiet", "--", "-D", "warnings"]))?;
     }
+    services::check_compose(&crate::util::root())?;
     if std::env::var_os("WASAGA_TEST_PG_URL").is_none() {
         services::ensure_postgres()?;
     }

@@ -9,12 +9,14 @@
 //! batch of deliveries with its inbox rows, state, emitted events and order transitions
 //! (`commit_batch`).
 
+mod mssql;
 mod sql;
 
 use async_trait::async_trait;
 use std::collections::HashSet;
 use std::sync::Arc;
 
+pub use mssql::{MssqlStore, config_from_url as mssql_config};
 pub use sql::{PgStore, SqliteStore};
 
 /// A store operation failed.
@@ -224,7 +226,7 @@ pub trait Store: Send + Sync {
     async fn order_counts(&self) -> Result<Vec<(String, i64)>, StoreError>;
 }
 
-/// Open and migrate the store at `url`: `sqlite://path` or `postgres://…`.
+/// Open and migrate the store at `url`: `sqlite://path`, `postgres://…` or `mssql://…`.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("sqlite:") {
         return Ok(Arc::new(SqliteStore::open(url).await?));
@@ -232,7 +234,13 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         return Ok(Arc::new(PgStore::open(url).await?));
     }
-    Err(StoreError::Url { url: url.to_owned(), reason: "expected sqlite://… or postgres://…".to_owned() })
+    if url.starts_with("mssql://") || url.starts_with("sqlserver://") {
+        return Ok(Arc::new(MssqlStore::open(url).await?));
+    }
+    Err(StoreError::Url {
+        url: url.split('@').next_back().unwrap_or(url).to_owned(),
+        reason: "expected sqlite://…, postgres://… or mssql://…".to_owned(),
+    })
 }
 
 /// The stores of one deployment: a default store and named stores that consumers (steps,

@@ -287,6 +287,8 @@ pub async fn spawn_with(dir: tempfile::TempDir, settings: Settings) -> TestApp {
 pub enum Db {
     Sqlite,
     Postgres,
+    /// Runs only where `WASAGA_TEST_MSSQL_URL` names a SQL Server.
+    Mssql,
 }
 
 /// The PostgreSQL server tests create their databases on.
@@ -326,6 +328,10 @@ pub async fn store_url(db: Db) -> Option<String> {
     match db {
         Db::Sqlite => None,
         Db::Postgres => Some(fresh_pg_database().await),
+        Db::Mssql => match mssql_admin_url() {
+            Some(admin) => Some(fresh_mssql_database(&admin).await),
+            None => None,
+        },
     }
 }
 
@@ -555,4 +561,29 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     files
+}
+
+/// The SQL Server the SQL Server variant of the store tests runs against, if any. None
+/// can run on this project's own machines; set it where one can.
+pub fn mssql_admin_url() -> Option<String> {
+    std::env::var("WASAGA_TEST_MSSQL_URL").ok().filter(|url| !url.is_empty())
+}
+
+/// A fresh database on the SQL Server of `WASAGA_TEST_MSSQL_URL`.
+pub async fn fresh_mssql_database(admin: &str) -> String {
+    use tokio_util::compat::TokioAsyncWriteCompatExt;
+    let config = wasaga_host::store::mssql_config(admin).expect("WASAGA_TEST_MSSQL_URL is a valid mssql:// URL");
+    let tcp = tokio::net::TcpStream::connect(config.get_addr()).await.expect("SQL Server answers");
+    let mut client = tiberius::Client::connect(config, tcp.compat_write()).await.expect("SQL Server login");
+    let name = format!("wasaga_t_{}", rand_id());
+    client
+        .simple_query(format!("CREATE DATABASE [{name}]"))
+        .await
+        .expect("create test database")
+        .into_results()
+        .await
+        .expect("create test database");
+    let mut url = url::Url::parse(admin).expect("valid URL");
+    url.set_path(&name);
+    url.to_string()
 }

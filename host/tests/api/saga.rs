@@ -18,6 +18,18 @@ macro_rules! on_both_stores {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() { super::$name(crate::helpers::Db::Postgres).await })*
         }
+        /// The same tests on SQL Server, where `WASAGA_TEST_MSSQL_URL` names one (none can
+        /// run on this project's machines; without it each test says so and passes).
+        mod mssql {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                if crate::helpers::mssql_admin_url().is_none() {
+                    eprintln!("not run: set WASAGA_TEST_MSSQL_URL=mssql://sa:…@host:1433/master?trust_server_certificate=true");
+                    return;
+                }
+                super::$name(crate::helpers::Db::Mssql).await
+            })*
+        }
     };
 }
 
