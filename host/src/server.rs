@@ -62,6 +62,8 @@ impl App {
             move |source| StartError::DataDir { path, source }
         };
         std::fs::create_dir_all(&settings.data_dir).map_err(data_error(&settings.data_dir))?;
+        // Install the metrics recorder before anything records: earlier samples would be lost.
+        crate::telemetry::metrics();
         let token = admin_token(&settings).map_err(data_error(&settings.admin_token_file()))?;
         let runtime = Runtime::new(RuntimeConfig {
             deadline: settings.step_deadline(),

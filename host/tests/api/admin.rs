@@ -25,6 +25,10 @@ async fn a_running_server_lists_the_three_steps() {
     assert_eq!(analytics["subscribes"], serde_json::json!(["*"]));
     assert_eq!(app.get("/readyz").await.status(), 200);
     assert_eq!(app.get("/healthz").await.status(), 200);
+    // Step calls are measured from the first one on.
+    app.stock_up("SKU-1", 1).await;
+    let metrics = app.get("/metrics").await.text().await.expect("metrics text");
+    assert!(metrics.contains("wasaga_step_call_seconds_count{step=\"inventory\""), "{metrics}");
     app.stop().await;
 }
 
