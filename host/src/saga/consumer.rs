@@ -177,7 +177,9 @@ async fn handle_one(
             tracing::warn!(%reason, "host failed during the call; will retry");
             Settlement::Retry { error: reason.replace('\0', "\u{fffd}"), delivery, delay, counted: false }
         }
-        Err(error) if error.is_retryable() && delivery.attempt < ctx.config.max_attempts => {
+        Err(error)
+            if error.is_retryable() && (delivery.attempt < ctx.config.max_attempts || is_compensation(event)) =>
+        {
             let delay = retry::backoff(delivery.attempt, ctx.config.retry_base, ctx.config.retry_cap);
             tracing::info!(%error, retry_in_ms = delay.as_millis() as u64, "step failed; will retry");
             metrics::counter!("wasaga_retries_total", "step" => step.name.to_string()).increment(1);
@@ -190,6 +192,14 @@ async fn handle_one(
             Settlement::Ack(delivery)
         }
     }
+}
+
+/// Whether `event` finishes or undoes an order's effects (`order.completed` commits a
+/// reservation, `order.cancelled` releases stock and refunds). Abandoning one would
+/// leave stock reserved or a charge unrefunded, so a retryable failure of a compensation
+/// is retried for as long as it takes (backoff capped at 30 s); only `fatal` gives up.
+fn is_compensation(event: &StoredEvent) -> bool {
+    event.kind == kinds::ORDER_CANCELLED || event.kind == kinds::ORDER_COMPLETED
 }
 
 /// Marks an inbox row of an event that was dead-lettered rather than handled: a

@@ -77,10 +77,33 @@ impl Server {
     }
 }
 
+/// Start a server, stock it, then for each count in `kill_after`: place orders until that
+/// many were accepted in all, SIGKILL the server and start it again. Returns the last one.
+pub(crate) async fn kill_mid_traffic(
+    start: impl Fn() -> Server,
+    stocked: &BTreeMap<String, u64>,
+    kill_after: &[usize],
+) -> Server {
+    let mut server = start();
+    for (sku, n) in stocked {
+        server.api.stock_up(sku, *n).await;
+    }
+    let accepted = Arc::new(AtomicUsize::new(0));
+    for &target in kill_after {
+        let loader = load(server.api.clone(), accepted.clone());
+        eventually(Duration::from_secs(60), "orders are accepted", async || accepted.load(Ordering::Relaxed) >= target)
+            .await;
+        server.kill();
+        loader.abort();
+        server = start();
+    }
+    server
+}
+
 const TOKENS: [&str; 6] = ["tok_ok", "tok_ok", "tok_decline", "tok_flaky_2", "tok_trap", "tok_ok"];
 
 /// Place orders until aborted, counting those the server accepted.
-pub(crate) fn load(api: Api, accepted: Arc<AtomicUsize>) -> tokio::task::JoinHandle<()> {
+fn load(api: Api, accepted: Arc<AtomicUsize>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         for i in 0usize.. {
             let batch = (0..8).map(|j| {
@@ -103,23 +126,10 @@ async fn killed_mid_traffic(db: Db) {
     install_saga_steps(&dir.path().join("plugins"));
     let url = store_url(db).await;
     let token = format!("t-{}", rand_id());
-    let mut server = Server::start(dir.path(), url.as_deref(), &token);
     let stocked = BTreeMap::from([("SKU-1".to_owned(), 400), ("SKU-2".to_owned(), 300)]);
-    for (sku, n) in &stocked {
-        server.api.stock_up(sku, *n).await;
-    }
-    let accepted = Arc::new(AtomicUsize::new(0));
     // Kill at different moments: right after start, and later under more load.
-    for kill_after in [8, 40, 90] {
-        let loader = load(server.api.clone(), accepted.clone());
-        eventually(Duration::from_secs(60), "orders are accepted", async || {
-            accepted.load(Ordering::Relaxed) >= kill_after
-        })
-        .await;
-        server.kill();
-        loader.abort();
-        server = Server::start(dir.path(), url.as_deref(), &token);
-    }
+    let start = || Server::start(dir.path(), url.as_deref(), &token);
+    let server = kill_mid_traffic(start, &stocked, &[8, 40, 90]).await;
     server.api.assert_invariants(&stocked).await;
     let orders = server.api.all_orders().await;
     assert!(orders.len() >= 90, "only {} orders", orders.len());

@@ -2,12 +2,9 @@
 //! payment and analytics on two PostgreSQL databases), events crossing stores only
 //! through the transport; the invariants hold, also across a SIGKILL of the host.
 
-use crate::crash::{Server, load};
+use crate::crash::{Server, kill_mid_traffic};
 use crate::helpers::*;
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 /// Write a `wasaga.toml` mapping payment and analytics to two fresh PostgreSQL
 /// databases; the orders and inventory stay in the default SQLite store.
@@ -55,22 +52,9 @@ async fn polyglot_survives_sigkill_mid_traffic() {
     install_saga_steps(&dir.path().join("plugins"));
     let config = polyglot_config(dir.path()).await;
     let token = format!("t-{}", rand_id());
-    let mut server = Server::start_with(dir.path(), None, Some(&config), &token);
     let stocked = BTreeMap::from([("SKU-1".to_owned(), 400), ("SKU-2".to_owned(), 300)]);
-    for (sku, n) in &stocked {
-        server.api.stock_up(sku, *n).await;
-    }
-    let accepted = Arc::new(AtomicUsize::new(0));
-    for kill_after in [10, 50] {
-        let loader = load(server.api.clone(), accepted.clone());
-        eventually(Duration::from_secs(60), "orders are accepted", async || {
-            accepted.load(Ordering::Relaxed) >= kill_after
-        })
-        .await;
-        server.kill();
-        loader.abort();
-        server = Server::start_with(dir.path(), None, Some(&config), &token);
-    }
+    let start = || Server::start_with(dir.path(), None, Some(&config), &token);
+    let server = kill_mid_traffic(start, &stocked, &[10, 50]).await;
     server.api.assert_invariants(&stocked).await;
     server.kill();
 }
