@@ -176,6 +176,7 @@ impl StepRegistry {
                 refused.push((name, error));
             }
         }
+        self.restore_previous(dir).await;
         refused
     }
 
@@ -213,6 +214,9 @@ impl StepRegistry {
         if source == Source::Upload {
             self.persist(&loaded).await;
         }
+        if source != Source::Startup {
+            self.persist_previous(name, slot.previous.as_deref()).await;
+        }
         tracing::info!(
             version = %loaded.version,
             from_cache = loaded.from_cache,
@@ -233,6 +237,7 @@ impl StepRegistry {
         steps.insert(name.to_owned(), rolled.clone());
         self.publish(steps);
         self.persist(&rolled.current).await;
+        self.persist_previous(name, rolled.previous.as_deref()).await;
         tracing::info!(step_version = %rolled.current.digest, version = %rolled.current.version, "rolled back");
         Ok(rolled)
     }
@@ -241,16 +246,60 @@ impl StepRegistry {
     /// restart serves it. The watcher sees the same digest and does nothing.
     async fn persist(&self, step: &LoadedStep) {
         let Some(dir) = &self.plugins_dir else { return };
-        let target = dir.join(format!("{}.wasm", step.name));
-        let tmp = dir.join(format!(".{}.wasm.{}.tmp", step.name, rand::random::<u64>()));
-        let result = async {
-            tokio::fs::create_dir_all(dir).await?;
-            tokio::fs::write(&tmp, &step.bytes).await?;
-            tokio::fs::rename(&tmp, &target).await
+        write_atomically(dir, &format!("{}.wasm", step.name), &step.bytes).await;
+    }
+
+    /// Keep the previous version beside the folder (in `.previous/`, which the watcher
+    /// does not look at), so a rollback still works after a restart.
+    async fn persist_previous(&self, name: &str, previous: Option<&LoadedStep>) {
+        let Some(dir) = &self.plugins_dir else { return };
+        match previous {
+            Some(step) => write_atomically(&dir.join(PREVIOUS_DIR), &format!("{name}.wasm"), &step.bytes).await,
+            None => {
+                let _ = tokio::fs::remove_file(dir.join(PREVIOUS_DIR).join(format!("{name}.wasm"))).await;
+            }
         }
-        .await;
-        if let Err(error) = result {
-            tracing::error!(path = %target.display(), %error, "cannot persist the serving version; a restart will load the old file");
+    }
+
+    /// At start: make the kept previous version of each loaded step its `previous`.
+    async fn restore_previous(&self, dir: &Path) {
+        let names: Vec<String> = self.snapshot.load().keys().cloned().collect();
+        for name in names {
+            let path = dir.join(PREVIOUS_DIR).join(format!("{name}.wasm"));
+            let Ok(bytes) = tokio::fs::read(&path).await else { continue };
+            let Some(current) = self.current(&name) else { continue };
+            if *current.bytes == *bytes {
+                continue;
+            }
+            match self.runtime.load(&name, Bytes::from(bytes)).await {
+                Ok(previous) => {
+                    let _guard = self.write.lock().await;
+                    let mut steps = BTreeMap::clone(&self.snapshot.load());
+                    if let Some(slot) = steps.get_mut(&name) {
+                        slot.previous = Some(Arc::new(previous));
+                    }
+                    self.publish(steps);
+                }
+                Err(error) => tracing::warn!(step = %name, %error, "the kept previous version no longer loads"),
+            }
         }
+    }
+}
+
+/// Subfolder of the plugins folder holding each step's previous version.
+const PREVIOUS_DIR: &str = ".previous";
+
+/// Write `bytes` to `dir/name` via a temporary file and a rename.
+async fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) {
+    let target = dir.join(name);
+    let tmp = dir.join(format!(".{name}.{}.tmp", rand::random::<u64>()));
+    let result = async {
+        tokio::fs::create_dir_all(dir).await?;
+        tokio::fs::write(&tmp, bytes).await?;
+        tokio::fs::rename(&tmp, &target).await
+    }
+    .await;
+    if let Err(error) = result {
+        tracing::error!(path = %target.display(), %error, "cannot keep this version on disk; a restart will not see it");
     }
 }

@@ -89,6 +89,11 @@ async fn uploads_and_rollbacks_survive_a_restart() {
 
     let app = spawn_app_in(dir).await;
     assert_eq!(version_of(&app, "echo").await.as_deref(), Some("1.0.0"), "the rollback was not kept");
+    // The version rolled back from is still there to roll forward to.
+    let echo = app.plugin("echo").await.expect("echo listed");
+    assert_eq!(echo["previous"]["version"], "2.0.0", "{echo}");
+    assert_eq!(app.rollback("echo").await.status(), 200);
+    assert_eq!(version_of(&app, "echo").await.as_deref(), Some("2.0.0"));
     assert_eq!(app.registry.current("payment").expect("payment").digest, payment);
     app.stop().await;
 }
