@@ -313,6 +313,30 @@ async fn store_limit(store_url: &str, orders: usize) -> f64 {
     orders as f64 / started.elapsed().as_secs_f64()
 }
 
+/// PostgreSQL's own limit for orders of wasaga's shape: pgbench running
+/// `pgbench-order.sql` (one order's six transactions) on `clients` connections for
+/// `seconds`, against a fresh database with wasaga's schema. `None` without pgbench.
+async fn pgbench_limit(admin: &str, clients: u32, seconds: u32) -> Option<f64> {
+    let pgbench = ["pgbench", "/usr/lib/postgresql/15/bin/pgbench"]
+        .into_iter()
+        .find(|p| std::process::Command::new(p).arg("--version").output().is_ok_and(|o| o.status.success()))?;
+    let url = fresh_pg(admin).await;
+    drop(wasaga_host::store::open(&url).await.unwrap());
+    let script = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(script.path(), include_str!("pgbench-order.sql")).unwrap();
+    let output = std::process::Command::new(pgbench)
+        .args(["-n", "-c", &clients.to_string(), "-j", "2", "-T", &seconds.to_string(), "-M", "prepared", "-f"])
+        .arg(script.path())
+        .arg(&url)
+        .output()
+        .ok()?;
+    drop_pg(admin, &url).await;
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| l.trim_start_matches("tps = ").split_whitespace().next()?.parse().ok())
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let var = |name: &str| {
@@ -358,8 +382,19 @@ async fn main() {
             ));
             report["runs"].as_array_mut().unwrap().push(json!({"store": store, "steps": label, "orders_per_sec": r.orders_per_sec, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms, "completed": r.completed}));
         }
-        md.push_str(&format!("| {store} | store alone (6 tx per order, 4 connections) | {limit:.0} | | | |\n"));
+        md.push_str(&format!(
+            "| {store} | store alone (6 tx per order via sqlx, 4 connections) | {limit:.0} | | | |\n"
+        ));
         report[store] = json!({"wasm_over_native": wasm.orders_per_sec / native.orders_per_sec, "wasm_over_store_limit": wasm.orders_per_sec / limit, "store_limit_orders_per_sec": limit});
+        if store == "postgres"
+            && let Some(tps) = pgbench_limit(&env.pg_admin, 4, 10).await
+        {
+            md.push_str(&format!(
+                "| {store} | store alone (pgbench, same 6 tx / 27 statements, prepared, 4 clients) | {tps:.0} | | | |\n"
+            ));
+            report[store]["pgbench_orders_per_sec"] = json!(tps);
+            report[store]["wasm_over_pgbench"] = json!(wasm.orders_per_sec / tps);
+        }
         println!(
             "{store}: wasm {:.0}/s, native {:.0}/s, store alone {limit:.0}/s",
             wasm.orders_per_sec, native.orders_per_sec
