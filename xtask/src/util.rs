@@ -4,9 +4,13 @@ use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The workspace root (the parent of xtask/).
+/// The workspace root (the parent of xtask/). `cargo run` sets CARGO_MANIFEST_DIR when it
+/// starts xtask, which names this checkout even when another checkout sharing the target
+/// folder built the binary last; the compile-time value is only the fallback.
 pub fn root() -> PathBuf {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
     manifest.parent().map(Path::to_path_buf).unwrap_or(manifest)
 }
 
