@@ -11,8 +11,6 @@ pub enum ClientError {
     Connect { url: String, reason: String },
     #[error("the server answered {status}: {detail}")]
     Refused { status: u16, detail: String },
-    #[error("cannot read {path}: {reason}")]
-    File { path: String, reason: String },
     #[error("unexpected answer from the server: {0}")]
     Decode(String),
 }

@@ -7,7 +7,7 @@ use crate::registry::{Installed, RegistryError, Slot, Source};
 use crate::runtime::LoadedStep;
 use axum::Json;
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -116,6 +116,6 @@ fn registry_error(error: RegistryError) -> ApiError {
 }
 
 /// 404 for any path the API does not have.
-pub async fn not_found() -> impl IntoResponse {
-    (StatusCode::NOT_FOUND, ApiError::NotFound("no such endpoint".to_owned()))
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound("no such endpoint".to_owned())
 }

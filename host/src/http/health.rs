@@ -15,9 +15,7 @@ pub async fn healthz() -> Json<Value> {
 
 /// Ready once every required step is loaded.
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let steps = state.registry.snapshot();
-    let missing: Vec<&str> =
-        state.required_steps.iter().map(String::as_str).filter(|name| !steps.contains_key(*name)).collect();
+    let missing = state.missing_steps();
     if !missing.is_empty() {
         return Err(ApiError::Unavailable(format!("steps not loaded: {}", missing.join(", "))));
     }
@@ -26,7 +24,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
             return Err(ApiError::Unavailable(format!("a {} store does not answer: {error}", store.backend())));
         }
     }
-    Ok(Json(json!({ "status": "ready", "steps": steps.keys().collect::<Vec<_>>() })))
+    Ok(Json(json!({ "status": "ready", "steps": state.registry.snapshot().keys().collect::<Vec<_>>() })))
 }
 
 /// Prometheus text format.

@@ -40,6 +40,14 @@ pub struct AppState {
     pub in_flight: Arc<Mutex<HashSet<String>>>,
 }
 
+impl AppState {
+    /// Required steps that are not loaded (readiness, and whether orders are accepted).
+    pub fn missing_steps(&self) -> Vec<String> {
+        let steps = self.registry.snapshot();
+        self.required_steps.iter().filter(|name| !steps.contains_key(*name)).cloned().collect()
+    }
+}
+
 pub fn router(state: AppState) -> Router {
     let admin = Router::new()
         .route("/plugins", get(admin::list_plugins))

@@ -128,9 +128,7 @@ pub async fn place(
     };
     let order = parse_order(&body)?;
     // An order placed while a step is missing would wait for it forever.
-    let steps = state.registry.snapshot();
-    let missing: Vec<&str> =
-        state.required_steps.iter().map(String::as_str).filter(|name| !steps.contains_key(*name)).collect();
+    let missing = state.missing_steps();
     if !missing.is_empty() {
         return Err(ApiError::Unavailable(format!("not accepting orders: steps not loaded: {}", missing.join(", "))));
     }

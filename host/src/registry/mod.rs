@@ -195,7 +195,13 @@ impl StepRegistry {
             Err(error) => {
                 tracing::warn!(%error, %digest, "refused a new version; the serving version is unchanged");
                 let refusal = Refusal { digest, reason: error.to_string(), source };
-                self.lock_refusals().entry(name.to_owned()).or_default().push(refusal);
+                let mut refusals = self.lock_refusals();
+                let kept = refusals.entry(name.to_owned()).or_default();
+                // Keep the latest few per step: enough to see why, bounded however often a file is retried.
+                if kept.len() >= MAX_REFUSALS_KEPT {
+                    kept.remove(0);
+                }
+                kept.push(refusal);
                 return Err(error.into());
             }
         };
@@ -285,6 +291,9 @@ impl StepRegistry {
         }
     }
 }
+
+/// Refusals kept per step.
+const MAX_REFUSALS_KEPT: usize = 16;
 
 /// Subfolder of the plugins folder holding each step's previous version.
 const PREVIOUS_DIR: &str = ".previous";
