@@ -114,6 +114,38 @@ struct Run {
     p50_ms: f64,
     p99_ms: f64,
     completed: usize,
+    /// On the brokers: p99 of commit → broker confirm, per channel, and of commit →
+    /// archived (analytics handled the event), in ms.
+    outbox_lag_p99_ms: Option<f64>,
+    stream_lag_p99_ms: Option<f64>,
+    archive_lag_p99_ms: Option<f64>,
+}
+
+/// The brokers of `cargo xtask bench saga --services`, from the environment it sets.
+#[derive(Debug, Clone)]
+struct Brokers {
+    transport_url: String,
+    stream_brokers: String,
+    archive_url: String,
+}
+
+impl Brokers {
+    fn from_env() -> Option<Brokers> {
+        std::env::var_os("WASAGA_BENCH_SERVICES")?;
+        Some(Brokers {
+            transport_url: std::env::var("WASAGA_TRANSPORT_URL").ok()?,
+            stream_brokers: std::env::var("WASAGA_STREAM_BROKERS").ok()?,
+            archive_url: std::env::var("WASAGA_ARCHIVE_URL").ok()?,
+        })
+    }
+}
+
+/// p99 of `expr` (ms) over `from`, on PostgreSQL.
+async fn pg_p99(url: &str, statement: &'static str) -> Option<f64> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url).await.ok()?;
+    let row: (Option<f64>,) = sqlx::query_as(statement).fetch_one(&mut conn).await.ok()?;
+    row.0
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
@@ -142,7 +174,14 @@ async fn drop_pg(admin: &str, url: &str) {
 
 /// Start a server, stock it, push `orders` orders through it (closed loop with
 /// `concurrency` in flight, or open loop at `rate` per second), and measure.
-async fn run(env: &Env, store_url: Option<String>, native: bool, concurrency: usize, rate: Option<f64>) -> Run {
+async fn run(
+    env: &Env,
+    store_url: Option<String>,
+    native: bool,
+    concurrency: usize,
+    rate: Option<f64>,
+    brokers: Option<&Brokers>,
+) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let plugins = dir.path().join("plugins");
     std::fs::create_dir_all(&plugins).unwrap();
@@ -156,6 +195,16 @@ async fn run(env: &Env, store_url: Option<String>, native: bool, concurrency: us
         admin_token: Some("bench".to_owned().into()),
         store_url: store_url.clone(),
         ..Settings::default()
+    };
+    let settings = match brokers {
+        None => settings,
+        Some(b) => Settings {
+            transport_url: b.transport_url.clone(),
+            stream_brokers: Some(b.stream_brokers.clone()),
+            archive_url: Some(b.archive_url.clone()),
+            namespace: format!("bench{:x}", rand::random::<u32>()),
+            ..settings
+        },
     };
     let executor: Option<Arc<dyn StepExecutor>> = if native { Some(Arc::new(NativeSteps)) } else { None };
     let app = App::build_with(settings, executor).await.unwrap();
@@ -246,6 +295,46 @@ async fn run(env: &Env, store_url: Option<String>, native: bool, concurrency: us
         }
     }
     latencies.sort_by(f64::total_cmp);
+    let mut lags = (None, None, None);
+    if let (Some(_), Some(url)) = (brokers, &store_url) {
+        // The archive lags the saga: wait until analytics handled every event.
+        let all_archived = async {
+            use sqlx::Connection;
+            let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+            loop {
+                let (left,): (i64,) = sqlx::query_as(
+                    "SELECT COUNT(*) FROM outbox o WHERE NOT EXISTS \
+                     (SELECT 1 FROM inbox i WHERE i.consumer = 'analytics' AND i.event_id = o.event_id)",
+                )
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+                if left == 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(300), all_archived).await;
+        lags = (
+            pg_p99(
+                url,
+                "SELECT percentile_cont(0.99) WITHIN GROUP (ORDER BY relayed_at_ms - occurred_at_ms)::float8 FROM outbox",
+            )
+            .await,
+            pg_p99(
+                url,
+                "SELECT percentile_cont(0.99) WITHIN GROUP (ORDER BY streamed_at_ms - occurred_at_ms)::float8 FROM outbox",
+            )
+            .await,
+            pg_p99(
+                url,
+                "SELECT percentile_cont(0.99) WITHIN GROUP (ORDER BY i.handled_at_ms - o.occurred_at_ms)::float8 \
+                 FROM inbox i JOIN outbox o ON o.event_id = i.event_id WHERE i.consumer = 'analytics'",
+            )
+            .await,
+        );
+    }
     let _ = stop_tx.send(());
     let _ = server.await;
     if let Some(url) = &store_url {
@@ -256,6 +345,9 @@ async fn run(env: &Env, store_url: Option<String>, native: bool, concurrency: us
         p50_ms: percentile(&latencies, 0.5),
         p99_ms: percentile(&latencies, 0.99),
         completed: latencies.len(),
+        outbox_lag_p99_ms: lags.0,
+        stream_lag_p99_ms: lags.1,
+        archive_lag_p99_ms: lags.2,
     }
 }
 
@@ -361,9 +453,9 @@ async fn main() {
                 _ => Some(fresh_pg(&env.pg_admin).await),
             }
         };
-        let wasm = run(&env, url().await, false, 64, None).await;
-        let native = run(&env, url().await, true, 64, None).await;
-        let half = run(&env, url().await, false, 64, Some((wasm.orders_per_sec / 2.0).max(1.0))).await;
+        let wasm = run(&env, url().await, false, 64, None, None).await;
+        let native = run(&env, url().await, true, 64, None, None).await;
+        let half = run(&env, url().await, false, 64, Some((wasm.orders_per_sec / 2.0).max(1.0)), None).await;
         let limit_url = match store {
             "sqlite" => {
                 let dir = tempfile::tempdir().unwrap().keep();
@@ -407,6 +499,38 @@ async fn main() {
             report[store]["wasm_over_native"].as_f64().unwrap_or(f64::NAN),
             report[store]["wasm_over_store_limit"].as_f64().unwrap_or(f64::NAN)
         ));
+    }
+    if let Some(brokers) = Brokers::from_env() {
+        md.push_str(
+            "\n## On the brokers: PostgreSQL + RabbitMQ (publisher confirms) + Kafka (tansu, `acks=all`) + Azure Blob (Azurite)\n\n\
+             Outbox lag: commit → broker confirm, per event. Archive lag: commit → analytics handled it (archived).\n\n\
+             | run | orders/s | p50 ms | p99 ms | completed | outbox→RabbitMQ p99 ms | outbox→Kafka p99 ms | archive p99 ms |\n|---|---|---|---|---|---|---|---|\n",
+        );
+        let embedded = run(&env, Some(fresh_pg(&env.pg_admin).await), false, 64, None, None).await;
+        let real = run(&env, Some(fresh_pg(&env.pg_admin).await), false, 64, None, Some(&brokers)).await;
+        let half_rate = Some((real.orders_per_sec / 2.0).max(1.0));
+        let half = run(&env, Some(fresh_pg(&env.pg_admin).await), false, 64, half_rate, Some(&brokers)).await;
+        let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0}"));
+        for (label, r) in
+            [("PostgreSQL, embedded transport", &embedded), ("brokers", &real), ("brokers at half rate", &half)]
+        {
+            md.push_str(&format!(
+                "| {label} | {:.0} | {:.1} | {:.1} | {} | {} | {} | {} |\n",
+                r.orders_per_sec,
+                r.p50_ms,
+                r.p99_ms,
+                r.completed,
+                ms(r.outbox_lag_p99_ms),
+                ms(r.stream_lag_p99_ms),
+                ms(r.archive_lag_p99_ms)
+            ));
+            report["broker_runs"][label] = json!({"orders_per_sec": r.orders_per_sec, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms, "completed": r.completed, "outbox_lag_p99_ms": r.outbox_lag_p99_ms, "stream_lag_p99_ms": r.stream_lag_p99_ms, "archive_lag_p99_ms": r.archive_lag_p99_ms});
+        }
+        md.push_str(&format!(
+            "\nbrokers / embedded (same PostgreSQL, same run): {:.2}\n",
+            real.orders_per_sec / embedded.orders_per_sec
+        ));
+        println!("brokers: {:.0}/s against {:.0}/s embedded", real.orders_per_sec, embedded.orders_per_sec);
     }
     let stamp = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap();
     md.push_str(&format!("\nMeasured {stamp}.\n"));

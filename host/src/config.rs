@@ -53,6 +53,10 @@ pub struct Settings {
     /// First retry delay; each further retry doubles it (with jitter), up to 30 s.
     #[serde(default = "defaults::retry_base_ms")]
     pub retry_base_ms: u64,
+    /// Prefix of every broker name: RabbitMQ exchange and queues, the Kafka topic
+    /// (`<namespace>.events`) and consumer groups.
+    #[serde(default = "defaults::namespace")]
+    pub namespace: String,
     /// Named stores (`[stores.NAME] url = "…"`; in the TOML file only).
     #[serde(default)]
     pub stores: BTreeMap<String, StoreSettings>,
@@ -80,7 +84,7 @@ pub struct StepSettings {
 
 /// Every key of [`Settings`], as in `wasaga.toml` and (upper-cased, `WASAGA_`-prefixed)
 /// in the environment.
-const SETTING_KEYS: [&str; 13] = [
+const SETTING_KEYS: [&str; 14] = [
     "http_addr",
     "data_dir",
     "plugins_dir",
@@ -94,6 +98,7 @@ const SETTING_KEYS: [&str; 13] = [
     "step_memory_mib",
     "step_concurrency",
     "retry_base_ms",
+    "namespace",
 ];
 
 mod defaults {
@@ -127,6 +132,9 @@ mod defaults {
     pub fn retry_base_ms() -> u64 {
         200
     }
+    pub fn namespace() -> String {
+        "wasaga".to_owned()
+    }
 }
 
 /// Settings that cannot be used, naming the setting.
@@ -154,6 +162,7 @@ impl Default for Settings {
             step_memory_mib: defaults::step_memory_mib(),
             step_concurrency: defaults::step_concurrency(),
             retry_base_ms: defaults::retry_base_ms(),
+            namespace: defaults::namespace(),
             stores: BTreeMap::new(),
             steps: BTreeMap::new(),
         }
@@ -208,9 +217,35 @@ impl Settings {
             }
         }
         if self.transport_url != "embedded" {
-            return invalid("WASAGA_TRANSPORT_URL", "only `embedded` is available in this build");
+            match url::Url::parse(&self.transport_url) {
+                Ok(url) if matches!(url.scheme(), "amqp" | "amqps") && url.host_str().is_some() => {}
+                _ => return invalid("WASAGA_TRANSPORT_URL", "expected `embedded` or amqp://user:pass@host:port/vhost"),
+            }
+        }
+        if let Some(brokers) = &self.stream_brokers {
+            let valid = |b: &str| {
+                b.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+            };
+            if brokers.split(',').any(|b| !valid(b.trim())) {
+                return invalid("WASAGA_STREAM_BROKERS", "expected host:port[,host:port…]");
+            }
+        }
+        if let Some(url) = &self.archive_url {
+            let scheme = url.split_once("://").map(|(scheme, _)| scheme);
+            if !matches!(scheme, Some("file" | "memory" | "az" | "azure" | "s3")) {
+                return invalid("WASAGA_ARCHIVE_URL", "expected file://<dir>, az://<container> or s3://<bucket>");
+            }
+        }
+        let name_ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+        if self.namespace.is_empty() || self.namespace.len() > 64 || !self.namespace.chars().all(name_ok) {
+            return invalid("WASAGA_NAMESPACE", "1 to 64 letters, digits, '.', '_' or '-'");
         }
         Ok(())
+    }
+
+    /// The Kafka topic of the event stream.
+    pub fn stream_topic(&self) -> String {
+        format!("{}.events", self.namespace)
     }
 
     pub fn step_deadline(&self) -> Duration {
@@ -261,6 +296,12 @@ mod tests {
         check(Settings { max_attempts: 0, ..Settings::default() }, "WASAGA_MAX_ATTEMPTS");
         check(Settings { step_deadline_ms: 0, ..Settings::default() }, "WASAGA_STEP_DEADLINE_MS");
         check(Settings { step_memory_mib: 100_000, ..Settings::default() }, "WASAGA_STEP_MEMORY_MIB");
+        check(Settings { transport_url: "kafka://x".into(), ..Settings::default() }, "WASAGA_TRANSPORT_URL");
+        check(Settings { stream_brokers: Some("localhost".into()), ..Settings::default() }, "WASAGA_STREAM_BROKERS");
+        check(Settings { archive_url: Some("gs://b".into()), ..Settings::default() }, "WASAGA_ARCHIVE_URL");
+        check(Settings { namespace: "a b".into(), ..Settings::default() }, "WASAGA_NAMESPACE");
+        let amqp = Settings { transport_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(), ..Settings::default() };
+        assert!(amqp.validate().is_ok());
         assert!(Settings::default().validate().is_ok());
     }
 
@@ -270,7 +311,7 @@ mod tests {
             "http_addr": "127.0.0.1:1", "data_dir": "d", "plugins_dir": "p", "admin_token": "t",
             "store_url": "s", "transport_url": "embedded", "stream_brokers": "b", "archive_url": "a",
             "max_attempts": 1, "step_deadline_ms": 1, "step_memory_mib": 1, "step_concurrency": 1,
-            "retry_base_ms": 1
+            "retry_base_ms": 1, "namespace": "n"
         });
         let keys: Vec<&str> = fields.as_object().expect("object").keys().map(String::as_str).collect();
         // `stores` and `steps` are maps, set in the TOML file only.

@@ -9,12 +9,15 @@
 //! - [`server`]: builds everything and serves; `main` and tests share it.
 //! - [`http`]: the HTTP API and problem+json errors.
 //! - [`saga`]: the processing rule, the step and host consumers, the order state machine.
-//! - [`store`]: orders, outbox, inbox, step state, deliveries, dead letters (SQLite, PostgreSQL).
-//! - [`outbox`]: the relay from the outbox to the transport.
-//! - [`transport`]: how events reach consumers (embedded: durable through the store).
+//! - [`store`]: orders, outbox, inbox, step state, deliveries, dead letters (SQLite,
+//!   PostgreSQL, SQL Server).
+//! - [`outbox`]: the relays from the outbox to the transport and to the stream.
+//! - [`transport`]: how events reach consumers (embedded: durable through the store;
+//!   RabbitMQ).
+//! - [`stream`]: every event to consumer groups (Kafka), for observers such as analytics.
 //! - [`registry`]: which version of each step serves; hot swap, rollback, the folder watcher.
 //! - [`runtime`]: wasmtime: validation, compile cache, a fresh sandboxed instance per call.
-//! - [`archive`]: create-only object storage for the archive.
+//! - [`archive`]: create-only object storage for the archive (folder, Azure Blob, S3).
 //! - [`telemetry`]: logs and metrics.
 //! - [`cli`]: the `wasaga` subcommands that talk to a running server.
 
@@ -28,5 +31,6 @@ pub mod runtime;
 pub mod saga;
 pub mod server;
 pub mod store;
+pub mod stream;
 pub mod telemetry;
 pub mod transport;

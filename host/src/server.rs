@@ -10,7 +10,8 @@ use crate::runtime::{Allocator, Runtime, RuntimeConfig, RuntimeError, StepExecut
 use crate::saga::orders::HOST_KINDS;
 use crate::saga::{HOST_CONSUMER, Saga, SagaConfig, SagaContext};
 use crate::store::{StoreError, Stores};
-use crate::transport::EmbeddedTransport;
+use crate::stream::{EventStream, KafkaSettings, KafkaStream};
+use crate::transport::{EmbeddedTransport, RabbitSettings, RabbitTransport, Transport, TransportError};
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
@@ -39,6 +40,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Archive(#[from] ArchiveError),
+    #[error(transparent)]
+    Transport(#[from] TransportError),
 }
 
 /// A built server, listening but not yet serving.
@@ -83,32 +86,56 @@ impl App {
         let routes = settings.steps.iter().map(|(step, s)| (step.clone(), s.store.clone())).collect();
         let stores = Stores::open(&settings.store_url(), &named, routes).await?;
         let archive = Arc::new(ObjectArchive::from_url(&settings.archive_url())?);
-        let routes = {
+        tokio::spawn({
+            let archive = archive.clone();
+            async move { archive.prepare().await }
+        });
+        let stream: Option<Arc<dyn EventStream>> = match &settings.stream_brokers {
+            Some(brokers) => Some(KafkaStream::new(KafkaSettings {
+                brokers: brokers.clone(),
+                topic: settings.stream_topic(),
+                namespace: settings.namespace.clone(),
+            })?),
+            None => None,
+        };
+        let retry_base = std::time::Duration::from_millis(settings.retry_base_ms);
+        let saga_config = SagaConfig { max_attempts: settings.max_attempts, retry_base, ..SagaConfig::default() };
+        let transport: Arc<dyn Transport> = if settings.transport_url == "embedded" {
+            let has_stream = stream.is_some();
             let registry = registry.clone();
-            Arc::new(move |kind: &str| {
-                let mut consumers: Vec<String> =
-                    registry.subscribers(kind).iter().map(|step| step.name.to_string()).collect();
+            let routes = Arc::new(move |kind: &str| {
+                let mut consumers: Vec<String> = registry
+                    .subscribers(kind)
+                    .iter()
+                    // With a stream, observers read it instead.
+                    .filter(|step| !(has_stream && step.subscribes.iter().any(|k| k == "*")))
+                    .map(|step| step.name.to_string())
+                    .collect();
                 if HOST_KINDS.contains(&kind) {
                     consumers.push(HOST_CONSUMER.to_owned());
                 }
                 consumers
+            });
+            Arc::new(EmbeddedTransport::new(stores.clone(), routes))
+        } else {
+            RabbitTransport::start(RabbitSettings {
+                url: settings.transport_url.clone(),
+                namespace: settings.namespace.clone(),
+                retry_base,
+                retry_cap: saga_config.retry_cap,
             })
         };
-        let transport = Arc::new(EmbeddedTransport::new(stores.clone(), routes));
         let saga_ctx = Arc::new(SagaContext {
             stores,
             transport,
+            stream,
             registry: registry.clone(),
             archive,
-            config: SagaConfig {
-                max_attempts: settings.max_attempts,
-                retry_base: std::time::Duration::from_millis(settings.retry_base_ms),
-                ..SagaConfig::default()
-            },
+            config: saga_config,
             relay: Arc::new(Relay::default()),
             executor: executor.unwrap_or_else(|| registry.runtime().clone()),
         });
-        let saga = Saga::start(saga_ctx.clone());
+        let saga = Saga::start(saga_ctx.clone()).await;
         let listener = TcpListener::bind(settings.http_addr)
             .await
             .map_err(|source| StartError::Bind { addr: settings.http_addr, source })?;

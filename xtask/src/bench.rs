@@ -18,8 +18,16 @@ pub fn run(args: &Bench) -> anyhow::Result<()> {
             "saga"
         }
     };
+    let mut bench = cargo();
+    if args.services {
+        services::start()?;
+        bench.env("WASAGA_BENCH_SERVICES", "1");
+        for (name, value) in services::service_env() {
+            bench.env(name, value);
+        }
+    }
     run_cmd(
-        cargo()
+        bench
             .args(["bench", "-p", "wasaga-host", "--bench", name])
             // With backtraces on, wasmtime captures one for an error it makes internally on
             // every call (about 4 µs); production runs without, so the benchmark does too.

@@ -97,10 +97,17 @@ fn check_target() -> anyhow::Result<()> {
         .output()
         .context("cannot run rustc")?;
     let sysroot = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
-    if !sysroot.join("lib/rustlib").join(TARGET).exists() {
-        bail!("the {TARGET} target is not installed: run `rustup target add {TARGET}`");
+    if sysroot.join("lib/rustlib").join(TARGET).exists() {
+        return Ok(());
     }
-    Ok(())
+    // rust-toolchain.toml names the target, but rustup adds it only when it installs the
+    // toolchain; on a machine that already had the toolchain, add it now.
+    eprintln!("installing the {TARGET} target (rustup target add {TARGET})");
+    let added = std::process::Command::new("rustup").current_dir(root()).args(["target", "add", TARGET]).status();
+    if added.is_ok_and(|s| s.success()) && sysroot.join("lib/rustlib").join(TARGET).exists() {
+        return Ok(());
+    }
+    bail!("the {TARGET} target is not installed and `rustup target add {TARGET}` failed")
 }
 
 fn install(built: &Path, out: &Path, name: &str) -> anyhow::Result<()> {

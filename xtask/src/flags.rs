@@ -21,6 +21,26 @@ pub enum Command {
     Test(Test),
     /// Run a benchmark and write its report under bench/results/.
     Bench(Bench),
+    /// Install (once) and start tansu (Kafka) and Azurite, check PostgreSQL and RabbitMQ,
+    /// and print the environment that points wasaga at them.
+    Services(Services),
+}
+
+#[derive(Debug, Clone, Copy, Default, ValueEnum)]
+pub enum ServicesAction {
+    /// Install what is missing, start what is not running, print the environment.
+    #[default]
+    Start,
+    /// Stop the services this command started.
+    Stop,
+    /// Print the environment only, as `export` lines.
+    Env,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Services {
+    #[arg(value_enum, default_value_t)]
+    pub action: ServicesAction,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -38,6 +58,10 @@ pub struct Run {
     /// Build the host in release mode.
     #[arg(long)]
     pub release: bool,
+    /// Run on PostgreSQL + RabbitMQ + Kafka (tansu) + Azure Blob (Azurite), started as by
+    /// `cargo xtask services`, instead of the embedded defaults.
+    #[arg(long)]
+    pub services: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -66,4 +90,7 @@ pub struct Bench {
     /// Orders per run (saga benchmark).
     #[arg(long, default_value_t = 2_000)]
     pub orders: u32,
+    /// Saga benchmark: also run on PostgreSQL + RabbitMQ + Kafka + Azurite.
+    #[arg(long)]
+    pub services: bool,
 }

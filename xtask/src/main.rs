@@ -19,5 +19,13 @@ fn main() -> anyhow::Result<()> {
         flags::Command::Run(args) => run::run(&args),
         flags::Command::Test(args) => test::run(&args),
         flags::Command::Bench(args) => bench::run(&args),
+        flags::Command::Services(args) => match args.action {
+            flags::ServicesAction::Start => services::start(),
+            flags::ServicesAction::Stop => services::stop(),
+            flags::ServicesAction::Env => {
+                services::print_env();
+                Ok(())
+            }
+        },
     }
 }

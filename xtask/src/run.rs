@@ -4,6 +4,7 @@
 use crate::build_plugins;
 use crate::flags::{BuildPlugins, Run};
 use crate::http::request;
+use crate::services;
 use crate::util::{cargo, root, run as run_cmd};
 use anyhow::Context;
 use std::time::{Duration, Instant};
@@ -15,12 +16,18 @@ pub fn run(args: &Run) -> anyhow::Result<()> {
 
     let addr = std::env::var("WASAGA_HTTP_ADDR").unwrap_or_else(|_| "127.0.0.1:8080".to_owned());
     let data_dir = root().join(std::env::var("WASAGA_DATA_DIR").unwrap_or_else(|_| "data".to_owned()));
-    let mut child = cargo()
-        .args(["run", "--quiet", "-p", "wasaga-host", "--bin", "wasaga"])
-        .args(profile)
-        .args(["--", "serve"])
-        .spawn()
-        .context("cannot start wasaga serve")?;
+    let mut serve = cargo();
+    serve.args(["run", "--quiet", "-p", "wasaga-host", "--bin", "wasaga"]).args(profile).args(["--", "serve"]);
+    if args.services {
+        services::start()?;
+        // The variables the user set win over the services' defaults.
+        for (name, value) in services::service_env() {
+            if std::env::var_os(name).is_none() {
+                serve.env(name, value);
+            }
+        }
+    }
+    let mut child = serve.spawn().context("cannot start wasaga serve")?;
 
     if wait_until_ready(&addr, &mut child)? {
         let token_file = data_dir.join("admin-token");
@@ -50,6 +57,14 @@ pub fn run(args: &Run) -> anyhow::Result<()> {
         );
         println!("then follow it (the Location header):");
         println!("  curl -s {url}/api/orders/<order_id>");
+        if args.services {
+            println!("watch it on the brokers:");
+            println!("  rabbitmqctl list_queues name messages consumers   # wasaga.<step> queues");
+            println!(
+                "  curl -s -H \"Authorization: Bearer $(cat {})\" '{url}/api/admin/archive?order_id=<order_id>'",
+                token_file.display()
+            );
+        }
         println!("steps, as an administrator:");
         println!("  curl -s -H \"Authorization: Bearer $(cat {})\" {url}/api/admin/plugins", token_file.display());
         println!();

@@ -1,8 +1,10 @@
-//! The machine's own services the tests need: PostgreSQL must answer on 127.0.0.1:5432.
-//! If it does not, start it with the machine's own command and wait for it.
+//! The services wasaga runs against. The machine's own PostgreSQL and RabbitMQ are
+//! started with the machine's commands if they do not answer; tansu (Kafka) and Azurite
+//! (Azure Blob) are installed once under the cache folder and started from there.
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use std::net::TcpStream;
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -68,5 +70,221 @@ pub fn check_compose(root: &std::path::Path) -> anyhow::Result<()> {
         bail!("compose.yml is not valid (docker-compose -f compose.yml config)");
     }
     eprintln!("compose.yml is valid");
+    Ok(())
+}
+
+/// Where installed tools and running services' files live: outside the clone, so a
+/// fresh clone (and CI) reuses them.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("WASAGA_CACHE_DIR") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
+    home.join(".cache").join("wasaga")
+}
+
+/// The Kafka-compatible broker and the Azure Blob emulator, installed once.
+pub struct Tools {
+    pub tansu: PathBuf,
+    pub azurite: PathBuf,
+}
+
+const TANSU_VERSION: &str = "0.6.0";
+/// `libsql` gives tansu a SQLite log, so a restarted broker keeps its topics and offsets.
+const TANSU_FEATURES: &str = "dynostore,postgres,libsql";
+const AZURITE_PACKAGE: &str = "azurite@3";
+
+/// Install tansu (cargo install) and Azurite (npm) under the cache folder unless there.
+pub fn install_tools() -> anyhow::Result<Tools> {
+    let tools = cache_dir().join("tools");
+    let tansu = tools.join("bin").join("tansu");
+    let stamp = tools.join(format!("tansu-{TANSU_VERSION}-{}.installed", TANSU_FEATURES.replace(',', "-")));
+    if !tansu.exists() || !stamp.exists() {
+        eprintln!("installing tansu {TANSU_VERSION} into {} (once; about 10 minutes on 2 cores)", tools.display());
+        let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .args(["install", "tansu", "--version", TANSU_VERSION, "--locked", "--features", TANSU_FEATURES])
+            .arg("--root")
+            .arg(&tools)
+            .arg("--target-dir")
+            .arg(cache_dir().join("tools-build"))
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .status()
+            .context("cannot run cargo install")?;
+        if !status.success() {
+            bail!("cargo install tansu failed ({status})");
+        }
+        std::fs::write(&stamp, TANSU_FEATURES)?;
+    }
+    let azurite_dir = tools.join("azurite");
+    let azurite = azurite_dir.join("node_modules").join(".bin").join("azurite-blob");
+    if !azurite.exists() {
+        eprintln!("installing {AZURITE_PACKAGE} into {} (once)", azurite_dir.display());
+        std::fs::create_dir_all(&azurite_dir)?;
+        let status = Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--loglevel", "error", "--prefix"])
+            .arg(&azurite_dir)
+            .arg(AZURITE_PACKAGE)
+            .status()
+            .context("cannot run npm (Node.js is needed for Azurite)")?;
+        if !status.success() || !azurite.exists() {
+            bail!("npm install {AZURITE_PACKAGE} failed ({status})");
+        }
+    }
+    Ok(Tools { tansu, azurite })
+}
+
+/// Make sure RabbitMQ is up, starting the machine's server if needed.
+pub fn ensure_rabbitmq() -> anyhow::Result<()> {
+    if answers(RABBITMQ) {
+        return Ok(());
+    }
+    eprintln!("RabbitMQ does not answer on {RABBITMQ}; starting it");
+    let _ = Command::new("rabbitmq-server").arg("-detached").status();
+    if wait_for(RABBITMQ, Duration::from_secs(90)) {
+        return Ok(());
+    }
+    bail!("RabbitMQ is not reachable on {RABBITMQ} and could not be started (rabbitmq-server -detached)")
+}
+
+fn wait_for(addr: &str, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if answers(addr) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+const RABBITMQ: &str = "127.0.0.1:5672";
+const KAFKA: &str = "127.0.0.1:9092";
+const AZURITE: &str = "127.0.0.1:10000";
+
+/// The folder of the services `cargo xtask services` started: pid files, logs, data.
+fn run_dir() -> PathBuf {
+    cache_dir().join("services")
+}
+
+/// Start `program` detached (its own process group, so Ctrl-C on xtask leaves it
+/// running), logging to `<name>.log` and recording its pid in `<name>.pid`.
+fn spawn_detached(name: &str, cmd: &mut Command) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let dir = run_dir();
+    std::fs::create_dir_all(&dir)?;
+    let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
+    let child = cmd
+        .current_dir(&dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("cannot start {name}"))?;
+    std::fs::write(dir.join(format!("{name}.pid")), child.id().to_string())?;
+    Ok(())
+}
+
+/// What `cargo xtask services` prints and `run --services` uses.
+pub fn service_env() -> Vec<(&'static str, String)> {
+    vec![
+        ("WASAGA_STORE_URL", "postgres://postgres@127.0.0.1:5432/wasaga".to_owned()),
+        ("WASAGA_TRANSPORT_URL", "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned()),
+        ("WASAGA_STREAM_BROKERS", KAFKA.to_owned()),
+        ("WASAGA_ARCHIVE_URL", "az://wasaga".to_owned()),
+        ("AZURE_STORAGE_USE_EMULATOR", "true".to_owned()),
+    ]
+}
+
+/// `cargo xtask services`: install and start tansu and Azurite, check PostgreSQL and
+/// RabbitMQ, wait until each answers, and print the environment to use.
+pub fn start() -> anyhow::Result<()> {
+    let tools = install_tools()?;
+    ensure_postgres()?;
+    ensure_database("wasaga")?;
+    ensure_rabbitmq()?;
+    if answers(KAFKA) {
+        eprintln!("a Kafka broker already answers on {KAFKA}");
+    } else {
+        eprintln!("starting tansu on {KAFKA} (log: {})", run_dir().join("tansu.log").display());
+        // The storage URL is relative to the folder tansu runs in (the services folder).
+        spawn_detached(
+            "tansu",
+            Command::new(&tools.tansu).args([
+                "broker",
+                "--listener-url",
+                &format!("tcp://{KAFKA}"),
+                "--advertised-listener-url",
+                &format!("tcp://{KAFKA}"),
+                "--storage-engine",
+                "sqlite://tansu.db",
+            ]),
+        )?;
+    }
+    if answers(AZURITE) {
+        eprintln!("Azure Blob already answers on {AZURITE}");
+    } else {
+        let data = run_dir().join("azurite");
+        std::fs::create_dir_all(&data)?;
+        eprintln!("starting Azurite on {AZURITE} (log: {})", run_dir().join("azurite.log").display());
+        spawn_detached(
+            "azurite",
+            Command::new(&tools.azurite)
+                .args(["--blobHost", "127.0.0.1", "--blobPort", "10000", "--disableTelemetry", "--location"])
+                .arg(&data),
+        )?;
+    }
+    for (name, addr) in [("tansu", KAFKA), ("Azurite", AZURITE)] {
+        if !wait_for(addr, Duration::from_secs(60)) {
+            bail!("{name} did not answer on {addr} within a minute; see {}", run_dir().display());
+        }
+    }
+    println!("# services are up: PostgreSQL 127.0.0.1:5432, RabbitMQ {RABBITMQ}, tansu {KAFKA}, Azurite {AZURITE}");
+    println!("# use them with:  eval \"$(cargo xtask services env)\"  or  cargo xtask run --services");
+    print_env();
+    Ok(())
+}
+
+pub fn print_env() {
+    for (name, value) in service_env() {
+        println!("export {name}='{value}'");
+    }
+}
+
+/// `cargo xtask services stop`: stop what `services` started (not the machine's own).
+pub fn stop() -> anyhow::Result<()> {
+    for name in ["tansu", "azurite"] {
+        let pid_file = run_dir().join(format!("{name}.pid"));
+        let Ok(pid) = std::fs::read_to_string(&pid_file) else {
+            eprintln!("{name}: not started by xtask");
+            continue;
+        };
+        let pid = pid.trim();
+        // The process group, so Azurite's node child goes too.
+        let _ = Command::new("kill").args(["--", &format!("-{pid}")]).status();
+        let _ = std::fs::remove_file(&pid_file);
+        eprintln!("{name}: stopped (pid {pid})");
+    }
+    Ok(())
+}
+
+/// Create a PostgreSQL database unless it exists.
+pub fn ensure_database(name: &str) -> anyhow::Result<()> {
+    let exists = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-tAc"])
+        .arg(format!("SELECT 1 FROM pg_database WHERE datname = '{name}'"))
+        .output()
+        .context("cannot run psql")?;
+    if String::from_utf8_lossy(&exists.stdout).trim() == "1" {
+        return Ok(());
+    }
+    let status = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qc"])
+        .arg(format!("CREATE DATABASE {name}"))
+        .status()?;
+    if !status.success() {
+        bail!("cannot create the PostgreSQL database {name}");
+    }
     Ok(())
 }

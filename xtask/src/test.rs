@@ -15,10 +15,17 @@ pub fn run(args: &Test) -> anyhow::Result<()> {
     if std::env::var_os("WASAGA_TEST_PG_URL").is_none() {
         services::ensure_postgres()?;
     }
+    services::ensure_rabbitmq()?;
+    let tools = services::install_tools()?;
     let components = target_dir().join("wasaga-test-components");
     build_plugins::run(&BuildPlugins { out: Some(components.clone()), fixtures: true })?;
     let mut cmd = cargo();
-    cmd.args(["test", "--workspace"]).env("WASAGA_TEST_COMPONENTS", &components);
+    // The broker tests start their own tansu and Azurite (random ports, killed and
+    // restarted by the fault tests) from these binaries, and use the machine's RabbitMQ.
+    cmd.args(["test", "--workspace"])
+        .env("WASAGA_TEST_COMPONENTS", &components)
+        .env("WASAGA_TANSU_BIN", &tools.tansu)
+        .env("WASAGA_AZURITE_BIN", &tools.azurite);
     if let Some(filter) = &args.filter {
         cmd.args(["--", filter]);
     }

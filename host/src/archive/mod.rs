@@ -1,6 +1,7 @@
 //! The archive: immutable, create-only objects in blob storage. Names are derived from
 //! event ids, so a retried write finds its object already there and succeeds.
 
+mod azure;
 mod object;
 
 pub use object::ObjectArchive;

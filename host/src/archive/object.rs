@@ -1,11 +1,20 @@
-//! [`Archive`] over `object_store`: a local folder (`file://`) or memory (`memory://`).
+//! [`Archive`] over `object_store`: a local folder (`file://`), memory (`memory://`),
+//! Azure Blob (`az://container[/prefix]`) or S3 (`s3://bucket[/prefix]`).
+//!
+//! Azure and S3 take object_store's `AZURE_*` / `AWS_*` variables, and options in the
+//! URL's query, which win (`az://archive?endpoint=…&account_name=…&access_key=…`).
 
+use super::azure::{ContainerAccess, ensure_container};
 use super::{Archive, ArchiveError};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::TryStreamExt;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::path::Path as ObjectPath;
+use object_store::prefix::PrefixStore;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use std::str::FromStr;
 use std::sync::Arc;
 
 /// An archive backed by any `object_store` implementation.
@@ -15,6 +24,8 @@ pub struct ObjectArchive {
     /// The local filesystem store refuses object attributes, so content types are kept
     /// only where the backend stores them.
     content_types: bool,
+    /// An Azure container to create at start, when the account key is known.
+    container: Option<ContainerAccess>,
 }
 
 impl ObjectArchive {
@@ -22,16 +33,89 @@ impl ObjectArchive {
     pub fn from_url(url: &str) -> Result<ObjectArchive, ArchiveError> {
         let unsupported = |reason: &str| ArchiveError::Url { url: url.to_owned(), reason: reason.to_owned() };
         if url.starts_with("memory://") {
-            return Ok(ObjectArchive { store: Arc::new(object_store::memory::InMemory::new()), content_types: true });
+            let store = Arc::new(object_store::memory::InMemory::new());
+            return Ok(ObjectArchive { store, content_types: true, container: None });
         }
         if let Some(dir) = url.strip_prefix("file://") {
             std::fs::create_dir_all(dir).map_err(|e| unsupported(&format!("cannot create {dir}: {e}")))?;
             let local =
                 object_store::local::LocalFileSystem::new_with_prefix(dir).map_err(|e| unsupported(&e.to_string()))?;
-            return Ok(ObjectArchive { store: Arc::new(local), content_types: false });
+            return Ok(ObjectArchive { store: Arc::new(local), content_types: false, container: None });
         }
-        Err(unsupported("expected file://<dir> or memory://"))
+        let parsed = url::Url::parse(url).map_err(|e| unsupported(&e.to_string()))?;
+        let bucket =
+            parsed.host_str().filter(|h| !h.is_empty()).ok_or_else(|| unsupported("no container or bucket"))?;
+        let prefix = parsed.path().trim_matches('/').to_owned();
+        let options: Vec<(String, String)> =
+            parsed.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+        let (store, container): (Arc<dyn ObjectStore>, _) = match parsed.scheme() {
+            "az" | "azure" => {
+                let mut builder = MicrosoftAzureBuilder::from_env().with_container_name(bucket);
+                for (key, value) in &options {
+                    let key = AzureConfigKey::from_str(key)
+                        .map_err(|_| unsupported(&format!("unknown Azure option {key:?}")))?;
+                    builder = builder.with_config(key, value);
+                }
+                let container = container_access(&builder, bucket);
+                (Arc::new(builder.build().map_err(|e| unsupported(&e.to_string()))?), container)
+            }
+            "s3" => {
+                let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+                for (key, value) in &options {
+                    let key = AmazonS3ConfigKey::from_str(key)
+                        .map_err(|_| unsupported(&format!("unknown S3 option {key:?}")))?;
+                    builder = builder.with_config(key, value);
+                }
+                (Arc::new(builder.build().map_err(|e| unsupported(&e.to_string()))?), None)
+            }
+            _ => return Err(unsupported("expected file://<dir>, memory://, az://<container> or s3://<bucket>")),
+        };
+        let store: Arc<dyn ObjectStore> =
+            if prefix.is_empty() { store } else { Arc::new(PrefixStore::new(store, prefix.as_str())) };
+        Ok(ObjectArchive { store, content_types: true, container })
     }
+
+    /// Create the Azure container if it is missing, retrying until the service answers
+    /// (writes fail, and are retried, until then).
+    pub async fn prepare(&self) {
+        let Some(access) = &self.container else {
+            return;
+        };
+        let mut wait = std::time::Duration::from_millis(100);
+        loop {
+            match ensure_container(access).await {
+                Ok(()) => return,
+                Err(error) => {
+                    tracing::warn!(container = %access.container, %error, "cannot create the archive container yet");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(std::time::Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}
+
+/// What creating `container` takes, if the configuration has an account key.
+fn container_access(builder: &MicrosoftAzureBuilder, container: &str) -> Option<ContainerAccess> {
+    const EMULATOR_ACCOUNT: &str = "devstoreaccount1";
+    const EMULATOR_KEY: &str =
+        "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+    let emulator = builder.get_config_value(&AzureConfigKey::UseEmulator).is_some_and(|v| v == "true");
+    let account = builder
+        .get_config_value(&AzureConfigKey::AccountName)
+        .or_else(|| emulator.then(|| EMULATOR_ACCOUNT.to_owned()))?;
+    let key =
+        builder.get_config_value(&AzureConfigKey::AccessKey).or_else(|| emulator.then(|| EMULATOR_KEY.to_owned()))?;
+    let endpoint = match builder.get_config_value(&AzureConfigKey::Endpoint) {
+        Some(endpoint) if !emulator => endpoint,
+        _ if emulator => {
+            let base =
+                std::env::var("AZURITE_BLOB_STORAGE_URL").unwrap_or_else(|_| "http://127.0.0.1:10000".to_owned());
+            format!("{}/{account}", base.trim_end_matches('/'))
+        }
+        _ => format!("https://{account}.blob.core.windows.net"),
+    };
+    Some(ContainerAccess { endpoint, account, key, container: container.to_owned() })
 }
 
 fn object_path(name: &str) -> Result<ObjectPath, ArchiveError> {

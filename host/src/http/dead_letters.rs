@@ -5,6 +5,7 @@ use super::AppState;
 use super::problem::ApiError;
 use crate::saga::wire;
 use crate::store::DeadLetterRow;
+use crate::transport::TransportError;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -62,7 +63,12 @@ pub async fn replay(State(state): State<AppState>, Path(id): Path<String>) -> Re
     };
     let event =
         wire::decode(&row.event).map_err(|e| ApiError::Internal(format!("dead letter {id} is unreadable: {e}")))?;
-    state.saga.transport.redeliver(&row.consumer, &event).await.map_err(|e| ApiError::Internal(e.to_string()))?;
+    // The source the consumer reads: the transport, or the stream for an observer.
+    let source = state.saga.source_for(&row.consumer);
+    source.redeliver(&row.consumer, &event).await.map_err(|e| match e {
+        TransportError::Unavailable { .. } => ApiError::Unavailable(format!("cannot replay now: {e}")),
+        _ => ApiError::Internal(e.to_string()),
+    })?;
     store.take_dead_letter(&id).await?;
     Ok((StatusCode::ACCEPTED, Json(view(row))).into_response())
 }

@@ -2,6 +2,7 @@
 
 use super::AppState;
 use super::problem::ApiError;
+use crate::store::Channel;
 use axum::Json;
 use axum::extract::State;
 use axum::http::header;
@@ -20,11 +21,26 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
         return Err(ApiError::Unavailable(format!("steps not loaded: {}", missing.join(", "))));
     }
     for store in state.saga.stores.all() {
-        if let Err(error) = store.outbox_lag().await {
+        if let Err(error) = store.outbox_lag(Channel::Transport).await {
             return Err(ApiError::Unavailable(format!("a {} store does not answer: {error}", store.backend())));
         }
     }
-    Ok(Json(json!({ "status": "ready", "steps": state.registry.snapshot().keys().collect::<Vec<_>>() })))
+    let transport = &state.saga.transport;
+    if let Some(reason) = transport.unavailable() {
+        return Err(ApiError::Unavailable(format!("the {} transport is unavailable: {reason}", transport.name())));
+    }
+    // The stream does not decide readiness: the saga runs while it is down, and it
+    // catches up when back. Its state is reported for operators.
+    let stream = state.saga.stream.as_ref().map(|stream| match stream.unavailable() {
+        None => json!({ "topic": stream.topic(), "status": "ok" }),
+        Some(reason) => json!({ "topic": stream.topic(), "status": "lagging", "reason": reason }),
+    });
+    Ok(Json(json!({
+        "status": "ready",
+        "steps": state.registry.snapshot().keys().collect::<Vec<_>>(),
+        "transport": transport.name(),
+        "stream": stream,
+    })))
 }
 
 /// Prometheus text format.

@@ -4,6 +4,7 @@
 //! tests outside the project; change them only by adding.
 
 mod admin;
+mod archive;
 pub mod body;
 mod dead_letters;
 mod health;
@@ -59,6 +60,7 @@ pub fn router(state: AppState) -> Router {
         .route("/dead-letters", get(dead_letters::list))
         .route("/dead-letters/{id}", axum::routing::delete(dead_letters::discard))
         .route("/dead-letters/{id}/replay", post(dead_letters::replay))
+        .route("/archive", get(archive::list))
         .route_layer(middleware::from_fn_with_state(state.clone(), admin::require_admin));
     let stock_admin = Router::new()
         .route("/api/stock/{sku}", axum::routing::put(stock::put))

@@ -4,7 +4,7 @@
 use super::bindings::{archive, log, provenance, state, types};
 use super::limits::CallLimiter;
 use super::state::StepState;
-use crate::archive::Archive;
+use crate::archive::{Archive, ArchiveError};
 use bytes::Bytes;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
@@ -108,7 +108,13 @@ impl archive::Host for StepStore {
         let Some(archive) = &self.archive else {
             return Ok(Err("no archive is configured for this host".to_owned()));
         };
-        Ok(archive.put_once(&name, Bytes::from(body), &content_type).await.map_err(|e| e.to_string()))
+        match archive.put_once(&name, Bytes::from(body), &content_type).await {
+            Ok(()) => Ok(Ok(())),
+            // Storage being down is the host's failure, not the step's: the call fails
+            // as a host error, retried without using up the step's attempts.
+            Err(error @ ArchiveError::Storage(_)) => Err(wasmtime::Error::new(error)),
+            Err(error) => Ok(Err(error.to_string())),
+        }
     }
 }
 

@@ -255,6 +255,9 @@ fn classify(runtime: &Runtime, store: &Store<StepStore>, error: wasmtime::Error)
     if let Some(state_error) = error.downcast_ref::<StateError>() {
         return CallError::Host(state_error.to_string());
     }
+    if let Some(archive_error) = error.downcast_ref::<crate::archive::ArchiveError>() {
+        return CallError::Host(archive_error.to_string());
+    }
     if store.data().limiter.memory_limit_hit {
         return CallError::MemoryLimit { mib: runtime.config.memory_mib };
     }

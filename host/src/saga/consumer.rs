@@ -5,7 +5,7 @@ use super::state::BatchState;
 use super::{SagaContext, new_event_id, now_ms, retry, wire};
 use crate::runtime::{CallError, CallInput, LoadedStep, Origin};
 use crate::store::{BatchCommit, DeadLetterRow, StoredEvent};
-use crate::transport::{Delivery, Settlement};
+use crate::transport::{Delivery, Settlement, Transport};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,15 +31,16 @@ pub async fn run_step_consumer(ctx: Arc<SagaContext>, step: String, mut stopped:
             break;
         }
         let max = if one_at_a_time > 0 { 1 } else { ctx.config.batch_size };
+        let source = ctx.source_for(&step);
         let deliveries = tokio::select! {
             _ = stopped.changed() => break,
-            received = ctx.transport.receive(&step, max, RECEIVE_WAIT) => received,
+            received = source.receive(&step, max, RECEIVE_WAIT) => received,
         };
         let deliveries = match deliveries {
             Ok(deliveries) if deliveries.is_empty() => continue,
             Ok(deliveries) => deliveries,
             Err(error) => {
-                tracing::warn!(%step, %error, "receiving failed; retrying");
+                tracing::warn!(%step, source = source.name(), %error, "receiving failed; retrying");
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
@@ -47,7 +48,7 @@ pub async fn run_step_consumer(ctx: Arc<SagaContext>, step: String, mut stopped:
         // The batch is finished even when shutdown is asked for meanwhile: nothing half-done.
         let single = (deliveries.len() == 1).then(|| deliveries[0].clone());
         let count = deliveries.len();
-        match handle_batch(&ctx, &step, deliveries).await {
+        match handle_batch(&ctx, &*source, &step, deliveries).await {
             Ok(()) => {
                 one_at_a_time = one_at_a_time.saturating_sub(1);
                 if let Some(delivery) = &single {
@@ -64,7 +65,7 @@ pub async fn run_step_consumer(ctx: Arc<SagaContext>, step: String, mut stopped:
                         if *n >= COMMIT_STRIKES {
                             strikes.remove(&delivery.event.id);
                             let reason = format!("the store refused this event's changes: {error}");
-                            if let Err(error) = give_up(&ctx, &step, delivery, &reason).await {
+                            if let Err(error) = give_up(&ctx, &*source, &step, delivery, &reason).await {
                                 tracing::error!(%step, %error, "cannot dead-letter an event the store refuses");
                             }
                         }
@@ -80,6 +81,7 @@ pub async fn run_step_consumer(ctx: Arc<SagaContext>, step: String, mut stopped:
 /// Dead-letter a delivery without running the step (its changes cannot be stored).
 async fn give_up(
     ctx: &SagaContext,
+    source: &dyn Transport,
     step_name: &str,
     delivery: Delivery,
     reason: &str,
@@ -88,7 +90,8 @@ async fn give_up(
     let mut commit = BatchCommit { consumer: step_name.to_owned(), ..BatchCommit::default() };
     dead_letter(&mut commit, step_name, &version, &delivery, reason);
     ctx.stores.for_consumer(step_name).commit_batch(&commit).await?;
-    ctx.transport.settle(step_name, vec![Settlement::Ack(delivery)]).await?;
+    let error = reason.to_owned();
+    source.settle(step_name, vec![Settlement::DeadLetter { delivery, error }]).await?;
     ctx.relay.notify();
     Ok(())
 }
@@ -96,6 +99,7 @@ async fn give_up(
 /// Apply the processing rule to a batch.
 async fn handle_batch(
     ctx: &SagaContext,
+    source: &dyn Transport,
     step_name: &str,
     deliveries: Vec<Delivery>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -129,7 +133,7 @@ async fn handle_batch(
     commit.state = state.take();
     let wrote_events = !commit.outbox.is_empty();
     store.commit_batch(&commit).await?;
-    ctx.transport.settle(step_name, settlements).await?;
+    source.settle(step_name, settlements).await?;
     if wrote_events {
         ctx.relay.notify();
     }
@@ -188,8 +192,9 @@ async fn handle_one(
         Err(error) => {
             tracing::warn!(%error, "step gave up; dead-lettering the event");
             metrics::counter!("wasaga_dead_letters_total", "step" => step.name.to_string()).increment(1);
-            dead_letter(commit, &step.name, &step.digest, &delivery, &error.to_string());
-            Settlement::Ack(delivery)
+            let error = error.to_string();
+            dead_letter(commit, &step.name, &step.digest, &delivery, &error);
+            Settlement::DeadLetter { delivery, error }
         }
     }
 }

@@ -17,7 +17,8 @@ use crate::archive::Archive;
 use crate::outbox::Relay;
 use crate::registry::StepRegistry;
 use crate::runtime::StepExecutor;
-use crate::store::{Store, StoredEvent, Stores};
+use crate::store::{Channel, Store, StoredEvent, Stores};
+use crate::stream::EventStream;
 use crate::transport::Transport;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -66,6 +67,9 @@ impl Default for SagaConfig {
 pub struct SagaContext {
     pub stores: Arc<Stores>,
     pub transport: Arc<dyn Transport>,
+    /// The event stream, when one is configured: observers (steps subscribed to `*`)
+    /// consume it instead of the transport.
+    pub stream: Option<Arc<dyn EventStream>>,
     pub registry: Arc<StepRegistry>,
     pub archive: Arc<dyn Archive>,
     pub config: SagaConfig,
@@ -78,6 +82,20 @@ impl SagaContext {
     /// The store holding the orders.
     pub fn host_store(&self) -> &Arc<dyn Store> {
         self.stores.host()
+    }
+
+    /// Whether `step` consumes the stream rather than the transport.
+    pub fn reads_stream(&self, step: &str) -> bool {
+        self.stream.is_some()
+            && self.registry.current(step).is_some_and(|s| s.subscribes.iter().any(|kind| kind == "*"))
+    }
+
+    /// Where `consumer` receives its deliveries.
+    pub fn source_for(&self, consumer: &str) -> Arc<dyn Transport> {
+        match &self.stream {
+            Some(stream) if self.reads_stream(consumer) => stream.clone(),
+            _ => self.transport.clone(),
+        }
     }
 
     /// An event emitted by the host itself.
@@ -103,11 +121,16 @@ pub struct Saga {
 impl Saga {
     /// Start the relay, the host consumer, and a consumer for every step, including
     /// steps added later.
-    pub fn start(ctx: Arc<SagaContext>) -> Saga {
+    pub async fn start(ctx: Arc<SagaContext>) -> Saga {
+        // Queues are bound before anything is relayed, or a broker would drop the events.
+        declare_steps(&ctx).await;
         let (shutdown, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();
         for store in ctx.stores.all() {
-            tasks.spawn(ctx.relay.clone().run(ctx.clone(), store.clone(), stopped.clone()));
+            tasks.spawn(ctx.relay.clone().run(ctx.clone(), store.clone(), Channel::Transport, stopped.clone()));
+            if ctx.stream.is_some() {
+                tasks.spawn(ctx.relay.clone().run(ctx.clone(), store.clone(), Channel::Stream, stopped.clone()));
+            }
         }
         tasks.spawn(orders::run_host_consumer(ctx.clone(), stopped.clone()));
         tasks.spawn(supervise_steps(ctx, stopped));
@@ -121,6 +144,23 @@ impl Saga {
     }
 }
 
+/// Bind every consumer to the kinds it receives on the transport: the host to its own,
+/// each step to its manifest's (none for a step that reads the stream). Done before any
+/// event is relayed, and again whenever a step is added or swapped.
+pub async fn declare_steps(ctx: &SagaContext) {
+    let host_kinds: Vec<String> = orders::HOST_KINDS.iter().map(|k| (*k).to_owned()).collect();
+    let mut wanted = vec![(HOST_CONSUMER.to_owned(), host_kinds)];
+    for (name, step) in ctx.registry.snapshot().iter() {
+        let kinds = if ctx.reads_stream(name) { Vec::new() } else { step.current.subscribes.clone() };
+        wanted.push((name.clone(), kinds));
+    }
+    for (consumer, kinds) in wanted {
+        if let Err(error) = ctx.transport.declare(&consumer, &kinds).await {
+            tracing::warn!(%consumer, %error, "cannot bind the consumer yet; it is bound on reconnecting");
+        }
+    }
+}
+
 /// Start a consumer for each step in the registry, now and whenever one is added.
 async fn supervise_steps(ctx: Arc<SagaContext>, mut stopped: watch::Receiver<bool>) {
     let mut running: HashSet<String> = HashSet::new();
@@ -128,6 +168,7 @@ async fn supervise_steps(ctx: Arc<SagaContext>, mut stopped: watch::Receiver<boo
     let mut changes = ctx.registry.watch();
     loop {
         changes.borrow_and_update();
+        declare_steps(&ctx).await;
         for name in ctx.registry.snapshot().keys() {
             if running.insert(name.clone()) {
                 consumers.spawn(consumer::run_step_consumer(ctx.clone(), name.clone(), stopped.clone()));

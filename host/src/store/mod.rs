@@ -159,6 +159,25 @@ pub struct BatchCommit {
     pub dead_letters: Vec<DeadLetterRow>,
 }
 
+/// Where a relay sends outbox rows; each keeps its own cursor in the outbox, so one
+/// being down never holds up the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Channel {
+    /// The saga's transport (embedded or RabbitMQ).
+    Transport,
+    /// The event stream (Kafka), when one is configured.
+    Stream,
+}
+
+impl Channel {
+    pub fn name(self) -> &'static str {
+        match self {
+            Channel::Transport => "transport",
+            Channel::Stream => "stream",
+        }
+    }
+}
+
 /// Outbox rows not yet relayed.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct OutboxLag {
@@ -193,10 +212,10 @@ pub trait Store: Send + Sync {
     async fn emit(&self, event: &StoredEvent) -> Result<(), StoreError>;
     async fn stock(&self, sku: &str) -> Result<Option<StockRow>, StoreError>;
 
-    /// Outbox rows not yet relayed, oldest first.
-    async fn unrelayed(&self, limit: u32) -> Result<Vec<(i64, StoredEvent)>, StoreError>;
-    async fn mark_relayed(&self, seqs: &[i64], now_ms: i64) -> Result<(), StoreError>;
-    async fn outbox_lag(&self) -> Result<OutboxLag, StoreError>;
+    /// Outbox rows not yet relayed to `channel`, oldest first.
+    async fn unrelayed(&self, channel: Channel, limit: u32) -> Result<Vec<(i64, StoredEvent)>, StoreError>;
+    async fn mark_relayed(&self, channel: Channel, seqs: &[i64], now_ms: i64) -> Result<(), StoreError>;
+    async fn outbox_lag(&self, channel: Channel) -> Result<OutboxLag, StoreError>;
 
     /// Queue `(consumer, event id, wire JSON)` deliveries; one already queued is kept.
     async fn enqueue(&self, deliveries: &[(String, String, String)], now_ms: i64) -> Result<(), StoreError>;

@@ -41,6 +41,11 @@ pub mod sql {
     pub const MARK_RELAYED: &str = "UPDATE outbox SET relayed_at_ms = @P1 \
         WHERE seq IN (SELECT CAST(value AS BIGINT) FROM OPENJSON(@P2))";
     pub const OUTBOX_LAG: &str = "SELECT COUNT_BIG(*), MIN(occurred_at_ms) FROM outbox WHERE relayed_at_ms IS NULL";
+    pub const SELECT_UNSTREAMED: &str = "SELECT TOP (@P1) seq, event_id, kind, order_id, payload, step, \
+        step_version, occurred_at_ms FROM outbox WITH (READPAST) WHERE streamed_at_ms IS NULL ORDER BY seq";
+    pub const MARK_STREAMED: &str = "UPDATE outbox SET streamed_at_ms = @P1 \
+        WHERE seq IN (SELECT CAST(value AS BIGINT) FROM OPENJSON(@P2))";
+    pub const STREAM_LAG: &str = "SELECT COUNT_BIG(*), MIN(occurred_at_ms) FROM outbox WHERE streamed_at_ms IS NULL";
     pub const ENQUEUE: &str = "INSERT INTO deliveries (consumer, event_id, event, due_at_ms) \
         SELECT @P1, @P2, @P3, @P4 WHERE NOT EXISTS \
         (SELECT 1 FROM deliveries WITH (UPDLOCK, HOLDLOCK) WHERE consumer = @P1 AND event_id = @P2)";
@@ -103,6 +108,9 @@ pub mod sql {
         SELECT_UNRELAYED,
         MARK_RELAYED,
         OUTBOX_LAG,
+        SELECT_UNSTREAMED,
+        MARK_STREAMED,
+        STREAM_LAG,
         ENQUEUE,
         SELECT_DUE,
         NEXT_DUE,
@@ -130,11 +138,18 @@ pub mod sql {
 }
 
 /// The migrations of `migrations/mssql`, in order: (version, description, T-SQL).
-pub const MIGRATIONS: [(i64, &str, &str); 1] = [(
-    20261126000000,
-    "create_saga_tables",
-    include_str!("../../../migrations/mssql/20261126000000_create_saga_tables.sql"),
-)];
+pub const MIGRATIONS: [(i64, &str, &str); 2] = [
+    (
+        20261126000000,
+        "create_saga_tables",
+        include_str!("../../../migrations/mssql/20261126000000_create_saga_tables.sql"),
+    ),
+    (
+        20261126120000,
+        "add_stream_cursor",
+        include_str!("../../../migrations/mssql/20261126120000_add_stream_cursor.sql"),
+    ),
+];
 
 type Connection = Client<Compat<TcpStream>>;
 
@@ -464,9 +479,13 @@ impl Store for MssqlStore {
             .transpose()
     }
 
-    async fn unrelayed(&self, limit: u32) -> Result<Vec<(i64, StoredEvent)>, StoreError> {
+    async fn unrelayed(&self, channel: Channel, limit: u32) -> Result<Vec<(i64, StoredEvent)>, StoreError> {
         let limit = i64::from(limit);
-        let found = rows(&mut *self.conn().await?, sql::SELECT_UNRELAYED, &[&limit]).await?;
+        let statement = match channel {
+            Channel::Transport => sql::SELECT_UNRELAYED,
+            Channel::Stream => sql::SELECT_UNSTREAMED,
+        };
+        let found = rows(&mut *self.conn().await?, statement, &[&limit]).await?;
         found
             .iter()
             .map(|r| {
@@ -486,15 +505,23 @@ impl Store for MssqlStore {
             .collect()
     }
 
-    async fn mark_relayed(&self, seqs: &[i64], now_ms: i64) -> Result<(), StoreError> {
+    async fn mark_relayed(&self, channel: Channel, seqs: &[i64], now_ms: i64) -> Result<(), StoreError> {
         if seqs.is_empty() {
             return Ok(());
         }
-        exec(&mut *self.conn().await?, sql::MARK_RELAYED, &[&now_ms, &json_list(seqs)]).await.map(|_| ())
+        let statement = match channel {
+            Channel::Transport => sql::MARK_RELAYED,
+            Channel::Stream => sql::MARK_STREAMED,
+        };
+        exec(&mut *self.conn().await?, statement, &[&now_ms, &json_list(seqs)]).await.map(|_| ())
     }
 
-    async fn outbox_lag(&self) -> Result<OutboxLag, StoreError> {
-        let found = rows(&mut *self.conn().await?, sql::OUTBOX_LAG, &[]).await?;
+    async fn outbox_lag(&self, channel: Channel) -> Result<OutboxLag, StoreError> {
+        let statement = match channel {
+            Channel::Transport => sql::OUTBOX_LAG,
+            Channel::Stream => sql::STREAM_LAG,
+        };
+        let found = rows(&mut *self.conn().await?, statement, &[]).await?;
         let row = found.first().ok_or_else(|| StoreError::Query("no row".into()))?;
         Ok(OutboxLag { pending: int(row, 0)?, oldest_at_ms: opt_int(row, 1)? })
     }
@@ -662,7 +689,7 @@ mod tests {
         for (version, description, script) in MIGRATIONS {
             let statements =
                 Parser::parse_sql(&MsSqlDialect {}, script).unwrap_or_else(|e| panic!("{version}_{description}: {e}"));
-            assert!(statements.len() >= 10, "{version}_{description}: {} statements", statements.len());
+            assert!(!statements.is_empty(), "{version}_{description}: no statements");
         }
     }
 

@@ -300,12 +300,20 @@ macro_rules! sql_store {
                 .map_err(|e: sqlx::Error| e.into())
             }
 
-            async fn unrelayed(&self, limit: u32) -> Result<Vec<(i64, StoredEvent)>, StoreError> {
-                let rows = sqlx::query(concat!(
-                    "SELECT seq, ",
-                    event_columns!(),
-                    " FROM outbox WHERE relayed_at_ms IS NULL ORDER BY seq LIMIT $1"
-                ))
+            async fn unrelayed(&self, channel: Channel, limit: u32) -> Result<Vec<(i64, StoredEvent)>, StoreError> {
+                let statement = match channel {
+                    Channel::Transport => concat!(
+                        "SELECT seq, ",
+                        event_columns!(),
+                        " FROM outbox WHERE relayed_at_ms IS NULL ORDER BY seq LIMIT $1"
+                    ),
+                    Channel::Stream => concat!(
+                        "SELECT seq, ",
+                        event_columns!(),
+                        " FROM outbox WHERE streamed_at_ms IS NULL ORDER BY seq LIMIT $1"
+                    ),
+                };
+                let rows = sqlx::query(statement)
                 .bind(i64::from(limit))
                 .fetch_all(&self.reader)
                 .await?;
@@ -328,11 +336,14 @@ macro_rules! sql_store {
                     .map_err(Into::into)
             }
 
-            async fn mark_relayed(&self, seqs: &[i64], now_ms: i64) -> Result<(), StoreError> {
+            async fn mark_relayed(&self, channel: Channel, seqs: &[i64], now_ms: i64) -> Result<(), StoreError> {
                 if seqs.is_empty() {
                     return Ok(());
                 }
-                let mut query = QueryBuilder::<$db>::new("UPDATE outbox SET relayed_at_ms = ");
+                let mut query = QueryBuilder::<$db>::new(match channel {
+                    Channel::Transport => "UPDATE outbox SET relayed_at_ms = ",
+                    Channel::Stream => "UPDATE outbox SET streamed_at_ms = ",
+                });
                 query.push_bind(now_ms).push(" WHERE seq IN (");
                 let mut list = query.separated(", ");
                 for seq in seqs {
@@ -343,8 +354,12 @@ macro_rules! sql_store {
                 Ok(())
             }
 
-            async fn outbox_lag(&self) -> Result<OutboxLag, StoreError> {
-                let row = sqlx::query("SELECT COUNT(*), MIN(occurred_at_ms) FROM outbox WHERE relayed_at_ms IS NULL")
+            async fn outbox_lag(&self, channel: Channel) -> Result<OutboxLag, StoreError> {
+                let statement = match channel {
+                    Channel::Transport => "SELECT COUNT(*), MIN(occurred_at_ms) FROM outbox WHERE relayed_at_ms IS NULL",
+                    Channel::Stream => "SELECT COUNT(*), MIN(occurred_at_ms) FROM outbox WHERE streamed_at_ms IS NULL",
+                };
+                let row = sqlx::query(statement)
                     .fetch_one(&self.reader)
                     .await?;
                 Ok(OutboxLag { pending: row.try_get(0)?, oldest_at_ms: row.try_get(1)? })

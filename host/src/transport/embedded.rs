@@ -35,6 +35,15 @@ impl EmbeddedTransport {
 
 #[async_trait]
 impl Transport for EmbeddedTransport {
+    fn name(&self) -> &'static str {
+        "embedded"
+    }
+
+    /// Routes are looked up at publish time, so there is nothing to declare.
+    async fn declare(&self, _consumer: &str, _kinds: &[String]) -> Result<(), TransportError> {
+        Ok(())
+    }
+
     async fn publish(&self, events: &[StoredEvent]) -> Result<(), TransportError> {
         let mut rows = Vec::new();
         for event in events {
@@ -112,7 +121,7 @@ impl Transport for EmbeddedTransport {
         let now = now_ms();
         for settlement in settlements {
             match settlement {
-                Settlement::Ack(delivery) => acked.push(delivery.tag),
+                Settlement::Ack(delivery) | Settlement::DeadLetter { delivery, .. } => acked.push(delivery.tag),
                 Settlement::Retry { delivery, delay, error, counted } => {
                     let due = now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
                     retries.push((delivery.tag, due, error, counted));

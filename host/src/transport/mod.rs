@@ -2,11 +2,13 @@
 //! host's own order logic) and redelivers what a consumer could not handle yet.
 //!
 //! **Architecture Invariant:** the saga names only [`Transport`]; `embedded` (durable
-//! through the store) is the default.
+//! through the store) is the default, RabbitMQ is chosen by an `amqp://` URL.
 
 mod embedded;
+mod rabbitmq;
 
-pub use embedded::EmbeddedTransport;
+pub use embedded::{EmbeddedTransport, Routes};
+pub use rabbitmq::{RabbitSettings, RabbitTransport};
 
 use crate::store::{StoreError, StoredEvent};
 use async_trait::async_trait;
@@ -16,8 +18,14 @@ use std::time::Duration;
 pub enum TransportError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("transport URL {0:?} is not supported: use `embedded`")]
+    #[error("transport URL {0:?} is not supported: use `embedded` or `amqp://…`")]
     Unsupported(String),
+    /// The broker cannot be reached right now; the caller tries again later.
+    #[error("{broker} is unavailable: {reason}")]
+    Unavailable { broker: &'static str, reason: String },
+    /// The broker refused a message (a publisher-confirm nack).
+    #[error("{broker} refused a message: {reason}")]
+    Refused { broker: &'static str, reason: String },
 }
 
 /// One message for one consumer.
@@ -33,15 +41,27 @@ pub struct Delivery {
 /// How a consumer is done with a delivery.
 #[derive(Debug, Clone)]
 pub enum Settlement {
-    /// Handled (or a duplicate, or dead-lettered by the consumer): remove it.
+    /// Handled (or a duplicate): remove it.
     Ack(Delivery),
     /// Deliver again after `delay`; `counted` is false when the host, not the step,
     /// failed (a store error), so the attempt does not count against the step.
     Retry { delivery: Delivery, delay: Duration, error: String, counted: bool },
+    /// Given up on: the consumer's store already holds the dead letter; a broker may
+    /// also keep a copy where operators look for one.
+    DeadLetter { delivery: Delivery, error: String },
 }
 
 #[async_trait]
 pub trait Transport: Send + Sync {
+    /// Short name for logs and readiness messages.
+    fn name(&self) -> &'static str;
+    /// Why the transport cannot carry messages right now, if it cannot.
+    fn unavailable(&self) -> Option<String> {
+        None
+    }
+    /// Make sure `consumer` receives the events of `kinds` (`*` for every kind) from now
+    /// on, and no other kinds. Called again when a step's subscriptions change.
+    async fn declare(&self, consumer: &str, kinds: &[String]) -> Result<(), TransportError>;
     /// Route events to every consumer subscribed to their kinds.
     async fn publish(&self, events: &[StoredEvent]) -> Result<(), TransportError>;
     /// Up to `max` deliveries due for `consumer`, waiting up to `wait` for the first.
@@ -50,4 +70,12 @@ pub trait Transport: Send + Sync {
     async fn settle(&self, consumer: &str, settlements: Vec<Settlement>) -> Result<(), TransportError>;
     /// Deliver `event` to `consumer` again with a fresh attempt count (dead-letter replay).
     async fn redeliver(&self, consumer: &str, event: &StoredEvent) -> Result<(), TransportError>;
+}
+
+/// Whether subscriptions `patterns` (kinds, or prefixes ending in `*`) take `kind`.
+pub fn subscribed(patterns: &[String], kind: &str) -> bool {
+    patterns.iter().any(|pattern| match pattern.strip_suffix('*') {
+        Some(prefix) => kind.starts_with(prefix),
+        None => pattern == kind,
+    })
 }

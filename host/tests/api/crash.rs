@@ -22,9 +22,25 @@ impl Server {
         Server::start_with(dir, store_url, None, token)
     }
 
+    /// Start `wasaga serve` with extra environment (the brokers to use).
+    pub(crate) fn start_env(dir: &Path, store_url: Option<&str>, token: &str, env: &[(&str, String)]) -> Server {
+        Server::spawn(dir, store_url, None, token, env)
+    }
+
     /// Start `wasaga serve`, with a settings file if given.
     pub(crate) fn start_with(dir: &Path, store_url: Option<&str>, config: Option<&Path>, token: &str) -> Server {
+        Server::spawn(dir, store_url, config, token, &[])
+    }
+
+    fn spawn(
+        dir: &Path,
+        store_url: Option<&str>,
+        config: Option<&Path>,
+        token: &str,
+        env: &[(&str, String)],
+    ) -> Server {
         let mut command = Command::new(env!("CARGO_BIN_EXE_wasaga"));
+        command.envs(env.iter().map(|(k, v)| (k, v)));
         command.arg("serve");
         if let Some(config) = config {
             command.arg("--config").arg(config);

@@ -2,6 +2,7 @@
 //! loaded into the real runtime, and a real server on a random port.
 
 mod admin;
+mod brokers;
 mod cache;
 mod crash;
 mod helpers;

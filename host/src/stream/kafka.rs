@@ -1,0 +1,360 @@
+//! The Kafka stream (rdkafka): an idempotent producer with `acks=all` writes each event
+//! to one topic, keyed by order id (so an order's events stay in order on one
+//! partition), with the kind in a `kind` header. Each consumer is a consumer group that
+//! commits an offset only once every message before it in its partition is settled,
+//! that is, after its store committed (and its archive writes succeeded). A rebalance or
+//! a restart therefore redelivers, and the inbox absorbs what was already handled.
+//!
+//! Retries do not reorder the partition's commit: a message to retry waits in memory
+//! (its offset stays uncommitted) while later messages go on; after a restart it simply
+//! comes again.
+
+use super::EventStream;
+use crate::saga::wire;
+use crate::store::StoredEvent;
+use crate::transport::{Delivery, Settlement, Transport, TransportError};
+use async_trait::async_trait;
+use futures::FutureExt;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+const BROKER: &str = "Kafka";
+/// Partitions of a topic the stream creates.
+const PARTITIONS: i32 = 4;
+
+/// How to reach the brokers and name things there.
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    /// Bootstrap servers, `host:port[,host:port…]`.
+    pub brokers: String,
+    /// The topic; `wasaga.events` by default.
+    pub topic: String,
+    /// Prefix of consumer group ids.
+    pub namespace: String,
+}
+
+/// Offsets handed out and not yet settled, per partition, and the next offset to read.
+#[derive(Default)]
+struct Book {
+    pending: BTreeMap<i32, BTreeSet<i64>>,
+    next: BTreeMap<i32, i64>,
+    /// Our delivery tag → (partition, offset).
+    tags: HashMap<i64, (i32, i64)>,
+    /// Deliveries to hand out again, when due.
+    retries: Vec<(Instant, Delivery)>,
+}
+
+impl Book {
+    fn take(&mut self, partition: i32, offset: i64, tag: i64) {
+        self.pending.entry(partition).or_default().insert(offset);
+        let next = self.next.entry(partition).or_insert(offset + 1);
+        *next = (*next).max(offset + 1);
+        self.tags.insert(tag, (partition, offset));
+    }
+
+    /// Settle `tag`; the partition's committable offset, if it moved.
+    fn settle(&mut self, tag: i64) -> Option<(i32, i64)> {
+        let (partition, offset) = self.tags.remove(&tag)?;
+        // The same offset may be out twice after a rebalance: keep it pending while so.
+        if self.tags.values().any(|&(p, o)| p == partition && o == offset) {
+            return None;
+        }
+        let pending = self.pending.entry(partition).or_default();
+        pending.remove(&offset);
+        let committable = pending.first().copied().or_else(|| self.next.get(&partition).copied())?;
+        Some((partition, committable))
+    }
+}
+
+struct GroupConsumer {
+    consumer: StreamConsumer,
+    book: Mutex<Book>,
+}
+
+/// The Kafka stream.
+pub struct KafkaStream {
+    settings: KafkaSettings,
+    producer: FutureProducer,
+    topic_ready: AtomicBool,
+    groups: Mutex<HashMap<String, Arc<GroupConsumer>>>,
+    next_tag: AtomicI64,
+    last_error: Mutex<Option<String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn unavailable(error: impl std::fmt::Display) -> TransportError {
+    TransportError::Unavailable { broker: BROKER, reason: error.to_string() }
+}
+
+impl KafkaStream {
+    /// A stream over `settings.brokers`; nothing is contacted until first used.
+    pub fn new(settings: KafkaSettings) -> Result<Arc<KafkaStream>, TransportError> {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &settings.brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            // A relay round gives up after this and tries again; rows stay in the outbox.
+            .set("message.timeout.ms", "10000")
+            .set("log_level", "3")
+            .create()
+            .map_err(|e| TransportError::Unsupported(format!("Kafka brokers {:?}: {e}", settings.brokers)))?;
+        Ok(Arc::new(KafkaStream {
+            settings,
+            producer,
+            topic_ready: AtomicBool::new(false),
+            groups: Mutex::new(HashMap::new()),
+            next_tag: AtomicI64::new(1),
+            last_error: Mutex::new(None),
+        }))
+    }
+
+    fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.settings.brokers).set("log_level", "3");
+        config
+    }
+
+    /// Create the topic with several partitions unless it exists.
+    async fn ensure_topic(&self) -> Result<(), TransportError> {
+        if self.topic_ready.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let admin: AdminClient<DefaultClientContext> = self.client_config().create().map_err(unavailable)?;
+        let topic = NewTopic::new(&self.settings.topic, PARTITIONS, TopicReplication::Fixed(1));
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let results = admin.create_topics([&topic], &options).await.map_err(|e| self.failed(e))?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => return Err(self.failed(format!("cannot create topic {topic}: {code}"))),
+            }
+        }
+        self.topic_ready.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    fn failed(&self, error: impl std::fmt::Display) -> TransportError {
+        let error = unavailable(error);
+        *lock(&self.last_error) = Some(error.to_string());
+        error
+    }
+
+    fn group(&self, consumer: &str) -> Result<Arc<GroupConsumer>, TransportError> {
+        if let Some(group) = lock(&self.groups).get(consumer) {
+            return Ok(group.clone());
+        }
+        let group_id = format!("{}.{consumer}", self.settings.namespace);
+        let kafka: StreamConsumer = self
+            .client_config()
+            .set("group.id", &group_id)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "10000")
+            .set("enable.partition.eof", "false")
+            .create()
+            .map_err(|e| self.failed(e))?;
+        kafka.subscribe(&[&self.settings.topic]).map_err(|e| self.failed(e))?;
+        let group = Arc::new(GroupConsumer { consumer: kafka, book: Mutex::new(Book::default()) });
+        lock(&self.groups).insert(consumer.to_owned(), group.clone());
+        tracing::info!(group = %group_id, topic = %self.settings.topic, "joined the consumer group");
+        Ok(group)
+    }
+
+    fn commit(&self, group: &GroupConsumer, offsets: BTreeMap<i32, i64>) {
+        if offsets.is_empty() {
+            return;
+        }
+        let mut list = TopicPartitionList::new();
+        for (partition, offset) in offsets {
+            if list.add_partition_offset(&self.settings.topic, partition, Offset::Offset(offset)).is_err() {
+                return;
+            }
+        }
+        // Asynchronous: a lost commit only means a redelivery, which the inbox absorbs.
+        if let Err(error) = group.consumer.commit(&list, CommitMode::Async) {
+            tracing::debug!(%error, "offset commit failed; the messages may come again");
+        }
+    }
+
+    fn delivery_of(&self, message: &rdkafka::message::BorrowedMessage<'_>) -> Result<StoredEvent, String> {
+        let payload = message.payload().ok_or("an empty message")?;
+        let text = std::str::from_utf8(payload).map_err(|e| e.to_string())?;
+        wire::decode(text).map_err(|e| e.to_string())
+    }
+}
+
+#[async_trait]
+impl Transport for KafkaStream {
+    fn name(&self) -> &'static str {
+        "kafka"
+    }
+
+    fn unavailable(&self) -> Option<String> {
+        lock(&self.last_error).clone()
+    }
+
+    /// A consumer group sees every event; joining happens at the first receive.
+    async fn declare(&self, _consumer: &str, _kinds: &[String]) -> Result<(), TransportError> {
+        Ok(())
+    }
+
+    async fn publish(&self, events: &[StoredEvent]) -> Result<(), TransportError> {
+        self.ensure_topic().await?;
+        let mut futures = Vec::with_capacity(events.len());
+        for event in events {
+            let body = wire::encode(event);
+            let headers = OwnedHeaders::new().insert(Header { key: "kind", value: Some(event.kind.as_str()) });
+            let record = FutureRecord::to(&self.settings.topic).key(&event.order_id).payload(&body).headers(headers);
+            match self.producer.send_result(record) {
+                Ok(future) => futures.push(future),
+                Err((error, _)) => return Err(self.failed(error)),
+            }
+        }
+        for delivered in futures::future::join_all(futures).await {
+            match delivered {
+                Ok(Ok(_)) => {}
+                Ok(Err((error, _))) => return Err(self.failed(error)),
+                Err(_) => return Err(self.failed("the producer was dropped")),
+            }
+        }
+        *lock(&self.last_error) = None;
+        Ok(())
+    }
+
+    async fn receive(&self, consumer: &str, max: u32, wait: Duration) -> Result<Vec<Delivery>, TransportError> {
+        if let Err(error) = self.ensure_topic().await {
+            tokio::time::sleep(wait).await;
+            return Err(error);
+        }
+        let group = self.group(consumer)?;
+        let mut deliveries = Vec::new();
+        {
+            let mut book = lock(&group.book);
+            let now = Instant::now();
+            let mut i = 0;
+            while i < book.retries.len() && deliveries.len() < max as usize {
+                if book.retries[i].0 <= now {
+                    deliveries.push(book.retries.swap_remove(i).1);
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        if !deliveries.is_empty() {
+            return Ok(deliveries);
+        }
+        let next_retry = lock(&group.book).retries.iter().map(|(due, _)| *due).min();
+        let deadline = next_retry.map_or(Instant::now() + wait, |due| due.min(Instant::now() + wait));
+        let mut committable = BTreeMap::new();
+        let first = match tokio::time::timeout_at(deadline, group.consumer.recv()).await {
+            Err(_) => return Ok(Vec::new()),
+            Ok(Err(error)) => return Err(self.failed(error)),
+            Ok(Ok(message)) => message,
+        };
+        let mut messages = vec![first];
+        while messages.len() < max as usize {
+            match group.consumer.recv().now_or_never() {
+                Some(Ok(message)) => messages.push(message),
+                _ => break,
+            }
+        }
+        let mut book = lock(&group.book);
+        for message in messages {
+            let tag = self.next_tag.fetch_add(1, Ordering::Relaxed);
+            book.take(message.partition(), message.offset(), tag);
+            match self.delivery_of(&message) {
+                Ok(event) => deliveries.push(Delivery { tag, event, attempt: 1 }),
+                Err(error) => {
+                    // Not an event of ours; skip it so the partition goes on.
+                    tracing::error!(partition = message.partition(), offset = message.offset(), %error,
+                        "skipping an unreadable message on the stream");
+                    if let Some((partition, offset)) = book.settle(tag) {
+                        committable.insert(partition, offset);
+                    }
+                }
+            }
+        }
+        drop(book);
+        self.commit(&group, committable);
+        Ok(deliveries)
+    }
+
+    async fn settle(&self, consumer: &str, settlements: Vec<Settlement>) -> Result<(), TransportError> {
+        let group = self.group(consumer)?;
+        let mut committable = BTreeMap::new();
+        {
+            let mut book = lock(&group.book);
+            for settlement in settlements {
+                match settlement {
+                    Settlement::Ack(delivery) | Settlement::DeadLetter { delivery, .. } => {
+                        if let Some((partition, offset)) = book.settle(delivery.tag) {
+                            committable.insert(partition, offset);
+                        }
+                    }
+                    Settlement::Retry { mut delivery, delay, counted, .. } => {
+                        if counted {
+                            delivery.attempt = delivery.attempt.saturating_add(1);
+                        }
+                        book.retries.push((Instant::now() + delay, delivery));
+                    }
+                }
+            }
+        }
+        self.commit(&group, committable);
+        Ok(())
+    }
+
+    /// A replayed dead letter goes on the stream again; other groups' inboxes skip it.
+    async fn redeliver(&self, _consumer: &str, event: &StoredEvent) -> Result<(), TransportError> {
+        self.publish(std::slice::from_ref(event)).await
+    }
+}
+
+impl EventStream for KafkaStream {
+    fn topic(&self) -> &str {
+        &self.settings.topic
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_commit_waits_for_the_oldest_unsettled_offset() {
+        let mut book = Book::default();
+        book.take(0, 10, 1);
+        book.take(0, 11, 2);
+        book.take(0, 12, 3);
+        book.take(1, 5, 4);
+        assert_eq!(book.settle(2), Some((0, 10)), "offset 10 is still out");
+        assert_eq!(book.settle(4), Some((1, 6)));
+        assert_eq!(book.settle(1), Some((0, 12)));
+        assert_eq!(book.settle(3), Some((0, 13)));
+        assert_eq!(book.settle(3), None, "settled twice");
+    }
+
+    #[test]
+    fn an_offset_out_twice_stays_pending_until_both_settle() {
+        let mut book = Book::default();
+        book.take(0, 7, 1);
+        book.take(0, 7, 2);
+        assert_eq!(book.settle(1), None);
+        assert_eq!(book.settle(2), Some((0, 8)));
+    }
+}

@@ -1,0 +1,638 @@
+//! The RabbitMQ transport (lapin).
+//!
+//! Topology, every name under the configured namespace `NS`:
+//! - `NS.saga`: a durable topic exchange; events are published with the kind as routing key.
+//! - `NS.<consumer>`: a durable (quorum) queue per consumer, bound to the kinds it
+//!   subscribes to (`*` binds `#`), re-bound when a hot swap changes them.
+//! - `NS.<consumer>.retry.<ms>ms`: delay queues, one per step of the backoff ladder; a
+//!   message waits there for the queue's TTL, then dead-letters back to `NS.<consumer>`.
+//! - `NS.<consumer>.dead`: a copy of every message the consumer gave up on, with the
+//!   error and attempt count in headers. The admin API reads the consumer's store, which
+//!   records the dead letter in the same transaction as the rest of the batch.
+//!
+//! Publishing uses publisher confirms: `publish` returns only when the broker has taken
+//! responsibility for every message, so the outbox row is marked relayed only then.
+//! Consumers ack manually, after their store committed. A lost connection is re-opened
+//! with backoff by a supervisor task, which declares the topology again before the
+//! transport reports itself ready; deliveries unacked at the loss come again, and the
+//! consumers' inboxes absorb them.
+
+use super::{Delivery, Settlement, Transport, TransportError, subscribed};
+use crate::saga::wire;
+use crate::store::StoredEvent;
+use async_trait::async_trait;
+use futures::{FutureExt, StreamExt};
+use lapin::message::Delivery as AmqpDelivery;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+const BROKER: &str = "RabbitMQ";
+/// Unacked messages a consumer may hold: several batches, so the next is on its way
+/// while one commits.
+const PREFETCH: u16 = 512;
+const ATTEMPT_HEADER: &str = "x-wasaga-attempt";
+const ERROR_HEADER: &str = "x-wasaga-error";
+const ATTEMPTS_HEADER: &str = "x-wasaga-attempts";
+const CONSUMER_HEADER: &str = "x-wasaga-consumer";
+
+/// How to reach the broker and name things there.
+#[derive(Debug, Clone)]
+pub struct RabbitSettings {
+    /// `amqp://user:pass@host:port/vhost`.
+    pub url: String,
+    /// Prefix of every exchange and queue name.
+    pub namespace: String,
+    /// The backoff ladder: the first retry delay, doubled up to `retry_cap`.
+    pub retry_base: Duration,
+    pub retry_cap: Duration,
+}
+
+impl RabbitSettings {
+    fn exchange(&self) -> String {
+        format!("{}.saga", self.namespace)
+    }
+
+    fn queue(&self, consumer: &str) -> String {
+        format!("{}.{consumer}", self.namespace)
+    }
+
+    fn dead_queue(&self, consumer: &str) -> String {
+        format!("{}.{consumer}.dead", self.namespace)
+    }
+
+    fn delay_queue(&self, consumer: &str, delay: Duration) -> String {
+        format!("{}.{consumer}.retry.{}ms", self.namespace, delay.as_millis())
+    }
+
+    /// The delays of the delay queues: base, 2×base, … up to the cap.
+    fn ladder(&self) -> Vec<Duration> {
+        let mut delays = Vec::new();
+        let mut delay = self.retry_base.max(Duration::from_millis(1));
+        while delay < self.retry_cap {
+            delays.push(delay);
+            delay = delay.saturating_mul(2);
+        }
+        delays.push(self.retry_cap);
+        delays
+    }
+
+    /// The longest ladder delay not above `wanted` (the shortest if all are).
+    fn rung(&self, wanted: Duration) -> Duration {
+        let ladder = self.ladder();
+        ladder.iter().rev().find(|d| **d <= wanted).copied().unwrap_or(ladder[0])
+    }
+
+    /// The URL without its password, for logs and errors.
+    fn redacted_url(&self) -> String {
+        match url::Url::parse(&self.url) {
+            Ok(mut url) => {
+                if url.password().is_some() {
+                    let _ = url.set_password(Some("***"));
+                }
+                url.to_string()
+            }
+            Err(_) => "<invalid amqp URL>".to_owned(),
+        }
+    }
+}
+
+/// An open connection with its publishing channel (in confirm mode).
+struct Link {
+    generation: u64,
+    connection: Connection,
+    publisher: Channel,
+}
+
+/// One consumer's subscription on the current link.
+struct Subscription {
+    generation: u64,
+    consumer: lapin::Consumer,
+}
+
+struct Inner {
+    settings: RabbitSettings,
+    /// The current link; `None` while disconnected.
+    link: watch::Sender<Option<Arc<Link>>>,
+    /// What each consumer wants bound: its kinds, as declared.
+    wanted: Mutex<HashMap<String, Vec<String>>>,
+    /// Binding keys applied on the current link, per consumer.
+    bound: Mutex<HashMap<String, BTreeSet<String>>>,
+    subscriptions: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Subscription>>>>>,
+    /// Unsettled deliveries: our tag → the broker's delivery.
+    unsettled: Mutex<HashMap<i64, AmqpDelivery>>,
+    next_tag: AtomicI64,
+    last_error: Mutex<Option<String>>,
+    /// Woken when an operation saw the link fail, so the supervisor reconnects at once.
+    broken: tokio::sync::Notify,
+}
+
+/// The RabbitMQ transport; dropping it closes the connection.
+pub struct RabbitTransport {
+    inner: Arc<Inner>,
+    stop: CancellationToken,
+}
+
+impl Drop for RabbitTransport {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn unavailable(error: impl std::fmt::Display) -> TransportError {
+    TransportError::Unavailable { broker: BROKER, reason: error.to_string() }
+}
+
+impl RabbitTransport {
+    /// Start connecting in the background; the transport reports itself unavailable
+    /// until the connection is open and the topology declared.
+    pub fn start(settings: RabbitSettings) -> Arc<RabbitTransport> {
+        let inner = Arc::new(Inner {
+            settings,
+            link: watch::Sender::new(None),
+            wanted: Mutex::new(HashMap::new()),
+            bound: Mutex::new(HashMap::new()),
+            subscriptions: Mutex::new(HashMap::new()),
+            unsettled: Mutex::new(HashMap::new()),
+            next_tag: AtomicI64::new(1),
+            last_error: Mutex::new(Some("connecting".to_owned())),
+            broken: tokio::sync::Notify::new(),
+        });
+        let stop = CancellationToken::new();
+        tokio::spawn(supervise(inner.clone(), stop.clone()));
+        Arc::new(RabbitTransport { inner, stop })
+    }
+
+    /// Wait until connected and declared, or `timeout` passes.
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        let mut link = self.inner.link.subscribe();
+        tokio::time::timeout(timeout, link.wait_for(Option::is_some)).await.is_ok_and(|r| r.is_ok())
+    }
+}
+
+/// Keep a connection open: connect, declare, wait for the connection to fail, repeat.
+async fn supervise(inner: Arc<Inner>, stop: CancellationToken) {
+    let mut generation = 0u64;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        generation += 1;
+        let attempt = tokio::select! {
+            () = stop.cancelled() => return,
+            attempt = connect(&inner, generation) => attempt,
+        };
+        match attempt {
+            Ok(link) => {
+                backoff = Duration::from_millis(100);
+                tracing::info!(url = %inner.settings.redacted_url(), "connected to RabbitMQ");
+                let mut events = link.connection.events_listener();
+                *lock(&inner.last_error) = None;
+                inner.link.send_replace(Some(link.clone()));
+                let reason = loop {
+                    tokio::select! {
+                        () = stop.cancelled() => {
+                            inner.link.send_replace(None);
+                            let _ = link.connection.close(200, ShortString::from("shutting down")).await;
+                            return;
+                        }
+                        event = events.next() => match event {
+                            Some(lapin::Event::Error(error)) => break error.to_string(),
+                            Some(_) => {}
+                            None => break "the connection closed".to_owned(),
+                        },
+                        () = inner.broken.notified() => {
+                            if !link.connection.status().connected() || !link.publisher.status().connected() {
+                                break "the connection was lost".to_owned();
+                            }
+                        }
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {
+                            if !link.connection.status().connected() || !link.publisher.status().connected() {
+                                break "the connection was lost".to_owned();
+                            }
+                        }
+                    }
+                };
+                tracing::warn!(%reason, "RabbitMQ connection lost; reconnecting");
+                *lock(&inner.last_error) = Some(reason);
+                inner.link.send_replace(None);
+                lock(&inner.bound).clear();
+                let _ = link.connection.close(200, ShortString::from("reconnecting")).await;
+            }
+            Err(error) => {
+                tracing::warn!(url = %inner.settings.redacted_url(), %error, retry_in_ms = backoff.as_millis() as u64,
+                    "cannot reach RabbitMQ");
+                *lock(&inner.last_error) = Some(error.to_string());
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Open a connection and declare everything wanted so far.
+async fn connect(inner: &Inner, generation: u64) -> Result<Arc<Link>, lapin::Error> {
+    let properties = ConnectionProperties::default().with_connection_name(LongString::from("wasaga"));
+    let connection = Connection::connect(&inner.settings.url, properties).await?;
+    let publisher = connection.create_channel().await?;
+    publisher.confirm_select(ConfirmSelectOptions::default()).await?;
+    publisher
+        .exchange_declare(
+            ShortString::from(inner.settings.exchange()),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() },
+            FieldTable::default(),
+        )
+        .await?;
+    let link = Arc::new(Link { generation, connection, publisher });
+    let wanted: Vec<(String, Vec<String>)> = lock(&inner.wanted).iter().map(|(c, k)| (c.clone(), k.clone())).collect();
+    for (consumer, kinds) in wanted {
+        declare_consumer(inner, &link, &consumer, &kinds).await?;
+    }
+    Ok(link)
+}
+
+/// The topic binding for a subscription: `*` and `payment.*` become `#` and `payment.#`;
+/// a prefix that is not whole words binds `#`, and receiving filters the rest out.
+fn binding_key(pattern: &str) -> String {
+    match pattern.strip_suffix('*') {
+        None => pattern.to_owned(),
+        Some(prefix) if prefix.is_empty() || prefix.ends_with('.') => format!("{prefix}#"),
+        Some(_) => "#".to_owned(),
+    }
+}
+
+fn quorum() -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert(ShortString::from("x-queue-type"), AMQPValue::LongString(LongString::from("quorum")));
+    args
+}
+
+/// Declare a consumer's queues and make its bindings match `kinds`.
+async fn declare_consumer(inner: &Inner, link: &Link, consumer: &str, kinds: &[String]) -> Result<(), lapin::Error> {
+    let settings = &inner.settings;
+    let channel = link.connection.create_channel().await?;
+    let durable = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
+    let queue = settings.queue(consumer);
+    channel.queue_declare(ShortString::from(queue.clone()), durable, quorum()).await?;
+    channel.queue_declare(ShortString::from(settings.dead_queue(consumer)), durable, quorum()).await?;
+    for delay in settings.ladder() {
+        let mut args = FieldTable::default();
+        args.insert(ShortString::from("x-message-ttl"), AMQPValue::LongLongInt(delay.as_millis() as i64));
+        args.insert(ShortString::from("x-dead-letter-exchange"), AMQPValue::LongString(LongString::from("")));
+        args.insert(
+            ShortString::from("x-dead-letter-routing-key"),
+            AMQPValue::LongString(LongString::from(queue.clone())),
+        );
+        channel.queue_declare(ShortString::from(settings.delay_queue(consumer, delay)), durable, args).await?;
+    }
+    let keys: BTreeSet<String> = kinds.iter().map(|k| binding_key(k)).collect();
+    let before = lock(&inner.bound).get(consumer).cloned().unwrap_or_default();
+    for key in keys.difference(&before) {
+        channel
+            .queue_bind(
+                ShortString::from(queue.clone()),
+                ShortString::from(settings.exchange()),
+                ShortString::from(key.clone()),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    for key in before.difference(&keys) {
+        channel
+            .queue_unbind(
+                ShortString::from(queue.clone()),
+                ShortString::from(settings.exchange()),
+                ShortString::from(key.clone()),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    lock(&inner.bound).insert(consumer.to_owned(), keys);
+    let _ = channel.close(200, ShortString::from("declared")).await;
+    Ok(())
+}
+
+impl Inner {
+    fn current(&self) -> Result<Arc<Link>, TransportError> {
+        match &*self.link.borrow() {
+            Some(link) => Ok(link.clone()),
+            None => Err(unavailable(lock(&self.last_error).clone().unwrap_or_else(|| "not connected".to_owned()))),
+        }
+    }
+
+    /// Report a failed operation; the supervisor checks the link at once.
+    fn failed(&self, error: lapin::Error) -> TransportError {
+        self.broken.notify_one();
+        unavailable(error)
+    }
+
+    fn subscription(&self, consumer: &str) -> Arc<tokio::sync::Mutex<Option<Subscription>>> {
+        lock(&self.subscriptions).entry(consumer.to_owned()).or_default().clone()
+    }
+
+    /// Publish with confirms to `exchange`/`routing_key`, waiting for every confirm.
+    async fn publish_confirmed(
+        &self,
+        messages: Vec<(String, String, Vec<u8>, BasicProperties)>,
+    ) -> Result<(), TransportError> {
+        let link = self.current()?;
+        let mut confirms = Vec::with_capacity(messages.len());
+        for (exchange, routing_key, body, properties) in messages {
+            let confirm = link
+                .publisher
+                .basic_publish(
+                    ShortString::from(exchange),
+                    ShortString::from(routing_key),
+                    BasicPublishOptions::default(),
+                    &body,
+                    properties,
+                )
+                .await
+                .map_err(|e| self.failed(e))?;
+            confirms.push(confirm);
+        }
+        for confirm in futures::future::join_all(confirms).await {
+            let confirmation = confirm.map_err(|e| self.failed(e))?;
+            if confirmation.is_nack() {
+                return Err(TransportError::Refused { broker: BROKER, reason: "publisher confirm nack".to_owned() });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn properties(event: &StoredEvent, headers: FieldTable) -> BasicProperties {
+    BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type(ShortString::from("application/json"))
+        .with_message_id(ShortString::from(event.id.clone()))
+        .with_type(ShortString::from(event.kind.clone()))
+        .with_headers(headers)
+}
+
+fn headers(pairs: &[(&str, AMQPValue)]) -> FieldTable {
+    let mut table = FieldTable::default();
+    for (key, value) in pairs {
+        table.insert(ShortString::from(*key), value.clone());
+    }
+    table
+}
+
+fn attempt_of(delivery: &AmqpDelivery) -> u32 {
+    let value = delivery.properties.headers().as_ref().and_then(|h| h.inner().get(ATTEMPT_HEADER).cloned());
+    match value {
+        Some(AMQPValue::LongLongInt(n)) => u32::try_from(n).unwrap_or(1).max(1),
+        Some(AMQPValue::LongInt(n)) => u32::try_from(n).unwrap_or(1).max(1),
+        Some(AMQPValue::LongUInt(n)) => n.max(1),
+        _ => 1,
+    }
+}
+
+#[async_trait]
+impl Transport for RabbitTransport {
+    fn name(&self) -> &'static str {
+        "rabbitmq"
+    }
+
+    fn unavailable(&self) -> Option<String> {
+        match self.inner.current() {
+            Ok(_) => None,
+            Err(error) => Some(error.to_string()),
+        }
+    }
+
+    async fn declare(&self, consumer: &str, kinds: &[String]) -> Result<(), TransportError> {
+        lock(&self.inner.wanted).insert(consumer.to_owned(), kinds.to_vec());
+        // Declared now if connected; otherwise on connecting, before the link is used.
+        match self.inner.current() {
+            Ok(link) => declare_consumer(&self.inner, &link, consumer, kinds).await.map_err(|e| self.inner.failed(e)),
+            Err(_) => Ok(()),
+        }
+    }
+
+    async fn publish(&self, events: &[StoredEvent]) -> Result<(), TransportError> {
+        let exchange = self.inner.settings.exchange();
+        let messages = events
+            .iter()
+            .map(|event| {
+                let props = properties(event, headers(&[(ATTEMPT_HEADER, AMQPValue::LongLongInt(1))]));
+                (exchange.clone(), event.kind.clone(), wire::encode(event).into_bytes(), props)
+            })
+            .collect();
+        self.inner.publish_confirmed(messages).await
+    }
+
+    async fn receive(&self, consumer: &str, max: u32, wait: Duration) -> Result<Vec<Delivery>, TransportError> {
+        let link = match self.inner.current() {
+            Ok(link) => link,
+            Err(error) => {
+                // Nothing can arrive while disconnected; wait for the link rather than spin.
+                let mut watched = self.inner.link.subscribe();
+                let _ = tokio::time::timeout(wait, watched.wait_for(Option::is_some)).await;
+                return Err(error);
+            }
+        };
+        let slot = self.inner.subscription(consumer);
+        let mut slot = slot.lock().await;
+        if slot.as_ref().is_none_or(|s| s.generation != link.generation) {
+            *slot = None;
+            let channel = link.connection.create_channel().await.map_err(|e| self.inner.failed(e))?;
+            channel.basic_qos(PREFETCH, BasicQosOptions::default()).await.map_err(|e| self.inner.failed(e))?;
+            let amqp_consumer = channel
+                .basic_consume(
+                    ShortString::from(self.inner.settings.queue(consumer)),
+                    ShortString::from(format!("wasaga-{consumer}")),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|e| self.inner.failed(e))?;
+            *slot = Some(Subscription { generation: link.generation, consumer: amqp_consumer });
+        }
+        let Some(subscription) = slot.as_mut() else {
+            return Ok(Vec::new());
+        };
+        let mut received = Vec::new();
+        match tokio::time::timeout(wait, subscription.consumer.next()).await {
+            Err(_) => return Ok(Vec::new()),
+            Ok(None) => {
+                *slot = None;
+                self.inner.broken.notify_one();
+                return Err(unavailable("the consumer was cancelled"));
+            }
+            Ok(Some(first)) => received.push(first),
+        }
+        while received.len() < max as usize {
+            match subscription.consumer.next().now_or_never() {
+                Some(Some(next)) => received.push(next),
+                _ => break,
+            }
+        }
+        let wanted = lock(&self.inner.wanted).get(consumer).cloned().unwrap_or_default();
+        let mut deliveries = Vec::with_capacity(received.len());
+        for item in received {
+            let amqp = match item {
+                Ok(amqp) => amqp,
+                Err(error) => {
+                    *slot = None;
+                    return Err(self.inner.failed(error));
+                }
+            };
+            let event = match std::str::from_utf8(&amqp.data)
+                .map_err(|e| e.to_string())
+                .and_then(|text| wire::decode(text).map_err(|e| e.to_string()))
+            {
+                Ok(event) => event,
+                Err(error) => {
+                    // Not an event of ours: park it in the dead-letter queue, keep going.
+                    tracing::error!(%consumer, %error, "dead-lettering an unreadable message");
+                    self.park_unreadable(consumer, &amqp, &error).await;
+                    continue;
+                }
+            };
+            if !subscribed(&wanted, &event.kind) {
+                // A binding left from a version that subscribed to this kind.
+                let _ = amqp.ack(BasicAckOptions::default()).await;
+                continue;
+            }
+            let tag = self.inner.next_tag.fetch_add(1, Ordering::Relaxed);
+            let attempt = attempt_of(&amqp);
+            lock(&self.inner.unsettled).insert(tag, amqp);
+            deliveries.push(Delivery { tag, event, attempt });
+        }
+        Ok(deliveries)
+    }
+
+    async fn settle(&self, consumer: &str, settlements: Vec<Settlement>) -> Result<(), TransportError> {
+        let settings = &self.inner.settings;
+        let mut acks = Vec::new();
+        let mut copies = Vec::new();
+        for settlement in settlements {
+            let (delivery, copy) = match settlement {
+                Settlement::Ack(delivery) => (delivery, None),
+                Settlement::Retry { delivery, delay, counted, .. } => {
+                    let attempt = if counted { delivery.attempt.saturating_add(1) } else { delivery.attempt };
+                    let props = properties(
+                        &delivery.event,
+                        headers(&[(ATTEMPT_HEADER, AMQPValue::LongLongInt(i64::from(attempt)))]),
+                    );
+                    let queue = settings.delay_queue(consumer, settings.rung(delay));
+                    let copy = (String::new(), queue, wire::encode(&delivery.event).into_bytes(), props);
+                    (delivery, Some(copy))
+                }
+                Settlement::DeadLetter { delivery, error } => {
+                    let props = properties(
+                        &delivery.event,
+                        headers(&[
+                            (ERROR_HEADER, AMQPValue::LongString(LongString::from(error))),
+                            (ATTEMPTS_HEADER, AMQPValue::LongLongInt(i64::from(delivery.attempt))),
+                            (CONSUMER_HEADER, AMQPValue::LongString(LongString::from(consumer))),
+                        ]),
+                    );
+                    let copy = (
+                        String::new(),
+                        settings.dead_queue(consumer),
+                        wire::encode(&delivery.event).into_bytes(),
+                        props,
+                    );
+                    (delivery, Some(copy))
+                }
+            };
+            let Some(amqp) = lock(&self.inner.unsettled).remove(&delivery.tag) else {
+                continue;
+            };
+            if let Some(copy) = copy {
+                copies.push(copy);
+            }
+            acks.push(amqp);
+        }
+        // The copies (delayed retries, dead letters) are safe with the broker before the
+        // originals go; if that fails the originals are returned to the queue.
+        if !copies.is_empty()
+            && let Err(error) = self.inner.publish_confirmed(copies).await
+        {
+            for amqp in acks {
+                let _ = amqp.nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() }).await;
+            }
+            return Err(error);
+        }
+        for amqp in acks {
+            // A failed ack means the channel is gone; the broker redelivers and the inbox
+            // absorbs the duplicate.
+            if let Err(error) = amqp.ack(BasicAckOptions::default()).await {
+                tracing::debug!(%consumer, %error, "ack failed; the message will come again");
+            }
+        }
+        Ok(())
+    }
+
+    async fn redeliver(&self, consumer: &str, event: &StoredEvent) -> Result<(), TransportError> {
+        let props = properties(event, headers(&[(ATTEMPT_HEADER, AMQPValue::LongLongInt(1))]));
+        let queue = self.inner.settings.queue(consumer);
+        self.inner.publish_confirmed(vec![(String::new(), queue, wire::encode(event).into_bytes(), props)]).await
+    }
+}
+
+impl RabbitTransport {
+    async fn park_unreadable(&self, consumer: &str, amqp: &AmqpDelivery, error: &str) {
+        let props = BasicProperties::default().with_delivery_mode(2).with_headers(headers(&[
+            (ERROR_HEADER, AMQPValue::LongString(LongString::from(error))),
+            (CONSUMER_HEADER, AMQPValue::LongString(LongString::from(consumer))),
+        ]));
+        let copy = (String::new(), self.inner.settings.dead_queue(consumer), amqp.data.clone(), props);
+        match self.inner.publish_confirmed(vec![copy]).await {
+            Ok(()) => {
+                let _ = amqp.ack(BasicAckOptions::default()).await;
+            }
+            Err(error) => tracing::warn!(%consumer, %error, "cannot park an unreadable message; it stays queued"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(base_ms: u64) -> RabbitSettings {
+        RabbitSettings {
+            url: "amqp://guest:secret@127.0.0.1:5672/%2f".to_owned(),
+            namespace: "t1".to_owned(),
+            retry_base: Duration::from_millis(base_ms),
+            retry_cap: Duration::from_secs(30),
+        }
+    }
+
+    #[test]
+    fn the_ladder_doubles_up_to_the_cap_and_delays_round_down_to_a_rung() {
+        let s = settings(200);
+        let ladder: Vec<u128> = s.ladder().iter().map(Duration::as_millis).collect();
+        assert_eq!(ladder, [200, 400, 800, 1600, 3200, 6400, 12800, 25600, 30000]);
+        assert_eq!(s.rung(Duration::from_millis(150)).as_millis(), 200);
+        assert_eq!(s.rung(Duration::from_millis(500)).as_millis(), 400);
+        assert_eq!(s.rung(Duration::from_secs(90)).as_millis(), 30000);
+        assert_eq!(s.delay_queue("payment", Duration::from_millis(400)), "t1.payment.retry.400ms");
+    }
+
+    #[test]
+    fn logged_urls_hide_the_password() {
+        let url = settings(1).redacted_url();
+        assert!(!url.contains("secret"), "{url}");
+        assert!(url.contains("guest"), "{url}");
+    }
+}

@@ -1,0 +1,404 @@
+//! The saga on the real brokers: the machine's RabbitMQ, Kafka (a tansu per test) and
+//! Azure Blob (an Azurite per test), every name under a namespace of its own; then the
+//! faults: RabbitMQ stopped and started, tansu killed and restarted, Azurite down and
+//! up, the host killed mid-traffic, and a poison message. After each, the invariants of
+//! DESIGN.md hold, the archive included (read back through the archive API).
+//!
+//! `cargo xtask test` installs tansu and Azurite and names them in `WASAGA_TANSU_BIN`
+//! and `WASAGA_AZURITE_BIN`; without them each test here says so and passes.
+
+use crate::crash::{Server, kill_mid_traffic};
+use crate::helpers::*;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use wasaga_host::config::Settings;
+
+/// Tests that use RabbitMQ share the machine's server; the one that stops it takes this
+/// exclusively so the others do not see their broker vanish.
+static RABBIT: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+const AZURITE_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+fn amqp_url() -> String {
+    std::env::var("WASAGA_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+}
+
+fn tool(variable: &str) -> Option<PathBuf> {
+    std::env::var_os(variable).map(PathBuf::from).filter(|p| p.exists())
+}
+
+/// The binaries, or `None` (and a note) when the tests run outside `cargo xtask test`.
+fn tools() -> Option<(PathBuf, PathBuf)> {
+    match (tool("WASAGA_TANSU_BIN"), tool("WASAGA_AZURITE_BIN")) {
+        (Some(tansu), Some(azurite)) => Some((tansu, azurite)),
+        _ => {
+            eprintln!("not run: set WASAGA_TANSU_BIN and WASAGA_AZURITE_BIN (cargo xtask test does)");
+            None
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+async fn answers(port: u16) -> bool {
+    tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+}
+
+/// A child process on a port of its own, stopped with SIGKILL and started again as it was.
+struct Service {
+    name: &'static str,
+    command: Box<dyn Fn() -> Command + Send + Sync>,
+    child: Option<Child>,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Service {
+    async fn start(&mut self) {
+        let child = (self.command)()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{} starts: {e}", self.name));
+        self.child = Some(child);
+        let port = self.port;
+        eventually(Duration::from_secs(60), &format!("{} answers on {port}", self.name), async || answers(port).await)
+            .await;
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A tansu broker; `durable` keeps its log in SQLite, so a restart keeps topics and offsets.
+async fn tansu(bin: &Path, durable: bool) -> Service {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let (bin, cwd) = (bin.to_owned(), dir.path().to_owned());
+    let storage = if durable { "sqlite://tansu.db" } else { "memory://tansu/" };
+    let command = move || {
+        let mut command = Command::new(&bin);
+        let url = format!("tcp://127.0.0.1:{port}");
+        command.current_dir(&cwd).args(["broker", "--listener-url", &url, "--advertised-listener-url", &url]);
+        command.args(["--storage-engine", storage]);
+        command
+    };
+    let mut service = Service { name: "tansu", command: Box::new(command), child: None, port, _dir: dir };
+    service.start().await;
+    service
+}
+
+/// An Azurite blob service keeping its data in a folder, so a restart keeps the blobs.
+async fn azurite(bin: &Path) -> Service {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let (bin, location) = (bin.to_owned(), dir.path().to_owned());
+    let command = move || {
+        let mut command = Command::new(&bin);
+        command.args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string(), "--disableTelemetry", "--silent"]);
+        command.arg("--location").arg(&location);
+        command
+    };
+    let mut service = Service { name: "azurite", command: Box::new(command), child: None, port, _dir: dir };
+    service.start().await;
+    service
+}
+
+/// The real services of one test, under names of its own.
+struct Brokers {
+    tansu: Service,
+    azurite: Service,
+    namespace: String,
+}
+
+impl Brokers {
+    async fn start(durable_kafka: bool) -> Option<Brokers> {
+        let (tansu_bin, azurite_bin) = tools()?;
+        let tansu = tansu(&tansu_bin, durable_kafka).await;
+        let azurite = azurite(&azurite_bin).await;
+        Some(Brokers { tansu, azurite, namespace: format!("t{}", rand_id()) })
+    }
+
+    fn archive_url(&self) -> String {
+        format!(
+            "az://archive?endpoint=http://127.0.0.1:{}/devstoreaccount1&account_name=devstoreaccount1&access_key={}&azure_allow_http=true",
+            self.azurite.port,
+            AZURITE_KEY.replace('+', "%2B").replace('/', "%2F").replace('=', "%3D"),
+        )
+    }
+
+    /// Settings pointing a test server at these services.
+    fn settings(&self, dir: &tempfile::TempDir, store_url: Option<String>) -> Settings {
+        Settings {
+            transport_url: amqp_url(),
+            stream_brokers: Some(format!("127.0.0.1:{}", self.tansu.port)),
+            archive_url: Some(self.archive_url()),
+            namespace: self.namespace.clone(),
+            ..test_settings(dir, store_url)
+        }
+    }
+
+    /// The same, as the environment of a `wasaga serve` process.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("WASAGA_TRANSPORT_URL", amqp_url()),
+            ("WASAGA_STREAM_BROKERS", format!("127.0.0.1:{}", self.tansu.port)),
+            ("WASAGA_ARCHIVE_URL", self.archive_url()),
+            ("WASAGA_NAMESPACE", self.namespace.clone()),
+        ]
+    }
+
+    async fn spawn(&self, db: Db) -> TestApp {
+        let dir = tempfile::tempdir().expect("temp dir");
+        install_saga_steps(&dir.path().join("plugins"));
+        let settings = self.settings(&dir, store_url(db).await);
+        let app = spawn_with(dir, settings).await;
+        app.wait_ready().await;
+        app
+    }
+}
+
+impl Api {
+    /// Wait for `/readyz` (the transport connected, its queues declared).
+    pub async fn wait_ready(&self) {
+        eventually(Duration::from_secs(60), "the server is ready", async || self.get("/readyz").await.status() == 200)
+            .await;
+    }
+
+    /// Place `n` orders with the given tokens in turn, concurrently.
+    async fn place_many(&self, n: usize, tokens: &[&str]) -> Vec<String> {
+        let orders = (0..n).map(|i| async move {
+            let lines = [("SKU-1", 1 + (i % 2) as u32), ("SKU-2", 1)];
+            self.place(&lines, tokens[i % tokens.len()]).await
+        });
+        futures::future::join_all(orders).await
+    }
+}
+
+fn stocked() -> BTreeMap<String, u64> {
+    BTreeMap::from([("SKU-1".to_owned(), 500), ("SKU-2".to_owned(), 400)])
+}
+
+const MIX: [&str; 6] = ["tok_ok", "tok_decline", "tok_ok", "tok_flaky_2", "tok_ok", "tok_trap"];
+
+async fn rabbitmqctl(args: &[&str]) {
+    let status = tokio::process::Command::new("rabbitmqctl")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await
+        .expect("rabbitmqctl runs");
+    assert!(status.success(), "rabbitmqctl {args:?} failed");
+}
+
+/// The whole saga on PostgreSQL + RabbitMQ + Kafka + Azure Blob: every card token, then
+/// the invariants, the archive read back from Azurite through the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_saga_runs_on_rabbitmq_kafka_and_azure_blob() {
+    let _shared = RABBIT.read().await;
+    let Some(brokers) = Brokers::start(false).await else { return };
+    let app = brokers.spawn(Db::Postgres).await;
+    let ready: serde_json::Value = app.get("/readyz").await.json().await.expect("json");
+    assert_eq!(ready["transport"], "rabbitmq", "{ready}");
+    assert_eq!(ready["stream"]["topic"], format!("{}.events", brokers.namespace), "{ready}");
+    let stocked = stocked();
+    for (sku, n) in &stocked {
+        app.stock_up(sku, *n).await;
+    }
+    let placed = app.place_many(60, &MIX).await;
+    app.assert_invariants(&stocked).await;
+    let orders = app.all_orders().await;
+    let status = |id: &str| orders.iter().find(|o| o["order_id"] == id).map(|o| o["status"].clone());
+    for (i, id) in placed.iter().enumerate() {
+        let want = if matches!(MIX[i % MIX.len()], "tok_ok" | "tok_flaky_2") { "completed" } else { "cancelled" };
+        assert_eq!(status(id), Some(want.into()), "order {i} ({})", MIX[i % MIX.len()]);
+    }
+    // Dead letters come from the consumers' stores, whichever transport carries them.
+    let dead: Vec<serde_json::Value> = app.admin_get("/api/admin/dead-letters").await.json().await.expect("json");
+    assert_eq!(dead.len(), 10, "one per tok_trap order");
+    assert!(dead.iter().all(|d| d["step"] == "payment" && d["attempts"] == 5), "{dead:?}");
+    app.stop().await;
+}
+
+/// `rabbitmqctl stop_app` during traffic: `/readyz` says 503 while it is down, orders are
+/// still accepted (the outbox keeps them), and everything completes once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_stopped_and_started_during_traffic_loses_nothing() {
+    let _alone = RABBIT.write().await;
+    let Some(brokers) = Brokers::start(false).await else { return };
+    let app = brokers.spawn(Db::Sqlite).await;
+    let stocked = stocked();
+    for (sku, n) in &stocked {
+        app.stock_up(sku, *n).await;
+    }
+    let before = app.place_many(20, &MIX).await;
+    rabbitmqctl(&["stop_app"]).await;
+    let restarted = async {
+        eventually(Duration::from_secs(30), "/readyz reports the broker down", async || {
+            app.get("/readyz").await.status() == 503
+        })
+        .await;
+        let during = app.place_many(20, &MIX).await;
+        rabbitmqctl(&["start_app"]).await;
+        during
+    };
+    // Whatever happens above, the broker is started again for the other tests.
+    let during = match tokio::time::timeout(Duration::from_secs(120), restarted).await {
+        Ok(during) => during,
+        Err(_) => {
+            rabbitmqctl(&["start_app"]).await;
+            panic!("the outage part of the test timed out");
+        }
+    };
+    app.wait_ready().await;
+    app.assert_invariants(&stocked).await;
+    assert_eq!(app.all_orders().await.len(), before.len() + during.len());
+    app.stop().await;
+}
+
+/// tansu killed while orders flow: the saga goes on (orders complete without Kafka),
+/// and once tansu is back the analytics group catches up: every event archived once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_killed_and_restarted_the_saga_goes_on_and_the_archive_catches_up() {
+    let _shared = RABBIT.read().await;
+    let Some(mut brokers) = Brokers::start(true).await else { return };
+    let app = brokers.spawn(Db::Postgres).await;
+    let stocked = stocked();
+    for (sku, n) in &stocked {
+        app.stock_up(sku, *n).await;
+    }
+    app.place_many(20, &MIX).await;
+    brokers.tansu.kill();
+    let during = app.place_many(12, &["tok_ok"]).await;
+    eventually(Duration::from_secs(60), "orders complete while Kafka is down", async || {
+        let mut done = true;
+        for id in &during {
+            done &= app.order(id).await["status"] == "completed";
+        }
+        done
+    })
+    .await;
+    brokers.tansu.start().await;
+    app.assert_invariants(&stocked).await;
+    app.stop().await;
+}
+
+/// Azurite down while orders flow: archiving fails and is retried without using up the
+/// step's attempts (nothing is dead-lettered); once it is back the archive catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_blob_down_then_up_the_archive_lags_and_catches_up() {
+    let _shared = RABBIT.read().await;
+    let Some(mut brokers) = Brokers::start(false).await else { return };
+    let app = brokers.spawn(Db::Sqlite).await;
+    let stocked = stocked();
+    for (sku, n) in &stocked {
+        app.stock_up(sku, *n).await;
+    }
+    brokers.azurite.kill();
+    let placed = app.place_many(20, &["tok_ok", "tok_decline"]).await;
+    eventually(Duration::from_secs(60), "orders finish while the archive is down", async || {
+        let mut done = true;
+        for id in &placed {
+            done &= app.order(id).await["status"] != "pending";
+        }
+        done
+    })
+    .await;
+    let listing = app.admin_get(&format!("/api/admin/archive?order_id={}", placed[0])).await;
+    assert_eq!(listing.status(), 503, "the archive cannot be listed while down");
+    brokers.azurite.start().await;
+    app.assert_invariants(&stocked).await;
+    let dead: Vec<serde_json::Value> = app.admin_get("/api/admin/dead-letters").await.json().await.expect("json");
+    assert!(dead.is_empty(), "an archive outage dead-letters nothing: {dead:?}");
+    app.stop().await;
+}
+
+/// The `wasaga` binary killed with SIGKILL mid-traffic, three times, on the brokers:
+/// whatever was published but not marked relayed goes again, and the inboxes absorb it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_killed_mid_traffic_on_the_brokers_handles_nothing_twice() {
+    let _shared = RABBIT.read().await;
+    let Some(brokers) = Brokers::start(false).await else { return };
+    let dir = tempfile::tempdir().expect("temp dir");
+    install_saga_steps(&dir.path().join("plugins"));
+    let url = fresh_pg_database().await;
+    let token = format!("t-{}", rand_id());
+    let env = brokers.env();
+    let stocked = BTreeMap::from([("SKU-1".to_owned(), 400), ("SKU-2".to_owned(), 300)]);
+    let start = || Server::start_env(dir.path(), Some(&url), &token, &env);
+    let server = kill_mid_traffic(start, &stocked, &[10, 50]).await;
+    server.api.wait_ready().await;
+    server.api.assert_invariants(&stocked).await;
+    server.kill();
+}
+
+/// A message no consumer can read, and a payment that traps every time: each ends in a
+/// dead-letter queue while the orders behind them complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_message_is_dead_lettered_without_blocking_its_queue() {
+    use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
+    use lapin::types::FieldTable;
+    let _shared = RABBIT.read().await;
+    let Some(brokers) = Brokers::start(false).await else { return };
+    let app = brokers.spawn(Db::Sqlite).await;
+    app.stock_up("SKU-1", 100).await;
+    app.stock_up("SKU-2", 100).await;
+    let connection =
+        lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await.expect("connects");
+    let channel = connection.create_channel().await.expect("channel");
+    let queue = format!("{}.payment", brokers.namespace);
+    channel
+        .basic_publish(
+            "".into(),
+            queue.as_str().into(),
+            BasicPublishOptions::default(),
+            b"\x00 not an event",
+            lapin::BasicProperties::default(),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm");
+    let trapped = app.place(&[("SKU-1", 1)], "tok_trap").await;
+    let fine = app.place_many(10, &["tok_ok"]).await;
+    eventually(Duration::from_secs(60), "the good orders complete", async || {
+        let mut done = true;
+        for id in &fine {
+            done &= app.order(id).await["status"] == "completed";
+        }
+        done
+    })
+    .await;
+    eventually(Duration::from_secs(60), "the trapping order is cancelled", async || {
+        app.order(&trapped).await["status"] == "cancelled"
+    })
+    .await;
+    // Both the unreadable message and the trapped event sit in payment's dead-letter queue.
+    let dead = channel
+        .queue_declare(
+            format!("{}.payment.dead", brokers.namespace).as_str().into(),
+            QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() },
+            FieldTable::default(),
+        )
+        .await
+        .expect("the dead-letter queue exists");
+    assert_eq!(dead.message_count(), 2, "the unreadable message and the trapped event");
+    let _ = connection.close(200, "done".into()).await;
+    app.stop().await;
+}
