@@ -13,6 +13,7 @@ use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::path::Path as ObjectPath;
 use object_store::prefix::PrefixStore;
+use object_store::{ClientConfigKey, RetryConfig};
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -50,7 +51,11 @@ impl ObjectArchive {
             parsed.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
         let (store, container): (Arc<dyn ObjectStore>, _) = match parsed.scheme() {
             "az" | "azure" => {
-                let mut builder = MicrosoftAzureBuilder::from_env().with_container_name(bucket);
+                let mut builder = MicrosoftAzureBuilder::from_env()
+                    .with_container_name(bucket)
+                    .with_retry(retry())
+                    .with_config(AzureConfigKey::Client(ClientConfigKey::Timeout), "10s")
+                    .with_config(AzureConfigKey::Client(ClientConfigKey::ConnectTimeout), "2s");
                 for (key, value) in &options {
                     let key = AzureConfigKey::from_str(key)
                         .map_err(|_| unsupported(&format!("unknown Azure option {key:?}")))?;
@@ -60,7 +65,11 @@ impl ObjectArchive {
                 (Arc::new(builder.build().map_err(|e| unsupported(&e.to_string()))?), container)
             }
             "s3" => {
-                let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+                let mut builder = AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .with_retry(retry())
+                    .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), "10s")
+                    .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout), "2s");
                 for (key, value) in &options {
                     let key = AmazonS3ConfigKey::from_str(key)
                         .map_err(|_| unsupported(&format!("unknown S3 option {key:?}")))?;
@@ -93,6 +102,12 @@ impl ObjectArchive {
             }
         }
     }
+}
+
+/// Few, quick retries: a write that fails is retried by the saga (the event comes again)
+/// without holding the step's consumer for object_store's default three minutes.
+fn retry() -> RetryConfig {
+    RetryConfig { max_retries: 2, retry_timeout: std::time::Duration::from_secs(5), ..RetryConfig::default() }
 }
 
 /// What creating `container` takes, if the configuration has an account key.
@@ -136,7 +151,17 @@ impl Archive for ObjectArchive {
         }
         match self.store.put_opts(&path, PutPayload::from(body), opts).await {
             Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
-            Err(e) => Err(ArchiveError::Storage(e.to_string())),
+            Err(e) => {
+                // The container went away (a storage account reset, an emulator that lost
+                // its metadata): create it again; the write is retried by the saga.
+                if let Some(access) = &self.container
+                    && e.to_string().contains("ContainerNotFound")
+                    && let Err(error) = ensure_container(access).await
+                {
+                    tracing::warn!(container = %access.container, %error, "cannot create the archive container");
+                }
+                Err(ArchiveError::Storage(e.to_string()))
+            }
         }
     }
 

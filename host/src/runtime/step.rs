@@ -258,6 +258,9 @@ fn classify(runtime: &Runtime, store: &Store<StepStore>, error: wasmtime::Error)
     if let Some(archive_error) = error.downcast_ref::<crate::archive::ArchiveError>() {
         return CallError::Host(archive_error.to_string());
     }
+    if store.data().archiving {
+        return CallError::Host("the archive did not answer within the step's deadline".to_owned());
+    }
     if store.data().limiter.memory_limit_hit {
         return CallError::MemoryLimit { mib: runtime.config.memory_mib };
     }

@@ -159,9 +159,14 @@ impl KafkaStream {
             return Ok(group.clone());
         }
         let group_id = format!("{}.{consumer}", self.settings.namespace);
+        // Static membership: a restarted process takes its partitions back at once instead
+        // of waiting for the old member's session to expire.
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let instance = format!("{group_id}.{}", host.trim());
         let kafka: StreamConsumer = self
             .client_config()
             .set("group.id", &group_id)
+            .set("group.instance.id", &instance)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")
