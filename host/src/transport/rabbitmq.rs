@@ -285,6 +285,10 @@ fn quorum() -> FieldTable {
 /// Declare a consumer's queues and make its bindings match `kinds`.
 async fn declare_consumer(inner: &Inner, link: &Link, consumer: &str, kinds: &[String]) -> Result<(), lapin::Error> {
     let settings = &inner.settings;
+    if kinds.is_empty() && lock(&inner.bound).get(consumer).is_none_or(BTreeSet::is_empty) {
+        // Receives nothing here (an observer reading the stream): no queues to show.
+        return Ok(());
+    }
     let channel = link.connection.create_channel().await?;
     let durable = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
     let queue = settings.queue(consumer);

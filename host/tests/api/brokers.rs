@@ -129,6 +129,7 @@ struct Brokers {
 impl Brokers {
     async fn start(durable_kafka: bool) -> Option<Brokers> {
         let (tansu_bin, azurite_bin) = tools()?;
+        remove_stale_names().await;
         let tansu = tansu(&tansu_bin, durable_kafka).await;
         let azurite = azurite(&azurite_bin).await;
         Some(Brokers { tansu, azurite, namespace: format!("t{}", rand_id()) })
@@ -188,6 +189,45 @@ impl Api {
         });
         futures::future::join_all(orders).await
     }
+}
+
+/// Queues and exchanges of earlier runs' tests (`t<16 hex>.…`) are deleted once per run,
+/// before any test of this run declares its own, so the shared broker does not fill up.
+async fn remove_stale_names() {
+    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+    static CLEANED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    CLEANED
+        .get_or_init(|| async {
+            let stale = |name: &str| {
+                name.len() > 18
+                    && name.starts_with('t')
+                    && name[1..17].chars().all(|c| c.is_ascii_hexdigit())
+                    && name[17..].starts_with('.')
+            };
+            let list = async |what: &str| {
+                let output = tokio::process::Command::new("rabbitmqctl")
+                    .args([what, "-q", "name"])
+                    .output()
+                    .await
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default();
+                output.lines().map(str::trim).filter(|n| stale(n)).map(str::to_owned).collect::<Vec<_>>()
+            };
+            let (queues, exchanges) = (list("list_queues").await, list("list_exchanges").await);
+            let Ok(connection) = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await
+            else {
+                return;
+            };
+            let Ok(channel) = connection.create_channel().await else { return };
+            for queue in queues {
+                let _ = channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
+            }
+            for exchange in exchanges {
+                let _ = channel.exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default()).await;
+            }
+            let _ = connection.close(200, "cleaned".into()).await;
+        })
+        .await;
 }
 
 fn stocked() -> BTreeMap<String, u64> {
@@ -402,3 +442,36 @@ async fn a_poison_message_is_dead_lettered_without_blocking_its_queue() {
     let _ = connection.close(200, "done".into()).await;
     app.stop().await;
 }
+
+/// A step added while the host runs gets its queue, bound to the kinds its manifest
+/// subscribes to, before it is reported loaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_added_at_run_time_gets_a_queue_bound_to_its_subscriptions() {
+    let _shared = RABBIT.read().await;
+    let Some(brokers) = Brokers::start(false).await else { return };
+    let app = brokers.spawn(Db::Sqlite).await;
+    let bindings = async || {
+        let output = tokio::process::Command::new("rabbitmqctl")
+            .args(["list_bindings", "-q", "source_name", "destination_name", "routing_key"])
+            .output()
+            .await
+            .expect("rabbitmqctl runs");
+        let exchange = format!("{}.saga", brokers.namespace);
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter(|line| line.starts_with(&format!("{exchange}\t")))
+            .map(|line| line.split('\t').skip(1).collect::<Vec<_>>().join(" "))
+            .collect::<Vec<String>>()
+    };
+    let before = bindings().await;
+    let ns = &brokers.namespace;
+    assert!(before.contains(&format!("{ns}.payment stock.reserved")), "{before:?}");
+    assert!(!before.contains(&format!("{ns}.analytics #")), "analytics reads Kafka, not a queue: {before:?}");
+    assert_eq!(app.upload("echo", component("echo-v1")).await.status(), 200);
+    eventually(Duration::from_secs(30), "echo's queue is bound to echo.#", async || {
+        bindings().await.contains(&format!("{ns}.echo echo.#"))
+    })
+    .await;
+    app.stop().await;
+}
+
