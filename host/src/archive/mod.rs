@@ -2,7 +2,10 @@
 //! event ids, so a retried write finds its object already there and succeeds.
 
 mod azure;
+mod batch;
 mod object;
+
+pub use batch::{ArchiveWrite, CallArchive};
 
 pub use object::ObjectArchive;
 

@@ -133,7 +133,7 @@ fn container_access(builder: &MicrosoftAzureBuilder, container: &str) -> Option<
     Some(ContainerAccess { endpoint, account, key, container: container.to_owned() })
 }
 
-fn object_path(name: &str) -> Result<ObjectPath, ArchiveError> {
+pub(super) fn object_path(name: &str) -> Result<ObjectPath, ArchiveError> {
     // Reject names that object_store would silently normalise (`..`, empty segments).
     ObjectPath::parse(name)
         .ok()

@@ -3,6 +3,7 @@
 
 use super::state::BatchState;
 use super::{SagaContext, new_event_id, now_ms, retry, wire};
+use crate::archive::{ArchiveWrite, CallArchive};
 use crate::runtime::{CallError, CallInput, LoadedStep, Origin};
 use crate::store::{BatchCommit, DeadLetterRow, StoredEvent};
 use crate::transport::{Delivery, Settlement, Transport};
@@ -46,6 +47,7 @@ pub async fn run_step_consumer(ctx: Arc<SagaContext>, step: String, mut stopped:
             }
         };
         // The batch is finished even when shutdown is asked for meanwhile: nothing half-done.
+        let kept = deliveries.clone();
         let single = (deliveries.len() == 1).then(|| deliveries[0].clone());
         let count = deliveries.len();
         match handle_batch(&ctx, &*source, &step, deliveries).await {
@@ -55,8 +57,14 @@ pub async fn run_step_consumer(ctx: Arc<SagaContext>, step: String, mut stopped:
                     strikes.remove(&delivery.event.id);
                 }
             }
-            Err(error) => {
+            Err(BatchFailure::Archive(error)) => {
+                // Storage being down is nobody's fault in the batch: try it all again later.
+                tracing::warn!(%step, %error, "archive writes failed; the batch will be tried again");
+                release(&*source, &step, kept, &error.to_string()).await;
+            }
+            Err(BatchFailure::Store(error)) => {
                 tracing::warn!(%step, %error, "batch not committed; its deliveries will come again");
+                let mut kept = kept;
                 match single {
                     None => one_at_a_time = count,
                     Some(delivery) => {
@@ -65,17 +73,51 @@ pub async fn run_step_consumer(ctx: Arc<SagaContext>, step: String, mut stopped:
                         if *n >= COMMIT_STRIKES {
                             strikes.remove(&delivery.event.id);
                             let reason = format!("the store refused this event's changes: {error}");
-                            if let Err(error) = give_up(&ctx, &*source, &step, delivery, &reason).await {
-                                tracing::error!(%step, %error, "cannot dead-letter an event the store refuses");
+                            match give_up(&ctx, &*source, &step, delivery, &reason).await {
+                                Ok(()) => kept.clear(),
+                                Err(error) => {
+                                    tracing::error!(%step, %error, "cannot dead-letter an event the store refuses")
+                                }
                             }
                         }
                     }
                 }
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                release(&*source, &step, kept, &error.to_string()).await;
             }
         }
     }
     tracing::info!(%step, "consumer stopped");
+}
+
+/// Why a batch did not commit.
+enum BatchFailure {
+    /// Archive writes failed: retried as a whole, never counted against an event.
+    Archive(crate::archive::ArchiveError),
+    /// The store (or the transport) failed.
+    Store(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl<E: Into<Box<dyn std::error::Error + Send + Sync>>> From<E> for BatchFailure {
+    fn from(error: E) -> Self {
+        BatchFailure::Store(error.into())
+    }
+}
+
+/// Hand back deliveries of a batch that did not commit: due again after a short wait,
+/// without using up an attempt. (A broker would otherwise hold them unacked.)
+pub(super) async fn release(source: &dyn Transport, consumer: &str, deliveries: Vec<Delivery>, error: &str) {
+    if deliveries.is_empty() {
+        return;
+    }
+    let delay = Duration::from_millis(200);
+    let error = error.replace('\0', "\u{fffd}");
+    let retries = deliveries
+        .into_iter()
+        .map(|delivery| Settlement::Retry { delivery, delay, error: error.clone(), counted: false })
+        .collect();
+    if let Err(error) = source.settle(consumer, retries).await {
+        tracing::warn!(%consumer, %error, "cannot hand deliveries back; they come again when the broker notices");
+    }
 }
 
 /// Dead-letter a delivery without running the step (its changes cannot be stored).
@@ -102,7 +144,7 @@ async fn handle_batch(
     source: &dyn Transport,
     step_name: &str,
     deliveries: Vec<Delivery>,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+) -> Result<(), BatchFailure> {
     let Some(step) = ctx.registry.current(step_name) else {
         return Err(format!("step {step_name} is not loaded").into());
     };
@@ -112,6 +154,7 @@ async fn handle_batch(
     let state = BatchState::new(store.clone(), step_name);
     let mut commit = BatchCommit { consumer: step_name.to_owned(), ..BatchCommit::default() };
     let mut settlements = Vec::with_capacity(deliveries.len());
+    let mut archive_writes = Vec::new();
     for delivery in deliveries {
         if !seen.insert(delivery.event.id.clone()) {
             // Handled before (a redelivery), or twice in this batch: ack, no effect.
@@ -127,9 +170,12 @@ async fn handle_batch(
             step_version = %step.digest,
             attempt = delivery.attempt,
         );
-        let settlement = handle_one(ctx, &step, &state, &mut commit, delivery).instrument(span).await;
+        let settlement =
+            handle_one(ctx, &step, &state, &mut commit, &mut archive_writes, delivery).instrument(span).await;
         settlements.push(settlement);
     }
+    // The archive first: the inbox rows must not say "handled" before the objects exist.
+    CallArchive::write_all(&ctx.archive, archive_writes).await.map_err(BatchFailure::Archive)?;
     commit.state = state.take();
     let wrote_events = !commit.outbox.is_empty();
     store.commit_batch(&commit).await?;
@@ -145,6 +191,7 @@ async fn handle_one(
     step: &LoadedStep,
     state: &Arc<BatchState>,
     commit: &mut BatchCommit,
+    archive_writes: &mut Vec<ArchiveWrite>,
     delivery: Delivery,
 ) -> Settlement {
     let event = &delivery.event;
@@ -159,9 +206,11 @@ async fn handle_one(
         attempt: delivery.attempt,
     };
     let call_state = state.call();
-    match ctx.executor.call(step, input, call_state.clone(), Some(ctx.archive.clone())).await {
+    let call_archive = CallArchive::new(ctx.archive.clone());
+    match ctx.executor.call(step, input, call_state.clone(), Some(call_archive.clone())).await {
         Ok(emits) => {
             state.keep(&call_state);
+            archive_writes.extend(call_archive.take());
             commit.inbox.push((event.id.clone(), step.digest.to_string()));
             let now = now_ms();
             commit.outbox.extend(emits.into_iter().map(|emit| StoredEvent {

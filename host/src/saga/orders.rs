@@ -148,11 +148,15 @@ pub async fn run_host_consumer(ctx: Arc<SagaContext>, mut stopped: watch::Receiv
         };
         let result = match received {
             Ok(deliveries) if deliveries.is_empty() => continue,
-            Ok(deliveries) => handle_batch(&ctx, deliveries).await,
-            Err(error) => Err(error.into()),
+            Ok(deliveries) => {
+                let kept = deliveries.clone();
+                handle_batch(&ctx, deliveries).await.map_err(|error| (error, kept))
+            }
+            Err(error) => Err((error.into(), Vec::new())),
         };
-        if let Err(error) = result {
+        if let Err((error, kept)) = result {
             tracing::warn!(%error, "host batch not committed; its deliveries will come again");
+            super::consumer::release(&*ctx.transport, HOST_CONSUMER, kept, &error.to_string()).await;
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }

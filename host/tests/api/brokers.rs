@@ -474,4 +474,3 @@ async fn a_step_added_at_run_time_gets_a_queue_bound_to_its_subscriptions() {
     .await;
     app.stop().await;
 }
-

@@ -496,7 +496,13 @@ async fn an_event_the_store_refuses_does_not_block_its_queue() {
         store.timeline("o-hostile").await.expect("timeline").iter().any(|t| t.kind == "hostile.done")
     })
     .await;
-    let dead = app.admin_get("/api/admin/dead-letters").await.json::<Vec<serde_json::Value>>().await.expect("json");
+    let dead_letters =
+        async || app.admin_get("/api/admin/dead-letters").await.json::<Vec<serde_json::Value>>().await.expect("json");
+    eventually(Duration::from_secs(60), "the refused event is dead-lettered", async || {
+        !dead_letters().await.is_empty()
+    })
+    .await;
+    let dead = dead_letters().await;
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0]["event"]["kind"], "hostile.nulkey");
     assert!(dead[0]["error"].as_str().unwrap_or_default().contains("store refused"), "{}", dead[0]);
