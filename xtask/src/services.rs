@@ -208,7 +208,8 @@ pub fn start() -> anyhow::Result<()> {
         eprintln!("a Kafka broker already answers on {KAFKA}");
     } else {
         eprintln!("starting tansu on {KAFKA} (log: {})", run_dir().join("tansu.log").display());
-        // The storage URL is relative to the folder tansu runs in (the services folder).
+        // In memory: tansu's SQLite storage stops answering under sustained load. A
+        // restart of tansu therefore starts an empty log; the outbox is not replayed.
         spawn_detached(
             "tansu",
             Command::new(&tools.tansu).args([
@@ -218,7 +219,7 @@ pub fn start() -> anyhow::Result<()> {
                 "--advertised-listener-url",
                 &format!("tcp://{KAFKA}"),
                 "--storage-engine",
-                "sqlite://tansu.db",
+                "memory://tansu/",
             ]),
         )?;
     }

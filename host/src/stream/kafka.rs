@@ -171,6 +171,9 @@ impl KafkaStream {
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")
             .set("enable.partition.eof", "false")
+            // A broker may hold a fetch for the whole wait even with records ready (tansu
+            // does); the default 500 ms then caps a consumer at a batch per half second.
+            .set("fetch.wait.max.ms", "20")
             .create()
             .map_err(|e| self.failed(e))?;
         kafka.subscribe(&[&self.settings.topic]).map_err(|e| self.failed(e))?;
