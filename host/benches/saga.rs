@@ -140,7 +140,7 @@ impl Brokers {
     }
 }
 
-/// p99 of `expr` (ms) over `from`, on PostgreSQL.
+/// The single value `statement` (a p99 in ms) returns on the database at `url`.
 async fn pg_p99(url: &str, statement: &'static str) -> Option<f64> {
     use sqlx::Connection;
     let mut conn = sqlx::PgConnection::connect(url).await.ok()?;

@@ -108,7 +108,7 @@ impl App {
                     .subscribers(kind)
                     .iter()
                     // With a stream, observers read it instead.
-                    .filter(|step| !(has_stream && step.subscribes.iter().any(|k| k == "*")))
+                    .filter(|step| !(has_stream && step.observes_all()))
                     .map(|step| step.name.to_string())
                     .collect();
                 if HOST_KINDS.contains(&kind) {

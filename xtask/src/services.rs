@@ -28,12 +28,8 @@ pub fn ensure_postgres() -> anyhow::Result<()> {
             .args(["--skip-systemctl-redirect", &version.to_string_lossy(), "main", "start"])
             .status();
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if answers(POSTGRES) {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(250));
+    if wait_for(POSTGRES, Duration::from_secs(60)) {
+        return Ok(());
     }
     bail!(
         "PostgreSQL is not reachable on {POSTGRES} and could not be started: the PostgreSQL tests need it (set WASAGA_TEST_PG_URL to use another server)"

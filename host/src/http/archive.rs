@@ -8,6 +8,7 @@ use axum::Json;
 use axum::extract::{Query, State};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
+use wasaga_sdk::archive::order_folder;
 
 #[derive(Debug, Deserialize)]
 pub struct ArchiveQuery {
@@ -24,14 +25,6 @@ pub struct ArchivedObject {
 pub struct ArchiveListing {
     order_id: String,
     objects: Vec<ArchivedObject>,
-}
-
-/// The folder of an order's events on the UTC day of `at_ms`, as the analytics step
-/// names them: `events/{yyyy}/{mm}/{dd}/{order_id}/`.
-pub fn day_prefix(order_id: &str, at_ms: i64) -> String {
-    let at =
-        time::OffsetDateTime::from_unix_timestamp(at_ms.div_euclid(1000)).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!("events/{:04}/{:02}/{:02}/{order_id}/", at.year(), u8::from(at.month()), at.day())
 }
 
 pub async fn list(
@@ -53,7 +46,8 @@ pub async fn list(
         return Err(ApiError::NotFound(format!("order {order_id} does not exist")));
     }
     // An order's events can span days; each day is its own folder.
-    let prefixes: BTreeSet<String> = timeline.iter().map(|row| day_prefix(&order_id, row.at_ms)).collect();
+    let prefixes: BTreeSet<String> =
+        timeline.iter().map(|row| order_folder(&order_id, u64::try_from(row.at_ms).unwrap_or(0))).collect();
     let mut objects = Vec::new();
     for prefix in prefixes {
         let names = state
@@ -68,15 +62,4 @@ pub async fn list(
         }
     }
     Ok(Json(ArchiveListing { order_id, objects }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn prefixes_use_the_utc_day_of_the_event() {
-        assert_eq!(day_prefix("o-1", 0), "events/1970/01/01/o-1/");
-        assert_eq!(day_prefix("o-1", 1_795_996_799_999), "events/2026/11/29/o-1/");
-    }
 }

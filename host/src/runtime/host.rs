@@ -29,8 +29,6 @@ pub struct StepStore {
     pub(super) limiter: CallLimiter,
     state: Arc<dyn StepState>,
     archive: Option<Arc<dyn Archive>>,
-    /// An archive write is in progress: a deadline hit now is the storage's fault.
-    pub(super) archiving: bool,
     origin: provenance::Origin,
     labels: CallLabels,
     stdout: MemoryOutputPipe,
@@ -49,18 +47,7 @@ impl StepStore {
         let stderr = MemoryOutputPipe::new(STDIO_CAPACITY);
         // No preopens, environment, arguments or network: the context grants nothing.
         let wasi = WasiCtx::builder().stdout(stdout.clone()).stderr(stderr.clone()).build();
-        StepStore {
-            wasi,
-            table: ResourceTable::new(),
-            limiter,
-            state,
-            archive,
-            archiving: false,
-            origin,
-            labels,
-            stdout,
-            stderr,
-        }
+        StepStore { wasi, table: ResourceTable::new(), limiter, state, archive, origin, labels, stdout, stderr }
     }
 
     /// Forward what the guest printed to the log, once the call is over.
@@ -121,10 +108,7 @@ impl archive::Host for StepStore {
         let Some(archive) = &self.archive else {
             return Ok(Err("no archive is configured for this host".to_owned()));
         };
-        self.archiving = true;
-        let written = archive.put_once(&name, Bytes::from(body), &content_type).await;
-        self.archiving = false;
-        match written {
+        match archive.put_once(&name, Bytes::from(body), &content_type).await {
             Ok(()) => Ok(Ok(())),
             // Storage being down is the host's failure, not the step's: the call fails
             // as a host error, retried without using up the step's attempts.

@@ -15,7 +15,7 @@ mod validate;
 
 pub use cache::CompileCache;
 pub use state::{MemoryState, StateError, StepState};
-pub use step::{CallInput, Emitted, LoadedStep, Origin, digest_of};
+pub use step::{CallInput, Emitted, LoadedStep, Origin, digest_of, subscribed};
 pub use validate::{HANDLER_EXPORT, import_allowed, subscription_known, valid_kind};
 
 use crate::archive::Archive;

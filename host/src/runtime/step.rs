@@ -47,13 +47,24 @@ impl std::fmt::Debug for LoadedStep {
 }
 
 impl LoadedStep {
+    /// Subscribes to every kind (`*`): an observer, like analytics, that drives no order
+    /// and reads the event stream when one is configured.
+    pub fn observes_all(&self) -> bool {
+        self.subscribes.iter().any(|pattern| pattern == "*")
+    }
+
     /// Whether this step handles events of `kind`.
     pub fn subscribes_to(&self, kind: &str) -> bool {
-        self.subscribes.iter().any(|pattern| match pattern.strip_suffix('*') {
-            Some(prefix) => kind.starts_with(prefix),
-            None => pattern == kind,
-        })
+        subscribed(&self.subscribes, kind)
     }
+}
+
+/// Whether subscriptions `patterns` (kinds, or prefixes ending in `*`) take `kind`.
+pub fn subscribed(patterns: &[String], kind: &str) -> bool {
+    patterns.iter().any(|pattern| match pattern.strip_suffix('*') {
+        Some(prefix) => kind.starts_with(prefix),
+        None => pattern == kind,
+    })
 }
 
 /// Who emitted an event.
@@ -257,9 +268,6 @@ fn classify(runtime: &Runtime, store: &Store<StepStore>, error: wasmtime::Error)
     }
     if let Some(archive_error) = error.downcast_ref::<crate::archive::ArchiveError>() {
         return CallError::Host(archive_error.to_string());
-    }
-    if store.data().archiving {
-        return CallError::Host("the archive did not answer within the step's deadline".to_owned());
     }
     if store.data().limiter.memory_limit_hit {
         return CallError::MemoryLimit { mib: runtime.config.memory_mib };

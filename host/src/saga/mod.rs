@@ -86,8 +86,7 @@ impl SagaContext {
 
     /// Whether `step` consumes the stream rather than the transport.
     pub fn reads_stream(&self, step: &str) -> bool {
-        self.stream.is_some()
-            && self.registry.current(step).is_some_and(|s| s.subscribes.iter().any(|kind| kind == "*"))
+        self.stream.is_some() && self.registry.current(step).is_some_and(|s| s.observes_all())
     }
 
     /// Where `consumer` receives its deliveries.

@@ -227,7 +227,7 @@ fn failed_step_drives_orders(ctx: &SagaContext, payload: &str) -> bool {
         return true;
     };
     match ctx.registry.current(&dead.step) {
-        Some(step) => !step.subscribes.iter().any(|kind| kind == "*"),
+        Some(step) => !step.observes_all(),
         None => true,
     }
 }

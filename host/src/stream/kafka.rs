@@ -198,12 +198,13 @@ impl KafkaStream {
             tracing::debug!(%error, "offset commit failed; the messages may come again");
         }
     }
+}
 
-    fn delivery_of(&self, message: &rdkafka::message::BorrowedMessage<'_>) -> Result<StoredEvent, String> {
-        let payload = message.payload().ok_or("an empty message")?;
-        let text = std::str::from_utf8(payload).map_err(|e| e.to_string())?;
-        wire::decode(text).map_err(|e| e.to_string())
-    }
+/// The event a message carries.
+fn event_of(message: &rdkafka::message::BorrowedMessage<'_>) -> Result<StoredEvent, String> {
+    let payload = message.payload().ok_or("an empty message")?;
+    let text = std::str::from_utf8(payload).map_err(|e| e.to_string())?;
+    wire::decode(text).map_err(|e| e.to_string())
 }
 
 #[async_trait]
@@ -285,7 +286,7 @@ impl Transport for KafkaStream {
         for message in messages {
             let tag = self.next_tag.fetch_add(1, Ordering::Relaxed);
             book.take(message.partition(), message.offset(), tag);
-            match self.delivery_of(&message) {
+            match event_of(&message) {
                 Ok(event) => deliveries.push(Delivery { tag, event, attempt: 1 }),
                 Err(error) => {
                     // Not an event of ours; skip it so the partition goes on.

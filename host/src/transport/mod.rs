@@ -71,11 +71,3 @@ pub trait Transport: Send + Sync {
     /// Deliver `event` to `consumer` again with a fresh attempt count (dead-letter replay).
     async fn redeliver(&self, consumer: &str, event: &StoredEvent) -> Result<(), TransportError>;
 }
-
-/// Whether subscriptions `patterns` (kinds, or prefixes ending in `*`) take `kind`.
-pub fn subscribed(patterns: &[String], kind: &str) -> bool {
-    patterns.iter().any(|pattern| match pattern.strip_suffix('*') {
-        Some(prefix) => kind.starts_with(prefix),
-        None => pattern == kind,
-    })
-}

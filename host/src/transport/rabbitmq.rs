@@ -17,7 +17,8 @@
 //! transport reports itself ready; deliveries unacked at the loss come again, and the
 //! consumers' inboxes absorb them.
 
-use super::{Delivery, Settlement, Transport, TransportError, subscribed};
+use super::{Delivery, Settlement, Transport, TransportError};
+use crate::runtime::subscribed;
 use crate::saga::wire;
 use crate::store::StoredEvent;
 use async_trait::async_trait;
@@ -422,7 +423,11 @@ impl Transport for RabbitTransport {
     }
 
     async fn declare(&self, consumer: &str, kinds: &[String]) -> Result<(), TransportError> {
-        lock(&self.inner.wanted).insert(consumer.to_owned(), kinds.to_vec());
+        // Every registry change declares every consumer: only a change reaches the broker.
+        let unchanged = lock(&self.inner.wanted).insert(consumer.to_owned(), kinds.to_vec()).as_deref() == Some(kinds);
+        if unchanged && lock(&self.inner.bound).contains_key(consumer) {
+            return Ok(());
+        }
         // Declared now if connected; otherwise on connecting, before the link is used.
         match self.inner.current() {
             Ok(link) => declare_consumer(&self.inner, &link, consumer, kinds).await.map_err(|e| self.inner.failed(e)),

@@ -181,6 +181,19 @@ impl Api {
             .await;
     }
 
+    /// Wait until the status of every order in `ids` satisfies `done`.
+    async fn until_every(&self, ids: &[String], what: &str, done: impl Fn(&str) -> bool) {
+        eventually(Duration::from_secs(60), what, async || {
+            for id in ids {
+                if !done(self.order(id).await["status"].as_str().unwrap_or_default()) {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
+    }
+
     /// Place `n` orders with the given tokens in turn, concurrently.
     async fn place_many(&self, n: usize, tokens: &[&str]) -> Vec<String> {
         let orders = (0..n).map(|i| async move {
@@ -326,14 +339,7 @@ async fn kafka_killed_and_restarted_the_saga_goes_on_and_the_archive_catches_up(
     app.place_many(20, &MIX).await;
     brokers.tansu.kill();
     let during = app.place_many(12, &["tok_ok"]).await;
-    eventually(Duration::from_secs(60), "orders complete while Kafka is down", async || {
-        let mut done = true;
-        for id in &during {
-            done &= app.order(id).await["status"] == "completed";
-        }
-        done
-    })
-    .await;
+    app.until_every(&during, "orders complete while Kafka is down", |status| status == "completed").await;
     brokers.tansu.start().await;
     app.assert_invariants(&stocked).await;
     app.stop().await;
@@ -352,14 +358,7 @@ async fn azure_blob_down_then_up_the_archive_lags_and_catches_up() {
     }
     brokers.azurite.kill();
     let placed = app.place_many(20, &["tok_ok", "tok_decline"]).await;
-    eventually(Duration::from_secs(60), "orders finish while the archive is down", async || {
-        let mut done = true;
-        for id in &placed {
-            done &= app.order(id).await["status"] != "pending";
-        }
-        done
-    })
-    .await;
+    app.until_every(&placed, "orders finish while the archive is down", |status| status != "pending").await;
     let listing = app.admin_get(&format!("/api/admin/archive?order_id={}", placed[0])).await;
     assert_eq!(listing.status(), 503, "the archive cannot be listed while down");
     brokers.azurite.start().await;
@@ -417,14 +416,7 @@ async fn a_poison_message_is_dead_lettered_without_blocking_its_queue() {
         .expect("confirm");
     let trapped = app.place(&[("SKU-1", 1)], "tok_trap").await;
     let fine = app.place_many(10, &["tok_ok"]).await;
-    eventually(Duration::from_secs(60), "the good orders complete", async || {
-        let mut done = true;
-        for id in &fine {
-            done &= app.order(id).await["status"] == "completed";
-        }
-        done
-    })
-    .await;
+    app.until_every(&fine, "the good orders complete", |status| status == "completed").await;
     eventually(Duration::from_secs(60), "the trapping order is cancelled", async || {
         app.order(&trapped).await["status"] == "cancelled"
     })

@@ -519,20 +519,12 @@ impl Api {
                 continue;
             }
             let listing: serde_json::Value = response.json().await.unwrap_or_default();
-            let mut got: Vec<String> = listing["objects"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|o| o["event_id"].as_str().map(str::to_owned))
-                .collect();
-            let mut expected: Vec<String> = order["timeline"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|t| t["event_id"].as_str().map(str::to_owned))
-                .collect();
+            let event_ids = |items: &serde_json::Value| -> Vec<String> {
+                let items = items.as_array().map(Vec::as_slice).unwrap_or_default();
+                items.iter().filter_map(|item| item["event_id"].as_str().map(str::to_owned)).collect()
+            };
+            let mut got = event_ids(&listing["objects"]);
+            let mut expected = event_ids(&order["timeline"]);
             expected.sort();
             got.sort();
             if expected != got {

@@ -113,37 +113,7 @@ fn archive(host: &mut dyn Host, event: &Event) -> Result<(), StepError> {
 
 /// `events/{yyyy}/{mm}/{dd}/{order_id}/{event_id}.json`, by the UTC date of the event.
 pub fn object_name(event: &Event) -> String {
-    let (year, month, day) = civil_from_days(event.occurred_at_ms / 86_400_000);
-    format!("events/{year:04}/{month:02}/{day:02}/{}/{}.json", segment(&event.order_id), segment(&event.id))
-}
-
-/// One path segment: `_` when empty, and nothing that could climb out of the folder.
-/// Ids the host assigns pass through unchanged.
-fn segment(id: &str) -> String {
-    let clean: String =
-        id.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' }).collect();
-    match clean.as_str() {
-        "" | "." | ".." => "_".to_owned(),
-        _ => clean,
-    }
-}
-
-/// Year, month (1..=12) and day (1..=31) of a count of days since 1970-01-01.
-///
-/// Howard Hinnant's `civil_from_days`, for non-negative day counts; chosen over the
-/// `time` crate to keep the component free of a dependency for three numbers.
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    // Shift the epoch to 0000-03-01, so leap days fall at the end of a 400-year era.
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let day_of_era = z - era * 146_097;
-    let year_of_era = (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_from_march = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
-    let month = if month_from_march < 10 { month_from_march + 3 } else { month_from_march - 9 };
-    let year = year_of_era + era * 400 + u64::from(month <= 2);
-    (year, month, day)
+    wasaga_sdk::archive::object_name(&event.order_id, &event.id, event.occurred_at_ms)
 }
 
 /// Decode a payload for the totals; a payload that does not decode is logged and left out,
@@ -336,16 +306,6 @@ mod tests {
         );
         check("../x", "a/b", 0, "events/1970/01/01/.._x/a_b.json");
         check("..", ".", 0, "events/1970/01/01/_/_.json");
-    }
-
-    #[test]
-    fn civil_from_days_matches_the_time_crate() {
-        // Every day from 1970 to beyond 2400, which covers every leap-year rule.
-        for days in 0..160_000u64 {
-            let date = time::OffsetDateTime::from_unix_timestamp(days as i64 * 86_400).unwrap();
-            let expected = (date.year() as u64, u8::from(date.month()) as u64, date.day() as u64);
-            assert_eq!(civil_from_days(days), expected, "day {days}");
-        }
     }
 
     #[test]

@@ -20,6 +20,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod archive;
 pub mod events;
 mod host;
 mod memory;
