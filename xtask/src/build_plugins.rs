@@ -45,7 +45,8 @@ pub fn run(args: &BuildPlugins) -> anyhow::Result<()> {
     let builds = STEPS.iter().chain(if args.fixtures { FIXTURES } else { &[] });
     for build in builds {
         let mut cmd = cargo();
-        cmd.args(["build", "--quiet", "--target", TARGET, "--profile", "plugin", "--message-format=json"]);
+        // Cargo's progress goes to stderr; the JSON on stdout names the outputs.
+        cmd.args(["build", "--target", TARGET, "--profile", "plugin", "--message-format=json-render-diagnostics"]);
         for package in build.packages {
             cmd.args(["-p", package]);
         }

@@ -69,6 +69,11 @@ pub struct Test {
     /// Skip `cargo fmt --check` and clippy.
     #[arg(long)]
     pub no_lint: bool,
+    /// Prove the first-run path: run in an empty cache folder (tools, build outputs,
+    /// services), as a new machine would; the cargo registry is reused. Run it after any
+    /// change to xtask, tool versions or install steps.
+    #[arg(long)]
+    pub fresh: bool,
     /// Passed to `cargo test` as a test name filter.
     pub filter: Option<String>,
 }

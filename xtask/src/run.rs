@@ -1,25 +1,41 @@
 //! `cargo xtask run`: build the plugins, start `wasaga serve` on the embedded defaults,
-//! stock a SKU, and print how to place an order once the server answers.
+//! stock a SKU, and print how to place an order once the server answers. Ctrl-C or
+//! SIGTERM to xtask stops the server it started.
 
 use crate::build_plugins;
 use crate::flags::{BuildPlugins, Run};
 use crate::http::request;
 use crate::services;
-use crate::util::{cargo, root, run as run_cmd};
+use crate::util::{Stages, cargo, root, run as run_cmd, target_dir};
 use anyhow::Context;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 pub fn run(args: &Run) -> anyhow::Result<()> {
-    build_plugins::run(&BuildPlugins { out: None, fixtures: false })?;
+    let profile_dir = if args.release { "release" } else { "debug" };
+    let binary = target_dir().join(profile_dir).join("wasaga");
+    if !binary.exists() {
+        eprintln!(
+            "first run: building the wasm32-wasip2 steps, then the host ({profile_dir}), takes about 25 minutes on 2 cores; later runs start in seconds"
+        );
+    }
+    let mut stages = Stages::new();
+    stages.run("components: inventory, payment, analytics", || {
+        build_plugins::run(&BuildPlugins { out: None, fixtures: false })
+    })?;
     let profile: &[&str] = if args.release { &["--release"] } else { &[] };
-    run_cmd(cargo().args(["build", "--quiet", "-p", "wasaga-host", "--bin", "wasaga"]).args(profile))?;
+    stages.run("host: wasaga", || {
+        run_cmd(cargo().args(["build", "-p", "wasaga-host", "--bin", "wasaga"]).args(profile))
+    })?;
+    if args.services {
+        stages.run("services", services::start)?;
+    }
 
     let addr = std::env::var("WASAGA_HTTP_ADDR").unwrap_or_else(|_| "127.0.0.1:8080".to_owned());
     let data_dir = root().join(std::env::var("WASAGA_DATA_DIR").unwrap_or_else(|_| "data".to_owned()));
-    let mut serve = cargo();
-    serve.args(["run", "--quiet", "-p", "wasaga-host", "--bin", "wasaga"]).args(profile).args(["--", "serve"]);
+    let mut serve = Command::new(&binary);
+    serve.current_dir(root()).arg("serve");
     if args.services {
-        services::start()?;
         // The variables the user set win over the services' defaults.
         for (name, value) in services::service_env() {
             if std::env::var_os(name).is_none() {
@@ -27,53 +43,68 @@ pub fn run(args: &Run) -> anyhow::Result<()> {
             }
         }
     }
-    let mut child = serve.spawn().context("cannot start wasaga serve")?;
+    let mut child = serve.spawn().with_context(|| format!("cannot start {}", binary.display()))?;
+    forward_termination(child.id())?;
 
     if wait_until_ready(&addr, &mut child)? {
-        let token_file = data_dir.join("admin-token");
-        let token = match std::env::var("WASAGA_ADMIN_TOKEN") {
-            Ok(token) => token,
-            Err(_) => std::fs::read_to_string(&token_file).unwrap_or_default().trim().to_owned(),
-        };
-        let stocked = request(
-            &addr,
-            "PUT",
-            "/api/stock/SKU-1",
-            &[("Authorization", &format!("Bearer {token}")), ("Content-Type", "application/json")],
-            r#"{"available":1000}"#,
-        );
-        let url = format!("http://{addr}");
-        println!();
-        println!("wasaga is running at {url}   (Ctrl-C stops it)");
-        match stocked {
-            Ok((202, _)) => println!("stocked SKU-1 with 1000 units"),
-            other => println!("could not stock SKU-1: {other:?}"),
-        }
-        println!("admin token: {}", token_file.display());
-        println!();
-        println!("place an order:");
-        println!(
-            "  curl -si -X POST {url}/api/orders -H 'content-type: application/json' \\\n    -d '{{\"customer_id\":\"c-1\",\"items\":[{{\"sku\":\"SKU-1\",\"quantity\":2,\"unit_price_cents\":1250}}],\"payment\":{{\"card_token\":\"tok_ok\"}}}}'"
-        );
-        println!("then follow it (the Location header):");
-        println!("  curl -s {url}/api/orders/<order_id>");
-        if args.services {
-            println!("watch it on the brokers:");
-            println!("  rabbitmqctl list_queues name messages consumers   # wasaga.<step> queues");
-            println!(
-                "  curl -s -H \"Authorization: Bearer $(cat {})\" '{url}/api/admin/archive?order_id=<order_id>'",
-                token_file.display()
-            );
-        }
-        println!("steps, as an administrator:");
-        println!("  curl -s -H \"Authorization: Bearer $(cat {})\" {url}/api/admin/plugins", token_file.display());
-        println!();
+        print_welcome(&addr, &data_dir, args.services);
     }
     let status = child.wait().context("waiting for wasaga")?;
     if !status.success() {
         anyhow::bail!("wasaga exited with {status}");
     }
     Ok(())
+}
+
+/// Ctrl-C reaches the server through the terminal's process group; SIGTERM is sent to
+/// xtask alone, so pass it on. xtask then exits when the server has stopped.
+fn forward_termination(pid: u32) -> anyhow::Result<()> {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).context("server pid out of range")?);
+    ctrlc::set_handler(move || {
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    })
+    .context("cannot install the signal handler")
+}
+
+fn print_welcome(addr: &str, data_dir: &std::path::Path, services: bool) {
+    let token_file = data_dir.join("admin-token");
+    let token = match std::env::var("WASAGA_ADMIN_TOKEN") {
+        Ok(token) => token,
+        Err(_) => std::fs::read_to_string(&token_file).unwrap_or_default().trim().to_owned(),
+    };
+    let stocked = request(
+        addr,
+        "PUT",
+        "/api/stock/SKU-1",
+        &[("Authorization", &format!("Bearer {token}")), ("Content-Type", "application/json")],
+        r#"{"available":1000}"#,
+    );
+    let url = format!("http://{addr}");
+    println!();
+    println!("wasaga is running at {url}   (Ctrl-C stops it)");
+    match stocked {
+        Ok((202, _)) => println!("stocked SKU-1 with 1000 units"),
+        other => println!("could not stock SKU-1: {other:?}"),
+    }
+    println!("admin token: {}", token_file.display());
+    println!();
+    println!("place an order:");
+    println!(
+        "  curl -si -X POST {url}/api/orders -H 'content-type: application/json' \\\n    -d '{{\"customer_id\":\"c-1\",\"items\":[{{\"sku\":\"SKU-1\",\"quantity\":2,\"unit_price_cents\":1250}}],\"payment\":{{\"card_token\":\"tok_ok\"}}}}'"
+    );
+    println!("then follow it (the Location header):");
+    println!("  curl -s {url}/api/orders/<order_id>");
+    if services {
+        println!("watch it on the brokers:");
+        println!("  rabbitmqctl list_queues name messages consumers   # wasaga.<step> queues");
+        println!(
+            "  curl -s -H \"Authorization: Bearer $(cat {})\" '{url}/api/admin/archive?order_id=<order_id>'",
+            token_file.display()
+        );
+    }
+    println!("steps, as an administrator:");
+    println!("  curl -s -H \"Authorization: Bearer $(cat {})\" {url}/api/admin/plugins", token_file.display());
+    println!();
 }
 
 /// Poll `/readyz` until it answers 200, the server exits, or two minutes pass.

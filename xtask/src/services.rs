@@ -88,44 +88,53 @@ pub struct Tools {
 const TANSU_VERSION: &str = "0.6.0";
 /// `libsql` gives tansu a SQLite log, so a restarted broker keeps its topics and offsets.
 const TANSU_FEATURES: &str = "dynostore,postgres,libsql";
-const AZURITE_PACKAGE: &str = "azurite@3";
+/// The newest Azurite whose `engines` accepts Node.js 20 (3.36 and later need 21+).
+const AZURITE_PACKAGE: &str = "azurite@3.35.0";
 
 /// Install tansu (cargo install) and Azurite (npm) under the cache folder unless there.
+///
+/// Both installs depend only on what xtask itself provides: tansu is built with this
+/// checkout's toolchain (named in `RUSTUP_TOOLCHAIN`, so a dependency's own
+/// `rust-toolchain.toml` cannot ask for another) and `--locked` versions; Azurite is an
+/// exact npm version in a prefix of its own.
 pub fn install_tools() -> anyhow::Result<Tools> {
     let tools = cache_dir().join("tools");
     let tansu = tools.join("bin").join("tansu");
     let stamp = tools.join(format!("tansu-{TANSU_VERSION}-{}.installed", TANSU_FEATURES.replace(',', "-")));
     if !tansu.exists() || !stamp.exists() {
-        eprintln!("installing tansu {TANSU_VERSION} into {} (once; about 10 minutes on 2 cores)", tools.display());
-        let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        let toolchain = crate::util::toolchain()?;
+        eprintln!(
+            "installing tansu {TANSU_VERSION} (Kafka) into {} with the {toolchain} toolchain: once, about 10 minutes on 2 cores",
+            tools.display()
+        );
+        let mut install = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+        install
             .args(["install", "tansu", "--version", TANSU_VERSION, "--locked", "--features", TANSU_FEATURES])
             .arg("--root")
             .arg(&tools)
             .arg("--target-dir")
             .arg(cache_dir().join("tools-build"))
             .env_remove("CARGO_TARGET_DIR")
-            .env_remove("RUSTUP_TOOLCHAIN")
-            .status()
-            .context("cannot run cargo install")?;
-        if !status.success() {
-            bail!("cargo install tansu failed ({status})");
-        }
+            .env("RUSTUP_TOOLCHAIN", &toolchain);
+        crate::util::run(&mut install).context("installing tansu")?;
         std::fs::write(&stamp, TANSU_FEATURES)?;
     }
     let azurite_dir = tools.join("azurite");
     let azurite = azurite_dir.join("node_modules").join(".bin").join("azurite-blob");
-    if !azurite.exists() {
-        eprintln!("installing {AZURITE_PACKAGE} into {} (once)", azurite_dir.display());
+    let azurite_stamp = azurite_dir.join(format!("{}.installed", AZURITE_PACKAGE.replace('@', "-")));
+    if !azurite.exists() || !azurite_stamp.exists() {
+        eprintln!("installing {AZURITE_PACKAGE} (Azure Blob) into {}: once, under a minute", azurite_dir.display());
         std::fs::create_dir_all(&azurite_dir)?;
-        let status = Command::new("npm")
-            .args(["install", "--no-audit", "--no-fund", "--loglevel", "error", "--prefix"])
+        let mut install = Command::new("npm");
+        install
+            .args(["install", "--no-audit", "--no-fund", "--no-save", "--loglevel", "error", "--prefix"])
             .arg(&azurite_dir)
-            .arg(AZURITE_PACKAGE)
-            .status()
-            .context("cannot run npm (Node.js is needed for Azurite)")?;
-        if !status.success() || !azurite.exists() {
-            bail!("npm install {AZURITE_PACKAGE} failed ({status})");
+            .arg(AZURITE_PACKAGE);
+        crate::util::run(&mut install).context("installing Azurite (npm, from Node.js, is needed)")?;
+        if !azurite.exists() {
+            bail!("npm install {AZURITE_PACKAGE} did not install {}", azurite.display());
         }
+        std::fs::write(&azurite_stamp, AZURITE_PACKAGE)?;
     }
     Ok(Tools { tansu, azurite })
 }
@@ -196,10 +205,27 @@ pub fn service_env() -> Vec<(&'static str, String)> {
 /// `cargo xtask services`: install and start tansu and Azurite, check PostgreSQL and
 /// RabbitMQ, wait until each answers, and print the environment to use.
 pub fn start() -> anyhow::Result<()> {
-    let tools = install_tools()?;
-    ensure_postgres()?;
-    ensure_database("wasaga")?;
-    ensure_rabbitmq()?;
+    let mut stages = crate::util::Stages::new();
+    let result = start_stages(&mut stages);
+    eprint!("{}", stages.summary());
+    result
+}
+
+fn start_stages(stages: &mut crate::util::Stages) -> anyhow::Result<()> {
+    let tools = stages.run("tools: tansu and Azurite (first run: about 10 minutes)", install_tools)?;
+    stages.run("PostgreSQL (database wasaga) and RabbitMQ", || {
+        ensure_postgres()?;
+        ensure_database("wasaga")?;
+        ensure_rabbitmq()
+    })?;
+    stages.run("tansu and Azurite started", || start_brokers(&tools))?;
+    println!("# services are up: PostgreSQL 127.0.0.1:5432, RabbitMQ {RABBITMQ}, tansu {KAFKA}, Azurite {AZURITE}");
+    println!("# use them with:  eval \"$(cargo xtask services env)\"  or  cargo xtask run --services");
+    print_env();
+    Ok(())
+}
+
+fn start_brokers(tools: &Tools) -> anyhow::Result<()> {
     if answers(KAFKA) {
         eprintln!("a Kafka broker already answers on {KAFKA}");
     } else {
@@ -237,9 +263,6 @@ pub fn start() -> anyhow::Result<()> {
             bail!("{name} did not answer on {addr} within a minute; see {}", run_dir().display());
         }
     }
-    println!("# services are up: PostgreSQL 127.0.0.1:5432, RabbitMQ {RABBITMQ}, tansu {KAFKA}, Azurite {AZURITE}");
-    println!("# use them with:  eval \"$(cargo xtask services env)\"  or  cargo xtask run --services");
-    print_env();
     Ok(())
 }
 

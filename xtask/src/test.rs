@@ -1,33 +1,89 @@
 //! `cargo xtask test`: formatting and lints, the components, then every test of the
 //! workspace with the components' folder passed to the host's integration tests.
+//! `--fresh` runs the same in an empty cache folder, as a machine that never ran it would.
 
 use crate::build_plugins;
 use crate::flags::{BuildPlugins, Test};
 use crate::services;
-use crate::util::{cargo, run as run_cmd, target_dir};
+use crate::util::{Stages, cargo, human, run as run_cmd, target_dir};
+use anyhow::Context;
+use std::time::Instant;
 
 pub fn run(args: &Test) -> anyhow::Result<()> {
+    if args.fresh {
+        return fresh(args);
+    }
+    let mut stages = Stages::new();
+    let result = stages_of_test(args, &mut stages);
+    eprint!("{}", stages.summary());
+    result
+}
+
+fn stages_of_test(args: &Test, stages: &mut Stages) -> anyhow::Result<()> {
     if !args.no_lint {
-        run_cmd(cargo().args(["fmt", "--all", "--", "--check"]))?;
-        run_cmd(cargo().args(["clippy", "--workspace", "--all-targets", "--quiet", "--", "-D", "warnings"]))?;
+        stages.run("cargo fmt --check", || run_cmd(cargo().args(["fmt", "--all", "--", "--check"])))?;
+        stages.run("clippy (first run: about 10 minutes on 2 cores)", || {
+            run_cmd(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))
+        })?;
     }
-    services::check_compose(&crate::util::root())?;
-    if std::env::var_os("WASAGA_TEST_PG_URL").is_none() {
-        services::ensure_postgres()?;
-    }
-    services::ensure_rabbitmq()?;
-    let tools = services::install_tools()?;
+    stages.run("compose.yml", || services::check_compose(&crate::util::root()))?;
+    stages.run("PostgreSQL and RabbitMQ", || {
+        if std::env::var_os("WASAGA_TEST_PG_URL").is_none() {
+            services::ensure_postgres()?;
+        }
+        services::ensure_rabbitmq()
+    })?;
+    let tools = stages.run("tools: tansu and Azurite (first run: about 10 minutes)", services::install_tools)?;
     let components = target_dir().join("wasaga-test-components");
-    build_plugins::run(&BuildPlugins { out: Some(components.clone()), fixtures: true })?;
-    let mut cmd = cargo();
-    // The broker tests start their own tansu and Azurite (random ports, killed and
-    // restarted by the fault tests) from these binaries, and use the machine's RabbitMQ.
-    cmd.args(["test", "--workspace"])
-        .env("WASAGA_TEST_COMPONENTS", &components)
-        .env("WASAGA_TANSU_BIN", &tools.tansu)
-        .env("WASAGA_AZURITE_BIN", &tools.azurite);
-    if let Some(filter) = &args.filter {
-        cmd.args(["--", filter]);
+    stages.run("components: steps and fixtures (first run: about 3 minutes)", || {
+        build_plugins::run(&BuildPlugins { out: Some(components.clone()), fixtures: true })
+    })?;
+    stages.run("cargo test --workspace (first run builds the host: about 20 minutes)", || {
+        let mut cmd = cargo();
+        // The broker tests start their own tansu and Azurite (random ports, killed and
+        // restarted by the fault tests) from these binaries, and use the machine's RabbitMQ.
+        cmd.args(["test", "--workspace"])
+            .env("WASAGA_TEST_COMPONENTS", &components)
+            .env("WASAGA_TANSU_BIN", &tools.tansu)
+            .env("WASAGA_AZURITE_BIN", &tools.azurite);
+        if let Some(filter) = &args.filter {
+            cmd.args(["--", filter]);
+        }
+        run_cmd(&mut cmd)
+    })
+}
+
+/// `cargo xtask test --fresh`: the whole test command again in a child process whose
+/// cache folder and target folder are new and empty (xtask itself is rebuilt there too,
+/// as in a fresh clone). The folder is removed after a success and kept after a failure.
+fn fresh(args: &Test) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("wasaga-fresh-{}", std::process::id()));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("emptying {}", dir.display()))?;
     }
-    run_cmd(&mut cmd)
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    eprintln!(
+        "fresh run in {}: tools, build outputs and services start empty (about 45 minutes on 2 cores)",
+        dir.display()
+    );
+    let mut cmd = cargo();
+    cmd.args(["run", "--package", "xtask", "--", "test"])
+        .env("WASAGA_CACHE_DIR", &dir)
+        .env("CARGO_TARGET_DIR", dir.join("target"));
+    if args.no_lint {
+        cmd.arg("--no-lint");
+    }
+    if let Some(filter) = &args.filter {
+        cmd.arg(filter);
+    }
+    let started = Instant::now();
+    let result = run_cmd(&mut cmd);
+    eprintln!("fresh run: {} in all", human(started.elapsed()));
+    match result {
+        Ok(()) => {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+            Ok(())
+        }
+        Err(err) => Err(err.context(format!("the fresh run failed; its folder is kept: {}", dir.display()))),
+    }
 }
