@@ -314,7 +314,7 @@ fn p50_max(mut values: Vec<f64>) -> (f64, f64) {
 async fn swap_latency(component: &dyn Fn(&str) -> Bytes, cached: bool) -> Swap {
     let cache = tempfile::tempdir().unwrap();
     let runtime = Runtime::new(config(Allocator::Pooling, true, cached.then(|| cache.path().to_owned()))).unwrap();
-    let registry = StepRegistry::new(runtime, None);
+    let registry = StepRegistry::new(runtime);
     let (v1, v2) = (component("echo-v1"), component("echo-v2"));
     if cached {
         // Both versions compiled once before, as after a rollback or a re-deploy.

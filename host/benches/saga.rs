@@ -174,6 +174,7 @@ async fn drop_pg(admin: &str, url: &str) {
 
 /// Start a server, stock it, push `orders` orders through it (closed loop with
 /// `concurrency` in flight, or open loop at `rate` per second), and measure.
+#[allow(clippy::too_many_arguments)]
 async fn run(
     env: &Env,
     store_url: Option<String>,
@@ -181,6 +182,7 @@ async fn run(
     concurrency: usize,
     rate: Option<f64>,
     brokers: Option<&Brokers>,
+    sqlite_synchronous: wasaga_host::store::SqliteSync,
 ) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let plugins = dir.path().join("plugins");
@@ -194,6 +196,7 @@ async fn run(
         plugins_dir: plugins,
         admin_token: Some("bench".to_owned().into()),
         store_url: store_url.clone(),
+        sqlite_synchronous,
         ..Settings::default()
     };
     let settings = match brokers {
@@ -355,7 +358,7 @@ async fn run(
 /// consumers' and the relay's writes) as plain statements, one order at a time per
 /// connection, without wasaga.
 async fn store_limit(store_url: &str, orders: usize) -> f64 {
-    let store = wasaga_host::store::open(store_url).await.unwrap();
+    let store = wasaga_host::store::open(store_url, &Default::default()).await.unwrap();
     let started = Instant::now();
     let mut tasks = Vec::new();
     let workers = 4;
@@ -413,7 +416,7 @@ async fn pgbench_limit(admin: &str, clients: u32, seconds: u32) -> Option<f64> {
         .into_iter()
         .find(|p| std::process::Command::new(p).arg("--version").output().is_ok_and(|o| o.status.success()))?;
     let url = fresh_pg(admin).await;
-    drop(wasaga_host::store::open(&url).await.unwrap());
+    drop(wasaga_host::store::open(&url, &Default::default()).await.unwrap());
     let script = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(script.path(), include_str!("pgbench-order.sql")).unwrap();
     let output = std::process::Command::new(pgbench)
@@ -429,6 +432,9 @@ async fn pgbench_limit(admin: &str, clients: u32, seconds: u32) -> Option<f64> {
         .and_then(|l| l.trim_start_matches("tps = ").split_whitespace().next()?.parse().ok())
 }
 
+/// The durable default; the report also shows `normal` on SQLite.
+const FULL: wasaga_host::store::SqliteSync = wasaga_host::store::SqliteSync::Full;
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let var = |name: &str| {
@@ -442,7 +448,7 @@ async fn main() {
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned()),
     };
     let mut md = format!(
-        "# Saga benchmark\n\n{} orders per run, `tok_ok`, one SKU of ten per order; the load generator runs in the same process on the same 2 cores. Latency is the server's own timeline: `order.placed` → `order.completed`.\n\n| store | steps | orders/s | p50 ms | p99 ms | completed |\n|---|---|---|---|---|---|\n",
+        "# Saga benchmark\n\n{} orders per run, `tok_ok`, one SKU of ten per order; the load generator runs in the same process on the same 2 cores. Latency is the server's own timeline: `order.placed` → `order.completed`. SQLite runs durable (`synchronous=FULL`, the default) unless a row says otherwise.\n\n| store | steps | orders/s | p50 ms | p99 ms | completed |\n|---|---|---|---|---|---|\n",
         env.orders
     );
     let mut report = json!({"orders_per_run": env.orders, "runs": []});
@@ -453,9 +459,13 @@ async fn main() {
                 _ => Some(fresh_pg(&env.pg_admin).await),
             }
         };
-        let wasm = run(&env, url().await, false, 64, None, None).await;
-        let native = run(&env, url().await, true, 64, None, None).await;
-        let half = run(&env, url().await, false, 64, Some((wasm.orders_per_sec / 2.0).max(1.0)), None).await;
+        let wasm = run(&env, url().await, false, 64, None, None, FULL).await;
+        let native = run(&env, url().await, true, 64, None, None, FULL).await;
+        let half = run(&env, url().await, false, 64, Some((wasm.orders_per_sec / 2.0).max(1.0)), None, FULL).await;
+        let normal = match store {
+            "sqlite" => Some(run(&env, None, false, 64, None, None, wasaga_host::store::SqliteSync::Normal).await),
+            _ => None,
+        };
         let limit_url = match store {
             "sqlite" => {
                 let dir = tempfile::tempdir().unwrap().keep();
@@ -467,7 +477,11 @@ async fn main() {
         if store == "postgres" {
             drop_pg(&env.pg_admin, &limit_url).await;
         }
-        for (label, r) in [("wasm", &wasm), ("native", &native), ("wasm at half rate", &half)] {
+        let mut rows = vec![("wasm", &wasm), ("native", &native), ("wasm at half rate", &half)];
+        if let Some(normal) = &normal {
+            rows.push(("wasm, synchronous=NORMAL (not durable)", normal));
+        }
+        for (label, r) in rows {
             md.push_str(&format!(
                 "| {store} | {label} | {:.0} | {:.1} | {:.1} | {} |\n",
                 r.orders_per_sec, r.p50_ms, r.p99_ms, r.completed
@@ -506,10 +520,10 @@ async fn main() {
              Outbox lag: commit → broker confirm, per event. Archive lag: commit → analytics handled it (archived).\n\n\
              | run | orders/s | p50 ms | p99 ms | completed | outbox→RabbitMQ p99 ms | outbox→Kafka p99 ms | archive p99 ms |\n|---|---|---|---|---|---|---|---|\n",
         );
-        let embedded = run(&env, Some(fresh_pg(&env.pg_admin).await), false, 64, None, None).await;
-        let real = run(&env, Some(fresh_pg(&env.pg_admin).await), false, 64, None, Some(&brokers)).await;
+        let embedded = run(&env, Some(fresh_pg(&env.pg_admin).await), false, 64, None, None, FULL).await;
+        let real = run(&env, Some(fresh_pg(&env.pg_admin).await), false, 64, None, Some(&brokers), FULL).await;
         let half_rate = Some((real.orders_per_sec / 2.0).max(1.0));
-        let half = run(&env, Some(fresh_pg(&env.pg_admin).await), false, 64, half_rate, Some(&brokers)).await;
+        let half = run(&env, Some(fresh_pg(&env.pg_admin).await), false, 64, half_rate, Some(&brokers), FULL).await;
         let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0}"));
         for (label, r) in
             [("PostgreSQL, embedded transport", &embedded), ("brokers", &real), ("brokers at half rate", &half)]

@@ -5,6 +5,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use secrecy::SecretString;
 use serde::Deserialize;
+use sha2::Digest;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -50,6 +51,9 @@ pub struct Settings {
     /// Step instances alive at once.
     #[serde(default = "defaults::step_concurrency")]
     pub step_concurrency: u32,
+    /// Step instances one step may hold at once; unset: half of `step_concurrency`.
+    #[serde(default)]
+    pub step_concurrency_per_step: Option<u32>,
     /// First retry delay; each further retry doubles it (with jitter), up to 30 s.
     #[serde(default = "defaults::retry_base_ms")]
     pub retry_base_ms: u64,
@@ -57,6 +61,60 @@ pub struct Settings {
     /// (`<namespace>.events`) and consumer groups.
     #[serde(default = "defaults::namespace")]
     pub namespace: String,
+    /// Names this host in the fleet; defaults to the host name and a digest of the data
+    /// folder, stable across restarts.
+    #[serde(default)]
+    pub host_id: Option<String>,
+    /// Longest a stop waits for batches in hand before abandoning them (they are
+    /// delivered again after the restart).
+    #[serde(default = "defaults::shutdown_timeout_ms")]
+    pub shutdown_timeout_ms: u64,
+    /// SQLite durability: `full` (a 202 survives a power cut) or `normal`.
+    #[serde(default = "defaults::sqlite_synchronous")]
+    pub sqlite_synchronous: crate::store::SqliteSync,
+    /// Longest a store statement may run or wait for a lock.
+    #[serde(default = "defaults::store_timeout_ms")]
+    pub store_timeout_ms: u64,
+    /// Largest component accepted by upload or from the plugins folder.
+    #[serde(default = "defaults::max_component_mib")]
+    pub max_component_mib: u64,
+    /// Longest a component may take to compile.
+    #[serde(default = "defaults::compile_timeout_ms")]
+    pub compile_timeout_ms: u64,
+    /// Per call: bytes of state a step may write.
+    #[serde(default = "defaults::step_max_state_bytes")]
+    pub step_max_state_bytes: u64,
+    /// Per call: state keys a step may write or delete.
+    #[serde(default = "defaults::step_max_state_keys")]
+    pub step_max_state_keys: u64,
+    /// Per call: archive objects a step may write.
+    #[serde(default = "defaults::step_max_archive_objects")]
+    pub step_max_archive_objects: u64,
+    /// Per call: archive bytes a step may write.
+    #[serde(default = "defaults::step_max_archive_bytes")]
+    pub step_max_archive_bytes: u64,
+    /// Per call: log lines kept (more are dropped and counted).
+    #[serde(default = "defaults::step_max_log_lines")]
+    pub step_max_log_lines: u64,
+    /// A pending order with no progress for this long has its events published again.
+    #[serde(default = "defaults::redrive_after_ms")]
+    pub redrive_after_ms: u64,
+    /// How often the upkeep jobs (redrive, retention) run.
+    #[serde(default = "defaults::maintenance_interval_ms")]
+    pub maintenance_interval_ms: u64,
+    /// How long handled events stay in the inbox (duplicates later than this are not
+    /// recognised); dead-letter marks are never removed.
+    #[serde(default = "defaults::retain_inbox_secs")]
+    pub retain_inbox_secs: u64,
+    /// How long relayed events stay in the outbox (order timelines show them).
+    #[serde(default = "defaults::retain_outbox_secs")]
+    pub retain_outbox_secs: u64,
+    /// How long an Idempotency-Key is remembered.
+    #[serde(default = "defaults::retain_idempotency_secs")]
+    pub retain_idempotency_secs: u64,
+    /// Replication factor of the Kafka topic the stream creates; unset: the broker's default.
+    #[serde(default)]
+    pub stream_replication: Option<i32>,
     /// Named stores (`[stores.NAME] url = "…"`; in the TOML file only).
     #[serde(default)]
     pub stores: BTreeMap<String, StoreSettings>,
@@ -74,17 +132,46 @@ pub struct StoreSettings {
     pub url: String,
 }
 
-/// Where one consumer keeps its inbox, outbox, state and dead letters.
-#[derive(Debug, Clone, Deserialize)]
+/// Where one consumer keeps its inbox, outbox, state and dead letters, and how its
+/// failures are retried.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StepSettings {
-    /// A name from `[stores]`.
-    pub store: String,
+    /// A name from `[stores]`; unset: the default store.
+    #[serde(default)]
+    pub store: Option<String>,
+    /// Whether the step compensates (undoes effects on `order.cancelled`, commits them on
+    /// `order.completed`): its retryable failures of those kinds are retried until they
+    /// succeed. Default: true for `payment` and `inventory`, false for every other step,
+    /// whose failures follow `WASAGA_MAX_ATTEMPTS` like any event.
+    #[serde(default)]
+    pub compensates: Option<bool>,
 }
+
+/// Steps that compensate unless configured otherwise.
+pub const COMPENSATING_STEPS: [&str; 2] = ["payment", "inventory"];
 
 /// Every key of [`Settings`], as in `wasaga.toml` and (upper-cased, `WASAGA_`-prefixed)
 /// in the environment.
-const SETTING_KEYS: [&str; 14] = [
+const SETTING_KEYS: [&str; 32] = [
+    "maintenance_interval_ms",
+    "host_id",
+    "shutdown_timeout_ms",
+    "sqlite_synchronous",
+    "store_timeout_ms",
+    "max_component_mib",
+    "compile_timeout_ms",
+    "step_max_state_bytes",
+    "step_max_state_keys",
+    "step_max_archive_objects",
+    "step_max_archive_bytes",
+    "step_max_log_lines",
+    "redrive_after_ms",
+    "retain_inbox_secs",
+    "retain_outbox_secs",
+    "retain_idempotency_secs",
+    "stream_replication",
+    "step_concurrency_per_step",
     "http_addr",
     "data_dir",
     "plugins_dir",
@@ -135,6 +222,51 @@ mod defaults {
     pub fn namespace() -> String {
         "wasaga".to_owned()
     }
+    pub fn shutdown_timeout_ms() -> u64 {
+        10_000
+    }
+    pub fn sqlite_synchronous() -> crate::store::SqliteSync {
+        crate::store::SqliteSync::Full
+    }
+    pub fn store_timeout_ms() -> u64 {
+        30_000
+    }
+    pub fn max_component_mib() -> u64 {
+        64
+    }
+    pub fn compile_timeout_ms() -> u64 {
+        120_000
+    }
+    pub fn step_max_state_bytes() -> u64 {
+        1024 * 1024
+    }
+    pub fn step_max_state_keys() -> u64 {
+        1000
+    }
+    pub fn step_max_archive_objects() -> u64 {
+        100
+    }
+    pub fn step_max_archive_bytes() -> u64 {
+        8 * 1024 * 1024
+    }
+    pub fn step_max_log_lines() -> u64 {
+        100
+    }
+    pub fn redrive_after_ms() -> u64 {
+        60_000
+    }
+    pub fn maintenance_interval_ms() -> u64 {
+        5_000
+    }
+    pub fn retain_inbox_secs() -> u64 {
+        7 * 24 * 3600
+    }
+    pub fn retain_outbox_secs() -> u64 {
+        30 * 24 * 3600
+    }
+    pub fn retain_idempotency_secs() -> u64 {
+        7 * 24 * 3600
+    }
 }
 
 /// Settings that cannot be used, naming the setting.
@@ -163,6 +295,24 @@ impl Default for Settings {
             step_concurrency: defaults::step_concurrency(),
             retry_base_ms: defaults::retry_base_ms(),
             namespace: defaults::namespace(),
+            host_id: None,
+            shutdown_timeout_ms: defaults::shutdown_timeout_ms(),
+            sqlite_synchronous: defaults::sqlite_synchronous(),
+            store_timeout_ms: defaults::store_timeout_ms(),
+            max_component_mib: defaults::max_component_mib(),
+            compile_timeout_ms: defaults::compile_timeout_ms(),
+            step_max_state_bytes: defaults::step_max_state_bytes(),
+            step_max_state_keys: defaults::step_max_state_keys(),
+            step_max_archive_objects: defaults::step_max_archive_objects(),
+            step_max_archive_bytes: defaults::step_max_archive_bytes(),
+            step_max_log_lines: defaults::step_max_log_lines(),
+            redrive_after_ms: defaults::redrive_after_ms(),
+            maintenance_interval_ms: defaults::maintenance_interval_ms(),
+            retain_inbox_secs: defaults::retain_inbox_secs(),
+            retain_outbox_secs: defaults::retain_outbox_secs(),
+            retain_idempotency_secs: defaults::retain_idempotency_secs(),
+            stream_replication: None,
+            step_concurrency_per_step: None,
             stores: BTreeMap::new(),
             steps: BTreeMap::new(),
         }
@@ -205,14 +355,53 @@ impl Settings {
         if !(1..=600_000).contains(&self.retry_base_ms) {
             return invalid("WASAGA_RETRY_BASE_MS", "must be between 1 and 600000");
         }
+        if let Some(token) = &self.admin_token
+            && secrecy::ExposeSecret::expose_secret(token).trim().is_empty()
+        {
+            return invalid("WASAGA_ADMIN_TOKEN", "must not be empty (leave it unset to generate one)");
+        }
+        if let Some(host_id) = &self.host_id
+            && (host_id.is_empty() || host_id.len() > 128 || host_id.chars().any(char::is_control))
+        {
+            return invalid("WASAGA_HOST_ID", "1 to 128 printable characters");
+        }
+        if let Some(per_step) = self.step_concurrency_per_step
+            && !(1..=self.step_concurrency).contains(&per_step)
+        {
+            return invalid("WASAGA_STEP_CONCURRENCY_PER_STEP", "must be between 1 and WASAGA_STEP_CONCURRENCY");
+        }
+        for (name, value, low, high) in [
+            ("WASAGA_SHUTDOWN_TIMEOUT_MS", self.shutdown_timeout_ms, 0, 3_600_000),
+            ("WASAGA_STORE_TIMEOUT_MS", self.store_timeout_ms, 100, 3_600_000),
+            ("WASAGA_MAX_COMPONENT_MIB", self.max_component_mib, 1, 1024),
+            ("WASAGA_COMPILE_TIMEOUT_MS", self.compile_timeout_ms, 100, 3_600_000),
+            ("WASAGA_STEP_MAX_STATE_BYTES", self.step_max_state_bytes, 1, 1 << 30),
+            ("WASAGA_STEP_MAX_STATE_KEYS", self.step_max_state_keys, 1, 1_000_000),
+            ("WASAGA_STEP_MAX_ARCHIVE_OBJECTS", self.step_max_archive_objects, 0, 100_000),
+            ("WASAGA_STEP_MAX_ARCHIVE_BYTES", self.step_max_archive_bytes, 0, 1 << 30),
+            ("WASAGA_STEP_MAX_LOG_LINES", self.step_max_log_lines, 0, 1_000_000),
+            ("WASAGA_REDRIVE_AFTER_MS", self.redrive_after_ms, 100, 86_400_000),
+            ("WASAGA_MAINTENANCE_INTERVAL_MS", self.maintenance_interval_ms, 100, 3_600_000),
+            ("WASAGA_RETAIN_INBOX_SECS", self.retain_inbox_secs, 1, 10 * 365 * 86_400),
+            ("WASAGA_RETAIN_OUTBOX_SECS", self.retain_outbox_secs, 1, 10 * 365 * 86_400),
+            ("WASAGA_RETAIN_IDEMPOTENCY_SECS", self.retain_idempotency_secs, 1, 10 * 365 * 86_400),
+        ] {
+            if !(low..=high).contains(&value) {
+                return Err(ConfigError::Invalid { name, reason: format!("must be between {low} and {high}") });
+            }
+        }
+        if let Some(replication) = self.stream_replication
+            && !(1..=16).contains(&replication)
+        {
+            return invalid("WASAGA_STREAM_REPLICATION", "must be between 1 and 16 (unset: the broker's default)");
+        }
         for (step, mapping) in &self.steps {
-            if !self.stores.contains_key(&mapping.store) {
+            if let Some(store) = &mapping.store
+                && !self.stores.contains_key(store)
+            {
                 return Err(ConfigError::Invalid {
                     name: "steps",
-                    reason: format!(
-                        "[steps.{step}] uses store {:?}, which no [stores.{}] defines",
-                        mapping.store, mapping.store
-                    ),
+                    reason: format!("[steps.{step}] uses store {store:?}, which no [stores.{store}] defines"),
                 });
             }
         }
@@ -241,6 +430,46 @@ impl Settings {
             return invalid("WASAGA_NAMESPACE", "1 to 64 letters, digits, '.', '_' or '-'");
         }
         Ok(())
+    }
+
+    /// This host's name in the fleet: the configured one, or the host name and a digest
+    /// of the data folder (two hosts on one machine differ by their folders).
+    pub fn host_id(&self) -> String {
+        if let Some(id) = &self.host_id {
+            return id.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let host = host.trim();
+        let dir = std::path::absolute(&self.data_dir).unwrap_or_else(|_| self.data_dir.clone());
+        let digest = sha2::Sha256::digest(dir.to_string_lossy().as_bytes());
+        format!("{}-{}", if host.is_empty() { "wasaga" } else { host }, &hex::encode(digest)[..8])
+    }
+
+    /// Whether `step` compensates (see [`StepSettings::compensates`]).
+    pub fn compensates(&self, step: &str) -> bool {
+        self.steps.get(step).and_then(|s| s.compensates).unwrap_or(COMPENSATING_STEPS.contains(&step))
+    }
+
+    /// What every store applies when it opens.
+    pub fn store_options(&self) -> crate::store::StoreOptions {
+        crate::store::StoreOptions {
+            sqlite_synchronous: self.sqlite_synchronous,
+            statement_timeout: Duration::from_millis(self.store_timeout_ms),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// What one step call may make the host hold.
+    pub fn call_limits(&self) -> crate::runtime::CallLimits {
+        let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        crate::runtime::CallLimits {
+            state_bytes: size(self.step_max_state_bytes),
+            state_keys: size(self.step_max_state_keys),
+            archive_objects: size(self.step_max_archive_objects),
+            archive_bytes: size(self.step_max_archive_bytes),
+            log_lines: size(self.step_max_log_lines),
+            ..crate::runtime::CallLimits::default()
+        }
     }
 
     /// The Kafka topic of the event stream.
@@ -300,6 +529,9 @@ mod tests {
         check(Settings { stream_brokers: Some("localhost".into()), ..Settings::default() }, "WASAGA_STREAM_BROKERS");
         check(Settings { archive_url: Some("gs://b".into()), ..Settings::default() }, "WASAGA_ARCHIVE_URL");
         check(Settings { namespace: "a b".into(), ..Settings::default() }, "WASAGA_NAMESPACE");
+        check(Settings { admin_token: Some(" ".to_owned().into()), ..Settings::default() }, "WASAGA_ADMIN_TOKEN");
+        check(Settings { max_component_mib: 0, ..Settings::default() }, "WASAGA_MAX_COMPONENT_MIB");
+        check(Settings { stream_replication: Some(0), ..Settings::default() }, "WASAGA_STREAM_REPLICATION");
         let amqp = Settings { transport_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(), ..Settings::default() };
         assert!(amqp.validate().is_ok());
         assert!(Settings::default().validate().is_ok());
@@ -311,7 +543,12 @@ mod tests {
             "http_addr": "127.0.0.1:1", "data_dir": "d", "plugins_dir": "p", "admin_token": "t",
             "store_url": "s", "transport_url": "embedded", "stream_brokers": "b", "archive_url": "a",
             "max_attempts": 1, "step_deadline_ms": 1, "step_memory_mib": 1, "step_concurrency": 1,
-            "retry_base_ms": 1, "namespace": "n"
+            "retry_base_ms": 1, "namespace": "n", "host_id": "h", "shutdown_timeout_ms": 1,
+            "sqlite_synchronous": "normal", "store_timeout_ms": 100, "max_component_mib": 1,
+            "compile_timeout_ms": 100, "step_max_state_bytes": 1, "step_max_state_keys": 1,
+            "step_max_archive_objects": 1, "step_max_archive_bytes": 1, "step_max_log_lines": 1,
+            "redrive_after_ms": 100, "maintenance_interval_ms": 100, "retain_inbox_secs": 1, "retain_outbox_secs": 1,
+            "retain_idempotency_secs": 1, "stream_replication": 1, "step_concurrency_per_step": 1
         });
         let keys: Vec<&str> = fields.as_object().expect("object").keys().map(String::as_str).collect();
         // `stores` and `steps` are maps, set in the TOML file only.
@@ -353,7 +590,7 @@ mod tests {
             )?;
             let settings = Settings::load(Some(Path::new("wasaga.toml"))).map_err(|e| e.to_string())?;
             assert_eq!(settings.stores["payments"].url, "postgres://db/payments");
-            assert_eq!(settings.steps["payment"].store, "payments");
+            assert_eq!(settings.steps["payment"].store.as_deref(), Some("payments"));
             jail.create_file("bad.toml", "[steps.payment]\nstore = \"nowhere\"\n")?;
             let error = Settings::load(Some(Path::new("bad.toml"))).expect_err("unknown store").to_string();
             assert!(error.contains("nowhere"), "{error}");

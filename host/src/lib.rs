@@ -5,6 +5,8 @@
 //!
 //! # Layout
 //! Read in this order, which follows the data:
+//! - [`event`]: the leaf every layer shares: the event, its wire JSON, ids, the clock,
+//!   step names, the subscription matcher.
 //! - [`config`]: typed settings from defaults, `wasaga.toml` and `WASAGA_*`.
 //! - [`server`]: builds everything and serves; `main` and tests share it.
 //! - [`http`]: the HTTP API and problem+json errors.
@@ -19,13 +21,19 @@
 //! - [`runtime`]: wasmtime: validation, compile cache, a fresh sandboxed instance per call.
 //! - [`archive`]: create-only object storage for the archive (folder, Azure Blob, S3).
 //! - [`telemetry`]: logs and metrics.
+//! - [`backoff`], [`redact`], [`fsutil`]: one rule each for retry delays, secrets in
+//!   messages, and files written whole.
 //! - [`cli`]: the `wasaga` subcommands that talk to a running server.
 
 pub mod archive;
+pub mod backoff;
 pub mod cli;
 pub mod config;
+pub mod event;
+pub mod fsutil;
 pub mod http;
 pub mod outbox;
+pub mod redact;
 pub mod registry;
 pub mod runtime;
 pub mod saga;

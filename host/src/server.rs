@@ -1,17 +1,23 @@
 //! The server: build everything from [`Settings`], bind the listener, then serve until
 //! the shutdown future resolves. `main` and the tests share this one path.
+//!
+//! A store that does not answer at start does not stop the process: it listens at once,
+//! answers `/healthz`, reports what it waits for on `/readyz` (503) and every other path,
+//! and starts the rest as soon as the store answers.
 
 use crate::archive::{ArchiveError, ObjectArchive};
 use crate::config::Settings;
 use crate::http::{self, AppState};
 use crate::outbox::Relay;
-use crate::registry::{PluginWatcher, StepRegistry, WatchError};
+use crate::registry::{Fleet, PluginWatcher, StepRegistry, WatchError};
 use crate::runtime::{Allocator, Runtime, RuntimeConfig, RuntimeError, StepExecutor};
-use crate::saga::orders::HOST_KINDS;
-use crate::saga::{HOST_CONSUMER, Saga, SagaConfig, SagaContext};
+use crate::saga::{Saga, SagaConfig, SagaContext};
 use crate::store::{StoreError, Stores};
 use crate::stream::{EventStream, KafkaSettings, KafkaStream};
 use crate::transport::{EmbeddedTransport, RabbitSettings, RabbitTransport, Transport, TransportError};
+use arc_swap::ArcSwapOption;
+use axum::Router;
+use parking_lot::Mutex;
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
@@ -19,6 +25,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 
 /// The steps of the saga; `/readyz` waits for them.
@@ -26,6 +33,8 @@ pub const SAGA_STEPS: [&str; 3] = ["inventory", "payment", "analytics"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
@@ -44,22 +53,46 @@ pub enum StartError {
     Transport(#[from] TransportError),
 }
 
-/// A built server, listening but not yet serving.
-pub struct App {
-    listener: TcpListener,
+impl StartError {
+    /// Whether the cause may go away by itself (a store not answering yet): then the
+    /// process stays up, not ready, and tries again.
+    fn is_waitable(&self) -> bool {
+        match self {
+            StartError::Store(error) => error.is_transient(),
+            StartError::Transport(TransportError::Store(error)) => error.is_transient(),
+            _ => false,
+        }
+    }
+}
+
+/// Everything that runs once the stores answer.
+struct Started {
     state: AppState,
     saga: Saga,
     _watcher: PluginWatcher,
 }
 
+/// A built server, listening but not yet serving.
+pub struct App {
+    listener: TcpListener,
+    settings: Settings,
+    executor: Option<Arc<dyn StepExecutor>>,
+    token: SecretString,
+    started: Option<Started>,
+    /// Why the server is not started yet.
+    waiting: String,
+}
+
 impl App {
-    /// Start the runtime, load the plugins folder, watch it, and bind the listener.
+    /// Bind the listener and start everything; a store that does not answer yet leaves
+    /// the app listening and not ready (see the module documentation).
     pub async fn build(settings: Settings) -> Result<App, StartError> {
         App::build_with(settings, None).await
     }
 
     /// [`App::build`] with another step executor (benchmarks run the steps natively).
     pub async fn build_with(settings: Settings, executor: Option<Arc<dyn StepExecutor>>) -> Result<App, StartError> {
+        settings.validate()?;
         let data_error = |path: &Path| {
             let path = path.display().to_string();
             move |source| StartError::DataDir { path, source }
@@ -68,85 +101,19 @@ impl App {
         // Install the metrics recorder before anything records: earlier samples would be lost.
         crate::telemetry::metrics();
         let token = admin_token(&settings).map_err(data_error(&settings.admin_token_file()))?;
-        let runtime = Runtime::new(RuntimeConfig {
-            deadline: settings.step_deadline(),
-            memory_mib: settings.step_memory_mib,
-            concurrency: settings.step_concurrency,
-            cache_dir: Some(settings.compile_cache_dir()),
-            allocator: Allocator::Pooling,
-            ..RuntimeConfig::default()
-        })?;
-        let registry = StepRegistry::new(runtime, Some(settings.plugins_dir.clone()));
-        for (name, error) in registry.load_dir(&settings.plugins_dir).await {
-            tracing::error!(step = %name, %error, "step not loaded");
-        }
-        let watcher = PluginWatcher::start(&settings.plugins_dir, registry.clone())?;
-        let named: std::collections::BTreeMap<String, String> =
-            settings.stores.iter().map(|(name, s)| (name.clone(), s.url.clone())).collect();
-        let routes = settings.steps.iter().map(|(step, s)| (step.clone(), s.store.clone())).collect();
-        let stores = Stores::open(&settings.store_url(), &named, routes).await?;
-        let archive = Arc::new(ObjectArchive::from_url(&settings.archive_url())?);
-        tokio::spawn({
-            let archive = archive.clone();
-            async move { archive.prepare().await }
-        });
-        let stream: Option<Arc<dyn EventStream>> = match &settings.stream_brokers {
-            Some(brokers) => Some(KafkaStream::new(KafkaSettings {
-                brokers: brokers.clone(),
-                topic: settings.stream_topic(),
-                namespace: settings.namespace.clone(),
-            })?),
-            None => None,
-        };
-        let retry_base = std::time::Duration::from_millis(settings.retry_base_ms);
-        let saga_config = SagaConfig { max_attempts: settings.max_attempts, retry_base, ..SagaConfig::default() };
-        let transport: Arc<dyn Transport> = if settings.transport_url == "embedded" {
-            let has_stream = stream.is_some();
-            let registry = registry.clone();
-            let routes = Arc::new(move |kind: &str| {
-                let mut consumers: Vec<String> = registry
-                    .subscribers(kind)
-                    .iter()
-                    // With a stream, observers read it instead.
-                    .filter(|step| !(has_stream && step.observes_all()))
-                    .map(|step| step.name.to_string())
-                    .collect();
-                if HOST_KINDS.contains(&kind) {
-                    consumers.push(HOST_CONSUMER.to_owned());
-                }
-                consumers
-            });
-            Arc::new(EmbeddedTransport::new(stores.clone(), routes))
-        } else {
-            RabbitTransport::start(RabbitSettings {
-                url: settings.transport_url.clone(),
-                namespace: settings.namespace.clone(),
-                retry_base,
-                retry_cap: saga_config.retry_cap,
-            })
-        };
-        let saga_ctx = Arc::new(SagaContext {
-            stores,
-            transport,
-            stream,
-            registry: registry.clone(),
-            archive,
-            config: saga_config,
-            relay: Arc::new(Relay::default()),
-            executor: executor.unwrap_or_else(|| registry.runtime().clone()),
-        });
-        let saga = Saga::start(saga_ctx.clone()).await;
         let listener = TcpListener::bind(settings.http_addr)
             .await
             .map_err(|source| StartError::Bind { addr: settings.http_addr, source })?;
-        let state = AppState {
-            registry,
-            admin_token_digest: Sha256::digest(token.expose_secret().as_bytes()).to_vec().into(),
-            required_steps: SAGA_STEPS.iter().map(|s| (*s).to_owned()).collect(),
-            saga: saga_ctx,
-            in_flight: Arc::default(),
+        let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: settings.http_addr, source })?;
+        let (started, waiting) = match start(&settings, executor.clone(), &token, addr).await {
+            Ok(started) => (Some(started), String::new()),
+            Err(error) if error.is_waitable() => {
+                tracing::warn!(%error, "not ready: waiting for the store; listening meanwhile");
+                (None, error.to_string())
+            }
+            Err(error) => return Err(error),
         };
-        Ok(App { listener, state, saga, _watcher: watcher })
+        Ok(App { listener, settings, executor, token, started, waiting })
     }
 
     /// The address actually bound (port 0 resolved).
@@ -154,22 +121,214 @@ impl App {
         self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
     }
 
-    pub fn registry(&self) -> Arc<StepRegistry> {
-        self.state.registry.clone()
+    /// The step registry, once started.
+    pub fn registry(&self) -> Option<Arc<StepRegistry>> {
+        self.started.as_ref().map(|s| s.state.registry.clone())
     }
 
-    /// Serve until `shutdown` resolves; requests in flight finish first.
+    /// Serve until `shutdown` resolves; requests in flight finish first, then consumers
+    /// finish the batch in hand (at most `WASAGA_SHUTDOWN_TIMEOUT_MS`).
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
-        let steps: Vec<String> = self.state.registry.snapshot().keys().cloned().collect();
-        tracing::info!(addr = %self.local_addr(), ?steps, "wasaga is listening");
-        let router = http::router(self.state);
+        let addr = self.local_addr();
+        let bound = Duration::from_millis(self.settings.shutdown_timeout_ms);
+        let slot: Arc<Mutex<Option<Started>>> = Arc::new(Mutex::new(None));
+        let router = match self.started {
+            Some(started) => {
+                let steps: Vec<String> = started.state.registry.snapshot().keys().cloned().collect();
+                tracing::info!(%addr, ?steps, "wasaga is listening");
+                let router = http::router(started.state.clone());
+                *slot.lock() = Some(started);
+                router
+            }
+            None => {
+                tracing::info!(%addr, "wasaga is listening, not ready");
+                let gate = Gate::new(self.waiting.clone());
+                tokio::spawn(keep_starting(
+                    self.settings.clone(),
+                    self.executor.clone(),
+                    self.token.clone(),
+                    addr,
+                    gate.clone(),
+                    slot.clone(),
+                ));
+                gate.router()
+            }
+        };
         let served = axum::serve(self.listener, router).with_graceful_shutdown(shutdown).await;
-        // Consumers finish the batch in hand; undelivered messages wait in the store.
-        self.saga.stop().await;
+        let started = slot.lock().take();
+        if let Some(started) = started {
+            started.saga.stop(bound).await;
+        }
         served.map_err(StartError::Serve)?;
         tracing::info!("wasaga stopped");
         Ok(())
     }
+}
+
+/// Serves the full API once started, and "not ready" until then.
+#[derive(Clone)]
+struct Gate {
+    inner: Arc<ArcSwapOption<Router>>,
+    waiting: Arc<Mutex<String>>,
+}
+
+impl Gate {
+    fn new(waiting: String) -> Gate {
+        Gate { inner: Arc::new(ArcSwapOption::empty()), waiting: Arc::new(Mutex::new(waiting)) }
+    }
+
+    fn router(&self) -> Router {
+        let gate = self.clone();
+        Router::new().fallback(move |request: axum::extract::Request| {
+            let gate = gate.clone();
+            async move {
+                use axum::response::IntoResponse;
+                use tower::ServiceExt;
+                if let Some(router) = gate.inner.load_full() {
+                    return match Router::clone(&router).oneshot(request).await {
+                        Ok(response) => response,
+                        Err(never) => match never {},
+                    };
+                }
+                if request.uri().path() == "/healthz" {
+                    return axum::Json(serde_json::json!({ "status": "ok", "ready": false })).into_response();
+                }
+                let reason = gate.waiting.lock().clone();
+                http::problem::ApiError::Unavailable(format!("starting: {reason}")).into_response()
+            }
+        })
+    }
+}
+
+/// Try to start until it works, then open the gate.
+async fn keep_starting(
+    settings: Settings,
+    executor: Option<Arc<dyn StepExecutor>>,
+    token: SecretString,
+    addr: SocketAddr,
+    gate: Gate,
+    slot: Arc<Mutex<Option<Started>>>,
+) {
+    let mut backoff = crate::backoff::Backoff::new(Duration::from_millis(500), Duration::from_secs(5));
+    loop {
+        tokio::time::sleep(backoff.failed()).await;
+        match start(&settings, executor.clone(), &token, addr).await {
+            Ok(started) => {
+                tracing::info!("the store answers: wasaga is starting to serve");
+                gate.inner.store(Some(Arc::new(http::router(started.state.clone()))));
+                *slot.lock() = Some(started);
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "still waiting to start");
+                *gate.waiting.lock() = error.to_string();
+            }
+        }
+    }
+}
+
+/// Open the stores, load the steps, start the saga.
+async fn start(
+    settings: &Settings,
+    executor: Option<Arc<dyn StepExecutor>>,
+    token: &SecretString,
+    addr: SocketAddr,
+) -> Result<Started, StartError> {
+    let named: std::collections::BTreeMap<String, String> =
+        settings.stores.iter().map(|(name, s)| (name.clone(), s.url.clone())).collect();
+    let routes =
+        settings.steps.iter().filter_map(|(step, s)| s.store.clone().map(|store| (step.clone(), store))).collect();
+    let stores = Stores::open(&settings.store_url(), &named, routes, &settings.store_options()).await?;
+    let host_id = settings.host_id();
+    let per_step = settings.step_concurrency_per_step.unwrap_or((settings.step_concurrency / 2).max(1));
+    let runtime = Runtime::new(RuntimeConfig {
+        deadline: settings.step_deadline(),
+        memory_mib: settings.step_memory_mib,
+        concurrency: settings.step_concurrency,
+        per_step_concurrency: per_step,
+        cache_dir: Some(settings.compile_cache_dir()),
+        allocator: Allocator::Pooling,
+        limits: settings.call_limits(),
+        max_component_bytes: usize::try_from(settings.max_component_mib.saturating_mul(1024 * 1024))
+            .unwrap_or(usize::MAX),
+        compile_timeout: Duration::from_millis(settings.compile_timeout_ms),
+        ..RuntimeConfig::default()
+    })?;
+    let fleet = Fleet::new(stores.host().clone(), host_id.clone());
+    let registry = StepRegistry::with_fleet(runtime, fleet);
+    for (name, error) in registry.load_dir(&settings.plugins_dir).await {
+        tracing::error!(step = %name, %error, "step not loaded");
+    }
+    let watcher = PluginWatcher::start(&settings.plugins_dir, registry.clone())?;
+    let archive = Arc::new(ObjectArchive::from_url(&settings.archive_url())?);
+    tokio::spawn({
+        let archive = archive.clone();
+        async move { archive.prepare().await }
+    });
+    let stream: Option<Arc<dyn EventStream>> = match &settings.stream_brokers {
+        Some(brokers) => Some(KafkaStream::new(KafkaSettings {
+            brokers: brokers.clone(),
+            topic: settings.stream_topic(),
+            namespace: settings.namespace.clone(),
+            instance: host_id.clone(),
+            replication: settings.stream_replication,
+        })?),
+        None => None,
+    };
+    let retry_base = Duration::from_millis(settings.retry_base_ms);
+    let compensating = registry_names(settings).into_iter().filter(|step| settings.compensates(step)).collect();
+    let saga_config = SagaConfig {
+        max_attempts: settings.max_attempts,
+        retry_base,
+        compensating,
+        redrive_after: Duration::from_millis(settings.redrive_after_ms),
+        retain_inbox: Duration::from_secs(settings.retain_inbox_secs),
+        retain_outbox: Duration::from_secs(settings.retain_outbox_secs),
+        retain_idempotency: Duration::from_secs(settings.retain_idempotency_secs),
+        maintenance_every: Duration::from_millis(settings.maintenance_interval_ms),
+        ..SagaConfig::default()
+    };
+    let transport: Arc<dyn Transport> = if settings.transport_url == "embedded" {
+        Arc::new(EmbeddedTransport::new(stores.clone(), host_id.clone()).await?)
+    } else {
+        RabbitTransport::start(RabbitSettings {
+            url: settings.transport_url.clone(),
+            namespace: settings.namespace.clone(),
+            retry_base,
+            retry_cap: saga_config.retry_cap,
+        })
+    };
+    let saga_ctx = Arc::new(SagaContext {
+        stores,
+        transport,
+        stream,
+        registry: registry.clone(),
+        archive,
+        config: saga_config,
+        relay: Arc::new(Relay::default()),
+        executor: executor.unwrap_or_else(|| registry.runtime().clone()),
+        host_id,
+        http_addr: addr.to_string(),
+        started_at_ms: crate::event::now_ms(),
+    });
+    let saga = Saga::start(saga_ctx.clone()).await;
+    let state = AppState {
+        registry,
+        admin_token_digest: Sha256::digest(token.expose_secret().as_bytes()).to_vec().into(),
+        required_steps: SAGA_STEPS.iter().map(|s| (*s).to_owned()).collect(),
+        saga: saga_ctx,
+        in_flight: Arc::default(),
+    };
+    Ok(Started { state, saga, _watcher: watcher })
+}
+
+/// Every step name the settings mention or that compensates by default.
+fn registry_names(settings: &Settings) -> Vec<String> {
+    let mut names: Vec<String> = crate::config::COMPENSATING_STEPS.iter().map(|s| (*s).to_owned()).collect();
+    names.extend(settings.steps.keys().cloned());
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// The configured admin token, or the one kept in the data folder, or a new one written

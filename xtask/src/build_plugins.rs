@@ -28,11 +28,18 @@ const STEPS: &[Build] = &[
     Build { packages: &["analytics"], features: &[], installs: &[("analytics", "analytics")] },
 ];
 
+/// `hostile` builds alone too: it uses the SDK's `archive` feature.
 const FIXTURES: &[Build] = &[
+    Build { packages: &["hostile"], features: &[], installs: &[("hostile", "hostile")] },
     Build {
-        packages: &["hostile", "sockets", "echo"],
+        packages: &["hostile"],
+        features: &["hostile/slow-describe"],
+        installs: &[("hostile", "hostile-slow-describe")],
+    },
+    Build {
+        packages: &["sockets", "echo", "observer"],
         features: &[],
-        installs: &[("hostile", "hostile"), ("sockets", "sockets"), ("echo", "echo-v1")],
+        installs: &[("sockets", "sockets"), ("echo", "echo-v1"), ("observer", "observer")],
     },
     Build { packages: &["echo"], features: &["echo/v2"], installs: &[("echo", "echo-v2")] },
     Build { packages: &["payment"], features: &["payment/v2"], installs: &[("payment", "payment-v2")] },

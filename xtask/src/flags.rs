@@ -48,7 +48,7 @@ pub struct BuildPlugins {
     /// Install into this folder instead of dist/plugins.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Also build the test fixtures (hostile, sockets, echo v1 and v2).
+    /// Also build the test fixtures (hostile, sockets, echo v1 and v2, observer).
     #[arg(long)]
     pub fixtures: bool,
 }

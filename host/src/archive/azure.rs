@@ -55,13 +55,15 @@ pub async fn ensure_container(access: &ContainerAccess) -> Result<(), String> {
     let auth = authorization(access, "PUT", &path, &[("restype", "container")], &date)?;
     let response = reqwest::Client::new()
         .put(url)
+        // Every outbound call is bounded: a hung endpoint must not hold a task forever.
+        .timeout(std::time::Duration::from_secs(10))
         .header("x-ms-date", &date)
         .header("x-ms-version", API_VERSION)
         .header("Content-Length", "0")
         .header("Authorization", auth)
         .send()
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| crate::redact::text(&e.to_string()))?;
     match response.status().as_u16() {
         201 | 409 => Ok(()),
         status => Err(format!("creating container {} answered {status}: {}", access.container, {

@@ -9,7 +9,8 @@ use super::{Archive, ArchiveError, object::object_path};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use std::sync::{Arc, Mutex};
+use parking_lot::Mutex;
+use std::sync::Arc;
 
 /// Writes in flight at once when a batch's archive writes are issued.
 const CONCURRENT_WRITES: usize = 32;
@@ -30,7 +31,7 @@ impl CallArchive {
 
     /// The recorded writes (of a call that succeeded).
     pub fn take(&self) -> Vec<ArchiveWrite> {
-        std::mem::take(&mut *self.writes.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+        std::mem::take(&mut *self.writes.lock())
     }
 
     /// Issue `writes` to `archive`, several at once; the first failure is returned.
@@ -51,7 +52,7 @@ impl CallArchive {
 impl Archive for CallArchive {
     async fn put_once(&self, name: &str, body: Bytes, content_type: &str) -> Result<(), ArchiveError> {
         object_path(name)?;
-        let mut writes = self.writes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut writes = self.writes.lock();
         writes.push((name.to_owned(), body, content_type.to_owned()));
         Ok(())
     }

@@ -32,7 +32,8 @@ pub struct ObjectArchive {
 impl ObjectArchive {
     /// Open the archive named by `url`: `file:///abs/dir` or `memory://`.
     pub fn from_url(url: &str) -> Result<ObjectArchive, ArchiveError> {
-        let unsupported = |reason: &str| ArchiveError::Url { url: url.to_owned(), reason: reason.to_owned() };
+        let unsupported =
+            |reason: &str| ArchiveError::Url { url: crate::redact::url(url), reason: crate::redact::text(reason) };
         if url.starts_with("memory://") {
             let store = Arc::new(object_store::memory::InMemory::new());
             return Ok(ObjectArchive { store, content_types: true, container: None });

@@ -107,12 +107,51 @@ pub async fn rollback_plugin(
 
 fn registry_error(error: RegistryError) -> ApiError {
     match error {
+        RegistryError::Refused(crate::runtime::LoadError::TooLarge { .. }) => {
+            ApiError::PayloadTooLarge(error.to_string())
+        }
         RegistryError::Refused(reason) => {
             ApiError::Unprocessable { code: "step_refused", detail: format!("component refused: {reason}") }
         }
         RegistryError::UnknownStep(_) => ApiError::NotFound(error.to_string()),
-        RegistryError::NoPrevious(_) => ApiError::Conflict(error.to_string()),
+        RegistryError::NoPrevious(_) | RegistryError::Contended(_) => ApiError::Conflict(error.to_string()),
+        RegistryError::Store(error) => error.into(),
     }
+}
+
+/// A live host of the fleet, as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct HostView {
+    host_id: String,
+    http_addr: String,
+    #[serde(with = "time::serde::rfc3339")]
+    started_at: time::OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    seen_at: time::OffsetDateTime,
+    /// Step → the digest this host serves.
+    steps: serde_json::Value,
+}
+
+fn at(ms: i64) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}
+
+/// `GET /api/admin/hosts`: the hosts seen within the last 10 s and what each serves.
+pub async fn list_hosts(State(state): State<AppState>) -> Result<Json<Vec<HostView>>, ApiError> {
+    let ttl = i64::try_from(crate::saga::HOST_TTL.as_millis()).unwrap_or(10_000);
+    let rows = state.saga.host_store().hosts(crate::event::now_ms() - ttl).await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|row| HostView {
+                host_id: row.host_id,
+                http_addr: row.http_addr,
+                started_at: at(row.started_at_ms),
+                seen_at: at(row.seen_at_ms),
+                steps: serde_json::from_str(&row.steps).unwrap_or_default(),
+            })
+            .collect(),
+    ))
 }
 
 /// 404 for any path the API does not have.

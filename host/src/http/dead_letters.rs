@@ -3,9 +3,8 @@
 
 use super::AppState;
 use super::problem::ApiError;
-use crate::saga::wire;
+use crate::saga::ops;
 use crate::store::DeadLetterRow;
-use crate::transport::TransportError;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -39,45 +38,16 @@ fn view(row: DeadLetterRow) -> DeadLetterView {
 }
 
 pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<DeadLetterView>>, ApiError> {
-    let mut rows = Vec::new();
-    for store in state.saga.stores.all() {
-        rows.extend(store.dead_letters().await?);
-    }
-    rows.sort_by(|a, b| (a.dead_lettered_at_ms, &a.id).cmp(&(b.dead_lettered_at_ms, &b.id)));
+    let rows = ops::dead_letters(&state.saga).await?;
     Ok(Json(rows.into_iter().map(view).collect()))
 }
 
 pub async fn replay(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    // Reopen, queue, then remove: a crash or failure at any point leaves the dead letter
-    // listed (a second replay is harmless: the inbox absorbs a duplicate).
-    // A dead letter lives in the store of the step that gave up.
-    let mut found = None;
-    for store in state.saga.stores.all() {
-        if let Some(row) = store.reopen_dead_letter(&id).await? {
-            found = Some((store.clone(), row));
-            break;
-        }
-    }
-    let Some((store, row)) = found else {
-        return Err(ApiError::NotFound(format!("no dead letter {id:?}")));
-    };
-    let event =
-        wire::decode(&row.event).map_err(|e| ApiError::Internal(format!("dead letter {id} is unreadable: {e}")))?;
-    // The source the consumer reads: the transport, or the stream for an observer.
-    let source = state.saga.source_for(&row.consumer);
-    source.redeliver(&row.consumer, &event).await.map_err(|e| match e {
-        TransportError::Unavailable { .. } => ApiError::Unavailable(format!("cannot replay now: {e}")),
-        _ => ApiError::Internal(e.to_string()),
-    })?;
-    store.take_dead_letter(&id).await?;
+    let row = ops::replay(&state.saga, &id).await?;
     Ok((StatusCode::ACCEPTED, Json(view(row))).into_response())
 }
 
 pub async fn discard(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    for store in state.saga.stores.all() {
-        if store.take_dead_letter(&id).await?.is_some() {
-            return Ok(StatusCode::NO_CONTENT);
-        }
-    }
-    Err(ApiError::NotFound(format!("no dead letter {id:?}")))
+    ops::discard(&state.saga, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -7,6 +7,7 @@ mod admin;
 mod archive;
 pub mod body;
 mod dead_letters;
+mod guard;
 mod health;
 mod orders;
 pub mod problem;
@@ -20,13 +21,10 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use axum::routing::{get, post};
+use parking_lot::Mutex;
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::Mutex;
 use tower_http::trace::TraceLayer;
-
-/// Largest component an upload may carry.
-const MAX_COMPONENT_BYTES: usize = 32 * 1024 * 1024;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -50,12 +48,13 @@ impl AppState {
 }
 
 pub fn router(state: AppState) -> Router {
+    // A little over the runtime's limit, so an oversized upload gets the runtime's
+    // message naming the setting rather than a bare 413.
+    let max_component = state.registry.runtime().config().max_component_bytes.saturating_add(1024);
     let admin = Router::new()
         .route("/plugins", get(admin::list_plugins))
-        .route(
-            "/plugins/{name}",
-            axum::routing::put(admin::put_plugin).layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES)),
-        )
+        .route("/plugins/{name}", axum::routing::put(admin::put_plugin).layer(DefaultBodyLimit::max(max_component)))
+        .route("/hosts", get(admin::list_hosts))
         .route("/plugins/{name}/rollback", post(admin::rollback_plugin))
         .route("/dead-letters", get(dead_letters::list))
         .route("/dead-letters/{id}", axum::routing::delete(dead_letters::discard))
@@ -76,6 +75,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(health::metrics))
         .nest("/api/admin", admin)
         .fallback(admin::not_found)
+        .layer(middleware::from_fn(guard::reject_control_characters))
         .layer(DefaultBodyLimit::max(body::MAX_JSON_BYTES))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

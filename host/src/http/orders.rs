@@ -110,7 +110,7 @@ struct InFlight<'a> {
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.state.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.key);
+        self.state.in_flight.lock().remove(&self.key);
     }
 }
 
@@ -135,7 +135,7 @@ pub async fn place(
     let hash = hex::encode(Sha256::digest(Value::Object(body).to_string().as_bytes()));
     let _guard = match &key {
         Some(key) => {
-            let mut in_flight = state.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+            let mut in_flight = state.in_flight.lock();
             if !in_flight.insert(key.clone()) {
                 return Err(ApiError::Conflict(
                     "a request with this Idempotency-Key is still being handled".to_owned(),

@@ -31,6 +31,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     BadRequest(String),
+    /// A path, query or header value the API cannot take (a control character, say).
+    #[error("{0}")]
+    BadInput(String),
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("the request has {} invalid field(s)", .0.len())]
@@ -56,6 +59,7 @@ impl ApiError {
         match self {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
+            ApiError::BadInput(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
@@ -71,7 +75,26 @@ impl ApiError {
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(error: crate::store::StoreError) -> Self {
-        ApiError::Internal(error.to_string())
+        use crate::store::StoreError;
+        match error {
+            // Busy or down: the client may try again; the operator sees it in /readyz.
+            error if error.is_transient() => ApiError::Unavailable(error.to_string()),
+            // The data itself was refused: input that validation let through.
+            StoreError::Rejected(reason) => ApiError::BadInput(format!("the store refused a value: {reason}")),
+            error => ApiError::Internal(error.to_string()),
+        }
+    }
+}
+
+impl From<crate::saga::ops::OpError> for ApiError {
+    fn from(error: crate::saga::ops::OpError) -> Self {
+        use crate::saga::ops::OpError;
+        match error {
+            OpError::NoDeadLetter(_) => ApiError::NotFound(error.to_string()),
+            OpError::Store(error) => error.into(),
+            OpError::Unavailable(_) => ApiError::Unavailable(error.to_string()),
+            OpError::Transport(_) | OpError::Unreadable { .. } => ApiError::Internal(error.to_string()),
+        }
     }
 }
 

@@ -4,13 +4,11 @@
 use super::AppState;
 use super::body::{Checker, JsonObject};
 use super::problem::ApiError;
-use crate::saga::SagaContext;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use wasaga_sdk::events::{StockSet, kinds};
 
 #[derive(Debug, Serialize)]
 pub struct StockView {
@@ -38,10 +36,7 @@ pub async fn put(
     check.only(&body, "", &["available"]);
     let available = check.integer(&body, "", "available", 0, 1_000_000_000_000);
     let available = check.finish(available)?;
-    let payload = StockSet { sku: sku.clone(), available: u64::try_from(available).unwrap_or(0) };
-    let event = SagaContext::host_event(kinds::STOCK_SET, "", serde_json::to_string(&payload).unwrap_or_default());
-    state.saga.host_store().emit(&event).await?;
-    state.saga.relay.notify();
+    crate::saga::ops::set_stock(&state.saga, &sku, u64::try_from(available).unwrap_or(0)).await?;
     Ok((StatusCode::ACCEPTED, Json(serde_json::json!({"sku": sku, "available": available}))).into_response())
 }
 

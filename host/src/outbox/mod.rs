@@ -4,8 +4,14 @@
 //! cursor in the outbox, so a stream that is down never holds up the saga, and catches
 //! up when it is back. A crash between publishing and marking publishes them again; the
 //! consumers' inboxes absorb the duplicates.
+//!
+//! In a fleet every host runs these loops, but only the holder of the store's lease for
+//! a channel (`relay.<channel>` in the store's `leases` table) publishes: one relay per
+//! store and channel at a time, so each order's events reach the broker in outbox
+//! order. The lease lasts [`LEASE_TTL`] and is renewed every round; when its holder dies,
+//! another host takes it within the TTL plus one [`LEASE_RETRY`].
 
-use crate::saga::{SagaContext, now_ms};
+use crate::event::now_ms;
 use crate::store::{Channel, Store};
 use crate::transport::Transport;
 use std::sync::Arc;
@@ -18,6 +24,10 @@ const BATCH: u32 = 512;
 const POLL: Duration = Duration::from_millis(250);
 /// The longest wait after a failed round (the broker is down): doubled from POLL.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How long a relay's lease lasts without renewal.
+pub const LEASE_TTL: Duration = Duration::from_secs(3);
+/// How often a host without the lease tries to take it.
+pub const LEASE_RETRY: Duration = Duration::from_secs(1);
 
 /// Wakes every store's relay loops when new events may be in an outbox.
 pub struct Relay {
@@ -30,34 +40,72 @@ impl Default for Relay {
     }
 }
 
+/// One relay loop: a store's outbox to one target, on behalf of one host.
+pub struct RelayLoop {
+    pub store: Arc<dyn Store>,
+    pub target: Arc<dyn Transport>,
+    pub channel: Channel,
+    /// Names this host in the lease.
+    pub holder: String,
+}
+
 impl Relay {
     /// Tell the relays new events are in an outbox.
     pub fn notify(&self) {
         self.wake.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    /// Relay `store`'s outbox to `channel` until `stopped`.
-    pub async fn run(
-        self: Arc<Self>,
-        ctx: Arc<SagaContext>,
-        store: Arc<dyn Store>,
-        channel: Channel,
-        mut stopped: watch::Receiver<bool>,
-    ) {
-        let target: Arc<dyn Transport> = match channel {
-            Channel::Transport => ctx.transport.clone(),
-            Channel::Stream => match &ctx.stream {
-                Some(stream) => stream.clone(),
-                None => return,
-            },
-        };
+    /// Relay until `stopped`, while holding the lease.
+    pub async fn run(self: Arc<Self>, relay: RelayLoop, mut stopped: watch::Receiver<bool>) {
+        let RelayLoop { store, target, channel, holder } = relay;
+        let lease = format!("relay.{}", channel.name());
         let mut woken = self.wake.subscribe();
         let mut backoff = POLL;
+        let mut leader = false;
         loop {
             if *stopped.borrow() {
-                return;
+                break;
             }
             woken.borrow_and_update();
+            let ttl = i64::try_from(LEASE_TTL.as_millis()).unwrap_or(3000);
+            match store.try_lease(&lease, &holder, now_ms(), ttl).await {
+                Ok(true) => {
+                    if !leader {
+                        tracing::info!(
+                            store = store.backend(),
+                            channel = channel.name(),
+                            "this host relays the outbox"
+                        );
+                    }
+                    leader = true;
+                }
+                Ok(false) => {
+                    if leader {
+                        tracing::warn!(
+                            store = store.backend(),
+                            channel = channel.name(),
+                            "another host took the relay"
+                        );
+                    }
+                    leader = false;
+                    tokio::select! {
+                        _ = stopped.changed() => break,
+                        () = tokio::time::sleep(LEASE_RETRY) => {}
+                    }
+                    continue;
+                }
+                Err(error) => {
+                    tracing::warn!(store = store.backend(), channel = channel.name(), %error,
+                        "cannot take the relay lease; retrying");
+                    leader = false;
+                    tokio::select! {
+                        _ = stopped.changed() => break,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = crate::backoff::next(backoff, MAX_BACKOFF);
+                    continue;
+                }
+            }
             let relayed = match relay_once(&*target, &store, channel).await {
                 Ok(n) => {
                     backoff = POLL;
@@ -68,29 +116,39 @@ impl Relay {
                         "outbox relay failed; retrying");
                     // Wake-ups do not help a broker that is down: wait out the backoff.
                     tokio::select! {
-                        _ = stopped.changed() => return,
+                        _ = stopped.changed() => break,
                         () = tokio::time::sleep(backoff) => {}
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    backoff = crate::backoff::next(backoff, MAX_BACKOFF);
                     continue;
                 }
             };
             if relayed < BATCH as usize {
+                // Wait for news, but renew the lease well before it runs out.
                 tokio::select! {
-                    _ = stopped.changed() => return,
+                    _ = stopped.changed() => break,
                     _ = woken.changed() => {}
-                    () = tokio::time::sleep(POLL) => {}
+                    () = tokio::time::sleep(POLL.min(LEASE_TTL / 3)) => {}
                 }
             }
+        }
+        if leader {
+            // Hand over at once instead of making the next relay wait out the lease.
+            let _ = store.release_lease(&lease, &holder).await;
         }
     }
 }
 
-async fn relay_once(
-    target: &dyn Transport,
-    store: &Arc<dyn Store>,
-    channel: Channel,
-) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
+/// Why a relay round failed.
+#[derive(Debug, thiserror::Error)]
+enum RelayError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Transport(#[from] crate::transport::TransportError),
+}
+
+async fn relay_once(target: &dyn Transport, store: &Arc<dyn Store>, channel: Channel) -> Result<usize, RelayError> {
     let labels = [("store", store.backend()), ("channel", channel.name())];
     let rows = store.unrelayed(channel, BATCH).await?;
     if rows.is_empty() {

@@ -2,14 +2,23 @@
 //!
 //! Readers take a snapshot with one atomic load and keep the `Arc<LoadedStep>` they got
 //! for the whole call, so a swap never disturbs a call in flight: it finishes on the
-//! version it started with. Writers (file watcher, admin upload, rollback) are
-//! serialised by a mutex, build a new snapshot and publish it with one store.
+//! version it started with. Writers (file watcher, admin upload, rollback, the fleet
+//! sync) are serialised by a mutex, build a new snapshot and publish it with one store.
+//!
+//! With a store attached (every server has one) the registry is the fleet's: component
+//! bytes, manifests, the serving and previous version of each step and the history of
+//! changes live in the store (`fleet.rs`). A change on any host is written there first
+//! (compare-and-set on the slot's generation), then served locally; every other host
+//! sees it on its next sync and serves it too.
 
+mod fleet;
 mod watch;
 
+pub use fleet::{Fleet, SYNC_INTERVAL};
 pub use watch::{PluginWatcher, WatchError};
 
 use crate::runtime::{LoadError, LoadedStep, Runtime};
+use crate::store::StoreError;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use std::collections::BTreeMap;
@@ -23,7 +32,7 @@ pub struct Slot {
     pub previous: Option<Arc<LoadedStep>>,
 }
 
-/// Where a new version came from (for the log).
+/// Where a new version came from (for the log and the history).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
     /// Found in the plugins folder at start.
@@ -32,14 +41,17 @@ pub enum Source {
     File,
     /// `PUT /api/admin/plugins/{name}`.
     Upload,
+    /// Another host of the fleet changed it.
+    Fleet,
 }
 
 impl Source {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Source::Startup => "startup",
             Source::File => "file",
             Source::Upload => "upload",
+            Source::Fleet => "fleet",
         }
     }
 }
@@ -69,6 +81,10 @@ pub enum RegistryError {
     UnknownStep(String),
     #[error("step {0:?} has no previous version to roll back to")]
     NoPrevious(String),
+    #[error("the fleet's registry is unavailable: {0}")]
+    Store(#[from] StoreError),
+    #[error("step {0:?} was changed by another host at the same time; try again")]
+    Contended(String),
 }
 
 /// A version that was refused, kept so an operator (or a test) can see why.
@@ -82,13 +98,13 @@ pub struct Refusal {
 /// Step name → serving version.
 pub struct StepRegistry {
     runtime: Arc<Runtime>,
-    refusals: std::sync::Mutex<BTreeMap<String, Vec<Refusal>>>,
+    refusals: parking_lot::Mutex<BTreeMap<String, Vec<Refusal>>>,
     snapshot: ArcSwap<BTreeMap<String, Slot>>,
     write: tokio::sync::Mutex<()>,
     /// Bumped whenever the snapshot changes.
     changes: tokio::sync::watch::Sender<u64>,
-    /// Where accepted uploads and rollbacks are written, so a restart serves them.
-    plugins_dir: Option<PathBuf>,
+    /// The fleet's registry in the store; `None` for a registry of this process only.
+    fleet: Option<Fleet>,
 }
 
 impl std::fmt::Debug for StepRegistry {
@@ -98,19 +114,33 @@ impl std::fmt::Debug for StepRegistry {
 }
 
 impl StepRegistry {
-    pub fn new(runtime: Arc<Runtime>, plugins_dir: Option<PathBuf>) -> Arc<StepRegistry> {
+    /// A registry of this process only (tests, benchmarks, offline tools).
+    pub fn new(runtime: Arc<Runtime>) -> Arc<StepRegistry> {
+        StepRegistry::build(runtime, None)
+    }
+
+    /// The fleet's registry, kept in `fleet`'s store.
+    pub fn with_fleet(runtime: Arc<Runtime>, fleet: Fleet) -> Arc<StepRegistry> {
+        StepRegistry::build(runtime, Some(fleet))
+    }
+
+    fn build(runtime: Arc<Runtime>, fleet: Option<Fleet>) -> Arc<StepRegistry> {
         Arc::new(StepRegistry {
             runtime,
             snapshot: ArcSwap::from_pointee(BTreeMap::new()),
-            refusals: std::sync::Mutex::new(BTreeMap::new()),
+            refusals: parking_lot::Mutex::new(BTreeMap::new()),
             write: tokio::sync::Mutex::new(()),
             changes: tokio::sync::watch::Sender::new(0),
-            plugins_dir,
+            fleet,
         })
     }
 
     pub fn runtime(&self) -> &Arc<Runtime> {
         &self.runtime
+    }
+
+    pub fn fleet(&self) -> Option<&Fleet> {
+        self.fleet.as_ref()
     }
 
     /// Every step and its versions, by name.
@@ -138,9 +168,8 @@ impl StepRegistry {
         self.lock_refusals().get(name).cloned().unwrap_or_default()
     }
 
-    fn lock_refusals(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Vec<Refusal>>> {
-        // A panic while holding this lock cannot leave the map half-written.
-        self.refusals.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn lock_refusals(&self) -> parking_lot::MutexGuard<'_, BTreeMap<String, Vec<Refusal>>> {
+        self.refusals.lock()
     }
 
     /// The serving versions of every step subscribed to `kind`.
@@ -153,35 +182,46 @@ impl StepRegistry {
             .collect()
     }
 
-    /// Load every `<name>.wasm` in `dir`. A refused file is logged and skipped, so one
-    /// bad component does not keep the others from serving.
+    /// Load the fleet's versions (if any), then every `<name>.wasm` in `dir`: a file with
+    /// new bytes is installed for the fleet; one the fleet has seen before and no longer
+    /// serves (an older file on a restarted host) is left alone, so it cannot roll the
+    /// fleet back. Components load concurrently; a refused one is logged and skipped.
     pub async fn load_dir(&self, dir: &Path) -> Vec<(String, RegistryError)> {
         let mut refused = Vec::new();
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            tracing::warn!(dir = %dir.display(), "plugins folder is missing: no steps loaded");
-            return refused;
-        };
-        let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-        files.sort();
-        for path in files {
-            let Some(name) = watch::step_name(&path) else { continue };
-            let result = match tokio::fs::read(&path).await {
-                Ok(bytes) => self.install(&name, Bytes::from(bytes), Source::Startup).await.map(|_| ()),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "cannot read plugin file");
-                    continue;
-                }
-            };
-            if let Err(error) = result {
-                refused.push((name, error));
-            }
+        if let Some(fleet) = &self.fleet
+            && let Err(error) = fleet.sync(self).await
+        {
+            refused.push(("*".to_owned(), error));
         }
-        self.restore_previous(dir).await;
+        let files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+            Ok(entries) => entries.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+            Err(_) => {
+                tracing::warn!(dir = %dir.display(), "plugins folder is missing");
+                Vec::new()
+            }
+        };
+        let loads = files.into_iter().filter_map(|path| watch::step_name(&path).map(|name| (name, path))).map(
+            |(name, path)| async move {
+                let bytes = match watch::read_component(&path, self.runtime.config().max_component_bytes).await {
+                    Ok(bytes) => bytes,
+                    Err(error) => return Some((name, error)),
+                };
+                if let Some(fleet) = &self.fleet
+                    && fleet.superseded(&name, &bytes, self).await
+                {
+                    tracing::warn!(step = %name, path = %path.display(),
+                        "this file holds a version the fleet no longer serves; keeping the fleet's");
+                    return None;
+                }
+                self.install(&name, bytes, Source::Startup).await.err().map(|error| (name, error))
+            },
+        );
+        refused.extend(futures::future::join_all(loads).await.into_iter().flatten());
         refused
     }
 
-    /// Validate and compile `bytes`, then make them the serving version of `name`.
-    /// A refusal leaves the serving version untouched.
+    /// Validate and compile `bytes`, then make them the serving version of `name`, for
+    /// the whole fleet when there is one. A refusal leaves the serving version untouched.
     #[tracing::instrument(skip(self, bytes), fields(step = %name, source = source.as_str(), step_version))]
     pub async fn install(&self, name: &str, bytes: Bytes, source: Source) -> Result<Installed, RegistryError> {
         if let Some(slot) = self.snapshot.load().get(name)
@@ -194,19 +234,17 @@ impl StepRegistry {
             Ok(loaded) => Arc::new(loaded),
             Err(error) => {
                 tracing::warn!(%error, %digest, "refused a new version; the serving version is unchanged");
-                let refusal = Refusal { digest, reason: error.to_string(), source };
-                let mut refusals = self.lock_refusals();
-                let kept = refusals.entry(name.to_owned()).or_default();
-                // Keep the latest few per step: enough to see why, bounded however often a file is retried.
-                if kept.len() >= MAX_REFUSALS_KEPT {
-                    kept.remove(0);
-                }
-                kept.push(refusal);
+                self.refused(name, &digest, &error.to_string(), source).await;
                 return Err(error.into());
             }
         };
         tracing::Span::current().record("step_version", &*loaded.digest);
         let _guard = self.write.lock().await;
+        if let Some(fleet) = &self.fleet
+            && source != Source::Fleet
+        {
+            fleet.record_install(name, &loaded, source).await?;
+        }
         let mut steps = BTreeMap::clone(&self.snapshot.load());
         let previous = steps.get(name).map(|slot| slot.current.clone());
         if let Some(previous) = &previous
@@ -217,12 +255,6 @@ impl StepRegistry {
         let slot = Slot { current: loaded.clone(), previous };
         steps.insert(name.to_owned(), slot.clone());
         self.publish(steps);
-        if source == Source::Upload {
-            self.persist(&loaded).await;
-        }
-        if source != Source::Startup {
-            self.persist_previous(name, slot.previous.as_deref()).await;
-        }
         tracing::info!(
             version = %loaded.version,
             from_cache = loaded.from_cache,
@@ -232,83 +264,58 @@ impl StepRegistry {
         Ok(Installed::Swapped(slot))
     }
 
-    /// Serve the previous version of `name` again; the current one becomes previous.
+    async fn refused(&self, name: &str, digest: &str, reason: &str, source: Source) {
+        {
+            let refusal = Refusal { digest: digest.to_owned(), reason: reason.to_owned(), source };
+            let mut refusals = self.lock_refusals();
+            let kept = refusals.entry(name.to_owned()).or_default();
+            // Keep the latest few per step: enough to see why, bounded however often a file is retried.
+            if kept.len() >= MAX_REFUSALS_KEPT {
+                kept.remove(0);
+            }
+            kept.push(refusal);
+        }
+        if let Some(fleet) = &self.fleet {
+            fleet.record(name, "refused", digest, reason).await;
+        }
+    }
+
+    /// Serve the previous version of `name` again (the fleet's previous, when there is
+    /// a fleet); the current one becomes previous.
     #[tracing::instrument(skip(self), fields(step = %name))]
     pub async fn rollback(&self, name: &str) -> Result<Slot, RegistryError> {
         let _guard = self.write.lock().await;
         let mut steps = BTreeMap::clone(&self.snapshot.load());
         let slot = steps.get(name).ok_or_else(|| RegistryError::UnknownStep(name.to_owned()))?;
-        let previous = slot.previous.clone().ok_or_else(|| RegistryError::NoPrevious(name.to_owned()))?;
-        let rolled = Slot { current: previous, previous: Some(slot.current.clone()) };
+        let rolled = match &self.fleet {
+            Some(fleet) => fleet.record_rollback(name, slot, self).await?,
+            None => {
+                let previous = slot.previous.clone().ok_or_else(|| RegistryError::NoPrevious(name.to_owned()))?;
+                Slot { current: previous, previous: Some(slot.current.clone()) }
+            }
+        };
         steps.insert(name.to_owned(), rolled.clone());
         self.publish(steps);
-        self.persist(&rolled.current).await;
-        self.persist_previous(name, rolled.previous.as_deref()).await;
         tracing::info!(step_version = %rolled.current.digest, version = %rolled.current.version, "rolled back");
         Ok(rolled)
     }
 
-    /// Write the serving component into the plugins folder (write, then rename), so a
-    /// restart serves it. The watcher sees the same digest and does nothing.
-    async fn persist(&self, step: &LoadedStep) {
-        let Some(dir) = &self.plugins_dir else { return };
-        write_atomically(dir, &format!("{}.wasm", step.name), &step.bytes).await;
-    }
-
-    /// Keep the previous version beside the folder (in `.previous/`, which the watcher
-    /// does not look at), so a rollback still works after a restart.
-    async fn persist_previous(&self, name: &str, previous: Option<&LoadedStep>) {
-        let Some(dir) = &self.plugins_dir else { return };
-        match previous {
-            Some(step) => write_atomically(&dir.join(PREVIOUS_DIR), &format!("{name}.wasm"), &step.bytes).await,
-            None => {
-                let _ = tokio::fs::remove_file(dir.join(PREVIOUS_DIR).join(format!("{name}.wasm"))).await;
-            }
+    /// Serve what another host made the fleet's version of `name` (called by the sync).
+    async fn adopt(&self, name: &str, current: Arc<LoadedStep>, previous: Option<Arc<LoadedStep>>) {
+        let _guard = self.write.lock().await;
+        let mut steps = BTreeMap::clone(&self.snapshot.load());
+        if steps.get(name).is_some_and(|slot| {
+            slot.current.digest == current.digest
+                && slot.previous.as_ref().map(|p| &p.digest) == previous.as_ref().map(|p| &p.digest)
+        }) {
+            return;
         }
-    }
-
-    /// At start: make the kept previous version of each loaded step its `previous`.
-    async fn restore_previous(&self, dir: &Path) {
-        let names: Vec<String> = self.snapshot.load().keys().cloned().collect();
-        for name in names {
-            let path = dir.join(PREVIOUS_DIR).join(format!("{name}.wasm"));
-            let Ok(bytes) = tokio::fs::read(&path).await else { continue };
-            let Some(current) = self.current(&name) else { continue };
-            if *current.bytes == *bytes {
-                continue;
-            }
-            match self.runtime.load(&name, Bytes::from(bytes)).await {
-                Ok(previous) => {
-                    let _guard = self.write.lock().await;
-                    let mut steps = BTreeMap::clone(&self.snapshot.load());
-                    if let Some(slot) = steps.get_mut(&name) {
-                        slot.previous = Some(Arc::new(previous));
-                    }
-                    self.publish(steps);
-                }
-                Err(error) => tracing::warn!(step = %name, %error, "the kept previous version no longer loads"),
-            }
-        }
+        tracing::info!(step = %name, step_version = %current.digest, version = %current.version,
+            "serving the fleet's version");
+        steps.insert(name.to_owned(), Slot { current: current.clone(), previous });
+        self.publish(steps);
     }
 }
 
 /// Refusals kept per step.
 const MAX_REFUSALS_KEPT: usize = 16;
-
-/// Subfolder of the plugins folder holding each step's previous version.
-const PREVIOUS_DIR: &str = ".previous";
-
-/// Write `bytes` to `dir/name` via a temporary file and a rename.
-async fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) {
-    let target = dir.join(name);
-    let tmp = dir.join(format!(".{name}.{}.tmp", rand::random::<u64>()));
-    let result = async {
-        tokio::fs::create_dir_all(dir).await?;
-        tokio::fs::write(&tmp, bytes).await?;
-        tokio::fs::rename(&tmp, &target).await
-    }
-    .await;
-    if let Err(error) = result {
-        tracing::error!(path = %target.display(), %error, "cannot keep this version on disk; a restart will not see it");
-    }
-}

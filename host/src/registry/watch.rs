@@ -1,17 +1,21 @@
 //! Watches the plugins folder: a new or changed `<step>.wasm` is installed once the
-//! file has been quiet for a moment and its size and mtime have stopped changing, so a
-//! file still being copied is not read half-way. Temporary names (`.x.tmp`, `x.part`)
-//! are ignored, which makes write-then-rename the safe way to drop a file in.
+//! file has been quiet for a moment (notify-debouncer-full) and its size and mtime have
+//! stopped changing, so a file still being copied is not read half-way. Temporary names
+//! (`.x.tmp`, `x.part`) are ignored, which makes write-then-rename the safe way to drop a
+//! file in. Each install runs on its own task: a component that is slow to compile or to
+//! describe itself holds up neither the watcher nor the other files.
 
-use super::{Source, StepRegistry};
+use super::{RegistryError, Source, StepRegistry};
+use crate::runtime::LoadError;
 use bytes::Bytes;
-use notify::{RecursiveMode, Watcher};
+use notify::RecursiveMode;
+use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 
 /// How long a file must stay unchanged before it is read.
 const QUIET: Duration = Duration::from_millis(250);
@@ -23,21 +27,31 @@ pub struct WatchError {
     reason: String,
 }
 
-/// The step a file in the plugins folder installs, if it is named like one.
+/// The step a file in the plugins folder installs, if it is named like a component and
+/// not like a temporary file. Whether the name is a valid step name is the registry's
+/// one rule to decide (a refusal is logged with its reason).
 pub fn step_name(path: &Path) -> Option<String> {
     if path.extension()? != "wasm" {
         return None;
     }
     let stem = path.file_stem()?.to_str()?;
-    let valid = !stem.is_empty()
-        && !stem.starts_with(['.', '-'])
-        && stem.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    valid.then(|| stem.to_owned())
+    (!stem.is_empty() && !stem.starts_with('.')).then(|| stem.to_owned())
+}
+
+/// Read a component file, refusing one over `max_bytes` before reading it.
+pub(super) async fn read_component(path: &Path, max_bytes: usize) -> Result<Bytes, RegistryError> {
+    let unreadable = |e: std::io::Error| LoadError::Compile(format!("cannot read {}: {e}", path.display()));
+    let len = tokio::fs::metadata(path).await.map_err(unreadable)?.len();
+    let len = usize::try_from(len).unwrap_or(usize::MAX);
+    if len > max_bytes {
+        return Err(LoadError::TooLarge { bytes: len, limit: max_bytes }.into());
+    }
+    Ok(Bytes::from(tokio::fs::read(path).await.map_err(unreadable)?))
 }
 
 /// Stops watching when dropped.
 pub struct PluginWatcher {
-    _watcher: notify::RecommendedWatcher,
+    _debouncer: Debouncer<notify::RecommendedWatcher, RecommendedCache>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -53,26 +67,22 @@ impl PluginWatcher {
         let fail = |reason: String| WatchError { dir: dir.to_owned(), reason };
         std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
         let (tx, rx) = mpsc::unbounded_channel::<PathBuf>();
-        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if let Ok(event) = event
-                && !event.kind.is_access()
-            {
-                for path in event.paths {
-                    let _ = tx.send(path);
+        let mut debouncer = new_debouncer(QUIET, None, move |result: DebounceEventResult| {
+            let Ok(events) = result else { return };
+            for event in events {
+                if event.kind.is_access() || event.kind.is_remove() {
+                    continue;
+                }
+                for path in &event.paths {
+                    let _ = tx.send(path.clone());
                 }
             }
         })
         .map_err(|e| fail(e.to_string()))?;
-        watcher.watch(dir, RecursiveMode::NonRecursive).map_err(|e| fail(e.to_string()))?;
-        let task = tokio::spawn(settle_and_install(rx, registry));
-        Ok(PluginWatcher { _watcher: watcher, task })
+        debouncer.watch(dir, RecursiveMode::NonRecursive).map_err(|e| fail(e.to_string()))?;
+        let task = tokio::spawn(dispatch(rx, registry));
+        Ok(PluginWatcher { _debouncer: debouncer, task })
     }
-}
-
-/// A file seen changing: when to look again, and what it looked like last time.
-struct Pending {
-    due: Instant,
-    seen: Option<(u64, SystemTime)>,
 }
 
 fn fingerprint(path: &Path) -> Option<(u64, SystemTime)> {
@@ -80,40 +90,49 @@ fn fingerprint(path: &Path) -> Option<(u64, SystemTime)> {
     Some((meta.len(), meta.modified().ok()?))
 }
 
-async fn settle_and_install(mut rx: mpsc::UnboundedReceiver<PathBuf>, registry: Arc<StepRegistry>) {
-    let mut pending: HashMap<PathBuf, Pending> = HashMap::new();
-    loop {
-        let next_due = pending.values().map(|p| p.due).min();
-        tokio::select! {
-            received = rx.recv() => {
-                let Some(path) = received else { return };
-                if step_name(&path).is_some() {
-                    let seen = fingerprint(&path);
-                    pending.insert(path, Pending { due: Instant::now() + QUIET, seen });
-                }
+/// Per file: whether an install runs, and whether the file changed again meanwhile.
+type InFlight = Arc<Mutex<HashMap<PathBuf, bool>>>;
+
+async fn dispatch(mut rx: mpsc::UnboundedReceiver<PathBuf>, registry: Arc<StepRegistry>) {
+    let in_flight: InFlight = Arc::default();
+    while let Some(path) = rx.recv().await {
+        if step_name(&path).is_none() {
+            continue;
+        }
+        {
+            let mut running = in_flight.lock();
+            if let Some(again) = running.get_mut(&path) {
+                // Installed once the current install ends, from the file as it is then.
+                *again = true;
+                continue;
             }
-            () = async {
-                match next_due {
-                    Some(due) => tokio::time::sleep_until(due).await,
-                    None => std::future::pending().await,
-                }
-            } => {
-                let now = Instant::now();
-                let ready: Vec<PathBuf> = pending.iter().filter(|(_, p)| p.due <= now).map(|(k, _)| k.clone()).collect();
-                for path in ready {
-                    let Some(entry) = pending.remove(&path) else { continue };
-                    let current = fingerprint(&path);
-                    if current.is_none() {
-                        // Removed or renamed away: removing a file does not unload a step.
-                        continue;
-                    }
-                    if current != entry.seen {
-                        // Still being written: look again after another quiet period.
-                        pending.insert(path, Pending { due: now + QUIET, seen: current });
-                        continue;
-                    }
-                    install_file(&registry, &path).await;
-                }
+            running.insert(path.clone(), false);
+        }
+        tokio::spawn(install_until_settled(path, registry.clone(), in_flight.clone()));
+    }
+}
+
+async fn install_until_settled(path: PathBuf, registry: Arc<StepRegistry>, in_flight: InFlight) {
+    loop {
+        // The debouncer saw no event for a while; make sure the file agrees.
+        let mut seen = fingerprint(&path);
+        loop {
+            tokio::time::sleep(QUIET).await;
+            let now = fingerprint(&path);
+            if now == seen {
+                break;
+            }
+            seen = now;
+        }
+        if seen.is_some() {
+            install_file(&registry, &path).await;
+        }
+        let mut running = in_flight.lock();
+        match running.get_mut(&path) {
+            Some(again) if *again => *again = false,
+            _ => {
+                running.remove(&path);
+                return;
             }
         }
     }
@@ -121,11 +140,11 @@ async fn settle_and_install(mut rx: mpsc::UnboundedReceiver<PathBuf>, registry: 
 
 async fn install_file(registry: &StepRegistry, path: &Path) {
     let Some(name) = step_name(path) else { return };
-    match tokio::fs::read(path).await {
+    match read_component(path, registry.runtime().config().max_component_bytes).await {
+        // The registry logs refusals with their reason; the old version keeps serving.
         Ok(bytes) => {
-            // The registry logs refusals with their reason; the old version keeps serving.
-            let _ = registry.install(&name, Bytes::from(bytes), Source::File).await;
+            let _ = registry.install(&name, bytes, Source::File).await;
         }
-        Err(error) => tracing::warn!(path = %path.display(), %error, "cannot read plugin file"),
+        Err(error) => tracing::warn!(path = %path.display(), %error, "cannot install this plugin file"),
     }
 }

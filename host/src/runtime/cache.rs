@@ -43,17 +43,43 @@ impl CompileCache {
     /// Store `component`; a failure only costs a recompile later, so it is logged, not returned.
     pub fn store(&self, component: &Component, digest_hex: &str) {
         let result = (|| -> Result<(), Box<dyn std::error::Error>> {
-            std::fs::create_dir_all(&self.dir)?;
             let bytes = component.serialize()?;
             // Write then rename, so a concurrent reader never sees half a file.
-            let tmp = self.dir.join(format!(".{digest_hex}.{}.{}.tmp", std::process::id(), rand::random::<u64>()));
-            std::fs::write(&tmp, bytes)?;
-            std::fs::rename(&tmp, self.path(digest_hex))?;
+            crate::fsutil::write_atomically_blocking(&self.path(digest_hex), &bytes)?;
             Ok(())
         })();
         if let Err(error) = result {
             tracing::warn!(dir = %self.dir.display(), %error, "cannot write compile cache entry");
         }
+    }
+}
+
+impl CompileCache {
+    /// Remove entries whose digest is not in `keep` and that were not written within
+    /// `grace`; the number removed. Entries of another engine are removed too.
+    pub fn prune(&self, keep: &[String], grace: std::time::Duration) -> usize {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return 0 };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(stem) = name.strip_suffix(".cwasm") else { continue };
+            let digest = stem.split('-').next().unwrap_or_default();
+            let current_engine = stem.ends_with(&self.engine_key);
+            if current_engine && keep.iter().any(|k| k == digest) {
+                continue;
+            }
+            let young = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|modified| modified.elapsed().is_ok_and(|age| age < grace));
+            if young && current_engine {
+                continue;
+            }
+            if std::fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        removed
     }
 }
 

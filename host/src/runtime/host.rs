@@ -1,8 +1,9 @@
-//! The data of one call's wasmtime `Store`: the empty WASI context, the limits, and the
-//! host side of the `state`, `log`, `archive` and `provenance` imports.
+//! The data of one call's wasmtime `Store`: the empty WASI context, the limits and the
+//! call's budget, and the host side of the `state`, `log`, `archive` and `provenance`
+//! imports.
 
 use super::bindings::{archive, log, provenance, state, types};
-use super::limits::CallLimiter;
+use super::limits::{CallBudget, CallLimiter, truncate};
 use super::state::StepState;
 use crate::archive::{Archive, ArchiveError};
 use bytes::Bytes;
@@ -27,6 +28,10 @@ pub struct StepStore {
     wasi: WasiCtx,
     table: ResourceTable,
     pub(super) limiter: CallLimiter,
+    pub(super) budget: CallBudget,
+    /// Set while the host serves a state or archive import: a deadline that passes then
+    /// is the store's slowness, not the step's.
+    pub(super) in_host_call: bool,
     state: Arc<dyn StepState>,
     archive: Option<Arc<dyn Archive>>,
     origin: provenance::Origin,
@@ -38,6 +43,7 @@ pub struct StepStore {
 impl StepStore {
     pub(super) fn new(
         limiter: CallLimiter,
+        budget: CallBudget,
         state: Arc<dyn StepState>,
         archive: Option<Arc<dyn Archive>>,
         origin: provenance::Origin,
@@ -47,24 +53,50 @@ impl StepStore {
         let stderr = MemoryOutputPipe::new(STDIO_CAPACITY);
         // No preopens, environment, arguments or network: the context grants nothing.
         let wasi = WasiCtx::builder().stdout(stdout.clone()).stderr(stderr.clone()).build();
-        StepStore { wasi, table: ResourceTable::new(), limiter, state, archive, origin, labels, stdout, stderr }
+        StepStore {
+            wasi,
+            table: ResourceTable::new(),
+            limiter,
+            budget,
+            in_host_call: false,
+            state,
+            archive,
+            origin,
+            labels,
+            stdout,
+            stderr,
+        }
     }
 
-    /// Forward what the guest printed to the log, once the call is over.
+    /// Forward what the guest printed to the log, once the call is over, and say how
+    /// many log lines were dropped.
     pub(super) fn flush_stdio(&self) {
+        let CallLabels { step, step_version, event_id } = &self.labels;
         for (stream, pipe) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
             let bytes = pipe.contents();
             if !bytes.is_empty() {
-                tracing::info!(
-                    step = %self.labels.step,
-                    step_version = %self.labels.step_version,
-                    event_id = %self.labels.event_id,
-                    stream,
-                    output = %String::from_utf8_lossy(&bytes).trim_end(),
-                    "step output"
-                );
+                let text = String::from_utf8_lossy(&bytes);
+                tracing::info!(%step, %step_version, %event_id, stream, output = %text.trim_end(), "step output");
             }
         }
+        if self.budget.log_dropped > 0 {
+            metrics::counter!("wasaga_step_log_dropped_total", "step" => step.to_string())
+                .increment(self.budget.log_dropped as u64);
+            tracing::warn!(%step, %step_version, %event_id, dropped = self.budget.log_dropped,
+                "the step wrote more log lines than one call may; the rest were dropped");
+        }
+    }
+
+    /// The last line the guest wrote to stderr, if any (a panic message, usually).
+    pub(super) fn last_stderr_line(&self) -> Option<String> {
+        let bytes = self.stderr.contents();
+        let text = String::from_utf8_lossy(&bytes);
+        // Rust's panic hook ends with a hint about backtraces: the message is above it.
+        text.lines()
+            .rev()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"))
+            .map(|l| truncate(l, 512).into_owned())
     }
 }
 
@@ -78,20 +110,29 @@ impl types::Host for StepStore {}
 
 impl state::Host for StepStore {
     async fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
-        Ok(self.state.get(&key).await?)
+        self.in_host_call = true;
+        let value = self.state.get(&key).await;
+        self.in_host_call = false;
+        Ok(value?)
     }
 
     async fn put(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<()> {
+        self.budget.state_write(&key, Some(value.len()))?;
         Ok(self.state.put(&key, value).await?)
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<()> {
+        self.budget.state_write(&key, None)?;
         Ok(self.state.delete(&key).await?)
     }
 }
 
 impl log::Host for StepStore {
     async fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
+        let Some(max) = self.budget.log_line() else {
+            return Ok(());
+        };
+        let message = truncate(&message, max);
         let CallLabels { step, step_version, event_id } = &self.labels;
         match level {
             log::Level::Debug => tracing::debug!(%step, %step_version, %event_id, "{message}"),
@@ -105,10 +146,14 @@ impl log::Host for StepStore {
 
 impl archive::Host for StepStore {
     async fn put(&mut self, name: String, body: Vec<u8>, content_type: String) -> wasmtime::Result<Result<(), String>> {
-        let Some(archive) = &self.archive else {
+        let Some(archive) = self.archive.clone() else {
             return Ok(Err("no archive is configured for this host".to_owned()));
         };
-        match archive.put_once(&name, Bytes::from(body), &content_type).await {
+        self.budget.archive_put(body.len())?;
+        self.in_host_call = true;
+        let put = archive.put_once(&name, Bytes::from(body), &content_type).await;
+        self.in_host_call = false;
+        match put {
             Ok(()) => Ok(Ok(())),
             // Storage being down is the host's failure, not the step's: the call fails
             // as a host error, retried without using up the step's attempts.

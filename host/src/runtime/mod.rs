@@ -14,13 +14,16 @@ mod step;
 mod validate;
 
 pub use cache::CompileCache;
+pub use limits::{CallLimits, LimitExceeded};
 pub use state::{MemoryState, StateError, StepState};
-pub use step::{CallInput, Emitted, LoadedStep, Origin, digest_of, subscribed};
-pub use validate::{HANDLER_EXPORT, import_allowed, subscription_known, valid_kind};
+pub use step::{CallInput, Emitted, LoadedStep, Origin, digest_of};
+pub use validate::{HANDLER_EXPORT, component_imports, import_allowed, subscription_known, valid_kind};
 
 use crate::archive::Archive;
 use bindings::ArchivingStep;
 use host::StepStore;
+use parking_lot::Mutex;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -44,21 +47,30 @@ pub enum Allocator {
 /// Limits and tuning of the runtime.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
-    /// Wall-clock budget of one call, instantiation included.
+    /// Wall-clock budget of one call (and of `describe()`), time spent in imports included.
     pub deadline: Duration,
     /// Linear memory cap of one instance.
     pub memory_mib: u64,
     /// Instances alive at once; calls beyond it wait for a slot.
     pub concurrency: u32,
+    /// Instances one step may hold at once, so no component takes the whole pool.
+    pub per_step_concurrency: u32,
+    /// Per component: core instances, memories and tables it may define. A component
+    /// over any of them is refused at validation; the pool is sized from them.
+    pub core_instances_per_component: u32,
+    pub memories_per_component: u32,
+    pub tables_per_component: u32,
     /// Where compiled components are cached; `None` compiles every time.
     pub cache_dir: Option<PathBuf>,
     pub allocator: Allocator,
     /// Deadlines need epoch interruption; benchmarks turn it off to measure its cost.
     pub epoch_interruption: bool,
-    /// Events one call may return.
-    pub max_emits: usize,
-    /// Total payload bytes one call may return.
-    pub max_emit_bytes: usize,
+    /// What one call may make the host hold.
+    pub limits: CallLimits,
+    /// Largest component accepted (uploads and files).
+    pub max_component_bytes: usize,
+    /// Longest a compilation may take before the component is refused.
+    pub compile_timeout: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -67,11 +79,16 @@ impl Default for RuntimeConfig {
             deadline: Duration::from_millis(1000),
             memory_mib: 64,
             concurrency: 32,
+            per_step_concurrency: 16,
+            core_instances_per_component: 16,
+            memories_per_component: 2,
+            tables_per_component: 4,
             cache_dir: None,
             allocator: Allocator::Pooling,
             epoch_interruption: true,
-            max_emits: 1000,
-            max_emit_bytes: 1024 * 1024,
+            limits: CallLimits::default(),
+            max_component_bytes: 64 * 1024 * 1024,
+            compile_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -83,10 +100,15 @@ pub enum LoadError {
     NotWasm,
     #[error("a core WebAssembly module, not a component: build the step for wasm32-wasip2")]
     CoreModule,
+    #[error("the component is {bytes} bytes; the limit is {limit} (WASAGA_MAX_COMPONENT_MIB)")]
+    TooLarge { bytes: usize, limit: usize },
     #[error("invalid component: {0}")]
     Compile(String),
+    #[error("compiling took longer than {0:?}: refused")]
+    CompileTimeout(Duration),
     #[error(
-        "imports `{0}`, which steps may not use (allowed: wasaga:saga/* and wasi:cli, io, clocks, random, filesystem @0.2)"
+        "imports `{0}`, which steps may not use (allowed: wasaga:saga/* and wasi:cli, io, clocks, random, filesystem @0.2){hint}",
+        hint = forbidden_import_hint(.0)
     )]
     ForbiddenImport(String),
     #[error(
@@ -105,8 +127,19 @@ pub enum LoadError {
     UnknownKind { kind: String },
     #[error("describe() subscribes to nothing")]
     NoSubscriptions,
-    #[error("step name {0:?} is invalid: use lowercase letters, digits and '-'")]
-    BadName(String),
+    #[error(transparent)]
+    Name(#[from] crate::event::NameError),
+}
+
+/// What removes a network import, for the toolchains whose default builds have one.
+fn forbidden_import_hint(import: &str) -> &'static str {
+    if import.starts_with("wasi:sockets/") {
+        "; componentize-py: build with `--stub-wasi`; Rust: do not use std::net"
+    } else if import.starts_with("wasi:http/") {
+        "; componentize-js: pass disableFeatures: [\"http\", \"fetch-event\"]"
+    } else {
+        ""
+    }
 }
 
 /// Why one call failed. Each is confined to that call.
@@ -122,6 +155,8 @@ pub enum CallError {
     Timeout { deadline_ms: u128 },
     #[error("step exceeded its memory limit of {mib} MiB")]
     MemoryLimit { mib: u64 },
+    #[error("step went past a limit: {0}")]
+    Limit(String),
     #[error("step returned too much: {0}")]
     TooLarge(String),
     #[error("step emitted an invalid event kind {0:?}")]
@@ -149,6 +184,7 @@ impl CallError {
             CallError::Trap(_) => "trap",
             CallError::Timeout { .. } => "timeout",
             CallError::MemoryLimit { .. } => "memory",
+            CallError::Limit(_) => "limit",
             CallError::TooLarge(_) => "too_large",
             CallError::InvalidKind(_) => "invalid_kind",
             CallError::InvalidPayload(_) => "invalid_payload",
@@ -190,6 +226,8 @@ pub struct Runtime {
     config: RuntimeConfig,
     deadline_ticks: u64,
     permits: Semaphore,
+    /// Each step's share of the pool.
+    step_permits: Mutex<HashMap<Arc<str>, Arc<Semaphore>>>,
     cache: Option<CompileCache>,
     _ticker: Option<EpochTicker>,
 }
@@ -215,8 +253,11 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| RuntimeError(e.to_string()))?;
         ArchivingStep::add_to_linker::<StepStore, HasSelf<StepStore>>(&mut linker, |s| s)
             .map_err(|e| RuntimeError(e.to_string()))?;
+        // The wall clock decides a deadline; the epoch (a tick later) stops code that
+        // spins without ever yielding to it.
         let tick_ms = EPOCH_TICK.as_millis().max(1);
-        let deadline_ticks = u64::try_from(config.deadline.as_millis().div_ceil(tick_ms)).unwrap_or(u64::MAX).max(1);
+        let deadline_ticks =
+            u64::try_from(config.deadline.as_millis().div_ceil(tick_ms)).unwrap_or(u64::MAX).saturating_add(2);
         let ticker = match config.epoch_interruption {
             true => Some(EpochTicker::start(engine.clone())?),
             false => None,
@@ -224,6 +265,7 @@ impl Runtime {
         let cache = config.cache_dir.as_deref().map(|dir| CompileCache::new(dir, &engine));
         Ok(Arc::new(Runtime {
             permits: Semaphore::new(config.concurrency as usize),
+            step_permits: Mutex::new(HashMap::new()),
             engine,
             linker,
             deadline_ticks,
@@ -239,6 +281,18 @@ impl Runtime {
 
     pub fn config(&self) -> &RuntimeConfig {
         &self.config
+    }
+
+    /// The compile cache, if there is one.
+    pub fn cache(&self) -> Option<&CompileCache> {
+        self.cache.as_ref()
+    }
+
+    /// The semaphore bounding `step`'s instances.
+    fn step_permits(&self, step: &Arc<str>) -> Arc<Semaphore> {
+        let mut permits = self.step_permits.lock();
+        let share = self.config.per_step_concurrency.clamp(1, self.config.concurrency.max(1)) as usize;
+        permits.entry(step.clone()).or_insert_with(|| Arc::new(Semaphore::new(share))).clone()
     }
 
     /// Validate, compile (or load from the cache) and describe a component installed
@@ -275,12 +329,17 @@ fn engine_config(config: &RuntimeConfig) -> Config {
     if config.allocator == Allocator::Pooling {
         let slots = config.concurrency.max(1);
         let mut pool = PoolingAllocationConfig::new();
-        // A Rust component has a few core instances (the module plus adapter shims);
-        // size every pool to the concurrency so the reserved address space stays small.
+        // Size every pool to the concurrency times what one component may define, so
+        // each slot can always be filled and no component can hold more than its own.
         pool.total_component_instances(slots)
-            .total_core_instances(slots * 8)
-            .total_memories(slots * 2)
-            .total_tables(slots * 4)
+            .max_core_instances_per_component(config.core_instances_per_component)
+            .max_memories_per_component(config.memories_per_component)
+            .max_tables_per_component(config.tables_per_component)
+            .max_memories_per_module(config.memories_per_component)
+            .max_tables_per_module(config.tables_per_component)
+            .total_core_instances(slots.saturating_mul(config.core_instances_per_component))
+            .total_memories(slots.saturating_mul(config.memories_per_component))
+            .total_tables(slots.saturating_mul(config.tables_per_component))
             .total_stacks(slots)
             .max_memory_size(memory_bytes)
             // Keep the first pages of each slot resident and reset them with memset:

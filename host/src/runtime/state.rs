@@ -3,8 +3,8 @@
 //! benchmarks and validation calls.
 
 use async_trait::async_trait;
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 
 /// A failure of the storage behind a step's state; it traps the call, which is retried.
 #[derive(Debug, thiserror::Error)]
@@ -31,28 +31,23 @@ pub struct MemoryState {
 impl MemoryState {
     /// A copy of every entry.
     pub fn snapshot(&self) -> BTreeMap<String, Vec<u8>> {
-        self.lock().clone()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Vec<u8>>> {
-        // A panic while holding this lock cannot leave the map half-written.
-        self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.entries.lock().clone()
     }
 }
 
 #[async_trait]
 impl StepState for MemoryState {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
-        Ok(self.lock().get(key).cloned())
+        Ok(self.entries.lock().get(key).cloned())
     }
 
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), StateError> {
-        self.lock().insert(key.to_owned(), value);
+        self.entries.lock().insert(key.to_owned(), value);
         Ok(())
     }
 
     async fn delete(&self, key: &str) -> Result<(), StateError> {
-        self.lock().remove(key);
+        self.entries.lock().remove(key);
         Ok(())
     }
 }

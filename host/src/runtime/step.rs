@@ -3,9 +3,9 @@
 
 use super::bindings::{ArchivingStepPre, handler, provenance};
 use super::host::{CallLabels, StepStore};
-use super::limits::CallLimiter;
+use super::limits::{CallBudget, CallLimiter, LimitExceeded};
 use super::state::{MemoryState, StateError, StepState};
-use super::validate::{check_binary, check_world, subscription_known, valid_kind};
+use super::validate::{check_binary, check_imports, check_world, subscription_known, valid_kind};
 use super::{CallError, LoadError, Runtime};
 use crate::archive::Archive;
 use bytes::Bytes;
@@ -55,16 +55,8 @@ impl LoadedStep {
 
     /// Whether this step handles events of `kind`.
     pub fn subscribes_to(&self, kind: &str) -> bool {
-        subscribed(&self.subscribes, kind)
+        crate::event::subscribed(&self.subscribes, kind)
     }
-}
-
-/// Whether subscriptions `patterns` (kinds, or prefixes ending in `*`) take `kind`.
-pub fn subscribed(patterns: &[String], kind: &str) -> bool {
-    patterns.iter().any(|pattern| match pattern.strip_suffix('*') {
-        Some(prefix) => kind.starts_with(prefix),
-        None => pattern == kind,
-    })
 }
 
 /// Who emitted an event.
@@ -99,29 +91,29 @@ pub fn digest_of(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
-fn valid_step_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-}
-
 pub(super) async fn load(runtime: &Arc<Runtime>, name: &str, bytes: Bytes) -> Result<LoadedStep, LoadError> {
-    if !valid_step_name(name) {
-        return Err(LoadError::BadName(name.to_owned()));
+    crate::event::check_step_name(name)?;
+    if bytes.len() > runtime.config.max_component_bytes {
+        return Err(LoadError::TooLarge { bytes: bytes.len(), limit: runtime.config.max_component_bytes });
     }
     check_binary(&bytes)?;
+    // Imports are read before compiling: a refusal costs microseconds, not a compile.
+    check_imports(&bytes)?;
     let digest = digest_of(&bytes);
     let digest_hex = digest.trim_start_matches("sha256:").to_owned();
     let started = Instant::now();
-    // Compiling takes tens of milliseconds of CPU: keep it off the async workers.
+    // Compiling takes tens of milliseconds of CPU (seconds for a large component): keep
+    // it off the async workers, and give up on one that takes too long.
+    let timeout = runtime.config.compile_timeout;
     let (component, from_cache) = {
         let runtime = runtime.clone();
         let bytes = bytes.clone();
         let digest_hex = digest_hex.clone();
-        tokio::task::spawn_blocking(move || compile(&runtime, &bytes, &digest_hex))
-            .await
-            .map_err(|e| LoadError::Compile(format!("compiler task failed: {e}")))??
+        let compile = tokio::task::spawn_blocking(move || compile(&runtime, &bytes, &digest_hex));
+        match tokio::time::timeout(timeout, compile).await {
+            Err(_) => return Err(LoadError::CompileTimeout(timeout)),
+            Ok(joined) => joined.map_err(|e| LoadError::Compile(format!("compiler task failed: {e}")))??,
+        }
     };
     let compile_time = started.elapsed();
     check_world(&runtime.engine, &component)?;
@@ -174,7 +166,8 @@ fn new_store(
     labels: CallLabels,
 ) -> Store<StepStore> {
     let max_memory = usize::try_from(runtime.config.memory_mib.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
-    let data = StepStore::new(CallLimiter::new(max_memory), state, archive, origin, labels);
+    let budget = CallBudget::new(runtime.config.limits);
+    let data = StepStore::new(CallLimiter::new(max_memory), budget, state, archive, origin, labels);
     let mut store = Store::new(&runtime.engine, data);
     store.limiter(|data| &mut data.limiter);
     if runtime.config.epoch_interruption {
@@ -183,22 +176,36 @@ fn new_store(
     store
 }
 
+/// Slots for one instance of `step`: its share of the pool, then a slot of the pool.
+/// Waiting here is the host being busy, so the deadline starts only afterwards.
+async fn permits<'a>(
+    runtime: &'a Runtime,
+    step: &Arc<str>,
+) -> Result<(tokio::sync::OwnedSemaphorePermit, tokio::sync::SemaphorePermit<'a>), CallError> {
+    let share = runtime.step_permits(step).acquire_owned().await.map_err(|e| CallError::Host(e.to_string()))?;
+    let slot = runtime.permits.acquire().await.map_err(|e| CallError::Host(e.to_string()))?;
+    Ok((share, slot))
+}
+
 async fn describe(
     runtime: &Runtime,
     pre: &ArchivingStepPre<StepStore>,
     labels: CallLabels,
 ) -> Result<handler::Manifest, CallError> {
     let origin = provenance::Origin { step: "host".to_owned(), step_version: String::new() };
-    // The deadline starts with the store: wait for a slot first.
-    let _permit = runtime.permits.acquire().await.map_err(|e| CallError::Host(e.to_string()))?;
+    let _permits = permits(runtime, &labels.step).await?;
     let mut store = new_store(runtime, Arc::new(MemoryState::default()), None, origin, labels);
-    let result = async {
+    let result = tokio::time::timeout(runtime.config.deadline, async {
         let instance = pre.instantiate_async(&mut store).await?;
         instance.wasaga_saga_handler().call_describe(&mut store).await
-    }
+    })
     .await;
     store.data().flush_stdio();
-    result.map_err(|e| classify(runtime, &store, e))
+    match result {
+        Ok(Ok(manifest)) => Ok(manifest),
+        Ok(Err(error)) => Err(classify(runtime, &store, error)),
+        Err(_) => Err(CallError::Timeout { deadline_ms: runtime.config.deadline.as_millis() }),
+    }
 }
 
 pub(super) async fn call(
@@ -212,8 +219,7 @@ pub(super) async fn call(
         provenance::Origin { step: input.origin.step.clone(), step_version: input.origin.step_version.clone() };
     let labels =
         CallLabels { step: step.name.clone(), step_version: step.digest.clone(), event_id: input.id.to_owned() };
-    // The deadline starts with the store: wait for a slot first.
-    let _permit = runtime.permits.acquire().await.map_err(|e| CallError::Host(e.to_string()))?;
+    let _permits = permits(runtime, &step.name).await?;
     let mut store = new_store(runtime, state, archive, origin, labels);
     let ctx = handler::Context { attempt: input.attempt };
     let event = handler::Event {
@@ -223,34 +229,42 @@ pub(super) async fn call(
         occurred_at_ms: input.occurred_at_ms,
         payload: input.payload.to_owned(),
     };
-    let result = async {
+    // Wall-clock: a guest blocked in a WASI clock or poll is stopped like a spinning one.
+    let result = tokio::time::timeout(runtime.config.deadline, async {
         let instance = step.pre.instantiate_async(&mut store).await?;
         instance.wasaga_saga_handler().call_handle(&mut store, ctx, &event).await
-    }
+    })
     .await;
     store.data().flush_stdio();
     let emits = match result {
-        Ok(Ok(emits)) => emits,
-        Ok(Err(handler::StepError::Retryable(reason))) => return Err(CallError::Retryable(reason)),
-        Ok(Err(handler::StepError::Fatal(reason))) => return Err(CallError::Fatal(reason)),
-        Err(error) => return Err(classify(runtime, &store, error)),
+        Ok(Ok(Ok(emits))) => emits,
+        Ok(Ok(Err(handler::StepError::Retryable(reason)))) => return Err(CallError::Retryable(reason)),
+        Ok(Ok(Err(handler::StepError::Fatal(reason)))) => return Err(CallError::Fatal(reason)),
+        Ok(Err(error)) => return Err(classify(runtime, &store, error)),
+        Err(_) if store.data().in_host_call => {
+            // The time ran out while the host was serving the step (a slow store).
+            return Err(CallError::Host("the store did not answer within the step's deadline".to_owned()));
+        }
+        Err(_) => return Err(CallError::Timeout { deadline_ms: runtime.config.deadline.as_millis() }),
     };
     check_emits(runtime, emits)
 }
 
 fn check_emits(runtime: &Runtime, emits: Vec<handler::Emit>) -> Result<Vec<Emitted>, CallError> {
-    let limits = &runtime.config;
-    if emits.len() > limits.max_emits {
-        return Err(CallError::TooLarge(format!("{} events, the limit is {}", emits.len(), limits.max_emits)));
+    let limits = &runtime.config.limits;
+    if emits.len() > limits.emits {
+        return Err(CallError::TooLarge(format!("{} events, the limit is {}", emits.len(), limits.emits)));
     }
     let total: usize = emits.iter().map(|e| e.payload.len() + e.kind.len()).sum();
-    if total > limits.max_emit_bytes {
-        return Err(CallError::TooLarge(format!("{total} bytes of events, the limit is {}", limits.max_emit_bytes)));
+    if total > limits.emit_bytes {
+        return Err(CallError::TooLarge(format!("{total} bytes of events, the limit is {}", limits.emit_bytes)));
     }
     emits
         .into_iter()
         .map(|e| {
-            if !valid_kind(&e.kind) {
+            if !valid_kind(&e.kind) || crate::event::host_owned_kind(&e.kind) {
+                // `order.*` and `step.*` are the host's: a step emitting one could
+                // complete or cancel orders by itself.
                 return Err(CallError::InvalidKind(e.kind));
             }
             if serde_json::from_str::<serde::de::IgnoredAny>(&e.payload).is_err() {
@@ -269,13 +283,23 @@ fn classify(runtime: &Runtime, store: &Store<StepStore>, error: wasmtime::Error)
     if let Some(archive_error) = error.downcast_ref::<crate::archive::ArchiveError>() {
         return CallError::Host(archive_error.to_string());
     }
+    if let Some(limit) = error.downcast_ref::<LimitExceeded>() {
+        return CallError::Limit(limit.to_string());
+    }
+    if error.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
+        // Every slot is taken: the host is busy, the step did nothing wrong.
+        return CallError::Host(error_chain(&error));
+    }
     if store.data().limiter.memory_limit_hit {
         return CallError::MemoryLimit { mib: runtime.config.memory_mib };
     }
     if let Some(wasmtime::Trap::Interrupt) = error.downcast_ref::<wasmtime::Trap>() {
         return CallError::Timeout { deadline_ms: runtime.config.deadline.as_millis() };
     }
-    CallError::Trap(error_chain(&error))
+    match store.data().last_stderr_line() {
+        Some(line) => CallError::Trap(format!("{}; the step's last stderr line: {line}", error_chain(&error))),
+        None => CallError::Trap(error_chain(&error)),
+    }
 }
 
 /// The error and its causes on one line, without the wasm backtrace.

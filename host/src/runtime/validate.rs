@@ -29,6 +29,37 @@ pub fn check_binary(bytes: &[u8]) -> Result<(), LoadError> {
     }
 }
 
+/// The names a component imports at its top level, read from its binary without
+/// compiling it.
+pub fn component_imports(bytes: &[u8]) -> Result<Vec<String>, LoadError> {
+    use wasmparser::{Parser, Payload};
+    let mut imports = Vec::new();
+    // Nested modules and components have imports of their own, satisfied inside.
+    let mut depth = 0usize;
+    for payload in Parser::new(0).parse_all(bytes) {
+        match payload.map_err(|e| LoadError::Compile(e.to_string()))? {
+            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
+            Payload::End(_) => depth = depth.saturating_sub(1),
+            Payload::ComponentImportSection(reader) if depth == 0 => {
+                for import in reader {
+                    let import = import.map_err(|e| LoadError::Compile(e.to_string()))?;
+                    imports.push(import.name.name.to_owned());
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(imports)
+}
+
+/// Refuse a component importing anything outside the contract, before compiling it.
+pub fn check_imports(bytes: &[u8]) -> Result<(), LoadError> {
+    match component_imports(bytes)?.into_iter().find(|name| !import_allowed(name)) {
+        Some(name) => Err(LoadError::ForbiddenImport(name)),
+        None => Ok(()),
+    }
+}
+
 /// Whether an import name is one the host links.
 pub fn import_allowed(name: &str) -> bool {
     let Some((package, rest)) = name.split_once('/') else {

@@ -1,55 +1,55 @@
-//! The saga: the relay from outbox to transport, one consumer per step and one for the
-//! host's own order logic, each applying the processing rule to batches of deliveries.
+//! The saga: relays from each store's outbox, one consumer per step and one for the
+//! host's own order logic, all run by one engine (`engine.rs`) that applies the
+//! processing rule to batches of deliveries, and the maintenance jobs (heartbeat,
+//! redrive of stalled orders, retention).
 //!
 //! The processing rule, per delivery: if the consumer's inbox has the event, ack and stop;
-//! otherwise call the step in a fresh instance with its state bound to this batch, and
-//! commit inbox row, state, emitted events (to the outbox) and order transitions in one
-//! transaction; then ack. A crash before the commit leaves nothing; after it, the
-//! redelivery finds the inbox row.
+//! otherwise handle it (call the step in a fresh instance with its state bound to this
+//! batch, or apply the host's order logic) and commit inbox row, state, emitted events
+//! (to the outbox) and order transitions in one transaction; then ack. A crash before the
+//! commit leaves nothing; after it, the redelivery finds the inbox row.
 
-mod consumer;
+mod engine;
+mod maintenance;
+pub mod ops;
 pub mod orders;
-mod retry;
 mod state;
-pub mod wire;
+mod step;
+
+pub use crate::event::{HOST_CONSUMER, HOST_VERSION, new_event_id, now_ms};
+pub use maintenance::HOST_TTL;
 
 use crate::archive::Archive;
-use crate::outbox::Relay;
+use crate::event::StoredEvent;
+use crate::outbox::{Relay, RelayLoop};
 use crate::registry::StepRegistry;
 use crate::runtime::StepExecutor;
-use crate::store::{Channel, Store, StoredEvent, Stores};
+use crate::store::{Channel, Store, Stores};
 use crate::stream::EventStream;
 use crate::transport::Transport;
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
-}
-
-/// A new, time-ordered event id.
-pub fn new_event_id() -> String {
-    uuid::Uuid::now_v7().to_string()
-}
-
-/// The version the host's own events carry.
-pub const HOST_VERSION: &str = env!("CARGO_PKG_VERSION");
-
-/// The consumer name of the host's order logic.
-pub const HOST_CONSUMER: &str = "host";
-
-/// Retry and batching settings.
+/// Retry, batching and upkeep settings.
 #[derive(Debug, Clone)]
 pub struct SagaConfig {
     pub max_attempts: u32,
     pub retry_base: Duration,
     pub retry_cap: Duration,
     pub batch_size: u32,
+    /// Steps whose compensations are retried until they succeed.
+    pub compensating: BTreeSet<String>,
+    /// A pending order with no progress for this long has its events published again.
+    pub redrive_after: Duration,
+    /// Retention of handled rows: inbox, relayed outbox, idempotency keys.
+    pub retain_inbox: Duration,
+    pub retain_outbox: Duration,
+    pub retain_idempotency: Duration,
+    /// How often the maintenance jobs run.
+    pub maintenance_every: Duration,
 }
 
 impl Default for SagaConfig {
@@ -59,11 +59,17 @@ impl Default for SagaConfig {
             retry_base: Duration::from_millis(200),
             retry_cap: Duration::from_secs(30),
             batch_size: 64,
+            compensating: crate::config::COMPENSATING_STEPS.iter().map(|s| (*s).to_owned()).collect(),
+            redrive_after: Duration::from_secs(60),
+            retain_inbox: Duration::from_secs(7 * 24 * 3600),
+            retain_outbox: Duration::from_secs(30 * 24 * 3600),
+            retain_idempotency: Duration::from_secs(7 * 24 * 3600),
+            maintenance_every: Duration::from_secs(5),
         }
     }
 }
 
-/// What every consumer and the relay share.
+/// What every consumer, the relays and the HTTP operations share.
 pub struct SagaContext {
     pub stores: Arc<Stores>,
     pub transport: Arc<dyn Transport>,
@@ -76,6 +82,11 @@ pub struct SagaContext {
     pub relay: Arc<Relay>,
     /// Runs step calls: the WebAssembly runtime.
     pub executor: Arc<dyn StepExecutor>,
+    /// This host's name in the fleet (claims, leases, heartbeats, history).
+    pub host_id: String,
+    /// The address this host serves HTTP on, for the fleet's list of hosts.
+    pub http_addr: String,
+    pub started_at_ms: i64,
 }
 
 impl SagaContext {
@@ -95,6 +106,11 @@ impl SagaContext {
             Some(stream) if self.reads_stream(consumer) => stream.clone(),
             _ => self.transport.clone(),
         }
+    }
+
+    /// Whether `step`'s retryable failures of compensation kinds are retried forever.
+    pub fn compensates(&self, step: &str) -> bool {
+        self.config.compensating.contains(step)
     }
 
     /// An event emitted by the host itself.
@@ -118,28 +134,40 @@ pub struct Saga {
 }
 
 impl Saga {
-    /// Start the relay, the host consumer, and a consumer for every step, including
-    /// steps added later.
+    /// Start the relays, the host consumer, a consumer for every step (including steps
+    /// added later), the fleet sync and the maintenance jobs.
     pub async fn start(ctx: Arc<SagaContext>) -> Saga {
-        // Queues are bound before anything is relayed, or a broker would drop the events.
+        // Consumers are bound before anything is relayed, or a broker would drop the events.
         declare_steps(&ctx).await;
         let (shutdown, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();
         for store in ctx.stores.all() {
-            tasks.spawn(ctx.relay.clone().run(ctx.clone(), store.clone(), Channel::Transport, stopped.clone()));
-            if ctx.stream.is_some() {
-                tasks.spawn(ctx.relay.clone().run(ctx.clone(), store.clone(), Channel::Stream, stopped.clone()));
+            let mut channels = vec![(Channel::Transport, ctx.transport.clone())];
+            if let Some(stream) = &ctx.stream {
+                channels.push((Channel::Stream, stream.clone()));
+            }
+            for (channel, target) in channels {
+                let relay = RelayLoop { store: store.clone(), target, channel, holder: ctx.host_id.clone() };
+                tasks.spawn(ctx.relay.clone().run(relay, stopped.clone()));
             }
         }
-        tasks.spawn(orders::run_host_consumer(ctx.clone(), stopped.clone()));
-        tasks.spawn(supervise_steps(ctx, stopped));
+        tasks.spawn(engine::run(Arc::new(orders::HostHandler::new(ctx.clone())), ctx.clone(), stopped.clone()));
+        tasks.spawn(supervise_steps(ctx.clone(), stopped.clone()));
+        tasks.spawn(crate::registry::Fleet::run_sync(ctx.registry.clone(), stopped.clone()));
+        tasks.spawn(maintenance::run(ctx, stopped));
         Saga { shutdown, tasks }
     }
 
-    /// Let every consumer finish its current batch, then stop.
-    pub async fn stop(mut self) {
+    /// Let every consumer finish its current batch, then stop. Whatever is not done
+    /// within `bound` is abandoned: its deliveries were not settled, so they come again.
+    pub async fn stop(mut self, bound: Duration) {
         let _ = self.shutdown.send(true);
-        while self.tasks.join_next().await.is_some() {}
+        let drained = tokio::time::timeout(bound, async { while self.tasks.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            tracing::warn!(bound_ms = bound.as_millis() as u64, "stopping without waiting longer for batches in hand");
+            self.tasks.abort_all();
+            while self.tasks.join_next().await.is_some() {}
+        }
     }
 }
 
@@ -170,7 +198,8 @@ async fn supervise_steps(ctx: Arc<SagaContext>, mut stopped: watch::Receiver<boo
         declare_steps(&ctx).await;
         for name in ctx.registry.snapshot().keys() {
             if running.insert(name.clone()) {
-                consumers.spawn(consumer::run_step_consumer(ctx.clone(), name.clone(), stopped.clone()));
+                let handler = Arc::new(step::StepHandler::new(ctx.clone(), name.clone()));
+                consumers.spawn(engine::run(handler, ctx.clone(), stopped.clone()));
             }
         }
         tokio::select! {

@@ -13,13 +13,13 @@
 //!                                                        is refunded by payment on order.cancelled)
 //! ```
 
+use super::engine::{BatchError, Handler};
 use super::{HOST_CONSUMER, HOST_VERSION, SagaContext};
-use crate::store::{BatchCommit, Created, NewOrder, OrderTransition, StockRow, StoreError};
-use crate::transport::{Delivery, Settlement};
-use std::collections::{BTreeMap, HashSet};
+use crate::store::{BatchCommit, Created, NewOrder, OrderTransition, StockRow, Store, StoreError};
+use crate::transport::{Delivery, Settlement, Transport};
+use async_trait::async_trait;
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::watch;
 use wasaga_sdk::events::{self, kinds};
 
 pub const PENDING: &str = "pending";
@@ -136,87 +136,77 @@ fn complete_transition(order_id: &str) -> OrderTransition {
     }
 }
 
-/// The host's consumer: order transitions and the stock read model.
-pub async fn run_host_consumer(ctx: Arc<SagaContext>, mut stopped: watch::Receiver<bool>) {
-    loop {
-        if *stopped.borrow() {
-            return;
-        }
-        let received = tokio::select! {
-            _ = stopped.changed() => return,
-            received = ctx.transport.receive(HOST_CONSUMER, ctx.config.batch_size, Duration::from_millis(500)) => received,
-        };
-        let result = match received {
-            Ok(deliveries) if deliveries.is_empty() => continue,
-            Ok(deliveries) => {
-                let kept = deliveries.clone();
-                handle_batch(&ctx, deliveries).await.map_err(|error| (error, kept))
-            }
-            Err(error) => Err((error.into(), Vec::new())),
-        };
-        if let Err((error, kept)) = result {
-            tracing::warn!(%error, "host batch not committed; its deliveries will come again");
-            super::consumer::release(&*ctx.transport, HOST_CONSUMER, kept, &error.to_string()).await;
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+/// The host's own consumer: order transitions and the stock read model. Every
+/// transition is conditional and every stock level carries the inventory step's sequence
+/// number, so hosts applying events concurrently or out of order agree.
+pub(super) struct HostHandler {
+    ctx: Arc<SagaContext>,
+}
+
+impl HostHandler {
+    pub(super) fn new(ctx: Arc<SagaContext>) -> HostHandler {
+        HostHandler { ctx }
     }
 }
 
-async fn handle_batch(
-    ctx: &SagaContext,
-    deliveries: Vec<Delivery>,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let ids: Vec<String> = deliveries.iter().map(|d| d.event.id.clone()).collect();
-    let mut seen: HashSet<String> = ctx.host_store().handled(HOST_CONSUMER, &ids).await?;
-    let mut commit = BatchCommit { consumer: HOST_CONSUMER.to_owned(), ..BatchCommit::default() };
-    let mut stock: BTreeMap<String, StockRow> = BTreeMap::new();
-    let mut settlements = Vec::with_capacity(deliveries.len());
-    for delivery in deliveries {
-        if !seen.insert(delivery.event.id.clone()) {
+#[async_trait]
+impl Handler for HostHandler {
+    fn consumer(&self) -> &str {
+        HOST_CONSUMER
+    }
+
+    fn source(&self) -> Arc<dyn Transport> {
+        self.ctx.transport.clone()
+    }
+
+    fn store(&self) -> Arc<dyn Store> {
+        self.ctx.host_store().clone()
+    }
+
+    fn version(&self) -> String {
+        HOST_VERSION.to_owned()
+    }
+
+    async fn handle(&self, commit: &mut BatchCommit, deliveries: Vec<Delivery>) -> Result<Vec<Settlement>, BatchError> {
+        let mut stock: BTreeMap<String, StockRow> = BTreeMap::new();
+        let mut settlements = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            let event = &delivery.event;
+            let order_id = event.order_id.as_str();
+            match event.kind.as_str() {
+                kinds::PAYMENT_CAPTURED => commit.transitions.push(complete_transition(order_id)),
+                kinds::PAYMENT_DECLINED => {
+                    commit.transitions.push(cancel_transition(order_id, "payment_declined", &[PENDING]))
+                }
+                kinds::STOCK_UNAVAILABLE => {
+                    commit.transitions.push(cancel_transition(order_id, "out_of_stock", &[PENDING]))
+                }
+                kinds::STEP_DEAD_LETTERED if failed_step_drives_orders(&self.ctx, &event.payload) => {
+                    commit.transitions.push(cancel_transition(order_id, "step_failed", &[PENDING]))
+                }
+                _ => {}
+            }
+            // Only the inventory step's stock events carry levels for the read model.
+            let levels = if event.kind.starts_with("stock.") { levels_of(&event.payload) } else { Vec::new() };
+            for level in levels {
+                let row = StockRow {
+                    sku: level.sku.clone(),
+                    available: i64::try_from(level.available).unwrap_or(i64::MAX),
+                    reserved: i64::try_from(level.reserved).unwrap_or(i64::MAX),
+                    sold: i64::try_from(level.sold).unwrap_or(i64::MAX),
+                    seq: i64::try_from(level.seq).unwrap_or(i64::MAX),
+                };
+                // Keep the newest level per SKU; the store also ignores older ones.
+                if stock.get(&row.sku).is_none_or(|known| known.seq < row.seq) {
+                    stock.insert(row.sku.clone(), row);
+                }
+            }
+            commit.inbox.push((event.id.clone(), HOST_VERSION.to_owned()));
             settlements.push(Settlement::Ack(delivery));
-            continue;
         }
-        let event = &delivery.event;
-        let order_id = event.order_id.as_str();
-        match event.kind.as_str() {
-            kinds::PAYMENT_CAPTURED => commit.transitions.push(complete_transition(order_id)),
-            kinds::PAYMENT_DECLINED => {
-                commit.transitions.push(cancel_transition(order_id, "payment_declined", &[PENDING]))
-            }
-            kinds::STOCK_UNAVAILABLE => {
-                commit.transitions.push(cancel_transition(order_id, "out_of_stock", &[PENDING]))
-            }
-            kinds::STEP_DEAD_LETTERED if failed_step_drives_orders(ctx, &event.payload) => {
-                commit.transitions.push(cancel_transition(order_id, "step_failed", &[PENDING]))
-            }
-            _ => {}
-        }
-        // Only the inventory step's stock events carry levels for the read model.
-        let levels = if event.kind.starts_with("stock.") { levels_of(&event.payload) } else { Vec::new() };
-        for level in levels {
-            let row = StockRow {
-                sku: level.sku.clone(),
-                available: i64::try_from(level.available).unwrap_or(i64::MAX),
-                reserved: i64::try_from(level.reserved).unwrap_or(i64::MAX),
-                sold: i64::try_from(level.sold).unwrap_or(i64::MAX),
-                seq: i64::try_from(level.seq).unwrap_or(i64::MAX),
-            };
-            // Keep the newest level per SKU; the store also ignores older ones.
-            if stock.get(&row.sku).is_none_or(|known| known.seq < row.seq) {
-                stock.insert(row.sku.clone(), row);
-            }
-        }
-        commit.inbox.push((event.id.clone(), HOST_VERSION.to_owned()));
-        settlements.push(Settlement::Ack(delivery));
+        commit.stock = stock.into_values().collect();
+        Ok(settlements)
     }
-    commit.stock = stock.into_values().collect();
-    let transitions = commit.transitions.len();
-    ctx.host_store().commit_batch(&commit).await?;
-    ctx.transport.settle(HOST_CONSUMER, settlements).await?;
-    if transitions > 0 {
-        ctx.relay.notify();
-    }
-    Ok(())
 }
 
 /// Whether a dead letter should cancel its order. A step that subscribes to every kind

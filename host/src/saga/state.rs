@@ -1,30 +1,38 @@
-//! Step state during a batch: reads go to the store (each step has one consumer, so no
-//! one else writes its namespace), writes are buffered per call and kept only if the
-//! call succeeds, then committed with the batch.
+//! Step state during a batch. Reads go to the store and remember the version they saw;
+//! writes are buffered per call and kept only if the call succeeds. The commit checks
+//! that every version read is still current (optimistic concurrency): a step's state
+//! may be written by several hosts, and a stale read re-runs the batch instead of
+//! overwriting a newer value.
 
 use crate::runtime::{StateError, StepState};
 use crate::store::Store;
 use async_trait::async_trait;
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 type Writes = BTreeMap<String, Option<Vec<u8>>>;
+/// Key → (version seen, value seen); `None` for an absent key.
+type Reads = BTreeMap<String, (Option<i64>, Option<Vec<u8>>)>;
 
-fn lock(m: &Mutex<Writes>) -> std::sync::MutexGuard<'_, Writes> {
-    // A panic while holding this lock cannot leave the map half-written.
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Writes of the successful calls of one batch, over the store.
+/// The state of one step for one batch, over the store.
 pub struct BatchState {
     store: Arc<dyn Store>,
     step: String,
+    /// Writes of the batch's successful calls.
     writes: Mutex<Writes>,
+    /// Keys read from the store, with the version seen (`None`: absent) and the value.
+    reads: Mutex<Reads>,
 }
 
 impl BatchState {
     pub fn new(store: Arc<dyn Store>, step: &str) -> Arc<BatchState> {
-        Arc::new(BatchState { store, step: step.to_owned(), writes: Mutex::new(Writes::new()) })
+        Arc::new(BatchState {
+            store,
+            step: step.to_owned(),
+            writes: Mutex::new(Writes::new()),
+            reads: Mutex::new(BTreeMap::new()),
+        })
     }
 
     /// A view for one call.
@@ -34,20 +42,35 @@ impl BatchState {
 
     /// Keep a successful call's writes.
     pub fn keep(&self, call: &CallState) {
-        let mut call_writes = lock(&call.writes);
-        lock(&self.writes).append(&mut call_writes);
+        let mut call_writes = call.writes.lock();
+        self.writes.lock().append(&mut call_writes);
     }
 
     /// Everything to commit.
-    pub fn take(&self) -> Vec<(String, Option<Vec<u8>>)> {
-        std::mem::take(&mut *lock(&self.writes)).into_iter().collect()
+    pub fn take_writes(&self) -> Vec<(String, Option<Vec<u8>>)> {
+        std::mem::take(&mut *self.writes.lock()).into_iter().collect()
+    }
+
+    /// The versions the batch read, for the commit to check.
+    pub fn reads(&self) -> Vec<(String, Option<i64>)> {
+        self.reads.lock().iter().map(|(key, (version, _))| (key.clone(), *version)).collect()
     }
 
     async fn read(&self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
-        if let Some(value) = lock(&self.writes).get(key) {
+        if let Some(value) = self.writes.lock().get(key) {
             return Ok(value.clone());
         }
-        self.store.state_get(&self.step, key).await.map_err(|e| StateError(e.to_string()))
+        if let Some((_, value)) = self.reads.lock().get(key) {
+            // One value per key for the whole batch: the version checked at commit.
+            return Ok(value.clone());
+        }
+        let found = self.store.state_get(&self.step, key).await.map_err(|e| StateError(e.to_string()))?;
+        let (version, value) = match found {
+            Some(versioned) => (Some(versioned.version), Some(versioned.value)),
+            None => (None, None),
+        };
+        self.reads.lock().entry(key.to_owned()).or_insert((version, value.clone()));
+        Ok(value)
     }
 }
 
@@ -60,19 +83,19 @@ pub struct CallState {
 #[async_trait]
 impl StepState for CallState {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
-        if let Some(value) = lock(&self.writes).get(key) {
+        if let Some(value) = self.writes.lock().get(key) {
             return Ok(value.clone());
         }
         self.batch.read(key).await
     }
 
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<(), StateError> {
-        lock(&self.writes).insert(key.to_owned(), Some(value));
+        self.writes.lock().insert(key.to_owned(), Some(value));
         Ok(())
     }
 
     async fn delete(&self, key: &str) -> Result<(), StateError> {
-        lock(&self.writes).insert(key.to_owned(), None);
+        self.writes.lock().insert(key.to_owned(), None);
         Ok(())
     }
 }

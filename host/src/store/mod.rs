@@ -19,38 +19,98 @@ use std::sync::Arc;
 pub use mssql::{MssqlStore, config_from_url as mssql_config};
 pub use sql::{PgStore, SqliteStore};
 
-/// A store operation failed.
+pub use crate::event::StoredEvent;
+
+/// A store operation failed. The variants say what a caller may do about it: an
+/// unavailable store is waited out, a conflict re-runs the work on fresh state, and only
+/// a refusal of the data itself counts against the event that carried it.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("store URL {url:?} is not supported: {reason}")]
+    #[error("store URL {url} is not supported: {reason}")]
     Url { url: String, reason: String },
     #[error("cannot connect to the store: {0}")]
     Connect(String),
+    /// Another process owns the store (SQLite allows one): waiting will not help.
+    #[error("{0}")]
+    InUse(String),
     #[error("migrating the store failed: {0}")]
     Migrate(String),
+    /// The store cannot answer now: connection lost, timeout, lock wait, pool exhausted.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    /// The store refused the data: a constraint or an encoding the same data fails again.
+    #[error("the store refused the data: {0}")]
+    Rejected(String),
+    /// Another writer changed what this work read, or handled the same event first.
+    #[error("a concurrent writer got there first: {0}")]
+    Conflict(String),
     #[error("store query failed: {0}")]
     Query(String),
 }
 
-impl From<sqlx::Error> for StoreError {
-    fn from(error: sqlx::Error) -> Self {
-        StoreError::Query(error.to_string())
+impl StoreError {
+    /// Whether waiting and trying again, unchanged, can succeed: the store's fault, not
+    /// the data's.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_) | StoreError::Connect(_) | StoreError::Conflict(_))
     }
 }
 
-/// An event as stored in the outbox and carried by every transport.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredEvent {
-    pub id: String,
-    pub kind: String,
-    /// Empty for events of no order (`stock.set`).
-    pub order_id: String,
-    /// JSON text.
-    pub payload: String,
-    /// The emitter: a step name or `host`.
-    pub step: String,
-    pub step_version: String,
-    pub occurred_at_ms: i64,
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        classify_sqlx(error)
+    }
+}
+
+/// Sort a driver error into what a caller can do about it.
+fn classify_sqlx(error: sqlx::Error) -> StoreError {
+    use sqlx::error::ErrorKind;
+    let text = crate::redact::text(&error.to_string());
+    match &error {
+        sqlx::Error::Database(db) => {
+            let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+            if matches!(
+                db.kind(),
+                ErrorKind::UniqueViolation
+                    | ErrorKind::ForeignKeyViolation
+                    | ErrorKind::NotNullViolation
+                    | ErrorKind::CheckViolation
+            ) {
+                return StoreError::Rejected(text);
+            }
+            classify_code(&code, text)
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => StoreError::Unavailable(text),
+        sqlx::Error::Encode(_) => StoreError::Rejected(text),
+        _ => StoreError::Query(text),
+    }
+}
+
+/// PostgreSQL SQLSTATEs and SQLite result codes, by what they mean for a retry.
+fn classify_code(code: &str, text: String) -> StoreError {
+    let sqlite = code.parse::<i64>().ok().map(|n| n & 0xff);
+    match code {
+        // PostgreSQL: serialization failure, deadlock.
+        "40001" | "40P01" => StoreError::Conflict(text),
+        // PostgreSQL: statement timeout or cancel, lock timeout, object in use.
+        "57014" | "55P03" | "55006" => StoreError::Unavailable(text),
+        // PostgreSQL: connection, resources, operator intervention, system errors.
+        c if c.starts_with("08") || c.starts_with("53") || c.starts_with("57P") || c.starts_with("58") => {
+            StoreError::Unavailable(text)
+        }
+        // PostgreSQL: data exceptions (a NUL in text, a bad encoding) and integrity.
+        c if c.starts_with("22") || c.starts_with("23") => StoreError::Rejected(text),
+        // SQLite: busy, locked, I/O error, disk full, cannot open.
+        _ if matches!(sqlite, Some(5 | 6 | 10 | 13 | 14)) => StoreError::Unavailable(text),
+        // SQLite: constraint, mismatch, too big.
+        _ if matches!(sqlite, Some(18..=20)) => StoreError::Rejected(text),
+        _ => StoreError::Query(text),
+    }
 }
 
 /// A new order.
@@ -130,6 +190,8 @@ pub struct DeliveryRow {
     pub event: String,
     /// Deliveries so far (0 before the first).
     pub attempts: i64,
+    /// When it fell due; claims come back in (due, id) order.
+    pub due_at_ms: i64,
 }
 
 /// A message a consumer gave up on.
@@ -153,6 +215,9 @@ pub struct BatchCommit {
     pub inbox: Vec<(String, String)>,
     /// Step state: `Some` puts, `None` deletes.
     pub state: Vec<(String, Option<Vec<u8>>)>,
+    /// Step state the batch's calls read from the store, with the version each saw
+    /// (`None`: absent). The commit fails with [`StoreError::Conflict`] if any changed.
+    pub state_reads: Vec<(String, Option<i64>)>,
     pub outbox: Vec<StoredEvent>,
     pub transitions: Vec<OrderTransition>,
     pub stock: Vec<StockRow>,
@@ -183,6 +248,80 @@ impl Channel {
 pub struct OutboxLag {
     pub pending: i64,
     pub oldest_at_ms: Option<i64>,
+}
+
+/// A value of a step's state and the version it was written with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned {
+    pub value: Vec<u8>,
+    pub version: i64,
+}
+
+/// Rows older than these are removed by [`Store::prune`].
+#[derive(Debug, Clone, Copy)]
+pub struct Cutoffs {
+    /// Inbox rows of handled events (never the marks of dead-lettered ones).
+    pub inbox_before_ms: i64,
+    /// Relayed (and streamed) outbox rows: the events behind order timelines.
+    pub outbox_before_ms: i64,
+    pub idempotency_before_ms: i64,
+    /// Whether the outbox also has a stream cursor that must have passed a row.
+    pub stream: bool,
+}
+
+/// How many rows a prune removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub inbox: u64,
+    pub outbox: u64,
+    pub idempotency_keys: u64,
+}
+
+/// A component version kept in the fleet's registry.
+#[derive(Debug, Clone)]
+pub struct VersionRow {
+    /// `sha256:<hex>` of `bytes`.
+    pub digest: String,
+    pub name: String,
+    /// The manifest's semantic version.
+    pub version: String,
+    pub subscribes: Vec<String>,
+    pub bytes: Vec<u8>,
+    pub created_at_ms: i64,
+}
+
+/// Which version of a step the fleet serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotRow {
+    pub name: String,
+    pub current: String,
+    pub previous: Option<String>,
+    /// Bumped by every change: writers compare and set it.
+    pub generation: i64,
+    pub updated_at_ms: i64,
+}
+
+/// One change of the fleet's registry, for the history.
+#[derive(Debug, Clone)]
+pub struct HistoryRow {
+    pub name: String,
+    /// `install`, `rollback`, `refused`, …
+    pub action: String,
+    pub digest: String,
+    pub reason: String,
+    pub host_id: String,
+    pub at_ms: i64,
+}
+
+/// A live host of the fleet.
+#[derive(Debug, Clone)]
+pub struct HostRow {
+    pub host_id: String,
+    pub http_addr: String,
+    pub started_at_ms: i64,
+    pub seen_at_ms: i64,
+    /// JSON object: step → digest it serves.
+    pub steps: String,
 }
 
 #[async_trait]
@@ -217,20 +356,38 @@ pub trait Store: Send + Sync {
     async fn mark_relayed(&self, channel: Channel, seqs: &[i64], now_ms: i64) -> Result<(), StoreError>;
     async fn outbox_lag(&self, channel: Channel) -> Result<OutboxLag, StoreError>;
 
+    /// Replace the kinds `consumer` receives on the embedded transport. Kept in the
+    /// consumer's store, so events for a step that is not loaded wait for it.
+    async fn set_subscriptions(&self, consumer: &str, patterns: &[String]) -> Result<(), StoreError>;
+    /// Every (consumer, pattern) of this store.
+    async fn subscriptions(&self) -> Result<Vec<(String, String)>, StoreError>;
     /// Queue `(consumer, event id, wire JSON)` deliveries; one already queued is kept.
     async fn enqueue(&self, deliveries: &[(String, String, String)], now_ms: i64) -> Result<(), StoreError>;
-    /// Deliveries of `consumer` due by `now_ms`, in queue order.
-    async fn due(&self, consumer: &str, now_ms: i64, limit: u32) -> Result<Vec<DeliveryRow>, StoreError>;
-    /// When the next delivery of `consumer` falls due.
+    /// Claim up to `limit` due deliveries of `consumer` for `holder` until
+    /// `now_ms + lease_ms`; a delivery claimed by someone else is skipped until its claim
+    /// expires. Returned in queue order.
+    async fn claim(
+        &self,
+        consumer: &str,
+        holder: &str,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<DeliveryRow>, StoreError>;
+    /// Drop every claim of `holder` (at its start: the claims of its previous run).
+    async fn release_claims(&self, holder: &str) -> Result<(), StoreError>;
+    /// When the next delivery of `consumer` falls due (or its claim expires).
     async fn next_due_at(&self, consumer: &str) -> Result<Option<i64>, StoreError>;
     /// Remove acknowledged deliveries and reschedule failed ones
-    /// `(id, due at, error, whether the attempt counts)`.
+    /// `(id, due at, error, whether the attempt counts)`, dropping their claims.
     async fn settle(&self, acked: &[i64], retries: &[(i64, i64, String, bool)]) -> Result<(), StoreError>;
 
     /// Which of `event_ids` `consumer` has already handled.
     async fn handled(&self, consumer: &str, event_ids: &[String]) -> Result<HashSet<String>, StoreError>;
-    async fn state_get(&self, step: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
-    /// Commit a handled batch: inbox, state, outbox, order transitions, stock, dead letters.
+    async fn state_get(&self, step: &str, key: &str) -> Result<Option<Versioned>, StoreError>;
+    /// Commit a handled batch: inbox, state, outbox, order transitions, stock, dead
+    /// letters. [`StoreError::Conflict`] when another writer handled one of its events or
+    /// changed state it read: nothing is committed, and the batch is run again.
     async fn commit_batch(&self, batch: &BatchCommit) -> Result<(), StoreError>;
 
     async fn dead_letters(&self) -> Result<Vec<DeadLetterRow>, StoreError>;
@@ -243,21 +400,86 @@ pub trait Store: Send + Sync {
     async fn requeue(&self, consumer: &str, event_id: &str, event: &str, now_ms: i64) -> Result<(), StoreError>;
     /// Orders per status, for metrics.
     async fn order_counts(&self) -> Result<Vec<(String, i64)>, StoreError>;
+
+    /// Take or renew the lease `name` for `holder` until `now_ms + ttl_ms`; true if held.
+    async fn try_lease(&self, name: &str, holder: &str, now_ms: i64, ttl_ms: i64) -> Result<bool, StoreError>;
+    /// Give the lease up, if `holder` has it.
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError>;
+
+    /// Pending orders with no progress since `stalled_before_ms` whose redrive is due;
+    /// each returned order's next redrive is pushed back by `backoff_ms` × its redrives.
+    async fn stalled_orders(&self, now_ms: i64, stall_ms: i64, limit: u32) -> Result<Vec<String>, StoreError>;
+    /// Mark the outbox rows of `order_ids` unrelayed again, so the relay publishes them
+    /// once more; consumers' inboxes absorb what they already handled.
+    async fn redrive(&self, order_ids: &[String]) -> Result<u64, StoreError>;
+    /// Remove rows older than the cutoffs, at most `limit` of each kind per call.
+    async fn prune(&self, cutoffs: &Cutoffs, limit: u32) -> Result<Pruned, StoreError>;
+
+    /// Keep a component version (a version already kept is left as it is).
+    async fn put_version(&self, version: &VersionRow) -> Result<(), StoreError>;
+    async fn version(&self, digest: &str) -> Result<Option<VersionRow>, StoreError>;
+    /// Digests of every kept version of `name`.
+    async fn version_digests(&self, name: &str) -> Result<Vec<String>, StoreError>;
+    async fn slots(&self) -> Result<Vec<SlotRow>, StoreError>;
+    /// Set `slot` if the stored generation is `expected` (0: no slot yet); true if set.
+    async fn set_slot(&self, slot: &SlotRow, expected: i64) -> Result<bool, StoreError>;
+    async fn add_history(&self, entry: &HistoryRow) -> Result<(), StoreError>;
+    /// The newest `limit` history entries of `name`, newest first.
+    async fn history(&self, name: &str, limit: u32) -> Result<Vec<HistoryRow>, StoreError>;
+
+    /// Record that `host` is alive.
+    async fn heartbeat(&self, host: &HostRow) -> Result<(), StoreError>;
+    /// Hosts seen at or after `seen_after_ms`.
+    async fn hosts(&self, seen_after_ms: i64) -> Result<Vec<HostRow>, StoreError>;
+    /// Remove a host's row (at a clean stop).
+    async fn remove_host(&self, host_id: &str) -> Result<(), StoreError>;
+}
+
+/// How durable SQLite commits are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSync {
+    /// Every commit reaches the disk before it returns: a 202 survives a power cut.
+    Full,
+    /// Commits reach the disk at checkpoints: faster; a power cut may lose the last ones
+    /// (a crash of the process loses nothing).
+    Normal,
+}
+
+/// Settings every backend applies when it opens.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub sqlite_synchronous: SqliteSync,
+    /// Longest a statement may run or wait for a lock before the store gives up on it
+    /// (the work is then retried, not counted against an event).
+    pub statement_timeout: std::time::Duration,
+    /// Longest wait for a connection.
+    pub connect_timeout: std::time::Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            sqlite_synchronous: SqliteSync::Full,
+            statement_timeout: std::time::Duration::from_secs(30),
+            connect_timeout: std::time::Duration::from_secs(10),
+        }
+    }
 }
 
 /// Open and migrate the store at `url`: `sqlite://path`, `postgres://…` or `mssql://…`.
-pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+pub async fn open(url: &str, options: &StoreOptions) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("sqlite:") {
-        return Ok(Arc::new(SqliteStore::open(url).await?));
+        return Ok(Arc::new(SqliteStore::open(url, options).await?));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Ok(Arc::new(PgStore::open(url).await?));
+        return Ok(Arc::new(PgStore::open(url, options).await?));
     }
     if url.starts_with("mssql://") || url.starts_with("sqlserver://") {
-        return Ok(Arc::new(MssqlStore::open(url).await?));
+        return Ok(Arc::new(MssqlStore::open(url, options).await?));
     }
     Err(StoreError::Url {
-        url: url.split('@').next_back().unwrap_or(url).to_owned(),
+        url: crate::redact::url(url),
         reason: "expected sqlite://…, postgres://… or mssql://…".to_owned(),
     })
 }
@@ -290,6 +512,7 @@ impl Stores {
         default_url: &str,
         named: &std::collections::BTreeMap<String, String>,
         routes: std::collections::BTreeMap<String, String>,
+        options: &StoreOptions,
     ) -> Result<Arc<Stores>, StoreError> {
         for (consumer, name) in &routes {
             if !named.contains_key(name) {
@@ -299,7 +522,7 @@ impl Stores {
                 });
             }
         }
-        let default = open(default_url).await?;
+        let default = open(default_url, options).await?;
         let mut by_url: std::collections::BTreeMap<&str, Arc<dyn Store>> = Default::default();
         by_url.insert(default_url, default.clone());
         let mut opened = std::collections::BTreeMap::new();
@@ -307,7 +530,7 @@ impl Stores {
             let store = match by_url.get(url.as_str()) {
                 Some(store) => store.clone(),
                 None => {
-                    let store = open(url).await?;
+                    let store = open(url, options).await?;
                     by_url.insert(url, store.clone());
                     store
                 }

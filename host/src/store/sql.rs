@@ -3,49 +3,87 @@
 //! implementation for each pool type; only opening and migrating differ.
 
 use super::*;
+use crate::event::now_ms as clock_ms;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Pool, Postgres, QueryBuilder, Row, Sqlite};
 use std::str::FromStr;
-use std::time::Duration;
 
 /// SQLite: one writer connection (SQLite allows one writer at a time, so writes queue
-/// in the pool instead of spinning on SQLITE_BUSY) and a pool of readers over WAL.
+/// in the pool instead of spinning on SQLITE_BUSY) and a pool of readers over WAL. One
+/// process at a time: an exclusive lock on `<file>.lock` keeps a second one out.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     writer: Pool<Sqlite>,
     reader: Pool<Sqlite>,
+    _lock: Arc<std::fs::File>,
 }
 
 impl SqliteStore {
-    pub async fn open(url: &str) -> Result<SqliteStore, StoreError> {
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(|e| StoreError::Url { url: url.to_owned(), reason: e.to_string() })?
+    pub async fn open(url: &str, options: &StoreOptions) -> Result<SqliteStore, StoreError> {
+        let bad_url = |e: sqlx::Error| StoreError::Url { url: crate::redact::url(url), reason: e.to_string() };
+        let synchronous = match options.sqlite_synchronous {
+            SqliteSync::Full => SqliteSynchronous::Full,
+            SqliteSync::Normal => SqliteSynchronous::Normal,
+        };
+        let connect = SqliteConnectOptions::from_str(url)
+            .map_err(bad_url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10));
-        if let Some(dir) = options.get_filename().parent()
+            .synchronous(synchronous)
+            .busy_timeout(options.statement_timeout);
+        let file = connect.get_filename().to_owned();
+        if let Some(dir) = file.parent()
             && !dir.as_os_str().is_empty()
         {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Connect(format!("{}: {e}", dir.display())))?;
         }
+        let lock = lock_exclusively(&file)?;
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
-            .connect_with(options.clone())
+            .acquire_timeout(options.connect_timeout)
+            .connect_with(connect.clone())
             .await
-            .map_err(|e| StoreError::Connect(e.to_string()))?;
+            .map_err(|e| StoreError::Connect(crate::redact::text(&e.to_string())))?;
         sqlx::migrate!("../migrations/sqlite").run(&writer).await.map_err(|e| StoreError::Migrate(e.to_string()))?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options.read_only(true))
+            .acquire_timeout(options.connect_timeout)
+            .connect_with(connect.read_only(true))
             .await
-            .map_err(|e| StoreError::Connect(e.to_string()))?;
-        Ok(SqliteStore { writer, reader })
+            .map_err(|e| StoreError::Connect(crate::redact::text(&e.to_string())))?;
+        Ok(SqliteStore { writer, reader, _lock: Arc::new(lock) })
     }
 }
 
-/// PostgreSQL: one pool for reads and writes.
+/// Hold an exclusive lock on `<db>.lock` for as long as the store is open, so a second
+/// process on the same file refuses to start (the embedded transport and the single
+/// writer assume one process).
+fn lock_exclusively(db: &std::path::Path) -> Result<std::fs::File, StoreError> {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".lock");
+    let path = std::path::PathBuf::from(name);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StoreError::Connect(format!("cannot open the lock file {}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::InUse(format!(
+            "the SQLite store is in use by another wasaga process (lock {} is held); \
+             one process per SQLite data folder: stop the other one, or use PostgreSQL for a fleet",
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(StoreError::Connect(format!("cannot lock {}: {e}", path.display())))
+        }
+    }
+}
+
+/// PostgreSQL: one pool for reads and writes, with a statement timeout so a lock held
+/// elsewhere turns into a retry instead of a stuck consumer.
 #[derive(Debug, Clone)]
 pub struct PgStore {
     writer: Pool<Postgres>,
@@ -53,15 +91,18 @@ pub struct PgStore {
 }
 
 impl PgStore {
-    pub async fn open(url: &str) -> Result<PgStore, StoreError> {
-        let options = PgConnectOptions::from_str(url)
-            .map_err(|e| StoreError::Url { url: url.to_owned(), reason: e.to_string() })?;
+    pub async fn open(url: &str, options: &StoreOptions) -> Result<PgStore, StoreError> {
+        let timeout_ms = options.statement_timeout.as_millis().to_string();
+        let connect = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Url { url: crate::redact::url(url), reason: crate::redact::text(&e.to_string()) })?
+            .options([("statement_timeout", timeout_ms.as_str()), ("lock_timeout", timeout_ms.as_str())]);
         let pool = PgPoolOptions::new()
             .max_connections(16)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
+            .acquire_timeout(options.connect_timeout)
+            .connect_with(connect)
             .await
-            .map_err(|e| StoreError::Connect(e.to_string()))?;
+            .map_err(|e| StoreError::Connect(crate::redact::text(&e.to_string())))?;
+        // Hosts of a fleet start together: the first migrates, the others wait for it.
         sqlx::migrate!("../migrations/postgres").run(&pool).await.map_err(|e| StoreError::Migrate(e.to_string()))?;
         Ok(PgStore { reader: pool.clone(), writer: pool })
     }
@@ -100,7 +141,7 @@ macro_rules! event_columns {
 }
 
 macro_rules! sql_store {
-    ($store:ty, $db:ty, $name:literal) => {
+    ($store:ty, $db:ty, $name:literal, $lock:literal, $skip_locked:literal) => {
         impl $store {
             async fn insert_events(
                 tx: &mut sqlx::Transaction<'_, $db>,
@@ -167,6 +208,102 @@ macro_rules! sql_store {
                     Self::insert_events(tx, std::slice::from_ref(&t.event)).await?;
                 }
                 Ok(applied)
+            }
+
+            /// Inbox rows of the batch; a row already there means another host handled
+            /// the event first.
+            async fn insert_inbox(tx: &mut sqlx::Transaction<'_, $db>, batch: &BatchCommit) -> Result<(), StoreError> {
+                let now_ms = clock_ms();
+                for chunk in batch.inbox.chunks(500) {
+                    let mut query = QueryBuilder::<$db>::new(
+                        "INSERT INTO inbox (consumer, event_id, step_version, handled_at_ms) ",
+                    );
+                    query.push_values(chunk, |mut row, (event_id, version)| {
+                        row.push_bind(&batch.consumer).push_bind(event_id).push_bind(version).push_bind(now_ms);
+                    });
+                    query.push(" ON CONFLICT (consumer, event_id) DO NOTHING");
+                    let inserted = query.build().execute(&mut **tx).await?.rows_affected();
+                    if inserted != chunk.len() as u64 {
+                        return Err(StoreError::Conflict(format!(
+                            "{} of {} events were already handled by {}",
+                            chunk.len() as u64 - inserted,
+                            chunk.len(),
+                            batch.consumer
+                        )));
+                    }
+                }
+                Ok(())
+            }
+
+            /// Step state with optimistic concurrency: every key the batch read must still
+            /// have the version it saw (rows locked until commit where the backend can),
+            /// keys it saw absent must still be absent, then the writes get a new version.
+            async fn apply_state(tx: &mut sqlx::Transaction<'_, $db>, batch: &BatchCommit) -> Result<(), StoreError> {
+                let step = &batch.consumer;
+                let seen: std::collections::BTreeMap<&str, Option<i64>> =
+                    batch.state_reads.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+                let present: Vec<&str> = seen.iter().filter(|(_, v)| v.is_some()).map(|(k, _)| *k).collect();
+                for chunk in present.chunks(500) {
+                    let mut query = QueryBuilder::<$db>::new("SELECT key, version FROM step_state WHERE step = ");
+                    query.push_bind(step).push(" AND key IN (");
+                    let mut list = query.separated(", ");
+                    for key in chunk {
+                        list.push_bind(*key);
+                    }
+                    query.push(")").push($lock);
+                    let rows = query.build().fetch_all(&mut **tx).await?;
+                    let mut found = std::collections::BTreeMap::new();
+                    for row in &rows {
+                        found.insert(row.try_get::<String, _>(0)?, row.try_get::<i64, _>(1)?);
+                    }
+                    for key in chunk {
+                        if found.get(*key).copied() != seen.get(key).copied().flatten() {
+                            return Err(StoreError::Conflict(format!("state key {key:?} of {step} changed")));
+                        }
+                    }
+                }
+                let version: i64 = rand::random::<i64>() & i64::MAX;
+                let (puts, deletes): (Vec<_>, Vec<_>) = batch.state.iter().partition(|(_, v)| v.is_some());
+                // Keys the batch saw absent are inserted only if still absent.
+                let (fresh, known): (Vec<_>, Vec<_>) =
+                    puts.into_iter().partition(|(key, _)| seen.get(key.as_str()) == Some(&None));
+                for chunk in fresh.chunks(500) {
+                    let mut query = QueryBuilder::<$db>::new("INSERT INTO step_state (step, key, value, version) ");
+                    query.push_values(chunk, |mut row, (key, value)| {
+                        row.push_bind(step)
+                            .push_bind(key)
+                            .push_bind(value.as_deref().unwrap_or_default())
+                            .push_bind(version);
+                    });
+                    query.push(" ON CONFLICT (step, key) DO NOTHING");
+                    if query.build().execute(&mut **tx).await?.rows_affected() != chunk.len() as u64 {
+                        return Err(StoreError::Conflict(format!("a state key of {step} was created meanwhile")));
+                    }
+                }
+                for chunk in known.chunks(500) {
+                    let mut query = QueryBuilder::<$db>::new("INSERT INTO step_state (step, key, value, version) ");
+                    query.push_values(chunk, |mut row, (key, value)| {
+                        row.push_bind(step)
+                            .push_bind(key)
+                            .push_bind(value.as_deref().unwrap_or_default())
+                            .push_bind(version);
+                    });
+                    query.push(
+                        " ON CONFLICT (step, key) DO UPDATE SET value = excluded.value, version = excluded.version",
+                    );
+                    query.build().execute(&mut **tx).await?;
+                }
+                for chunk in deletes.chunks(500) {
+                    let mut query = QueryBuilder::<$db>::new("DELETE FROM step_state WHERE step = ");
+                    query.push_bind(step).push(" AND key IN (");
+                    let mut list = query.separated(", ");
+                    for (key, _) in chunk {
+                        list.push_bind(key);
+                    }
+                    query.push(")");
+                    query.build().execute(&mut **tx).await?;
+                }
+                Ok(())
             }
         }
 
@@ -313,10 +450,7 @@ macro_rules! sql_store {
                         " FROM outbox WHERE streamed_at_ms IS NULL ORDER BY seq LIMIT $1"
                     ),
                 };
-                let rows = sqlx::query(statement)
-                .bind(i64::from(limit))
-                .fetch_all(&self.reader)
-                .await?;
+                let rows = sqlx::query(statement).bind(i64::from(limit)).fetch_all(&self.reader).await?;
                 rows.iter()
                     .map(|r| {
                         Ok((
@@ -359,10 +493,33 @@ macro_rules! sql_store {
                     Channel::Transport => "SELECT COUNT(*), MIN(occurred_at_ms) FROM outbox WHERE relayed_at_ms IS NULL",
                     Channel::Stream => "SELECT COUNT(*), MIN(occurred_at_ms) FROM outbox WHERE streamed_at_ms IS NULL",
                 };
-                let row = sqlx::query(statement)
-                    .fetch_one(&self.reader)
-                    .await?;
+                let row = sqlx::query(statement).fetch_one(&self.reader).await?;
                 Ok(OutboxLag { pending: row.try_get(0)?, oldest_at_ms: row.try_get(1)? })
+            }
+
+            async fn set_subscriptions(&self, consumer: &str, patterns: &[String]) -> Result<(), StoreError> {
+                let mut tx = self.writer.begin().await?;
+                sqlx::query("DELETE FROM subscriptions WHERE consumer = $1").bind(consumer).execute(&mut *tx).await?;
+                if !patterns.is_empty() {
+                    let mut query = QueryBuilder::<$db>::new("INSERT INTO subscriptions (consumer, pattern) ");
+                    query.push_values(patterns, |mut row, pattern| {
+                        row.push_bind(consumer).push_bind(pattern);
+                    });
+                    query.push(" ON CONFLICT (consumer, pattern) DO NOTHING");
+                    query.build().execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn subscriptions(&self) -> Result<Vec<(String, String)>, StoreError> {
+                let rows = sqlx::query("SELECT consumer, pattern FROM subscriptions ORDER BY consumer, pattern")
+                    .fetch_all(&self.reader)
+                    .await?;
+                rows.iter()
+                    .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                    .collect::<Result<_, sqlx::Error>>()
+                    .map_err(Into::into)
             }
 
             async fn enqueue(&self, deliveries: &[(String, String, String)], now_ms: i64) -> Result<(), StoreError> {
@@ -378,17 +535,31 @@ macro_rules! sql_store {
                 Ok(())
             }
 
-            async fn due(&self, consumer: &str, now_ms: i64, limit: u32) -> Result<Vec<DeliveryRow>, StoreError> {
-                let rows = sqlx::query(
-                    "SELECT id, consumer, event_id, event, attempts FROM deliveries \
-                     WHERE consumer = $1 AND due_at_ms <= $2 ORDER BY due_at_ms, id LIMIT $3",
-                )
+            async fn claim(
+                &self,
+                consumer: &str,
+                holder: &str,
+                now_ms: i64,
+                lease_ms: i64,
+                limit: u32,
+            ) -> Result<Vec<DeliveryRow>, StoreError> {
+                let rows = sqlx::query(concat!(
+                    "UPDATE deliveries SET claimed_by = $2, claimed_until_ms = $3 WHERE id IN \
+                     (SELECT id FROM deliveries WHERE consumer = $1 AND due_at_ms <= $4 \
+                     AND (claimed_until_ms IS NULL OR claimed_until_ms <= $4) \
+                     ORDER BY due_at_ms, id LIMIT $5",
+                    $skip_locked,
+                    ") RETURNING id, consumer, event_id, event, attempts, due_at_ms"
+                ))
                 .bind(consumer)
+                .bind(holder)
+                .bind(now_ms.saturating_add(lease_ms))
                 .bind(now_ms)
                 .bind(i64::from(limit))
-                .fetch_all(&self.reader)
+                .fetch_all(&self.writer)
                 .await?;
-                rows.iter()
+                let mut claimed = rows
+                    .iter()
                     .map(|r| {
                         Ok(DeliveryRow {
                             id: r.try_get(0)?,
@@ -396,17 +567,30 @@ macro_rules! sql_store {
                             event_id: r.try_get(2)?,
                             event: r.try_get(3)?,
                             attempts: r.try_get(4)?,
+                            due_at_ms: r.try_get(5)?,
                         })
                     })
-                    .collect::<Result<_, sqlx::Error>>()
-                    .map_err(Into::into)
+                    .collect::<Result<Vec<_>, sqlx::Error>>()?;
+                claimed.sort_by_key(|d| (d.due_at_ms, d.id));
+                Ok(claimed)
+            }
+
+            async fn release_claims(&self, holder: &str) -> Result<(), StoreError> {
+                sqlx::query("UPDATE deliveries SET claimed_by = NULL, claimed_until_ms = NULL WHERE claimed_by = $1")
+                    .bind(holder)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(())
             }
 
             async fn next_due_at(&self, consumer: &str) -> Result<Option<i64>, StoreError> {
-                let row = sqlx::query("SELECT MIN(due_at_ms) FROM deliveries WHERE consumer = $1")
-                    .bind(consumer)
-                    .fetch_one(&self.reader)
-                    .await?;
+                let row = sqlx::query(
+                    "SELECT MIN(CASE WHEN claimed_until_ms IS NOT NULL AND claimed_until_ms > due_at_ms \
+                     THEN claimed_until_ms ELSE due_at_ms END) FROM deliveries WHERE consumer = $1",
+                )
+                .bind(consumer)
+                .fetch_one(&self.reader)
+                .await?;
                 Ok(row.try_get(0)?)
             }
 
@@ -415,10 +599,10 @@ macro_rules! sql_store {
                     return Ok(());
                 }
                 let mut tx = self.writer.begin().await?;
-                if !acked.is_empty() {
+                for chunk in acked.chunks(500) {
                     let mut query = QueryBuilder::<$db>::new("DELETE FROM deliveries WHERE id IN (");
                     let mut list = query.separated(", ");
-                    for id in acked {
+                    for id in chunk {
                         list.push_bind(*id);
                     }
                     query.push(")");
@@ -426,7 +610,8 @@ macro_rules! sql_store {
                 }
                 for (id, due_at_ms, error, counted) in retries {
                     sqlx::query(
-                        "UPDATE deliveries SET attempts = attempts + $1, due_at_ms = $2, last_error = $3 WHERE id = $4",
+                        "UPDATE deliveries SET attempts = attempts + $1, due_at_ms = $2, last_error = $3, \
+                         claimed_by = NULL, claimed_until_ms = NULL WHERE id = $4",
                     )
                     .bind(i64::from(*counted))
                     .bind(*due_at_ms)
@@ -440,57 +625,37 @@ macro_rules! sql_store {
             }
 
             async fn handled(&self, consumer: &str, event_ids: &[String]) -> Result<HashSet<String>, StoreError> {
-                if event_ids.is_empty() {
-                    return Ok(HashSet::new());
+                let mut handled = HashSet::new();
+                for chunk in event_ids.chunks(500) {
+                    let mut query = QueryBuilder::<$db>::new("SELECT event_id FROM inbox WHERE consumer = ");
+                    query.push_bind(consumer).push(" AND event_id IN (");
+                    let mut list = query.separated(", ");
+                    for id in chunk {
+                        list.push_bind(id);
+                    }
+                    query.push(")");
+                    for row in query.build().fetch_all(&self.reader).await? {
+                        handled.insert(row.try_get::<String, _>(0)?);
+                    }
                 }
-                let mut query = QueryBuilder::<$db>::new("SELECT event_id FROM inbox WHERE consumer = ");
-                query.push_bind(consumer).push(" AND event_id IN (");
-                let mut list = query.separated(", ");
-                for id in event_ids {
-                    list.push_bind(id);
-                }
-                query.push(")");
-                let rows = query.build().fetch_all(&self.reader).await?;
-                rows.iter().map(|r| r.try_get::<String, _>(0)).collect::<Result<_, _>>().map_err(Into::into)
+                Ok(handled)
             }
 
-            async fn state_get(&self, step: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-                let row = sqlx::query("SELECT value FROM step_state WHERE step = $1 AND key = $2")
+            async fn state_get(&self, step: &str, key: &str) -> Result<Option<Versioned>, StoreError> {
+                let row = sqlx::query("SELECT value, version FROM step_state WHERE step = $1 AND key = $2")
                     .bind(step)
                     .bind(key)
                     .fetch_optional(&self.reader)
                     .await?;
-                Ok(row.map(|r| r.try_get::<Vec<u8>, _>(0)).transpose()?)
+                Ok(row
+                    .map(|r| Ok::<_, sqlx::Error>(Versioned { value: r.try_get(0)?, version: r.try_get(1)? }))
+                    .transpose()?)
             }
 
             async fn commit_batch(&self, batch: &BatchCommit) -> Result<(), StoreError> {
                 let mut tx = self.writer.begin().await?;
-                let now_ms = crate::saga::now_ms();
-                for chunk in batch.inbox.chunks(500) {
-                    let mut query = QueryBuilder::<$db>::new(
-                        "INSERT INTO inbox (consumer, event_id, step_version, handled_at_ms) ",
-                    );
-                    query.push_values(chunk, |mut row, (event_id, version)| {
-                        row.push_bind(&batch.consumer).push_bind(event_id).push_bind(version).push_bind(now_ms);
-                    });
-                    query.build().execute(&mut *tx).await?;
-                }
-                let (puts, deletes): (Vec<_>, Vec<_>) = batch.state.iter().partition(|(_, v)| v.is_some());
-                for chunk in puts.chunks(500) {
-                    let mut query = QueryBuilder::<$db>::new("INSERT INTO step_state (step, key, value) ");
-                    query.push_values(chunk, |mut row, (key, value)| {
-                        row.push_bind(&batch.consumer).push_bind(key).push_bind(value.as_deref().unwrap_or_default());
-                    });
-                    query.push(" ON CONFLICT (step, key) DO UPDATE SET value = excluded.value");
-                    query.build().execute(&mut *tx).await?;
-                }
-                for (key, _) in deletes {
-                    sqlx::query("DELETE FROM step_state WHERE step = $1 AND key = $2")
-                        .bind(&batch.consumer)
-                        .bind(key)
-                        .execute(&mut *tx)
-                        .await?;
-                }
+                Self::insert_inbox(&mut tx, batch).await?;
+                Self::apply_state(&mut tx, batch).await?;
                 for chunk in batch.outbox.chunks(500) {
                     Self::insert_events(&mut tx, chunk).await?;
                 }
@@ -567,7 +732,7 @@ macro_rules! sql_store {
                 sqlx::query(
                     "INSERT INTO deliveries (consumer, event_id, event, due_at_ms) VALUES ($1, $2, $3, $4) \
                      ON CONFLICT (consumer, event_id) DO UPDATE SET attempts = 0, due_at_ms = excluded.due_at_ms, \
-                     last_error = NULL",
+                     last_error = NULL, claimed_by = NULL, claimed_until_ms = NULL",
                 )
                 .bind(consumer)
                 .bind(event_id)
@@ -585,6 +750,281 @@ macro_rules! sql_store {
                     .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?)))
                     .collect::<Result<_, sqlx::Error>>()
                     .map_err(Into::into)
+            }
+
+            async fn try_lease(&self, name: &str, holder: &str, now_ms: i64, ttl_ms: i64) -> Result<bool, StoreError> {
+                let taken = sqlx::query(
+                    "INSERT INTO leases (name, holder, until_ms) VALUES ($1, $2, $3) \
+                     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until_ms = excluded.until_ms \
+                     WHERE leases.holder = excluded.holder OR leases.until_ms < $4",
+                )
+                .bind(name)
+                .bind(holder)
+                .bind(now_ms.saturating_add(ttl_ms))
+                .bind(now_ms)
+                .execute(&self.writer)
+                .await?
+                .rows_affected();
+                Ok(taken == 1)
+            }
+
+            async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+                sqlx::query("DELETE FROM leases WHERE name = $1 AND holder = $2")
+                    .bind(name)
+                    .bind(holder)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(())
+            }
+
+            async fn stalled_orders(&self, now_ms: i64, stall_ms: i64, limit: u32) -> Result<Vec<String>, StoreError> {
+                let rows = sqlx::query(
+                    "UPDATE orders SET redrives = redrives + 1, next_redrive_at_ms = $1 + $2 * (redrives + 1) \
+                     WHERE id IN (SELECT id FROM orders WHERE status = 'pending' AND updated_at_ms <= $1 - $2 \
+                     AND COALESCE(next_redrive_at_ms, 0) <= $1 ORDER BY updated_at_ms LIMIT $3) RETURNING id",
+                )
+                .bind(now_ms)
+                .bind(stall_ms)
+                .bind(i64::from(limit))
+                .fetch_all(&self.writer)
+                .await?;
+                rows.iter().map(|r| r.try_get::<String, _>(0)).collect::<Result<_, _>>().map_err(Into::into)
+            }
+
+            async fn redrive(&self, order_ids: &[String]) -> Result<u64, StoreError> {
+                let mut redriven = 0;
+                for chunk in order_ids.chunks(500) {
+                    let mut query = QueryBuilder::<$db>::new(
+                        "UPDATE outbox SET relayed_at_ms = NULL WHERE relayed_at_ms IS NOT NULL AND order_id IN (",
+                    );
+                    let mut list = query.separated(", ");
+                    for id in chunk {
+                        list.push_bind(id);
+                    }
+                    query.push(")");
+                    redriven += query.build().execute(&self.writer).await?.rows_affected();
+                }
+                Ok(redriven)
+            }
+
+            async fn prune(&self, cutoffs: &Cutoffs, limit: u32) -> Result<Pruned, StoreError> {
+                let limit = i64::from(limit);
+                let inbox = sqlx::query(
+                    "DELETE FROM inbox WHERE (consumer, event_id) IN (SELECT consumer, event_id FROM inbox \
+                     WHERE handled_at_ms < $1 AND step_version NOT LIKE 'dead-lettered:%' LIMIT $2)",
+                )
+                .bind(cutoffs.inbox_before_ms)
+                .bind(limit)
+                .execute(&self.writer)
+                .await?
+                .rows_affected();
+                let outbox_statement = if cutoffs.stream {
+                    "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE occurred_at_ms < $1 \
+                     AND relayed_at_ms IS NOT NULL AND streamed_at_ms IS NOT NULL LIMIT $2)"
+                } else {
+                    "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE occurred_at_ms < $1 \
+                     AND relayed_at_ms IS NOT NULL LIMIT $2)"
+                };
+                let outbox = sqlx::query(outbox_statement)
+                    .bind(cutoffs.outbox_before_ms)
+                    .bind(limit)
+                    .execute(&self.writer)
+                    .await?
+                    .rows_affected();
+                let idempotency_keys = sqlx::query(
+                    "DELETE FROM idempotency_keys WHERE key IN (SELECT key FROM idempotency_keys \
+                     WHERE created_at_ms < $1 LIMIT $2)",
+                )
+                .bind(cutoffs.idempotency_before_ms)
+                .bind(limit)
+                .execute(&self.writer)
+                .await?
+                .rows_affected();
+                Ok(Pruned { inbox, outbox, idempotency_keys })
+            }
+
+            async fn put_version(&self, version: &VersionRow) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO plugin_versions (digest, name, version, subscribes, bytes, created_at_ms) \
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (digest) DO NOTHING",
+                )
+                .bind(&version.digest)
+                .bind(&version.name)
+                .bind(&version.version)
+                .bind(serde_json::to_string(&version.subscribes).unwrap_or_default())
+                .bind(&version.bytes)
+                .bind(version.created_at_ms)
+                .execute(&self.writer)
+                .await?;
+                Ok(())
+            }
+
+            async fn version(&self, digest: &str) -> Result<Option<VersionRow>, StoreError> {
+                let row = sqlx::query(
+                    "SELECT digest, name, version, subscribes, bytes, created_at_ms FROM plugin_versions \
+                     WHERE digest = $1",
+                )
+                .bind(digest)
+                .fetch_optional(&self.reader)
+                .await?;
+                row.map(|r| {
+                    let subscribes: String = r.try_get(3)?;
+                    Ok(VersionRow {
+                        digest: r.try_get(0)?,
+                        name: r.try_get(1)?,
+                        version: r.try_get(2)?,
+                        subscribes: serde_json::from_str(&subscribes).unwrap_or_default(),
+                        bytes: r.try_get(4)?,
+                        created_at_ms: r.try_get(5)?,
+                    })
+                })
+                .transpose()
+                .map_err(|e: sqlx::Error| e.into())
+            }
+
+            async fn version_digests(&self, name: &str) -> Result<Vec<String>, StoreError> {
+                let rows = sqlx::query("SELECT digest FROM plugin_versions WHERE name = $1 ORDER BY created_at_ms")
+                    .bind(name)
+                    .fetch_all(&self.reader)
+                    .await?;
+                rows.iter().map(|r| r.try_get::<String, _>(0)).collect::<Result<_, _>>().map_err(Into::into)
+            }
+
+            async fn slots(&self) -> Result<Vec<SlotRow>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT name, current_digest, previous_digest, generation, updated_at_ms FROM plugin_slots \
+                     ORDER BY name",
+                )
+                .fetch_all(&self.reader)
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(SlotRow {
+                            name: r.try_get(0)?,
+                            current: r.try_get(1)?,
+                            previous: r.try_get(2)?,
+                            generation: r.try_get(3)?,
+                            updated_at_ms: r.try_get(4)?,
+                        })
+                    })
+                    .collect::<Result<_, sqlx::Error>>()
+                    .map_err(Into::into)
+            }
+
+            async fn set_slot(&self, slot: &SlotRow, expected: i64) -> Result<bool, StoreError> {
+                let changed = if expected == 0 {
+                    sqlx::query(
+                        "INSERT INTO plugin_slots (name, current_digest, previous_digest, generation, updated_at_ms) \
+                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO NOTHING",
+                    )
+                    .bind(&slot.name)
+                    .bind(&slot.current)
+                    .bind(&slot.previous)
+                    .bind(slot.generation)
+                    .bind(slot.updated_at_ms)
+                    .execute(&self.writer)
+                    .await?
+                    .rows_affected()
+                } else {
+                    sqlx::query(
+                        "UPDATE plugin_slots SET current_digest = $2, previous_digest = $3, generation = $4, \
+                         updated_at_ms = $5 WHERE name = $1 AND generation = $6",
+                    )
+                    .bind(&slot.name)
+                    .bind(&slot.current)
+                    .bind(&slot.previous)
+                    .bind(slot.generation)
+                    .bind(slot.updated_at_ms)
+                    .bind(expected)
+                    .execute(&self.writer)
+                    .await?
+                    .rows_affected()
+                };
+                Ok(changed == 1)
+            }
+
+            async fn add_history(&self, entry: &HistoryRow) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO plugin_history (name, action, digest, reason, host_id, at_ms) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&entry.name)
+                .bind(&entry.action)
+                .bind(&entry.digest)
+                .bind(&entry.reason)
+                .bind(&entry.host_id)
+                .bind(entry.at_ms)
+                .execute(&self.writer)
+                .await?;
+                Ok(())
+            }
+
+            async fn history(&self, name: &str, limit: u32) -> Result<Vec<HistoryRow>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT name, action, digest, reason, host_id, at_ms FROM plugin_history WHERE name = $1 \
+                     ORDER BY id DESC LIMIT $2",
+                )
+                .bind(name)
+                .bind(i64::from(limit))
+                .fetch_all(&self.reader)
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(HistoryRow {
+                            name: r.try_get(0)?,
+                            action: r.try_get(1)?,
+                            digest: r.try_get(2)?,
+                            reason: r.try_get(3)?,
+                            host_id: r.try_get(4)?,
+                            at_ms: r.try_get(5)?,
+                        })
+                    })
+                    .collect::<Result<_, sqlx::Error>>()
+                    .map_err(Into::into)
+            }
+
+            async fn heartbeat(&self, host: &HostRow) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO hosts (host_id, http_addr, started_at_ms, seen_at_ms, steps) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (host_id) DO UPDATE SET \
+                     http_addr = excluded.http_addr, started_at_ms = excluded.started_at_ms, \
+                     seen_at_ms = excluded.seen_at_ms, steps = excluded.steps",
+                )
+                .bind(&host.host_id)
+                .bind(&host.http_addr)
+                .bind(host.started_at_ms)
+                .bind(host.seen_at_ms)
+                .bind(&host.steps)
+                .execute(&self.writer)
+                .await?;
+                Ok(())
+            }
+
+            async fn hosts(&self, seen_after_ms: i64) -> Result<Vec<HostRow>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT host_id, http_addr, started_at_ms, seen_at_ms, steps FROM hosts \
+                     WHERE seen_at_ms >= $1 ORDER BY host_id",
+                )
+                .bind(seen_after_ms)
+                .fetch_all(&self.reader)
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(HostRow {
+                            host_id: r.try_get(0)?,
+                            http_addr: r.try_get(1)?,
+                            started_at_ms: r.try_get(2)?,
+                            seen_at_ms: r.try_get(3)?,
+                            steps: r.try_get(4)?,
+                        })
+                    })
+                    .collect::<Result<_, sqlx::Error>>()
+                    .map_err(Into::into)
+            }
+
+            async fn remove_host(&self, host_id: &str) -> Result<(), StoreError> {
+                sqlx::query("DELETE FROM hosts WHERE host_id = $1").bind(host_id).execute(&self.writer).await?;
+                Ok(())
             }
         }
     };
@@ -607,5 +1047,5 @@ where
     })
 }
 
-sql_store!(SqliteStore, Sqlite, "sqlite");
-sql_store!(PgStore, Postgres, "postgres");
+sql_store!(SqliteStore, Sqlite, "sqlite", "", "");
+sql_store!(PgStore, Postgres, "postgres", " FOR UPDATE", " FOR UPDATE SKIP LOCKED");

@@ -10,11 +10,12 @@
 //! comes again.
 
 use super::EventStream;
-use crate::saga::wire;
-use crate::store::StoredEvent;
+use crate::event::StoredEvent;
+use crate::event::wire;
 use crate::transport::{Delivery, Settlement, Transport, TransportError};
 use async_trait::async_trait;
 use futures::FutureExt;
+use parking_lot::Mutex;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -24,14 +25,16 @@ use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 
 const BROKER: &str = "Kafka";
 /// Partitions of a topic the stream creates.
 const PARTITIONS: i32 = 4;
+/// Retries waiting in memory per consumer before fetching pauses until some are done.
+const MAX_WAITING_RETRIES: usize = 1024;
 
 /// How to reach the brokers and name things there.
 #[derive(Debug, Clone)]
@@ -42,6 +45,11 @@ pub struct KafkaSettings {
     pub topic: String,
     /// Prefix of consumer group ids.
     pub namespace: String,
+    /// This host's id: with the group, its static member id, so a restarted host takes
+    /// its partitions back at once and two hosts of a fleet never fence each other.
+    pub instance: String,
+    /// Replication factor of a topic the stream creates; `None`: the broker's default.
+    pub replication: Option<i32>,
 }
 
 /// Offsets handed out and not yet settled, per partition, and the next offset to read.
@@ -92,10 +100,6 @@ pub struct KafkaStream {
     last_error: Mutex<Option<String>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 fn unavailable(error: impl std::fmt::Display) -> TransportError {
     TransportError::Unavailable { broker: BROKER, reason: error.to_string() }
 }
@@ -135,13 +139,22 @@ impl KafkaStream {
             return Ok(());
         }
         let admin: AdminClient<DefaultClientContext> = self.client_config().create().map_err(unavailable)?;
-        let topic = NewTopic::new(&self.settings.topic, PARTITIONS, TopicReplication::Fixed(1));
+        // -1 asks the broker for its default replication factor; a broker too old to
+        // understand that gets 1, said in the log.
+        let wanted = self.settings.replication.unwrap_or(-1);
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-        let results = admin.create_topics([&topic], &options).await.map_err(|e| self.failed(e))?;
-        for result in results {
-            match result {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((topic, code)) => return Err(self.failed(format!("cannot create topic {topic}: {code}"))),
+        let mut replication = wanted;
+        loop {
+            let topic = NewTopic::new(&self.settings.topic, PARTITIONS, TopicReplication::Fixed(replication));
+            let results = admin.create_topics([&topic], &options).await.map_err(|e| self.failed(e))?;
+            match results.into_iter().next() {
+                None | Some(Ok(_)) | Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => break,
+                Some(Err((_, RDKafkaErrorCode::InvalidReplicationFactor))) if replication == -1 => {
+                    tracing::warn!(topic = %self.settings.topic,
+                        "the broker has no default replication factor; creating the topic with 1");
+                    replication = 1;
+                }
+                Some(Err((topic, code))) => return Err(self.failed(format!("cannot create topic {topic}: {code}"))),
             }
         }
         self.topic_ready.store(true, Ordering::Release);
@@ -150,19 +163,18 @@ impl KafkaStream {
 
     fn failed(&self, error: impl std::fmt::Display) -> TransportError {
         let error = unavailable(error);
-        *lock(&self.last_error) = Some(error.to_string());
+        *self.last_error.lock() = Some(error.to_string());
         error
     }
 
     fn group(&self, consumer: &str) -> Result<Arc<GroupConsumer>, TransportError> {
-        if let Some(group) = lock(&self.groups).get(consumer) {
+        if let Some(group) = self.groups.lock().get(consumer) {
             return Ok(group.clone());
         }
         let group_id = format!("{}.{consumer}", self.settings.namespace);
         // Static membership: a restarted process takes its partitions back at once instead
         // of waiting for the old member's session to expire.
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-        let instance = format!("{group_id}.{}", host.trim());
+        let instance = format!("{group_id}.{}", self.settings.instance);
         let kafka: StreamConsumer = self
             .client_config()
             .set("group.id", &group_id)
@@ -178,7 +190,7 @@ impl KafkaStream {
             .map_err(|e| self.failed(e))?;
         kafka.subscribe(&[&self.settings.topic]).map_err(|e| self.failed(e))?;
         let group = Arc::new(GroupConsumer { consumer: kafka, book: Mutex::new(Book::default()) });
-        lock(&self.groups).insert(consumer.to_owned(), group.clone());
+        self.groups.lock().insert(consumer.to_owned(), group.clone());
         tracing::info!(group = %group_id, topic = %self.settings.topic, "joined the consumer group");
         Ok(group)
     }
@@ -214,7 +226,7 @@ impl Transport for KafkaStream {
     }
 
     fn unavailable(&self) -> Option<String> {
-        lock(&self.last_error).clone()
+        self.last_error.lock().clone()
     }
 
     /// A consumer group sees every event; joining happens at the first receive.
@@ -241,7 +253,7 @@ impl Transport for KafkaStream {
                 Err(_) => return Err(self.failed("the producer was dropped")),
             }
         }
-        *lock(&self.last_error) = None;
+        *self.last_error.lock() = None;
         Ok(())
     }
 
@@ -253,7 +265,7 @@ impl Transport for KafkaStream {
         let group = self.group(consumer)?;
         let mut deliveries = Vec::new();
         {
-            let mut book = lock(&group.book);
+            let mut book = group.book.lock();
             let now = Instant::now();
             let mut i = 0;
             while i < book.retries.len() && deliveries.len() < max as usize {
@@ -267,8 +279,17 @@ impl Transport for KafkaStream {
         if !deliveries.is_empty() {
             return Ok(deliveries);
         }
-        let next_retry = lock(&group.book).retries.iter().map(|(due, _)| *due).min();
+        let (next_retry, waiting) = {
+            let book = group.book.lock();
+            (book.retries.iter().map(|(due, _)| *due).min(), book.retries.len())
+        };
         let deadline = next_retry.map_or(Instant::now() + wait, |due| due.min(Instant::now() + wait));
+        if waiting >= MAX_WAITING_RETRIES {
+            // Too many retries wait in memory: hand those out before fetching more, so a
+            // step failing on everything cannot make this process hold the whole topic.
+            tokio::time::sleep_until(deadline).await;
+            return Ok(Vec::new());
+        }
         let mut committable = BTreeMap::new();
         let first = match tokio::time::timeout_at(deadline, group.consumer.recv()).await {
             Err(_) => return Ok(Vec::new()),
@@ -282,7 +303,7 @@ impl Transport for KafkaStream {
                 _ => break,
             }
         }
-        let mut book = lock(&group.book);
+        let mut book = group.book.lock();
         for message in messages {
             let tag = self.next_tag.fetch_add(1, Ordering::Relaxed);
             book.take(message.partition(), message.offset(), tag);
@@ -307,7 +328,7 @@ impl Transport for KafkaStream {
         let group = self.group(consumer)?;
         let mut committable = BTreeMap::new();
         {
-            let mut book = lock(&group.book);
+            let mut book = group.book.lock();
             for settlement in settlements {
                 match settlement {
                     Settlement::Ack(delivery) | Settlement::DeadLetter { delivery, .. } => {

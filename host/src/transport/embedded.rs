@@ -1,34 +1,47 @@
 //! The embedded transport: a delivery table in the store. Publishing inserts one row per
 //! subscribed consumer (a row already there is kept, so a relay that publishes twice
-//! after a crash queues once); settling deletes or reschedules rows. Consumers in this
-//! process are woken at once; the store makes it durable across restarts.
+//! after a crash queues once); receiving claims due rows for this host for a lease;
+//! settling deletes or reschedules them.
+//!
+//! Subscriptions are kept in each consumer's store (`declare` writes them), so an event
+//! for a step that is not loaded right now (a restart without its file) is queued for it
+//! and waits, like a message in a durable broker queue. Claims let several hosts share a
+//! PostgreSQL store: a claimed delivery is skipped by the others until its claim expires
+//! (its host died), and the inbox absorbs the rare delivery handled twice.
 
 use super::{Delivery, Settlement, Transport, TransportError};
-use crate::saga::{now_ms, wire};
+use crate::event::{now_ms, subscribed, wire};
 use crate::store::{StoredEvent, Stores};
 use async_trait::async_trait;
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 
-/// Which consumers receive a kind.
-pub type Routes = Arc<dyn Fn(&str) -> Vec<String> + Send + Sync>;
+/// How long a claimed delivery stays with the host that claimed it.
+const CLAIM_LEASE: Duration = Duration::from_secs(30);
 
 pub struct EmbeddedTransport {
     /// Each consumer's deliveries live in that consumer's store.
     stores: Arc<Stores>,
-    routes: Routes,
+    /// Names this host on its claims.
+    holder: String,
     wakers: Mutex<HashMap<String, Arc<Notify>>>,
 }
 
 impl EmbeddedTransport {
-    pub fn new(stores: Arc<Stores>, routes: Routes) -> EmbeddedTransport {
-        EmbeddedTransport { stores, routes, wakers: Mutex::new(HashMap::new()) }
+    /// A transport over `stores`, claiming as `holder`; the claims `holder` left in an
+    /// earlier run are dropped first, so a restarted host takes its work back at once.
+    pub async fn new(stores: Arc<Stores>, holder: String) -> Result<EmbeddedTransport, TransportError> {
+        for store in stores.all() {
+            store.release_claims(&holder).await?;
+        }
+        Ok(EmbeddedTransport { stores, holder, wakers: Mutex::new(HashMap::new()) })
     }
 
     fn waker(&self, consumer: &str) -> Arc<Notify> {
-        let mut wakers = self.wakers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut wakers = self.wakers.lock();
         wakers.entry(consumer.to_owned()).or_default().clone()
     }
 }
@@ -39,24 +52,35 @@ impl Transport for EmbeddedTransport {
         "embedded"
     }
 
-    /// Routes are looked up at publish time, so there is nothing to declare.
-    async fn declare(&self, _consumer: &str, _kinds: &[String]) -> Result<(), TransportError> {
+    async fn declare(&self, consumer: &str, kinds: &[String]) -> Result<(), TransportError> {
+        self.stores.for_consumer(consumer).set_subscriptions(consumer, kinds).await?;
         Ok(())
     }
 
     async fn publish(&self, events: &[StoredEvent]) -> Result<(), TransportError> {
+        let mut subscriptions: HashMap<String, Vec<String>> = HashMap::new();
+        for store in self.stores.all() {
+            for (consumer, pattern) in store.subscriptions().await? {
+                // A consumer's subscriptions count only in its own store.
+                if Arc::ptr_eq(self.stores.for_consumer(&consumer), store) {
+                    subscriptions.entry(consumer).or_default().push(pattern);
+                }
+            }
+        }
         let mut rows = Vec::new();
         for event in events {
             let body = wire::encode(event);
-            for consumer in (self.routes)(&event.kind) {
-                rows.push((consumer, event.id.clone(), body.clone()));
+            for (consumer, patterns) in &subscriptions {
+                if subscribed(patterns, &event.kind) {
+                    rows.push((consumer.clone(), event.id.clone(), body.clone()));
+                }
             }
         }
         let now = now_ms();
         for store in self.stores.all() {
             let mine: Vec<(String, String, String)> = rows
                 .iter()
-                .filter(|(consumer, _, _)| std::sync::Arc::ptr_eq(self.stores.for_consumer(consumer), store))
+                .filter(|(consumer, _, _)| Arc::ptr_eq(self.stores.for_consumer(consumer), store))
                 .cloned()
                 .collect();
             if !mine.is_empty() {
@@ -75,12 +99,13 @@ impl Transport for EmbeddedTransport {
     async fn receive(&self, consumer: &str, max: u32, wait: Duration) -> Result<Vec<Delivery>, TransportError> {
         let waker = self.waker(consumer);
         let deadline = tokio::time::Instant::now() + wait;
+        let lease_ms = i64::try_from(CLAIM_LEASE.as_millis()).unwrap_or(30_000);
         loop {
             // Register interest before looking, so a publish in between is not missed.
             let notified = waker.notified();
             let now = now_ms();
             let store = self.stores.for_consumer(consumer);
-            let rows = store.due(consumer, now, max).await?;
+            let rows = store.claim(consumer, &self.holder, now, lease_ms, max).await?;
             if !rows.is_empty() {
                 let mut deliveries = Vec::with_capacity(rows.len());
                 for row in rows {
@@ -91,8 +116,8 @@ impl Transport for EmbeddedTransport {
                             attempt: u32::try_from(row.attempts + 1).unwrap_or(u32::MAX),
                         }),
                         Err(error) => {
-                            // Only this process writes these rows; an unreadable one is
-                            // dropped rather than blocking the queue forever.
+                            // Only hosts write these rows; an unreadable one is dropped
+                            // rather than blocking the queue forever.
                             tracing::error!(%consumer, delivery = row.id, %error, "dropping an unreadable delivery");
                             store.settle(&[row.id], &[]).await?;
                         }
@@ -103,6 +128,7 @@ impl Transport for EmbeddedTransport {
                 }
                 continue;
             }
+            // Another host may publish into this store: look again at the latest when `wait` ends.
             let until_due = match store.next_due_at(consumer).await? {
                 Some(due) => Duration::from_millis(u64::try_from(due - now).unwrap_or(0).max(1)),
                 None => wait,
@@ -129,6 +155,10 @@ impl Transport for EmbeddedTransport {
             }
         }
         self.stores.for_consumer(consumer).settle(&acked, &retries).await?;
+        if !retries.is_empty() {
+            // A retry due at once (a batch handed back) must not wait for the next poll.
+            self.waker(consumer).notify_one();
+        }
         Ok(())
     }
 

@@ -7,10 +7,11 @@
 mod embedded;
 mod rabbitmq;
 
-pub use embedded::{EmbeddedTransport, Routes};
+pub use embedded::EmbeddedTransport;
 pub use rabbitmq::{RabbitSettings, RabbitTransport};
 
-use crate::store::{StoreError, StoredEvent};
+use crate::event::StoredEvent;
+use crate::store::StoreError;
 use async_trait::async_trait;
 use std::time::Duration;
 

@@ -17,11 +17,11 @@ use wasaga_host::config::Settings;
 
 /// Tests that use RabbitMQ share the machine's server; the one that stops it takes this
 /// exclusively so the others do not see their broker vanish.
-static RABBIT: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+pub(crate) static RABBIT: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 const AZURITE_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
-fn amqp_url() -> String {
+pub(crate) fn amqp_url() -> String {
     std::env::var("WASAGA_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
 }
 
@@ -40,7 +40,7 @@ fn tools() -> Option<(PathBuf, PathBuf)> {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
@@ -120,14 +120,14 @@ async fn azurite(bin: &Path) -> Service {
 }
 
 /// The real services of one test, under names of its own.
-struct Brokers {
+pub(crate) struct Brokers {
     tansu: Service,
     azurite: Service,
     namespace: String,
 }
 
 impl Brokers {
-    async fn start(durable_kafka: bool) -> Option<Brokers> {
+    pub(crate) async fn start(durable_kafka: bool) -> Option<Brokers> {
         let (tansu_bin, azurite_bin) = tools()?;
         remove_stale_names().await;
         let tansu = tansu(&tansu_bin, durable_kafka).await;
@@ -135,7 +135,7 @@ impl Brokers {
         Some(Brokers { tansu, azurite, namespace: format!("t{}", rand_id()) })
     }
 
-    fn archive_url(&self) -> String {
+    pub(crate) fn archive_url(&self) -> String {
         format!(
             "az://archive?endpoint=http://127.0.0.1:{}/devstoreaccount1&account_name=devstoreaccount1&access_key={}&azure_allow_http=true",
             self.azurite.port,
@@ -155,7 +155,7 @@ impl Brokers {
     }
 
     /// The same, as the environment of a `wasaga serve` process.
-    fn env(&self) -> Vec<(&'static str, String)> {
+    pub(crate) fn env(&self) -> Vec<(&'static str, String)> {
         vec![
             ("WASAGA_TRANSPORT_URL", amqp_url()),
             ("WASAGA_STREAM_BROKERS", format!("127.0.0.1:{}", self.tansu.port)),

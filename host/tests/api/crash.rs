@@ -86,10 +86,32 @@ impl Server {
         Server { child, api }
     }
 
-    pub(crate) fn kill(mut self) {
+    /// SIGTERM, then wait up to `timeout` for the process to exit; its status if it did.
+    pub(crate) fn terminate_and_wait(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("pid"));
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// SIGKILL (dropping a server does the same).
+    pub(crate) fn kill(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Server {
+    /// A test that fails half-way leaves no process behind.
+    fn drop(&mut self) {
         // SIGKILL: no shutdown code runs.
-        self.child.kill().expect("kill");
-        self.child.wait().expect("reaped");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -143,7 +143,9 @@ pub async fn eventually(timeout: Duration, what: &str, mut check: impl AsyncFnMu
 pub struct TestApp {
     pub api: Api,
     pub dir: tempfile::TempDir,
-    pub registry: Arc<wasaga_host::registry::StepRegistry>,
+    /// The store URL it runs on (`None`: SQLite in its data folder).
+    pub store_url: Option<String>,
+    registry: Option<Arc<wasaga_host::registry::StepRegistry>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
 }
@@ -166,6 +168,11 @@ pub struct Api {
 }
 
 impl TestApp {
+    /// The app's step registry (it must have started).
+    pub fn registry(&self) -> &wasaga_host::registry::StepRegistry {
+        self.registry.as_deref().expect("the app started (its store answered at once)")
+    }
+
     pub fn plugins_dir(&self) -> PathBuf {
         self.dir.path().join("plugins")
     }
@@ -267,6 +274,7 @@ pub async fn spawn_with(dir: tempfile::TempDir, settings: Settings) -> TestApp {
     init_logging();
     let token =
         settings.admin_token.as_ref().map(|t| secrecy::ExposeSecret::expose_secret(t).to_owned()).unwrap_or_default();
+    let store_url = settings.store_url.clone();
     let app = App::build(settings).await.expect("app builds");
     let addr = app.local_addr();
     let registry = app.registry();
@@ -279,7 +287,7 @@ pub async fn spawn_with(dir: tempfile::TempDir, settings: Settings) -> TestApp {
         .expect("server runs");
     });
     let api = Api { addr, token, http: reqwest::Client::new(), data_dir: dir.path().join("data") };
-    TestApp { api, dir, registry, shutdown: Some(tx), server: Some(server) }
+    TestApp { api, dir, store_url, registry, shutdown: Some(tx), server: Some(server) }
 }
 
 /// Which store a saga test runs on.

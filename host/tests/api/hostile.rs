@@ -119,5 +119,5 @@ async fn a_manifest_naming_another_step_is_refused() {
     assert!(matches!(error, LoadError::NameMismatch { .. }), "{error}");
     assert!(error.to_string().contains("\"hostile\""), "{error}");
     let error = refusal("Bad/Name", component("payment")).await;
-    assert!(matches!(error, LoadError::BadName(_)), "{error}");
+    assert!(matches!(error, LoadError::Name(_)), "{error}");
 }

@@ -361,7 +361,7 @@ async fn hot_swap_under_load_loses_no_order(db: Db) {
             eventually(Duration::from_secs(60), "orders flow", async || placed.load(Ordering::Relaxed) >= target).await;
         }
     };
-    let payment_version = |app: &TestApp| app.registry.current("payment").map(|p| p.version.clone());
+    let payment_version = |app: &TestApp| app.registry().current("payment").map(|p| p.version.clone());
     progress(20).await;
     // An upload of a new version.
     assert_eq!(app.upload("payment", component("payment-v2")).await.status(), 200);
@@ -488,7 +488,7 @@ async fn an_event_the_store_refuses_does_not_block_its_queue() {
     std::fs::write(dir.path().join("plugins/hostile.wasm"), component("hostile")).expect("copy");
     let settings = test_settings(&dir, Some(url.clone()));
     let app = spawn_with(dir, settings).await;
-    let store = wasaga_host::store::open(&url).await.expect("store");
+    let store = wasaga_host::store::open(&url, &Default::default()).await.expect("store");
     let event = |kind: &str| wasaga_host::saga::SagaContext::host_event(kind, "o-hostile", "{}".to_owned());
     store.emit(&event("hostile.nulkey")).await.expect("emit");
     store.emit(&event("hostile.ok")).await.expect("emit");

@@ -12,7 +12,7 @@ use wasaga_host::runtime::MemoryState;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swapping_under_load_fails_no_call() {
-    let registry = StepRegistry::new(runtime(), None);
+    let registry = StepRegistry::new(runtime());
     registry.install("echo", component("echo-v1"), Source::Upload).await.expect("v1 loads");
     let stop = Arc::new(AtomicBool::new(false));
     let total_calls = Arc::new(AtomicU64::new(0));
@@ -69,7 +69,7 @@ async fn swapping_under_load_fails_no_call() {
 
 #[tokio::test]
 async fn a_refused_version_leaves_the_serving_one_untouched() {
-    let registry = StepRegistry::new(runtime(), None);
+    let registry = StepRegistry::new(runtime());
     registry.install("echo", component("echo-v1"), Source::Upload).await.expect("v1 loads");
     let before = registry.current("echo").expect("loaded");
     registry.install("echo", component("hostile"), Source::Upload).await.expect_err("wrong name");
@@ -82,7 +82,7 @@ async fn a_refused_version_leaves_the_serving_one_untouched() {
 
 #[tokio::test]
 async fn the_same_bytes_twice_change_nothing() {
-    let registry = StepRegistry::new(runtime(), None);
+    let registry = StepRegistry::new(runtime());
     registry.install("echo", component("echo-v1"), Source::Upload).await.expect("v1");
     let again = registry.install("echo", component("echo-v1"), Source::File).await.expect("same");
     assert!(matches!(again, Installed::Unchanged(_)));
@@ -91,7 +91,7 @@ async fn the_same_bytes_twice_change_nothing() {
 
 #[tokio::test]
 async fn rollback_needs_a_previous_version() {
-    let registry = StepRegistry::new(runtime(), None);
+    let registry = StepRegistry::new(runtime());
     registry.rollback("echo").await.expect_err("unknown step");
     registry.install("echo", component("echo-v1"), Source::Upload).await.expect("v1");
     let error = registry.rollback("echo").await.expect_err("no previous");

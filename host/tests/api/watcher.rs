@@ -8,7 +8,7 @@ use std::time::Duration;
 const WAIT: Duration = Duration::from_secs(30);
 
 async fn version_of(app: &TestApp, name: &str) -> Option<String> {
-    app.registry.current(name).map(|step| step.version.clone())
+    app.registry().current(name).map(|step| step.version.clone())
 }
 
 #[tokio::test]
@@ -22,7 +22,7 @@ async fn a_file_written_then_renamed_swaps_the_step() {
     // A new step in the folder is listed like the others.
     let listed = app.plugin("echo").await.expect("echo listed");
     assert_eq!(listed["version"], "1.0.0");
-    assert!(app.registry.refusals("echo").is_empty(), "the temporary file was read");
+    assert!(app.registry().refusals("echo").is_empty(), "the temporary file was read");
     app.stop().await;
 }
 
@@ -40,7 +40,11 @@ async fn a_slow_copy_is_loaded_only_once_complete() {
     }
     drop(file);
     eventually(WAIT, "echo v2 serves", async || version_of(&app, "echo").await.as_deref() == Some("2.0.0")).await;
-    assert!(app.registry.refusals("echo").is_empty(), "a partial file was read: {:?}", app.registry.refusals("echo"));
+    assert!(
+        app.registry().refusals("echo").is_empty(),
+        "a partial file was read: {:?}",
+        app.registry().refusals("echo")
+    );
     app.stop().await;
 }
 
@@ -48,17 +52,17 @@ async fn a_slow_copy_is_loaded_only_once_complete() {
 async fn a_truncated_file_is_refused_and_the_old_version_keeps_serving() {
     let app = spawn_app().await;
     let target = app.plugins_dir().join("payment.wasm");
-    let serving = app.registry.current("payment").expect("payment loaded").digest.clone();
+    let serving = app.registry().current("payment").expect("payment loaded").digest.clone();
     let full = component("payment");
     // A copy that stalls long enough to be read half-way.
     std::fs::write(&target, &full[..full.len() / 2]).expect("write half");
-    eventually(WAIT, "the half file is refused", async || !app.registry.refusals("payment").is_empty()).await;
-    assert_eq!(app.registry.current("payment").expect("still loaded").digest, serving);
+    eventually(WAIT, "the half file is refused", async || !app.registry().refusals("payment").is_empty()).await;
+    assert_eq!(app.registry().current("payment").expect("still loaded").digest, serving);
     // Completing the copy brings back the same version: nothing to swap.
     std::fs::write(&target, &full).expect("write whole");
     std::fs::write(app.plugins_dir().join("echo.wasm"), component("echo-v1")).expect("marker");
     eventually(WAIT, "the marker file loads", async || version_of(&app, "echo").await.is_some()).await;
-    assert_eq!(app.registry.current("payment").expect("loaded").digest, serving);
+    assert_eq!(app.registry().current("payment").expect("loaded").digest, serving);
     app.stop().await;
 }
 
@@ -73,8 +77,8 @@ async fn temporary_and_foreign_names_are_ignored() {
     // A real file dropped after them is handled, so the earlier ones were seen too.
     std::fs::write(dir.join("echo.wasm"), component("echo-v1")).expect("write");
     eventually(WAIT, "echo serves", async || version_of(&app, "echo").await.is_some()).await;
-    assert!(app.registry.refusals("echo").is_empty());
-    assert_eq!(app.registry.snapshot().len(), 4, "only the three saga steps and echo are loaded");
+    assert!(app.registry().refusals("echo").is_empty());
+    assert_eq!(app.registry().snapshot().len(), 4, "only the three saga steps and echo are loaded");
     app.stop().await;
 }
 
@@ -84,7 +88,7 @@ async fn uploads_and_rollbacks_survive_a_restart() {
     assert_eq!(app.upload("echo", component("echo-v1")).await.status(), 200);
     assert_eq!(app.upload("echo", component("echo-v2")).await.status(), 200);
     assert_eq!(app.rollback("echo").await.status(), 200);
-    let payment = app.registry.current("payment").expect("payment").digest.clone();
+    let payment = app.registry().current("payment").expect("payment").digest.clone();
     let dir = app.stop().await;
 
     let app = spawn_app_in(dir).await;
@@ -94,6 +98,6 @@ async fn uploads_and_rollbacks_survive_a_restart() {
     assert_eq!(echo["previous"]["version"], "2.0.0", "{echo}");
     assert_eq!(app.rollback("echo").await.status(), 200);
     assert_eq!(version_of(&app, "echo").await.as_deref(), Some("2.0.0"));
-    assert_eq!(app.registry.current("payment").expect("payment").digest, payment);
+    assert_eq!(app.registry().current("payment").expect("payment").digest, payment);
     app.stop().await;
 }

@@ -17,22 +17,26 @@
 //! transport reports itself ready; deliveries unacked at the loss come again, and the
 //! consumers' inboxes absorb them.
 
+mod link;
+mod topology;
+
+pub use topology::RabbitSettings;
+
+use link::{Link, supervise};
+use topology::declare_consumer;
+
 use super::{Delivery, Settlement, Transport, TransportError};
-use crate::runtime::subscribed;
-use crate::saga::wire;
-use crate::store::StoredEvent;
+use crate::event::{StoredEvent, subscribed, wire};
 use async_trait::async_trait;
 use futures::{FutureExt, StreamExt};
+use lapin::BasicProperties;
 use lapin::message::Delivery as AmqpDelivery;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
-    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
-};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use parking_lot::Mutex;
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -45,74 +49,6 @@ const ATTEMPT_HEADER: &str = "x-wasaga-attempt";
 const ERROR_HEADER: &str = "x-wasaga-error";
 const ATTEMPTS_HEADER: &str = "x-wasaga-attempts";
 const CONSUMER_HEADER: &str = "x-wasaga-consumer";
-
-/// How to reach the broker and name things there.
-#[derive(Debug, Clone)]
-pub struct RabbitSettings {
-    /// `amqp://user:pass@host:port/vhost`.
-    pub url: String,
-    /// Prefix of every exchange and queue name.
-    pub namespace: String,
-    /// The backoff ladder: the first retry delay, doubled up to `retry_cap`.
-    pub retry_base: Duration,
-    pub retry_cap: Duration,
-}
-
-impl RabbitSettings {
-    fn exchange(&self) -> String {
-        format!("{}.saga", self.namespace)
-    }
-
-    fn queue(&self, consumer: &str) -> String {
-        format!("{}.{consumer}", self.namespace)
-    }
-
-    fn dead_queue(&self, consumer: &str) -> String {
-        format!("{}.{consumer}.dead", self.namespace)
-    }
-
-    fn delay_queue(&self, consumer: &str, delay: Duration) -> String {
-        format!("{}.{consumer}.retry.{}ms", self.namespace, delay.as_millis())
-    }
-
-    /// The delays of the delay queues: base, 2×base, … up to the cap.
-    fn ladder(&self) -> Vec<Duration> {
-        let mut delays = Vec::new();
-        let mut delay = self.retry_base.max(Duration::from_millis(1));
-        while delay < self.retry_cap {
-            delays.push(delay);
-            delay = delay.saturating_mul(2);
-        }
-        delays.push(self.retry_cap);
-        delays
-    }
-
-    /// The longest ladder delay not above `wanted` (the shortest if all are).
-    fn rung(&self, wanted: Duration) -> Duration {
-        let ladder = self.ladder();
-        ladder.iter().rev().find(|d| **d <= wanted).copied().unwrap_or(ladder[0])
-    }
-
-    /// The URL without its password, for logs and errors.
-    fn redacted_url(&self) -> String {
-        match url::Url::parse(&self.url) {
-            Ok(mut url) => {
-                if url.password().is_some() {
-                    let _ = url.set_password(Some("***"));
-                }
-                url.to_string()
-            }
-            Err(_) => "<invalid amqp URL>".to_owned(),
-        }
-    }
-}
-
-/// An open connection with its publishing channel (in confirm mode).
-struct Link {
-    generation: u64,
-    connection: Connection,
-    publisher: Channel,
-}
 
 /// One consumer's subscription on the current link.
 struct Subscription {
@@ -149,10 +85,6 @@ impl Drop for RabbitTransport {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 fn unavailable(error: impl std::fmt::Display) -> TransportError {
     TransportError::Unavailable { broker: BROKER, reason: error.to_string() }
 }
@@ -184,160 +116,11 @@ impl RabbitTransport {
     }
 }
 
-/// Keep a connection open: connect, declare, wait for the connection to fail, repeat.
-async fn supervise(inner: Arc<Inner>, stop: CancellationToken) {
-    let mut generation = 0u64;
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        generation += 1;
-        let attempt = tokio::select! {
-            () = stop.cancelled() => return,
-            attempt = connect(&inner, generation) => attempt,
-        };
-        match attempt {
-            Ok(link) => {
-                backoff = Duration::from_millis(100);
-                tracing::info!(url = %inner.settings.redacted_url(), "connected to RabbitMQ");
-                let mut events = link.connection.events_listener();
-                *lock(&inner.last_error) = None;
-                inner.link.send_replace(Some(link.clone()));
-                let reason = loop {
-                    tokio::select! {
-                        () = stop.cancelled() => {
-                            inner.link.send_replace(None);
-                            let _ = link.connection.close(200, ShortString::from("shutting down")).await;
-                            return;
-                        }
-                        event = events.next() => match event {
-                            Some(lapin::Event::Error(error)) => break error.to_string(),
-                            Some(_) => {}
-                            None => break "the connection closed".to_owned(),
-                        },
-                        () = inner.broken.notified() => {
-                            if !link.connection.status().connected() || !link.publisher.status().connected() {
-                                break "the connection was lost".to_owned();
-                            }
-                        }
-                        () = tokio::time::sleep(Duration::from_secs(1)) => {
-                            if !link.connection.status().connected() || !link.publisher.status().connected() {
-                                break "the connection was lost".to_owned();
-                            }
-                        }
-                    }
-                };
-                tracing::warn!(%reason, "RabbitMQ connection lost; reconnecting");
-                *lock(&inner.last_error) = Some(reason);
-                inner.link.send_replace(None);
-                lock(&inner.bound).clear();
-                let _ = link.connection.close(200, ShortString::from("reconnecting")).await;
-            }
-            Err(error) => {
-                tracing::warn!(url = %inner.settings.redacted_url(), %error, retry_in_ms = backoff.as_millis() as u64,
-                    "cannot reach RabbitMQ");
-                *lock(&inner.last_error) = Some(error.to_string());
-            }
-        }
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
-    }
-}
-
-/// Open a connection and declare everything wanted so far.
-async fn connect(inner: &Inner, generation: u64) -> Result<Arc<Link>, lapin::Error> {
-    let properties = ConnectionProperties::default().with_connection_name(LongString::from("wasaga"));
-    let connection = Connection::connect(&inner.settings.url, properties).await?;
-    let publisher = connection.create_channel().await?;
-    publisher.confirm_select(ConfirmSelectOptions::default()).await?;
-    publisher
-        .exchange_declare(
-            ShortString::from(inner.settings.exchange()),
-            ExchangeKind::Topic,
-            ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() },
-            FieldTable::default(),
-        )
-        .await?;
-    let link = Arc::new(Link { generation, connection, publisher });
-    let wanted: Vec<(String, Vec<String>)> = lock(&inner.wanted).iter().map(|(c, k)| (c.clone(), k.clone())).collect();
-    for (consumer, kinds) in wanted {
-        declare_consumer(inner, &link, &consumer, &kinds).await?;
-    }
-    Ok(link)
-}
-
-/// The topic binding for a subscription: `*` and `payment.*` become `#` and `payment.#`;
-/// a prefix that is not whole words binds `#`, and receiving filters the rest out.
-fn binding_key(pattern: &str) -> String {
-    match pattern.strip_suffix('*') {
-        None => pattern.to_owned(),
-        Some(prefix) if prefix.is_empty() || prefix.ends_with('.') => format!("{prefix}#"),
-        Some(_) => "#".to_owned(),
-    }
-}
-
-fn quorum() -> FieldTable {
-    let mut args = FieldTable::default();
-    args.insert(ShortString::from("x-queue-type"), AMQPValue::LongString(LongString::from("quorum")));
-    args
-}
-
-/// Declare a consumer's queues and make its bindings match `kinds`.
-async fn declare_consumer(inner: &Inner, link: &Link, consumer: &str, kinds: &[String]) -> Result<(), lapin::Error> {
-    let settings = &inner.settings;
-    if kinds.is_empty() && lock(&inner.bound).get(consumer).is_none_or(BTreeSet::is_empty) {
-        // Receives nothing here (an observer reading the stream): no queues to show.
-        return Ok(());
-    }
-    let channel = link.connection.create_channel().await?;
-    let durable = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
-    let queue = settings.queue(consumer);
-    channel.queue_declare(ShortString::from(queue.clone()), durable, quorum()).await?;
-    channel.queue_declare(ShortString::from(settings.dead_queue(consumer)), durable, quorum()).await?;
-    for delay in settings.ladder() {
-        let mut args = FieldTable::default();
-        args.insert(ShortString::from("x-message-ttl"), AMQPValue::LongLongInt(delay.as_millis() as i64));
-        args.insert(ShortString::from("x-dead-letter-exchange"), AMQPValue::LongString(LongString::from("")));
-        args.insert(
-            ShortString::from("x-dead-letter-routing-key"),
-            AMQPValue::LongString(LongString::from(queue.clone())),
-        );
-        channel.queue_declare(ShortString::from(settings.delay_queue(consumer, delay)), durable, args).await?;
-    }
-    let keys: BTreeSet<String> = kinds.iter().map(|k| binding_key(k)).collect();
-    let before = lock(&inner.bound).get(consumer).cloned().unwrap_or_default();
-    for key in keys.difference(&before) {
-        channel
-            .queue_bind(
-                ShortString::from(queue.clone()),
-                ShortString::from(settings.exchange()),
-                ShortString::from(key.clone()),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-    }
-    for key in before.difference(&keys) {
-        channel
-            .queue_unbind(
-                ShortString::from(queue.clone()),
-                ShortString::from(settings.exchange()),
-                ShortString::from(key.clone()),
-                FieldTable::default(),
-            )
-            .await?;
-    }
-    lock(&inner.bound).insert(consumer.to_owned(), keys);
-    let _ = channel.close(200, ShortString::from("declared")).await;
-    Ok(())
-}
-
 impl Inner {
     fn current(&self) -> Result<Arc<Link>, TransportError> {
         match &*self.link.borrow() {
             Some(link) => Ok(link.clone()),
-            None => Err(unavailable(lock(&self.last_error).clone().unwrap_or_else(|| "not connected".to_owned()))),
+            None => Err(unavailable(self.last_error.lock().clone().unwrap_or_else(|| "not connected".to_owned()))),
         }
     }
 
@@ -348,39 +131,71 @@ impl Inner {
     }
 
     fn subscription(&self, consumer: &str) -> Arc<tokio::sync::Mutex<Option<Subscription>>> {
-        lock(&self.subscriptions).entry(consumer.to_owned()).or_default().clone()
+        self.subscriptions.lock().entry(consumer.to_owned()).or_default().clone()
     }
 
-    /// Publish with confirms to `exchange`/`routing_key`, waiting for every confirm.
-    async fn publish_confirmed(
-        &self,
-        messages: Vec<(String, String, Vec<u8>, BasicProperties)>,
-    ) -> Result<(), TransportError> {
+    /// Publish with confirms to `exchange`/`routing_key`, waiting for every confirm. A
+    /// message marked mandatory that no queue takes (a queue deleted under us) comes
+    /// back: the publish fails, so its outbox row stays unrelayed, and the topology is
+    /// declared again for the next try.
+    async fn publish_confirmed(&self, messages: Vec<Message>) -> Result<(), TransportError> {
         let link = self.current()?;
         let mut confirms = Vec::with_capacity(messages.len());
-        for (exchange, routing_key, body, properties) in messages {
+        for (exchange, routing_key, body, properties, mandatory) in messages {
+            let options = BasicPublishOptions { mandatory, ..BasicPublishOptions::default() };
             let confirm = link
                 .publisher
-                .basic_publish(
-                    ShortString::from(exchange),
-                    ShortString::from(routing_key),
-                    BasicPublishOptions::default(),
-                    &body,
-                    properties,
-                )
+                .basic_publish(ShortString::from(exchange), ShortString::from(routing_key), options, &body, properties)
                 .await
                 .map_err(|e| self.failed(e))?;
             confirms.push(confirm);
         }
+        let mut returned = Vec::new();
+        let mut refused = false;
         for confirm in futures::future::join_all(confirms).await {
             let confirmation = confirm.map_err(|e| self.failed(e))?;
-            if confirmation.is_nack() {
-                return Err(TransportError::Refused { broker: BROKER, reason: "publisher confirm nack".to_owned() });
+            refused |= confirmation.is_nack();
+            if let Some(message) = confirmation.take_message() {
+                returned.push(message.delivery.routing_key.to_string());
             }
+        }
+        if !returned.is_empty() {
+            returned.sort();
+            returned.dedup();
+            metrics::counter!("wasaga_unroutable_total").increment(returned.len() as u64);
+            tracing::warn!(routing_keys = ?returned, "RabbitMQ returned messages no queue took; declaring the topology again");
+            self.redeclare(&link).await;
+            return Err(TransportError::Refused {
+                broker: BROKER,
+                reason: format!("no queue took {}: the topology was declared again", returned.join(", ")),
+            });
+        }
+        if refused {
+            return Err(TransportError::Refused { broker: BROKER, reason: "publisher confirm nack".to_owned() });
         }
         Ok(())
     }
+
+    /// Declare every wanted consumer again on `link`, as if newly connected.
+    async fn redeclare(&self, link: &Link) {
+        self.bound.lock().clear();
+        let wanted: Vec<(String, Vec<String>)> =
+            self.wanted.lock().iter().map(|(c, k)| (c.clone(), k.clone())).collect();
+        for (consumer, kinds) in wanted {
+            if let Err(error) = declare_consumer(self, link, &consumer, &kinds).await {
+                tracing::warn!(%consumer, %error, "cannot declare the consumer's queues again");
+            }
+        }
+    }
+
+    /// Whether some consumer receives events of `kind`: only those must reach a queue.
+    fn routed(&self, kind: &str) -> bool {
+        self.wanted.lock().values().any(|kinds| subscribed(kinds, kind))
+    }
 }
+
+/// One message to publish: exchange, routing key, body, properties, mandatory.
+type Message = (String, String, Vec<u8>, BasicProperties, bool);
 
 fn properties(event: &StoredEvent, headers: FieldTable) -> BasicProperties {
     BasicProperties::default()
@@ -424,8 +239,8 @@ impl Transport for RabbitTransport {
 
     async fn declare(&self, consumer: &str, kinds: &[String]) -> Result<(), TransportError> {
         // Every registry change declares every consumer: only a change reaches the broker.
-        let unchanged = lock(&self.inner.wanted).insert(consumer.to_owned(), kinds.to_vec()).as_deref() == Some(kinds);
-        if unchanged && lock(&self.inner.bound).contains_key(consumer) {
+        let unchanged = self.inner.wanted.lock().insert(consumer.to_owned(), kinds.to_vec()).as_deref() == Some(kinds);
+        if unchanged && self.inner.bound.lock().contains_key(consumer) {
             return Ok(());
         }
         // Declared now if connected; otherwise on connecting, before the link is used.
@@ -441,7 +256,8 @@ impl Transport for RabbitTransport {
             .iter()
             .map(|event| {
                 let props = properties(event, headers(&[(ATTEMPT_HEADER, AMQPValue::LongLongInt(1))]));
-                (exchange.clone(), event.kind.clone(), wire::encode(event).into_bytes(), props)
+                let mandatory = self.inner.routed(&event.kind);
+                (exchange.clone(), event.kind.clone(), wire::encode(event).into_bytes(), props, mandatory)
             })
             .collect();
         self.inner.publish_confirmed(messages).await
@@ -481,7 +297,10 @@ impl Transport for RabbitTransport {
         match tokio::time::timeout(wait, subscription.consumer.next()).await {
             Err(_) => return Ok(Vec::new()),
             Ok(None) => {
+                // The broker cancelled the consumer (its queue was deleted, say): declare
+                // the queue again before subscribing anew.
                 *slot = None;
+                self.inner.redeclare(&link).await;
                 self.inner.broken.notify_one();
                 return Err(unavailable("the consumer was cancelled"));
             }
@@ -493,7 +312,7 @@ impl Transport for RabbitTransport {
                 _ => break,
             }
         }
-        let wanted = lock(&self.inner.wanted).get(consumer).cloned().unwrap_or_default();
+        let wanted = self.inner.wanted.lock().get(consumer).cloned().unwrap_or_default();
         let mut deliveries = Vec::with_capacity(received.len());
         for item in received {
             let amqp = match item {
@@ -522,7 +341,7 @@ impl Transport for RabbitTransport {
             }
             let tag = self.inner.next_tag.fetch_add(1, Ordering::Relaxed);
             let attempt = attempt_of(&amqp);
-            lock(&self.inner.unsettled).insert(tag, amqp);
+            self.inner.unsettled.lock().insert(tag, amqp);
             deliveries.push(Delivery { tag, event, attempt });
         }
         Ok(deliveries)
@@ -542,7 +361,7 @@ impl Transport for RabbitTransport {
                         headers(&[(ATTEMPT_HEADER, AMQPValue::LongLongInt(i64::from(attempt)))]),
                     );
                     let queue = settings.delay_queue(consumer, settings.rung(delay));
-                    let copy = (String::new(), queue, wire::encode(&delivery.event).into_bytes(), props);
+                    let copy = (String::new(), queue, wire::encode(&delivery.event).into_bytes(), props, true);
                     (delivery, Some(copy))
                 }
                 Settlement::DeadLetter { delivery, error } => {
@@ -559,11 +378,12 @@ impl Transport for RabbitTransport {
                         settings.dead_queue(consumer),
                         wire::encode(&delivery.event).into_bytes(),
                         props,
+                        true,
                     );
                     (delivery, Some(copy))
                 }
             };
-            let Some(amqp) = lock(&self.inner.unsettled).remove(&delivery.tag) else {
+            let Some(amqp) = self.inner.unsettled.lock().remove(&delivery.tag) else {
                 continue;
             };
             if let Some(copy) = copy {
@@ -594,7 +414,7 @@ impl Transport for RabbitTransport {
     async fn redeliver(&self, consumer: &str, event: &StoredEvent) -> Result<(), TransportError> {
         let props = properties(event, headers(&[(ATTEMPT_HEADER, AMQPValue::LongLongInt(1))]));
         let queue = self.inner.settings.queue(consumer);
-        self.inner.publish_confirmed(vec![(String::new(), queue, wire::encode(event).into_bytes(), props)]).await
+        self.inner.publish_confirmed(vec![(String::new(), queue, wire::encode(event).into_bytes(), props, true)]).await
     }
 }
 
@@ -604,7 +424,7 @@ impl RabbitTransport {
             (ERROR_HEADER, AMQPValue::LongString(LongString::from(error))),
             (CONSUMER_HEADER, AMQPValue::LongString(LongString::from(consumer))),
         ]));
-        let copy = (String::new(), self.inner.settings.dead_queue(consumer), amqp.data.clone(), props);
+        let copy = (String::new(), self.inner.settings.dead_queue(consumer), amqp.data.clone(), props, true);
         match self.inner.publish_confirmed(vec![copy]).await {
             Ok(()) => {
                 let _ = amqp.ack(BasicAckOptions::default()).await;

@@ -1,7 +1,7 @@
 //! The event on the wire: the same JSON on every transport, the Kafka topic and in every
 //! archive object: `{"id","kind","order_id","occurred_at_ms","payload":{…},"step","step_version"}`.
 
-use crate::store::StoredEvent;
+use super::StoredEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 

@@ -1,0 +1,203 @@
+//! The fleet's side of the registry: versions, slots and history in the store shared by
+//! every host. Writes are compare-and-set on a slot's generation, so two hosts changing
+//! the same step at once cannot lose either change silently: the loser re-reads and
+//! tries again. Every host syncs its local registry from the slots every
+//! [`SYNC_INTERVAL`], so a change made on one host serves everywhere within about that.
+
+use super::{RegistryError, Slot, Source, StepRegistry};
+use crate::event::now_ms;
+use crate::runtime::LoadedStep;
+use crate::store::{HistoryRow, SlotRow, Store, VersionRow};
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often a host compares its registry with the fleet's.
+pub const SYNC_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Compare-and-set rounds before giving up on a step many hosts change at once.
+const CAS_ROUNDS: usize = 8;
+
+/// The store holding the fleet's registry, and who this host is.
+#[derive(Clone)]
+pub struct Fleet {
+    store: Arc<dyn Store>,
+    host_id: String,
+}
+
+impl Fleet {
+    pub fn new(store: Arc<dyn Store>, host_id: String) -> Fleet {
+        Fleet { store, host_id }
+    }
+
+    pub fn host_id(&self) -> &str {
+        &self.host_id
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    async fn slot(&self, name: &str) -> Result<Option<SlotRow>, RegistryError> {
+        Ok(self.store.slots().await?.into_iter().find(|slot| slot.name == name))
+    }
+
+    /// Keep `loaded` and make it the fleet's serving version of `name`.
+    pub(super) async fn record_install(
+        &self,
+        name: &str,
+        loaded: &LoadedStep,
+        source: Source,
+    ) -> Result<(), RegistryError> {
+        self.store
+            .put_version(&VersionRow {
+                digest: loaded.digest.to_string(),
+                name: name.to_owned(),
+                version: loaded.version.clone(),
+                subscribes: loaded.subscribes.clone(),
+                bytes: loaded.bytes.to_vec(),
+                created_at_ms: now_ms(),
+            })
+            .await?;
+        for _ in 0..CAS_ROUNDS {
+            let slot = self.slot(name).await?;
+            let (expected, generation, previous) = match &slot {
+                Some(slot) if slot.current == *loaded.digest => return Ok(()),
+                Some(slot) => (slot.generation, slot.generation + 1, Some(slot.current.clone())),
+                None => (0, 1, None),
+            };
+            let next = SlotRow {
+                name: name.to_owned(),
+                current: loaded.digest.to_string(),
+                previous,
+                generation,
+                updated_at_ms: now_ms(),
+            };
+            if self.store.set_slot(&next, expected).await? {
+                self.record(name, "install", &loaded.digest, source.as_str()).await;
+                return Ok(());
+            }
+        }
+        Err(RegistryError::Contended(name.to_owned()))
+    }
+
+    /// Swap the fleet's serving and previous versions of `name`; the slot to serve.
+    pub(super) async fn record_rollback(
+        &self,
+        name: &str,
+        local: &Slot,
+        registry: &StepRegistry,
+    ) -> Result<Slot, RegistryError> {
+        for _ in 0..CAS_ROUNDS {
+            let slot = self.slot(name).await?.ok_or_else(|| RegistryError::UnknownStep(name.to_owned()))?;
+            let previous = slot.previous.clone().ok_or_else(|| RegistryError::NoPrevious(name.to_owned()))?;
+            let current = registry.version_of(name, &previous, Some(local)).await?;
+            let demoted = registry.version_of(name, &slot.current, Some(local)).await?;
+            let next = SlotRow {
+                name: name.to_owned(),
+                current: previous.clone(),
+                previous: Some(slot.current.clone()),
+                generation: slot.generation + 1,
+                updated_at_ms: now_ms(),
+            };
+            if self.store.set_slot(&next, slot.generation).await? {
+                self.record(name, "rollback", &previous, "").await;
+                return Ok(Slot { current, previous: Some(demoted) });
+            }
+        }
+        Err(RegistryError::Contended(name.to_owned()))
+    }
+
+    /// Add to the history; a failure only loses the entry, so it is logged.
+    pub(super) async fn record(&self, name: &str, action: &str, digest: &str, reason: &str) {
+        let entry = HistoryRow {
+            name: name.to_owned(),
+            action: action.to_owned(),
+            digest: digest.to_owned(),
+            reason: reason.to_owned(),
+            host_id: self.host_id.clone(),
+            at_ms: now_ms(),
+        };
+        if let Err(error) = self.store.add_history(&entry).await {
+            tracing::warn!(step = %name, %error, "cannot record the registry history");
+        }
+    }
+
+    /// Whether `bytes` are a version of `name` the fleet has kept but no longer serves
+    /// (a restarted host's older file): such a file must not roll the fleet back.
+    pub(super) async fn superseded(&self, name: &str, bytes: &[u8], registry: &StepRegistry) -> bool {
+        let digest = crate::runtime::digest_of(bytes);
+        if registry.current(name).is_some_and(|current| *current.digest == digest) {
+            return false;
+        }
+        match self.store.version(&digest).await {
+            Ok(Some(_)) => self.slot(name).await.ok().flatten().is_some_and(|slot| slot.current != digest),
+            _ => false,
+        }
+    }
+
+    /// Serve what the fleet serves: load every slot this host does not match yet.
+    pub async fn sync(&self, registry: &StepRegistry) -> Result<(), RegistryError> {
+        for slot in self.store.slots().await? {
+            let local = registry.snapshot().get(&slot.name).cloned();
+            let matches = local.as_ref().is_some_and(|local| {
+                *local.current.digest == slot.current
+                    && local.previous.as_ref().map(|p| p.digest.to_string()) == slot.previous
+            });
+            if matches {
+                continue;
+            }
+            let current = match registry.version_of(&slot.name, &slot.current, local.as_ref()).await {
+                Ok(current) => current,
+                Err(error) => {
+                    tracing::error!(step = %slot.name, digest = %slot.current, %error,
+                        "cannot serve the fleet's version here");
+                    continue;
+                }
+            };
+            let previous = match &slot.previous {
+                Some(digest) => registry.version_of(&slot.name, digest, local.as_ref()).await.ok(),
+                None => None,
+            };
+            registry.adopt(&slot.name, current, previous).await;
+        }
+        Ok(())
+    }
+
+    /// Sync every [`SYNC_INTERVAL`] until `stopped`.
+    pub async fn run_sync(registry: Arc<StepRegistry>, mut stopped: tokio::sync::watch::Receiver<bool>) {
+        let Some(fleet) = registry.fleet().cloned() else { return };
+        loop {
+            tokio::select! {
+                _ = stopped.changed() => return,
+                () = tokio::time::sleep(SYNC_INTERVAL) => {}
+            }
+            if let Err(error) = fleet.sync(&registry).await {
+                tracing::warn!(%error, "cannot read the fleet's registry; retrying");
+            }
+        }
+    }
+}
+
+impl StepRegistry {
+    /// The loaded version `digest` of `name`: the one already in `local` if it is there,
+    /// otherwise its bytes from the fleet's store, loaded (the compile cache makes that
+    /// quick after the first time on a machine).
+    pub(super) async fn version_of(
+        &self,
+        name: &str,
+        digest: &str,
+        local: Option<&Slot>,
+    ) -> Result<Arc<LoadedStep>, RegistryError> {
+        if let Some(local) = local {
+            for known in std::iter::once(&local.current).chain(local.previous.iter()) {
+                if *known.digest == *digest {
+                    return Ok(known.clone());
+                }
+            }
+        }
+        let fleet = self.fleet.as_ref().ok_or_else(|| RegistryError::NoPrevious(name.to_owned()))?;
+        let row = fleet.store.version(digest).await?.ok_or_else(|| RegistryError::NoPrevious(name.to_owned()))?;
+        Ok(Arc::new(self.runtime.load(name, Bytes::from(row.bytes)).await?))
+    }
+}

@@ -1,0 +1,272 @@
+//! The consumer engine: one loop for every consumer, the steps' and the host's own.
+//! It receives a batch, drops what the inbox already has, lets the handler turn the rest
+//! into one commit, commits, then settles with the transport. Its rules hold for every
+//! handler:
+//! - **conflicts** (another host handled an event first, or changed state the batch read)
+//!   re-run the batch on fresh state at once; no attempt is used;
+//! - **outages** (the store or the archive unavailable, a lock timeout) hand the batch
+//!   back and wait; nobody's attempts are used and nothing is dead-lettered;
+//! - **refusals** (the store refused the data of the batch) split the batch into single
+//!   deliveries; one refused [`STRIKES`] times alone is dead-lettered, so one bad event
+//!   never blocks a queue.
+
+use super::SagaContext;
+use crate::archive::ArchiveError;
+use crate::backoff::Backoff;
+use crate::event::{new_event_id, now_ms, wire};
+use crate::store::{BatchCommit, DeadLetterRow, Store, StoreError};
+use crate::transport::{Delivery, Settlement, Transport, TransportError};
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use wasaga_sdk::events::{StepDeadLettered, kinds};
+
+/// How long a receive waits before checking for shutdown again.
+const RECEIVE_WAIT: Duration = Duration::from_millis(500);
+/// Refusals of one event, alone in its batch, before it is dead-lettered.
+pub const STRIKES: u32 = 3;
+/// Re-runs of a batch that keeps conflicting before it is handed back for later.
+const CONFLICT_ROUNDS: usize = 8;
+/// How soon a batch handed back comes again.
+const RELEASE_DELAY: Duration = Duration::from_millis(200);
+
+/// Why a batch did not commit.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum BatchError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The step is not loaded on this host right now.
+    #[error("step {0} is not loaded here")]
+    NotLoaded(String),
+}
+
+impl BatchError {
+    /// Whether the batch can only be refused by its data (counts a strike).
+    fn is_refusal(&self) -> bool {
+        matches!(self, BatchError::Store(error) if !error.is_transient())
+    }
+}
+
+/// What the engine runs: a step, or the host's order logic.
+#[async_trait]
+pub(super) trait Handler: Send + Sync {
+    /// The consumer name: a step, or `host`.
+    fn consumer(&self) -> &str;
+    /// Where its deliveries come from.
+    fn source(&self) -> Arc<dyn Transport>;
+    /// The store its inbox and effects live in.
+    fn store(&self) -> Arc<dyn Store>;
+    /// The version named on a dead letter given up on without handling.
+    fn version(&self) -> String;
+    /// Turn the fresh deliveries of a batch into `commit`, and say how to settle each.
+    async fn handle(&self, commit: &mut BatchCommit, deliveries: Vec<Delivery>) -> Result<Vec<Settlement>, BatchError>;
+}
+
+/// Run `handler` until `stopped`.
+pub(super) async fn run(handler: Arc<dyn Handler>, ctx: Arc<SagaContext>, mut stopped: watch::Receiver<bool>) {
+    let consumer = handler.consumer().to_owned();
+    tracing::info!(%consumer, "consumer started");
+    // After a batch is refused, its deliveries are taken one at a time, so one event the
+    // store refuses cannot hold up the others.
+    let mut one_at_a_time = 0usize;
+    let mut strikes: HashMap<String, u32> = HashMap::new();
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    loop {
+        if *stopped.borrow() {
+            break;
+        }
+        let max = if one_at_a_time > 0 { 1 } else { ctx.config.batch_size };
+        let source = handler.source();
+        let received = tokio::select! {
+            _ = stopped.changed() => break,
+            received = source.receive(&consumer, max, RECEIVE_WAIT) => received,
+        };
+        let deliveries = match received {
+            Ok(deliveries) if deliveries.is_empty() => continue,
+            Ok(deliveries) => deliveries,
+            Err(error) => {
+                let wait = backoff.failed();
+                tracing::warn!(%consumer, source = source.name(), %error, "receiving failed; retrying");
+                pause(&mut stopped, wait).await;
+                continue;
+            }
+        };
+        // The batch is finished even when shutdown is asked for meanwhile: nothing half-done.
+        let kept = deliveries.clone();
+        let single = (deliveries.len() == 1).then(|| deliveries[0].event.id.clone());
+        let count = deliveries.len();
+        let error = match handle_batch(&*handler, &ctx, &*source, deliveries).await {
+            Ok(()) => {
+                backoff.succeeded();
+                one_at_a_time = one_at_a_time.saturating_sub(1);
+                if let Some(id) = &single {
+                    strikes.remove(id);
+                }
+                continue;
+            }
+            Err(error) => error,
+        };
+        if let BatchError::Transport(error) = &error {
+            // Committed, but not settled: the transport delivers again and the inbox
+            // absorbs it.
+            tracing::warn!(%consumer, %error, "batch committed but not acknowledged; it will come again");
+            pause(&mut stopped, backoff.failed()).await;
+            continue;
+        }
+        let mut kept = kept;
+        if error.is_refusal() {
+            tracing::warn!(%consumer, %error, "the store refused a batch; its deliveries go one at a time");
+            match single {
+                None => one_at_a_time = count,
+                Some(id) => {
+                    let n = strikes.entry(id.clone()).or_default();
+                    *n += 1;
+                    if *n >= STRIKES {
+                        strikes.remove(&id);
+                        let reason = format!("the store refused this event's changes {STRIKES} times: {error}");
+                        let delivery = kept.remove(0);
+                        if let Err(give_up_error) = give_up(&*handler, &ctx, &*source, delivery.clone(), &reason).await
+                        {
+                            tracing::error!(%consumer, error = %give_up_error, "cannot dead-letter an event the store refuses");
+                            kept.push(delivery);
+                        }
+                    }
+                }
+            }
+            release(&*source, &consumer, kept, &error.to_string()).await;
+        } else {
+            // An outage: nobody's fault in the batch. Hand it back and wait.
+            let wait = backoff.failed();
+            tracing::warn!(%consumer, %error, retry_in_ms = wait.as_millis() as u64,
+                "batch not committed; it will be tried again");
+            release(&*source, &consumer, kept, &error.to_string()).await;
+            pause(&mut stopped, wait).await;
+        }
+    }
+    tracing::info!(%consumer, "consumer stopped");
+}
+
+async fn pause(stopped: &mut watch::Receiver<bool>, wait: Duration) {
+    tokio::select! {
+        _ = stopped.changed() => {}
+        () = tokio::time::sleep(wait) => {}
+    }
+}
+
+/// Apply the processing rule to a batch, re-running it on fresh state while it conflicts.
+async fn handle_batch(
+    handler: &dyn Handler,
+    ctx: &SagaContext,
+    source: &dyn Transport,
+    deliveries: Vec<Delivery>,
+) -> Result<(), BatchError> {
+    let consumer = handler.consumer();
+    let store = handler.store();
+    for round in 1..=CONFLICT_ROUNDS {
+        let ids: Vec<String> = deliveries.iter().map(|d| d.event.id.clone()).collect();
+        let mut seen = store.handled(consumer, &ids).await?;
+        let mut settlements = Vec::with_capacity(deliveries.len());
+        let mut fresh = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries.iter().cloned() {
+            if seen.insert(delivery.event.id.clone()) {
+                fresh.push(delivery);
+            } else {
+                // Handled before (a redelivery), or twice in this batch: ack, no effect.
+                settlements.push(Settlement::Ack(delivery));
+            }
+        }
+        let mut commit = BatchCommit { consumer: consumer.to_owned(), ..BatchCommit::default() };
+        if !fresh.is_empty() {
+            settlements.extend(handler.handle(&mut commit, fresh).await?);
+        }
+        match store.commit_batch(&commit).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict(reason)) => {
+                metrics::counter!("wasaga_batch_conflicts_total", "consumer" => consumer.to_owned()).increment(1);
+                tracing::debug!(%consumer, round, %reason, "batch conflicted; running it again on fresh state");
+                continue;
+            }
+            Err(error) => return Err(error.into()),
+        }
+        let wrote_events = !commit.outbox.is_empty();
+        source.settle(consumer, settlements).await?;
+        if wrote_events {
+            ctx.relay.notify();
+        }
+        return Ok(());
+    }
+    Err(StoreError::Conflict(format!("still conflicting after {CONFLICT_ROUNDS} runs")).into())
+}
+
+/// Hand back deliveries of a batch that did not commit: due again after a short wait,
+/// without using up an attempt. (A broker would otherwise hold them unacked.)
+pub(super) async fn release(source: &dyn Transport, consumer: &str, deliveries: Vec<Delivery>, error: &str) {
+    if deliveries.is_empty() {
+        return;
+    }
+    let error = error.replace('\0', "\u{fffd}");
+    let retries = deliveries
+        .into_iter()
+        .map(|delivery| Settlement::Retry { delivery, delay: RELEASE_DELAY, error: error.clone(), counted: false })
+        .collect();
+    if let Err(error) = source.settle(consumer, retries).await {
+        tracing::warn!(%consumer, %error, "cannot hand deliveries back; they come again when the broker notices");
+    }
+}
+
+/// Dead-letter a delivery without handling it (its changes cannot be stored).
+async fn give_up(
+    handler: &dyn Handler,
+    ctx: &SagaContext,
+    source: &dyn Transport,
+    delivery: Delivery,
+    reason: &str,
+) -> Result<(), BatchError> {
+    let consumer = handler.consumer();
+    let mut commit = BatchCommit { consumer: consumer.to_owned(), ..BatchCommit::default() };
+    dead_letter(&mut commit, consumer, &handler.version(), &delivery, reason);
+    handler.store().commit_batch(&commit).await?;
+    source.settle(consumer, vec![Settlement::DeadLetter { delivery, error: reason.to_owned() }]).await?;
+    ctx.relay.notify();
+    Ok(())
+}
+
+/// Marks an inbox row of an event that was dead-lettered rather than handled: a
+/// redelivery is then a no-op, and a replay removes the row first.
+pub const DEAD_LETTERED_PREFIX: &str = "dead-lettered:";
+
+/// Record a dead letter and the `step.dead-lettered` event that lets the saga compensate.
+pub(super) fn dead_letter(commit: &mut BatchCommit, consumer: &str, version: &str, delivery: &Delivery, error: &str) {
+    let event = &delivery.event;
+    // PostgreSQL text cannot hold NUL; a step's message may.
+    let error = &error.replace('\0', "\u{fffd}");
+    metrics::counter!("wasaga_dead_letters_total", "step" => consumer.to_owned()).increment(1);
+    commit.inbox.push((event.id.clone(), format!("{DEAD_LETTERED_PREFIX}{version}")));
+    commit.dead_letters.push(DeadLetterRow {
+        id: new_event_id(),
+        consumer: consumer.to_owned(),
+        event_id: event.id.clone(),
+        event: wire::encode(event),
+        error: error.to_owned(),
+        attempts: i64::from(delivery.attempt),
+        dead_lettered_at_ms: now_ms(),
+    });
+    if event.kind == kinds::STEP_DEAD_LETTERED {
+        // Never announce the failure to handle an announcement: that would loop.
+        return;
+    }
+    let payload = StepDeadLettered {
+        step: consumer.to_owned(),
+        event_id: event.id.clone(),
+        event_kind: event.kind.clone(),
+        error: error.to_owned(),
+    };
+    let payload = serde_json::to_string(&payload).unwrap_or_default();
+    commit.outbox.push(SagaContext::host_event(kinds::STEP_DEAD_LETTERED, &event.order_id, payload));
+}

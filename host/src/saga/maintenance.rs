@@ -1,0 +1,144 @@
+//! Upkeep that keeps a long-running fleet healthy: each host's heartbeat; and, on one
+//! host at a time (the holder of the `maintenance` lease in the host store), the redrive
+//! of stalled orders and the retention job.
+//!
+//! **Redrive:** a pending order with no progress for `redrive_after` has the events of
+//! its outbox rows published again (in every store); consumers' inboxes absorb what they
+//! handled, so only a message a broker lost (a deleted queue, a broker restarted without
+//! its log) has an effect. Each order's next redrive waits longer.
+//!
+//! **Retention:** handled inbox rows, relayed outbox rows and idempotency keys older than
+//! their settings are removed in bounded chunks; dead letters and their inbox marks never
+//! are. Compiled components no loaded version uses are removed from the compile cache.
+
+use super::SagaContext;
+use crate::event::now_ms;
+use crate::store::{Cutoffs, HostRow};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How often a host says it is alive; hosts not seen for [`HOST_TTL`] are not listed.
+const HEARTBEAT: Duration = Duration::from_secs(2);
+pub const HOST_TTL: Duration = Duration::from_secs(10);
+/// Rows of each kind one retention round removes per store.
+const PRUNE_CHUNK: u32 = 10_000;
+/// Orders one redrive round looks at.
+const REDRIVE_BATCH: u32 = 200;
+/// Compile cache entries younger than this are kept even if unused (an upload in flight).
+const CACHE_GRACE: Duration = Duration::from_secs(3600);
+
+pub(super) async fn run(ctx: Arc<SagaContext>, mut stopped: watch::Receiver<bool>) {
+    let mut last_upkeep = tokio::time::Instant::now();
+    // A swap is reported at once, so the fleet's list of hosts says what each serves.
+    let mut swaps = ctx.registry.watch();
+    loop {
+        heartbeat(&ctx).await;
+        if last_upkeep.elapsed() >= ctx.config.maintenance_every {
+            last_upkeep = tokio::time::Instant::now();
+            if holds_lease(&ctx).await {
+                redrive(&ctx).await;
+                prune(&ctx).await;
+            }
+            prune_compile_cache(&ctx);
+        }
+        tokio::select! {
+            _ = stopped.changed() => break,
+            _ = swaps.changed() => {}
+            () = tokio::time::sleep(HEARTBEAT.min(ctx.config.maintenance_every)) => {}
+        }
+    }
+    // A clean stop leaves the list at once; a killed host ages out of it.
+    let _ = ctx.host_store().remove_host(&ctx.host_id).await;
+}
+
+async fn heartbeat(ctx: &SagaContext) {
+    let steps: serde_json::Map<String, serde_json::Value> = ctx
+        .registry
+        .snapshot()
+        .iter()
+        .map(|(name, slot)| (name.clone(), serde_json::Value::String(slot.current.digest.to_string())))
+        .collect();
+    let row = HostRow {
+        host_id: ctx.host_id.clone(),
+        http_addr: ctx.http_addr.clone(),
+        started_at_ms: ctx.started_at_ms,
+        seen_at_ms: now_ms(),
+        steps: serde_json::Value::Object(steps).to_string(),
+    };
+    if let Err(error) = ctx.host_store().heartbeat(&row).await {
+        tracing::warn!(%error, "cannot record this host's heartbeat");
+    }
+}
+
+async fn holds_lease(ctx: &SagaContext) -> bool {
+    let ttl = i64::try_from((ctx.config.maintenance_every * 3).as_millis()).unwrap_or(i64::MAX);
+    ctx.host_store().try_lease("maintenance", &ctx.host_id, now_ms(), ttl).await.unwrap_or(false)
+}
+
+async fn redrive(ctx: &SagaContext) {
+    let stall = i64::try_from(ctx.config.redrive_after.as_millis()).unwrap_or(i64::MAX);
+    let stalled = match ctx.host_store().stalled_orders(now_ms(), stall, REDRIVE_BATCH).await {
+        Ok(stalled) if stalled.is_empty() => return,
+        Ok(stalled) => stalled,
+        Err(error) => {
+            tracing::warn!(%error, "cannot look for stalled orders");
+            return;
+        }
+    };
+    let mut events = 0;
+    for store in ctx.stores.all() {
+        match store.redrive(&stalled).await {
+            Ok(n) => events += n,
+            Err(error) => tracing::warn!(%error, "cannot redrive stalled orders in a store"),
+        }
+    }
+    metrics::counter!("wasaga_redriven_orders_total").increment(stalled.len() as u64);
+    tracing::warn!(orders = stalled.len(), events, "pending orders made no progress; their events are published again");
+    ctx.relay.notify();
+}
+
+async fn prune(ctx: &SagaContext) {
+    let before = |keep: Duration| now_ms().saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX));
+    let cutoffs = Cutoffs {
+        inbox_before_ms: before(ctx.config.retain_inbox),
+        outbox_before_ms: before(ctx.config.retain_outbox),
+        idempotency_before_ms: before(ctx.config.retain_idempotency),
+        stream: ctx.stream.is_some(),
+    };
+    for store in ctx.stores.all() {
+        match store.prune(&cutoffs, PRUNE_CHUNK).await {
+            Ok(pruned) if pruned != Default::default() => {
+                metrics::counter!("wasaga_pruned_rows_total", "table" => "inbox").increment(pruned.inbox);
+                metrics::counter!("wasaga_pruned_rows_total", "table" => "outbox").increment(pruned.outbox);
+                metrics::counter!("wasaga_pruned_rows_total", "table" => "idempotency_keys")
+                    .increment(pruned.idempotency_keys);
+                tracing::info!(
+                    inbox = pruned.inbox,
+                    outbox = pruned.outbox,
+                    idempotency_keys = pruned.idempotency_keys,
+                    "retention removed old rows"
+                );
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "retention could not prune a store"),
+        }
+    }
+}
+
+/// Each host's own compile cache: entries of versions it no longer has loaded.
+fn prune_compile_cache(ctx: &SagaContext) {
+    let in_use: Vec<String> = ctx
+        .registry
+        .snapshot()
+        .values()
+        .flat_map(|slot| std::iter::once(&slot.current).chain(slot.previous.iter()))
+        .map(|step| step.digest.trim_start_matches("sha256:").to_owned())
+        .collect();
+    if let Some(cache) = ctx.registry.runtime().cache() {
+        let removed = cache.prune(&in_use, CACHE_GRACE);
+        if removed > 0 {
+            tracing::info!(removed, "removed compiled components no version uses");
+        }
+    }
+}

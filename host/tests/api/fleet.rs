@@ -1,0 +1,383 @@
+//! A fleet: several `wasaga serve` processes on one PostgreSQL database (and one RabbitMQ
+//! namespace, one Kafka topic, one archive), any of them taking orders and admin calls,
+//! hosts SIGKILLed and restarted in the middle. Stock is never oversold, no event is
+//! handled twice, the plugin registry is the fleet's, and the concurrency control
+//! itself is tested against the store.
+
+use crate::brokers::{Brokers, RABBIT};
+use crate::crash::Server;
+use crate::helpers::*;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use wasaga_host::store::{BatchCommit, Store, StoreError};
+
+const WAIT: Duration = Duration::from_secs(120);
+
+/// One archive folder for hosts on this machine (a fleet shares its archive).
+fn shared_archive() -> (tempfile::TempDir, Vec<(&'static str, String)>) {
+    let archive = tempfile::tempdir().expect("shared archive");
+    let env = vec![("WASAGA_ARCHIVE_URL", format!("file://{}", archive.path().display()))];
+    (archive, env)
+}
+
+/// Three hosts' folders, each with the saga steps in its plugins folder.
+fn host_dirs(n: usize) -> Vec<tempfile::TempDir> {
+    (0..n)
+        .map(|_| {
+            let dir = tempfile::tempdir().expect("temp dir");
+            install_saga_steps(&dir.path().join("plugins"));
+            dir
+        })
+        .collect()
+}
+
+/// Place one order per key, each sent to host `i % n` first and retried with the same
+/// Idempotency-Key on the next host whenever one refuses or is gone. Returns the order
+/// ids by key.
+async fn place_across(
+    hosts: Arc<parking_lot::Mutex<Vec<Api>>>,
+    prefix: &str,
+    keys: usize,
+    accepted: Arc<AtomicUsize>,
+) -> Vec<String> {
+    let orders = (0..keys).map(|i| {
+        let hosts = hosts.clone();
+        let accepted = accepted.clone();
+        async move {
+            let key = format!("{prefix}-{i}");
+            let body = order_body(&[("SKU-1", 1)], "tok_ok");
+            let started = Instant::now();
+            for attempt in 0usize.. {
+                let api = {
+                    let hosts = hosts.lock();
+                    hosts[(i + attempt) % hosts.len()].clone()
+                };
+                let sent = api
+                    .http
+                    .post(api.url("/api/orders"))
+                    .header("idempotency-key", &key)
+                    .json(&body)
+                    .timeout(Duration::from_secs(10))
+                    .send()
+                    .await;
+                if let Ok(response) = sent
+                    && response.status() == 202
+                    && let Ok(body) = response.json::<Value>().await
+                    && let Some(id) = body["order_id"].as_str()
+                {
+                    accepted.fetch_add(1, Ordering::Relaxed);
+                    return id.to_owned();
+                }
+                assert!(started.elapsed() < WAIT, "order {key} was never accepted");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            unreachable!()
+        }
+    });
+    futures::future::join_all(orders).await
+}
+
+/// 300 one-unit orders of a SKU stocked with 100, sent to three hosts at once, one host
+/// SIGKILLed and restarted in the middle: exactly 100 complete.
+async fn three_hosts_never_oversell(env: Vec<(&'static str, String)>) {
+    let url = fresh_pg_database().await;
+    let dirs = host_dirs(3);
+    let token = format!("t-{}", rand_id());
+    let start = |i: usize| Server::start_env(dirs[i].path(), Some(&url), &token, &env);
+    let mut servers: Vec<Server> = (0..3).map(start).collect();
+    for server in &servers {
+        server.api.wait_ready().await;
+    }
+    servers[0].api.stock_up("SKU-1", 100).await;
+    let hosts = Arc::new(parking_lot::Mutex::new(servers.iter().map(|s| s.api.clone()).collect::<Vec<_>>()));
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let placing = tokio::spawn(place_across(hosts.clone(), "oversell", 300, accepted.clone()));
+    eventually(WAIT, "a third of the orders are accepted", async || accepted.load(Ordering::Relaxed) >= 100).await;
+    let killed = servers.remove(2);
+    killed.kill();
+    let restarted = start(2);
+    restarted.api.wait_ready().await;
+    hosts.lock()[2] = restarted.api.clone();
+    servers.push(restarted);
+    let ids = placing.await.expect("every order placed");
+    let unique: BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), 300, "one order per Idempotency-Key across hosts");
+    let stocked = BTreeMap::from([("SKU-1".to_owned(), 100)]);
+    servers[1].api.assert_invariants(&stocked).await;
+    let orders = servers[0].api.all_orders().await;
+    let completed = orders.iter().filter(|o| o["status"] == "completed").count();
+    let out_of_stock = orders.iter().filter(|o| o["cancel_reason"] == "out_of_stock").count();
+    assert_eq!(completed, 100, "exactly the stock was sold");
+    assert_eq!(out_of_stock, 200);
+    let level = servers[2].api.stock("SKU-1").await.expect("stock");
+    assert_eq!((level["available"].as_u64(), level["sold"].as_u64()), (Some(0), Some(100)), "{level}");
+    for server in servers {
+        server.kill();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hosts_on_postgres_rabbitmq_and_kafka_never_oversell() {
+    let _shared = RABBIT.read().await;
+    let Some(brokers) = Brokers::start(false).await else { return };
+    three_hosts_never_oversell(brokers.env()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hosts_on_the_embedded_transport_on_postgres_never_oversell() {
+    let (_archive, env) = shared_archive();
+    three_hosts_never_oversell(env).await;
+}
+
+#[tokio::test]
+async fn a_second_process_on_the_same_sqlite_data_refuses_to_start() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    install_saga_steps(&dir.path().join("plugins"));
+    let token = format!("t-{}", rand_id());
+    let first = Server::start_env(dir.path(), None, &token, &[]);
+    first.api.wait_ready().await;
+    let second = std::process::Command::new(env!("CARGO_BIN_EXE_wasaga"))
+        .arg("serve")
+        .env("WASAGA_HTTP_ADDR", "127.0.0.1:0")
+        .env("WASAGA_DATA_DIR", dir.path().join("data"))
+        .env("WASAGA_PLUGINS_DIR", dir.path().join("plugins"))
+        .env("WASAGA_ADMIN_TOKEN", &token)
+        .output()
+        .expect("runs");
+    assert!(!second.status.success(), "a second process started on the same SQLite store");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains("wasaga.db.lock") && stderr.contains("another wasaga process"), "{stderr}");
+    first.kill();
+}
+
+/// How long until every host in `hosts` serves `digest` for `step`.
+async fn converged(hosts: &[&Api], step: &str, digest: &str) -> Duration {
+    let started = Instant::now();
+    eventually(Duration::from_secs(20), &format!("every host serves {digest}"), async || {
+        for api in hosts {
+            let plugin = api.plugin(step).await;
+            if plugin.is_none_or(|p| p["digest"] != digest) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_on_one_host_and_a_rollback_on_another_serve_everywhere() {
+    let url = fresh_pg_database().await;
+    let dirs = host_dirs(3);
+    let token = format!("t-{}", rand_id());
+    let (_archive, env) = shared_archive();
+    let servers: Vec<Server> = dirs.iter().map(|d| Server::start_env(d.path(), Some(&url), &token, &env)).collect();
+    for server in &servers {
+        server.api.wait_ready().await;
+    }
+    let apis: Vec<&Api> = servers.iter().map(|s| &s.api).collect();
+    let (a, b, c) = (apis[0], apis[1], apis[2]);
+    let original = a.plugin("payment").await.expect("payment")["digest"].as_str().expect("digest").to_owned();
+
+    let uploaded = a.upload("payment", component("payment-v2")).await;
+    assert_eq!(uploaded.status(), 200);
+    let v2 = uploaded.json::<Value>().await.expect("json")["digest"].as_str().expect("digest").to_owned();
+    let took = converged(&apis, "payment", &v2).await;
+    eprintln!("an upload on host A served by every host after {took:?}");
+    c.stock_up("SKU-1", 10).await;
+    let id = c.place(&[("SKU-1", 1)], "tok_ok").await;
+    eventually(WAIT, "the order completes", async || c.order(&id).await["status"] == "completed").await;
+    let order = c.order(&id).await;
+    let captured = order["timeline"].as_array().expect("timeline").iter().find(|e| e["kind"] == "payment.captured");
+    assert_eq!(captured.expect("captured")["step_version"], v2, "the order on host C ran on the upload from host A");
+
+    assert_eq!(b.rollback("payment").await.status(), 200);
+    let took = converged(&apis, "payment", &original).await;
+    eprintln!("a rollback on host B served by every host after {took:?}");
+    eventually(Duration::from_secs(20), "every host reports the rolled-back version", async || {
+        let hosts: Vec<Value> = a.admin_get("/api/admin/hosts").await.json().await.expect("hosts");
+        hosts.len() == 3 && hosts.iter().all(|h| h["steps"]["payment"] == original)
+    })
+    .await;
+    for server in servers {
+        server.kill();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_restarting_with_an_older_file_does_not_roll_the_fleet_back() {
+    let url = fresh_pg_database().await;
+    let dirs = host_dirs(2);
+    let token = format!("t-{}", rand_id());
+    let a = Server::start_env(dirs[0].path(), Some(&url), &token, &[]);
+    let b = Server::start_env(dirs[1].path(), Some(&url), &token, &[]);
+    a.api.wait_ready().await;
+    b.api.wait_ready().await;
+    let v2 = a.api.upload("payment", component("payment-v2")).await.json::<Value>().await.expect("json")["digest"]
+        .as_str()
+        .expect("digest")
+        .to_owned();
+    converged(&[&a.api, &b.api], "payment", &v2).await;
+    // Host B restarts; its folder still holds the first payment.
+    b.kill();
+    let b = Server::start_env(dirs[1].path(), Some(&url), &token, &[]);
+    b.api.wait_ready().await;
+    converged(&[&a.api, &b.api], "payment", &v2).await;
+    a.kill();
+    b.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_swap_under_load_across_the_fleet_loses_nothing() {
+    let url = fresh_pg_database().await;
+    let dirs = host_dirs(2);
+    let token = format!("t-{}", rand_id());
+    let (_archive, env) = shared_archive();
+    let servers: Vec<Server> = dirs.iter().map(|d| Server::start_env(d.path(), Some(&url), &token, &env)).collect();
+    for server in &servers {
+        server.api.wait_ready().await;
+    }
+    servers[0].api.stock_up("SKU-1", 1000).await;
+    let hosts = Arc::new(parking_lot::Mutex::new(servers.iter().map(|s| s.api.clone()).collect::<Vec<_>>()));
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let first = tokio::spawn({
+        let (hosts, accepted) = (hosts.clone(), accepted.clone());
+        async move { place_across(hosts, "before", 80, accepted).await }
+    });
+    // Swap once some orders were captured on the first version, while the rest flow.
+    eventually(WAIT, "an order completes on the first version", async || {
+        servers[0].api.all_orders().await.iter().any(|o| o["status"] == "completed")
+    })
+    .await;
+    let uploaded = servers[1].api.upload("payment", component("payment-v2")).await;
+    assert_eq!(uploaded.status(), 200);
+    let v2 = uploaded.json::<Value>().await.expect("json")["digest"].as_str().expect("digest").to_owned();
+    converged(&[&servers[0].api, &servers[1].api], "payment", &v2).await;
+    let mut ids = first.await.expect("placed");
+    ids.extend(place_across(hosts, "after", 40, accepted).await);
+    let stocked = BTreeMap::from([("SKU-1".to_owned(), 1000)]);
+    servers[0].api.assert_invariants(&stocked).await;
+    let mut versions = BTreeSet::new();
+    for id in &ids {
+        let order = servers[0].api.order(id).await;
+        assert_eq!(order["status"], "completed", "{order}");
+        for event in order["timeline"].as_array().expect("timeline") {
+            if event["kind"] == "payment.captured" {
+                versions.insert(event["step_version"].as_str().unwrap_or_default().to_owned());
+            }
+        }
+    }
+    assert_eq!(versions.len(), 2, "both payment versions captured orders: {versions:?}");
+    for server in servers {
+        server.kill();
+    }
+}
+
+/// A store for the concurrency tests: SQLite in a folder, or a fresh PostgreSQL database.
+async fn test_store(db: Db) -> (Arc<dyn Store>, Option<tempfile::TempDir>) {
+    match db {
+        Db::Postgres => {
+            let url = fresh_pg_database().await;
+            (wasaga_host::store::open(&url, &Default::default()).await.expect("store"), None)
+        }
+        _ => {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let url = format!("sqlite://{}", PathBuf::from(dir.path()).join("c.db").display());
+            (wasaga_host::store::open(&url, &Default::default()).await.expect("store"), Some(dir))
+        }
+    }
+}
+
+/// One read-modify-write of a counter, as a batch does it: read with the version, write
+/// the next value, commit; a conflict re-runs it on fresh state. Returns the re-runs.
+async fn increment(store: &dyn Store, event_id: String) -> u32 {
+    let mut reruns = 0;
+    loop {
+        let seen = store.state_get("counter", "n").await.expect("read");
+        let n: u64 = seen.as_ref().map(|v| String::from_utf8_lossy(&v.value).parse().unwrap_or(0)).unwrap_or(0);
+        let commit = BatchCommit {
+            consumer: "counter".to_owned(),
+            inbox: vec![(event_id.clone(), "test".to_owned())],
+            state: vec![("n".to_owned(), Some((n + 1).to_string().into_bytes()))],
+            state_reads: vec![("n".to_owned(), seen.map(|v| v.version))],
+            ..BatchCommit::default()
+        };
+        match store.commit_batch(&commit).await {
+            Ok(()) => return reruns,
+            Err(StoreError::Conflict(_)) => reruns += 1,
+            Err(error) => panic!("commit failed: {error}"),
+        }
+    }
+}
+
+async fn no_update_is_lost(db: Db, writers: usize, each: usize) {
+    let (store, _dir) = test_store(db).await;
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut reruns = 0;
+                for i in 0..each {
+                    reruns += increment(&*store, format!("e-{w}-{i}")).await;
+                }
+                reruns
+            })
+        })
+        .collect();
+    let reruns: u32 = futures::future::join_all(tasks).await.into_iter().map(|r| r.expect("joins")).sum();
+    let n = store.state_get("counter", "n").await.expect("read").expect("written");
+    assert_eq!(String::from_utf8_lossy(&n.value), (writers * each).to_string(), "an update was lost");
+    eprintln!("{db:?}: {writers} writers × {each} increments, {reruns} re-runs after conflicts");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_lose_no_update_on_postgres() {
+    no_update_is_lost(Db::Postgres, 4, 25).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_lose_no_update_on_sqlite() {
+    no_update_is_lost(Db::Sqlite, 4, 25).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hosts_handling_the_same_event_commit_it_once() {
+    let (store, _dir) = test_store(Db::Postgres).await;
+    let commit = |value: &str| BatchCommit {
+        consumer: "step".to_owned(),
+        inbox: vec![("the-event".to_owned(), "test".to_owned())],
+        state: vec![("k".to_owned(), Some(value.as_bytes().to_vec()))],
+        state_reads: vec![("k".to_owned(), None)],
+        ..BatchCommit::default()
+    };
+    let (first, second) = (commit("a"), commit("b"));
+    let (a, b) = tokio::join!(store.commit_batch(&first), store.commit_batch(&second));
+    let outcomes = [a.is_ok(), b.is_ok()];
+    assert_eq!(outcomes.iter().filter(|ok| **ok).count(), 1, "exactly one commit wins: {a:?} {b:?}");
+    let loser = if a.is_ok() { b } else { a };
+    assert!(matches!(loser, Err(StoreError::Conflict(_))), "the loser conflicts: {loser:?}");
+    let value = store.state_get("step", "k").await.expect("read").expect("written");
+    assert!(matches!(value.value.as_slice(), b"a" | b"b"), "{:?}", value.value);
+}
+
+mod property {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 8, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Whatever the interleaving of writers and increments, the counter ends at the
+        /// number of increments: a stale read always conflicts and re-runs.
+        #[test]
+        fn interleaved_writers_never_lose_an_update(writers in 2usize..5, each in 1usize..12) {
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+            runtime.block_on(no_update_is_lost(Db::Sqlite, writers, each));
+        }
+    }
+}

@@ -1,0 +1,32 @@
+-- Hardening for many writers and long-running deployments:
+-- * step state carries a version, checked at commit (optimistic concurrency);
+-- * the embedded transport's subscriptions are durable, so events for a step that is
+--   not loaded wait for it instead of being dropped;
+-- * deliveries are claimed by one host at a time, for a lease;
+-- * orders remember when a stalled one was last redriven;
+-- * indexes for the retention job.
+
+ALTER TABLE step_state ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+
+CREATE TABLE subscriptions (
+    consumer TEXT NOT NULL,
+    pattern TEXT NOT NULL,
+    PRIMARY KEY (consumer, pattern)
+);
+
+ALTER TABLE deliveries ADD COLUMN claimed_by TEXT;
+ALTER TABLE deliveries ADD COLUMN claimed_until_ms INTEGER;
+
+ALTER TABLE orders ADD COLUMN redrives INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE orders ADD COLUMN next_redrive_at_ms INTEGER;
+CREATE INDEX orders_pending_progress ON orders (updated_at_ms) WHERE status = 'pending';
+
+CREATE INDEX inbox_by_age ON inbox (handled_at_ms);
+CREATE INDEX outbox_by_age ON outbox (occurred_at_ms);
+CREATE INDEX idempotency_keys_by_age ON idempotency_keys (created_at_ms);
+
+CREATE TABLE leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    until_ms INTEGER NOT NULL
+);
