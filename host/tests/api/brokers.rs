@@ -289,6 +289,33 @@ async fn the_saga_runs_on_rabbitmq_kafka_and_azure_blob() {
     app.stop().await;
 }
 
+/// `rabbitmqctl delete_queue <ns>.payment` while orders flow: publishes that no queue
+/// takes come back (mandatory) and fail, the topology is declared again, messages lost
+/// with the queue are redriven, and every order still completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_deleted_while_orders_flow_loses_no_order() {
+    let _shared = RABBIT.read().await;
+    let Some(brokers) = Brokers::start(false).await else { return };
+    let dir = tempfile::tempdir().expect("temp dir");
+    install_saga_steps(&dir.path().join("plugins"));
+    let mut settings = brokers.settings(&dir, store_url(Db::Postgres).await);
+    settings.redrive_after_ms = 3000;
+    settings.maintenance_interval_ms = 500;
+    let app = spawn_with(dir, settings).await;
+    app.wait_ready().await;
+    let stocked = stocked();
+    for (sku, n) in &stocked {
+        app.stock_up(sku, *n).await;
+    }
+    let first = app.place_many(30, &["tok_ok"]).await;
+    rabbitmqctl(&["delete_queue", &format!("{}.payment", brokers.namespace)]).await;
+    let second = app.place_many(30, &["tok_ok"]).await;
+    app.until_every(&first, "the orders before the deletion complete", |s| s == "completed").await;
+    app.until_every(&second, "the orders after the deletion complete", |s| s == "completed").await;
+    app.assert_invariants(&stocked).await;
+    app.stop().await;
+}
+
 /// `rabbitmqctl stop_app` during traffic: `/readyz` says 503 while it is down, orders are
 /// still accepted (the outbox keeps them), and everything completes once it is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

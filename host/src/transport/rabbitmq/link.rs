@@ -11,6 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// Longest wait for a connection to open.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// An open connection with its publishing channel (in confirm mode).
 pub(super) struct Link {
     pub(super) generation: u64,
@@ -81,7 +84,15 @@ pub(super) async fn supervise(inner: Arc<Inner>, stop: CancellationToken) {
 /// Open a connection and declare everything wanted so far.
 async fn connect(inner: &Inner, generation: u64) -> Result<Arc<Link>, lapin::Error> {
     let properties = ConnectionProperties::default().with_connection_name(LongString::from("wasaga"));
-    let connection = Connection::connect(&inner.settings.url, properties).await?;
+    // Bounded: a broker that accepts the socket and never answers must not hang us.
+    let connection = tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(&inner.settings.url, properties))
+        .await
+        .map_err(|_| {
+            lapin::Error::from(lapin::ErrorKind::IOError(std::sync::Arc::new(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "connecting timed out",
+            ))))
+        })??;
     let publisher = connection.create_channel().await?;
     publisher.confirm_select(ConfirmSelectOptions::default()).await?;
     publisher

@@ -42,6 +42,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 const BROKER: &str = "RabbitMQ";
+/// Longest wait for the broker to confirm a round of publishes.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 /// Unacked messages a consumer may hold: several batches, so the next is on its way
 /// while one commits.
 const PREFETCH: u16 = 512;
@@ -152,7 +154,14 @@ impl Inner {
         }
         let mut returned = Vec::new();
         let mut refused = false;
-        for confirm in futures::future::join_all(confirms).await {
+        // Bounded: a broker that stops confirming is treated as gone, and the rows stay
+        // in the outbox for the next round.
+        let confirmed =
+            tokio::time::timeout(CONFIRM_TIMEOUT, futures::future::join_all(confirms)).await.map_err(|_| {
+                self.broken.notify_one();
+                unavailable("the broker did not confirm within 30 s")
+            })?;
+        for confirm in confirmed {
             let confirmation = confirm.map_err(|e| self.failed(e))?;
             refused |= confirmation.is_nack();
             if let Some(message) = confirmation.take_message() {
