@@ -67,6 +67,7 @@ impl StepExecutor for NativeSteps {
         input: CallInput<'_>,
         state: Arc<dyn StepState>,
         archive: Option<Arc<dyn Archive>>,
+        _recorder: Option<Arc<wasaga_host::runtime::Recorder>>,
     ) -> Result<Vec<Emitted>, CallError> {
         let handle: HandleFn = match &*step.name {
             "inventory" => <inventory::Inventory as wasaga_sdk::Step>::handle,

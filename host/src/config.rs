@@ -112,6 +112,20 @@ pub struct Settings {
     /// How long an Idempotency-Key is remembered.
     #[serde(default = "defaults::retain_idempotency_secs")]
     pub retain_idempotency_secs: u64,
+    /// Automatic rollback: a version new within `auto_rollback_window_secs` (or a canary)
+    /// whose failure rate exceeds this over at least `auto_rollback_min_calls` calls.
+    #[serde(default = "defaults::auto_rollback_failure_rate")]
+    pub auto_rollback_failure_rate: f64,
+    #[serde(default = "defaults::auto_rollback_min_calls")]
+    pub auto_rollback_min_calls: u64,
+    #[serde(default = "defaults::auto_rollback_window_secs")]
+    pub auto_rollback_window_secs: u64,
+    /// Bytes one call's recording (kept with a dead letter) may hold.
+    #[serde(default = "defaults::recording_max_bytes")]
+    pub recording_max_bytes: u64,
+    /// How long an order's pinned versions are kept.
+    #[serde(default = "defaults::retain_pins_secs")]
+    pub retain_pins_secs: u64,
     /// Replication factor of the Kafka topic the stream creates; unset: the broker's default.
     #[serde(default)]
     pub stream_replication: Option<i32>,
@@ -146,6 +160,26 @@ pub struct StepSettings {
     /// whose failures follow `WASAGA_MAX_ATTEMPTS` like any event.
     #[serde(default)]
     pub compensates: Option<bool>,
+    /// `pinned`: every later event of an order runs on the version that handled its
+    /// first event (a refund on the code that captured); `latest` (the default): on the
+    /// serving version.
+    #[serde(default)]
+    pub versioning: Versioning,
+    /// The share (0 to 1) of successful calls whose recording is kept for offline
+    /// replay against a candidate; 0 by default.
+    #[serde(default)]
+    pub record_sample: f64,
+}
+
+/// Which version handles an order's later events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Versioning {
+    /// Always the serving version.
+    #[default]
+    Latest,
+    /// The version that handled the order's first event, while it is kept.
+    Pinned,
 }
 
 /// Steps that compensate unless configured otherwise.
@@ -153,7 +187,12 @@ pub const COMPENSATING_STEPS: [&str; 2] = ["payment", "inventory"];
 
 /// Every key of [`Settings`], as in `wasaga.toml` and (upper-cased, `WASAGA_`-prefixed)
 /// in the environment.
-const SETTING_KEYS: [&str; 32] = [
+const SETTING_KEYS: [&str; 37] = [
+    "auto_rollback_failure_rate",
+    "auto_rollback_min_calls",
+    "auto_rollback_window_secs",
+    "recording_max_bytes",
+    "retain_pins_secs",
     "maintenance_interval_ms",
     "host_id",
     "shutdown_timeout_ms",
@@ -255,6 +294,21 @@ mod defaults {
     pub fn redrive_after_ms() -> u64 {
         60_000
     }
+    pub fn auto_rollback_failure_rate() -> f64 {
+        0.2
+    }
+    pub fn auto_rollback_min_calls() -> u64 {
+        20
+    }
+    pub fn auto_rollback_window_secs() -> u64 {
+        300
+    }
+    pub fn recording_max_bytes() -> u64 {
+        256 * 1024
+    }
+    pub fn retain_pins_secs() -> u64 {
+        30 * 24 * 3600
+    }
     pub fn maintenance_interval_ms() -> u64 {
         5_000
     }
@@ -308,6 +362,11 @@ impl Default for Settings {
             step_max_log_lines: defaults::step_max_log_lines(),
             redrive_after_ms: defaults::redrive_after_ms(),
             maintenance_interval_ms: defaults::maintenance_interval_ms(),
+            auto_rollback_failure_rate: defaults::auto_rollback_failure_rate(),
+            auto_rollback_min_calls: defaults::auto_rollback_min_calls(),
+            auto_rollback_window_secs: defaults::auto_rollback_window_secs(),
+            recording_max_bytes: defaults::recording_max_bytes(),
+            retain_pins_secs: defaults::retain_pins_secs(),
             retain_inbox_secs: defaults::retain_inbox_secs(),
             retain_outbox_secs: defaults::retain_outbox_secs(),
             retain_idempotency_secs: defaults::retain_idempotency_secs(),
@@ -382,12 +441,27 @@ impl Settings {
             ("WASAGA_STEP_MAX_LOG_LINES", self.step_max_log_lines, 0, 1_000_000),
             ("WASAGA_REDRIVE_AFTER_MS", self.redrive_after_ms, 100, 86_400_000),
             ("WASAGA_MAINTENANCE_INTERVAL_MS", self.maintenance_interval_ms, 100, 3_600_000),
+            ("WASAGA_AUTO_ROLLBACK_MIN_CALLS", self.auto_rollback_min_calls, 1, 1_000_000),
+            ("WASAGA_AUTO_ROLLBACK_WINDOW_SECS", self.auto_rollback_window_secs, 1, 30 * 86_400),
+            ("WASAGA_RECORDING_MAX_BYTES", self.recording_max_bytes, 1024, 64 * 1024 * 1024),
+            ("WASAGA_RETAIN_PINS_SECS", self.retain_pins_secs, 1, 10 * 365 * 86_400),
             ("WASAGA_RETAIN_INBOX_SECS", self.retain_inbox_secs, 1, 10 * 365 * 86_400),
             ("WASAGA_RETAIN_OUTBOX_SECS", self.retain_outbox_secs, 1, 10 * 365 * 86_400),
             ("WASAGA_RETAIN_IDEMPOTENCY_SECS", self.retain_idempotency_secs, 1, 10 * 365 * 86_400),
         ] {
             if !(low..=high).contains(&value) {
                 return Err(ConfigError::Invalid { name, reason: format!("must be between {low} and {high}") });
+            }
+        }
+        if !(0.0..=1.0).contains(&self.auto_rollback_failure_rate) {
+            return invalid("WASAGA_AUTO_ROLLBACK_FAILURE_RATE", "must be between 0 and 1");
+        }
+        for (step, mapping) in &self.steps {
+            if !(0.0..=1.0).contains(&mapping.record_sample) {
+                return Err(ConfigError::Invalid {
+                    name: "steps",
+                    reason: format!("[steps.{step}] record_sample must be between 0 and 1"),
+                });
             }
         }
         if let Some(replication) = self.stream_replication
@@ -448,6 +522,20 @@ impl Settings {
     /// Whether `step` compensates (see [`StepSettings::compensates`]).
     pub fn compensates(&self, step: &str) -> bool {
         self.steps.get(step).and_then(|s| s.compensates).unwrap_or(COMPENSATING_STEPS.contains(&step))
+    }
+
+    /// Steps whose orders are pinned to a version.
+    pub fn pinned_steps(&self) -> std::collections::BTreeSet<String> {
+        self.steps.iter().filter(|(_, s)| s.versioning == Versioning::Pinned).map(|(n, _)| n.clone()).collect()
+    }
+
+    /// The automatic rollback policy.
+    pub fn auto_rollback(&self) -> crate::registry::AutoRollback {
+        crate::registry::AutoRollback {
+            failure_rate: self.auto_rollback_failure_rate,
+            min_calls: self.auto_rollback_min_calls,
+            window: Duration::from_secs(self.auto_rollback_window_secs),
+        }
     }
 
     /// What every store applies when it opens.
@@ -547,7 +635,9 @@ mod tests {
             "sqlite_synchronous": "normal", "store_timeout_ms": 100, "max_component_mib": 1,
             "compile_timeout_ms": 100, "step_max_state_bytes": 1, "step_max_state_keys": 1,
             "step_max_archive_objects": 1, "step_max_archive_bytes": 1, "step_max_log_lines": 1,
-            "redrive_after_ms": 100, "maintenance_interval_ms": 100, "retain_inbox_secs": 1, "retain_outbox_secs": 1,
+            "redrive_after_ms": 100, "maintenance_interval_ms": 100, "retain_inbox_secs": 1,
+            "auto_rollback_failure_rate": 0.5, "auto_rollback_min_calls": 1, "auto_rollback_window_secs": 1,
+            "recording_max_bytes": 1024, "retain_pins_secs": 1, "retain_outbox_secs": 1,
             "retain_idempotency_secs": 1, "stream_replication": 1, "step_concurrency_per_step": 1
         });
         let keys: Vec<&str> = fields.as_object().expect("object").keys().map(String::as_str).collect();

@@ -3,14 +3,35 @@
 use anyhow::Context;
 use clap::Parser;
 use std::path::Path;
-use wasaga_host::cli::{Cli, Client, Command, DeadLettersCommand, OrdersCommand, PluginsCommand, plugins_table};
+use wasaga_host::cli::{
+    Cli, Client, Command, DeadLettersCommand, OrdersCommand, PluginsCommand, RecordingsCommand, plugins_table,
+};
 use wasaga_host::config::Settings;
 use wasaga_host::server::App;
 use wasaga_host::telemetry;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    match run(Cli::parse()).await {
+    let cli = Cli::parse();
+    if let Command::Replay { path, plugin, plugins_dir, data_dir } = &cli.command {
+        // Its own exit codes: 0 reproduced, 1 diverged, 2 could not run.
+        let sources = wasaga_host::cli::replay::Sources {
+            plugin: plugin.clone(),
+            plugins_dir: plugins_dir.clone(),
+            data_dir: data_dir.clone(),
+        };
+        return match wasaga_host::cli::replay::run(path, &sources).await {
+            Ok((report, code)) => {
+                print!("{report}");
+                std::process::ExitCode::from(u8::try_from(code).unwrap_or(1))
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                std::process::ExitCode::from(2)
+            }
+        };
+    }
+    match run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             // One readable line with its causes; no backtrace for an expected failure.
@@ -36,7 +57,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let client = Client::new(&server.url, server.resolve_token().unwrap_or_default());
             orders(&client, command).await
         }
+        Command::Recordings { server, command } => {
+            let client = Client::new(&server.url, server.resolve_token()?);
+            recordings(&client, command).await
+        }
+        Command::Replay { .. } => Ok(()),
     }
+}
+
+async fn recordings(client: &Client, command: RecordingsCommand) -> anyhow::Result<()> {
+    match command {
+        RecordingsCommand::Pull { step, out, limit } => {
+            let recordings = client.recordings(&step, limit).await?;
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            for recording in &recordings {
+                let id = recording["event"]["id"].as_str().unwrap_or("recording");
+                let file = out.join(format!("{id}.json"));
+                std::fs::write(&file, serde_json::to_string_pretty(recording)?)
+                    .with_context(|| format!("writing {}", file.display()))?;
+            }
+            println!("saved {} recordings of {step} in {}", recordings.len(), out.display());
+        }
+    }
+    Ok(())
 }
 
 async fn serve(config: Option<&Path>) -> anyhow::Result<()> {
@@ -71,7 +114,7 @@ async fn plugins(client: &Client, command: PluginsCommand) -> anyhow::Result<()>
         PluginsCommand::List => {
             print!("{}", plugins_table(&client.list_plugins().await?));
         }
-        PluginsCommand::Push { file, name } => {
+        PluginsCommand::Push { file, name, canary, shadow } => {
             let name = match name {
                 Some(name) => name,
                 None => file
@@ -81,12 +124,62 @@ async fn plugins(client: &Client, command: PluginsCommand) -> anyhow::Result<()>
                     .context("cannot tell the step name from the file name; pass --name")?,
             };
             let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let entry = client.push_plugin(&name, bytes).await?;
+            let rollout = match (canary, shadow) {
+                (Some(percent), _) => Some(format!("rollout=canary&percent={percent}")),
+                (None, true) => Some("rollout=shadow".to_owned()),
+                (None, false) => None,
+            };
+            let entry = client.push_plugin(&name, bytes, rollout).await?;
             print!("{}", plugins_table(std::slice::from_ref(&entry)));
         }
         PluginsCommand::Rollback { name } => {
             let entry = client.rollback_plugin(&name).await?;
             print!("{}", plugins_table(std::slice::from_ref(&entry)));
+        }
+        PluginsCommand::Promote { name } => {
+            let entry = client.promote_plugin(&name).await?;
+            print!("{}", plugins_table(std::slice::from_ref(&entry)));
+        }
+        PluginsCommand::Shadow { name } => {
+            let report = client.shadow_report(&name).await?;
+            println!(
+                "shadow {} of {name} on {}: {} calls, {} same, {} different, {} failed, {} dropped",
+                text(&report, "digest").get(..19).unwrap_or(text(&report, "digest")),
+                text(&report, "host_id"),
+                report["calls"],
+                report["same"],
+                report["different"],
+                report["failed"],
+                report["dropped"],
+            );
+            for sample in report["samples"].as_array().cloned().unwrap_or_default() {
+                println!(
+                    "  {} {} (order {})",
+                    text(&sample, "kind"),
+                    text(&sample, "event_id"),
+                    text(&sample, "order_id")
+                );
+                for difference in sample["differences"].as_array().cloned().unwrap_or_default() {
+                    let what = match difference["key"].as_str() {
+                        Some(key) => format!("state {key}"),
+                        None => text(&difference, "what").to_owned(),
+                    };
+                    println!("    {what}: live {} / shadow {}", difference["live"], difference["shadow"]);
+                }
+            }
+        }
+        PluginsCommand::History { name } => {
+            for entry in client.plugin_history(&name).await? {
+                let digest = text(&entry, "digest");
+                println!(
+                    "{}  {:<16} {:<20} {:<24} {}",
+                    text(&entry, "at"),
+                    text(&entry, "action"),
+                    digest.get(..19).unwrap_or(digest),
+                    text(&entry, "host_id"),
+                    text(&entry, "reason")
+                );
+            }
         }
     }
     Ok(())
@@ -117,9 +210,34 @@ async fn dead_letters(client: &Client, command: DeadLettersCommand) -> anyhow::R
                 );
             }
         }
-        DeadLettersCommand::Replay { id } => {
-            client.replay_dead_letter(&id).await?;
-            println!("replayed {id}: its event is queued for its step again");
+        DeadLettersCommand::Replay { id, version, dry_run } => {
+            let answer = client.replay_dead_letter(&id, version.as_deref(), dry_run).await?;
+            if dry_run {
+                println!("dry run of {id} on {} (nothing committed):", text(&answer, "version"));
+                println!("  outcome: {}", text(&answer, "outcome"));
+                if let Some(error) = answer["error"].as_str() {
+                    println!("  error: {error}");
+                }
+                for emit in answer["emits"].as_array().cloned().unwrap_or_default() {
+                    println!("  emit {} {}", text(&emit, "kind"), emit["payload"]);
+                }
+                for write in answer["writes"].as_array().cloned().unwrap_or_default() {
+                    println!("  write {} = {}", text(&write, "key"), write["value"]);
+                }
+            } else {
+                println!("replayed {id}: its event is queued for its step again");
+            }
+        }
+        DeadLettersCommand::Recording { id, out } => {
+            let recording = client.dead_letter_recording(&id).await?;
+            let text = serde_json::to_string_pretty(&recording)?;
+            match out {
+                Some(file) => {
+                    std::fs::write(&file, text).with_context(|| format!("writing {}", file.display()))?;
+                    println!("saved the recording of {id} in {}", file.display());
+                }
+                None => println!("{text}"),
+            }
         }
         DeadLettersCommand::Discard { id } => {
             client.discard_dead_letter(&id).await?;

@@ -286,6 +286,16 @@ async fn start(
         retain_outbox: Duration::from_secs(settings.retain_outbox_secs),
         retain_idempotency: Duration::from_secs(settings.retain_idempotency_secs),
         maintenance_every: Duration::from_millis(settings.maintenance_interval_ms),
+        pinned: settings.pinned_steps(),
+        record_sample: settings
+            .steps
+            .iter()
+            .filter(|(_, s)| s.record_sample > 0.0)
+            .map(|(name, s)| (name.clone(), s.record_sample))
+            .collect(),
+        auto_rollback: settings.auto_rollback(),
+        recording_max_bytes: usize::try_from(settings.recording_max_bytes).unwrap_or(usize::MAX),
+        retain_pins: Duration::from_secs(settings.retain_pins_secs),
         ..SagaConfig::default()
     };
     let transport: Arc<dyn Transport> = if settings.transport_url == "embedded" {
@@ -298,6 +308,7 @@ async fn start(
             retry_cap: saga_config.retry_cap,
         })
     };
+    let executor = executor.unwrap_or_else(|| registry.runtime().clone());
     let saga_ctx = Arc::new(SagaContext {
         stores,
         transport,
@@ -306,7 +317,8 @@ async fn start(
         archive,
         config: saga_config,
         relay: Arc::new(Relay::default()),
-        executor: executor.unwrap_or_else(|| registry.runtime().clone()),
+        shadows: crate::saga::shadow::Shadows::start(executor.clone()),
+        executor,
         host_id,
         http_addr: addr.to_string(),
         started_at_ms: crate::event::now_ms(),

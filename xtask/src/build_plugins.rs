@@ -43,6 +43,9 @@ const FIXTURES: &[Build] = &[
     },
     Build { packages: &["echo"], features: &["echo/v2"], installs: &[("echo", "echo-v2")] },
     Build { packages: &["payment"], features: &["payment/v2"], installs: &[("payment", "payment-v2")] },
+    Build { packages: &["payment"], features: &["payment/strict"], installs: &[("payment", "payment-strict")] },
+    Build { packages: &["payment"], features: &["payment/half-trap"], installs: &[("payment", "payment-half-trap")] },
+    Build { packages: &["payment"], features: &["payment/fixed"], installs: &[("payment", "payment-fixed")] },
 ];
 
 pub fn run(args: &BuildPlugins) -> anyhow::Result<()> {

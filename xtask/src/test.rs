@@ -38,6 +38,10 @@ fn stages_of_test(args: &Test, stages: &mut Stages) -> anyhow::Result<()> {
     stages.run("components: steps and fixtures (first run: about 3 minutes)", || {
         build_plugins::run(&BuildPlugins { out: Some(components.clone()), fixtures: true })
     })?;
+    stages.run("a dead letter as a step's regression test (payment, fixed build)", || {
+        // The recorded trap must pass on the fix as well as reproduce on the release.
+        run_cmd(cargo().args(["test", "-p", "payment", "--features", "fixed", "--test", "recordings"]))
+    })?;
     stages.run("cargo test --workspace (first run builds the host: about 20 minutes)", || {
         let mut cmd = cargo();
         // The broker tests start their own tansu and Azurite (random ports, killed and

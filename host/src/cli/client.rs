@@ -48,10 +48,17 @@ impl Client {
         self.send(self.http.get(format!("{}/api/admin/plugins", self.base))).await
     }
 
-    pub async fn push_plugin(&self, name: &str, bytes: Vec<u8>) -> Result<serde_json::Value, ClientError> {
+    /// Upload a component; `rollout` is the query (`rollout=canary&percent=N` or `rollout=shadow`).
+    pub async fn push_plugin(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        rollout: Option<String>,
+    ) -> Result<serde_json::Value, ClientError> {
+        let query = rollout.map(|q| format!("?{q}")).unwrap_or_default();
         let request = self
             .http
-            .put(format!("{}/api/admin/plugins/{name}", self.base))
+            .put(format!("{}/api/admin/plugins/{name}{query}", self.base))
             .header(reqwest::header::CONTENT_TYPE, "application/wasm")
             .body(bytes);
         self.send(request).await
@@ -61,8 +68,44 @@ impl Client {
         self.send(self.http.get(format!("{}/api/admin/dead-letters", self.base))).await
     }
 
-    pub async fn replay_dead_letter(&self, id: &str) -> Result<serde_json::Value, ClientError> {
-        self.send(self.http.post(format!("{}/api/admin/dead-letters/{id}/replay", self.base))).await
+    pub async fn replay_dead_letter(
+        &self,
+        id: &str,
+        version: Option<&str>,
+        dry_run: bool,
+    ) -> Result<serde_json::Value, ClientError> {
+        let mut query: Vec<(&str, &str)> = Vec::new();
+        if let Some(version) = version {
+            query.push(("version", version));
+        }
+        if dry_run {
+            query.push(("dry_run", "true"));
+        }
+        let request = self.http.post(format!("{}/api/admin/dead-letters/{id}/replay", self.base)).query(&query);
+        self.send(request).await
+    }
+
+    pub async fn dead_letter_recording(&self, id: &str) -> Result<serde_json::Value, ClientError> {
+        self.send(self.http.get(format!("{}/api/admin/dead-letters/{id}/recording", self.base))).await
+    }
+
+    pub async fn recordings(&self, step: &str, limit: u32) -> Result<Vec<serde_json::Value>, ClientError> {
+        let limit = limit.to_string();
+        let request =
+            self.http.get(format!("{}/api/admin/recordings", self.base)).query(&[("step", step), ("limit", &limit)]);
+        self.send(request).await
+    }
+
+    pub async fn promote_plugin(&self, name: &str) -> Result<serde_json::Value, ClientError> {
+        self.send(self.http.post(format!("{}/api/admin/plugins/{name}/promote", self.base))).await
+    }
+
+    pub async fn shadow_report(&self, name: &str) -> Result<serde_json::Value, ClientError> {
+        self.send(self.http.get(format!("{}/api/admin/plugins/{name}/shadow", self.base))).await
+    }
+
+    pub async fn plugin_history(&self, name: &str) -> Result<Vec<serde_json::Value>, ClientError> {
+        self.send(self.http.get(format!("{}/api/admin/plugins/{name}/history", self.base))).await
     }
 
     /// Discard answers 204 with no body.
@@ -90,7 +133,10 @@ impl Client {
 /// Plugins as an aligned table.
 pub fn plugins_table(plugins: &[serde_json::Value]) -> String {
     let field = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("-").to_owned();
-    let mut out = format!("{:<12} {:<10} {:<20} {:<10} {}\n", "STEP", "VERSION", "DIGEST", "PREVIOUS", "SUBSCRIBES");
+    let mut out = format!(
+        "{:<12} {:<10} {:<20} {:<10} {:<22} {}\n",
+        "STEP", "VERSION", "DIGEST", "PREVIOUS", "ROLLOUT", "SUBSCRIBES"
+    );
     for p in plugins {
         let digest = field(p, "digest");
         let short = digest.get(..19).unwrap_or(&digest).to_owned();
@@ -100,13 +146,22 @@ pub fn plugins_table(plugins: &[serde_json::Value]) -> String {
             .and_then(|v| v.as_array())
             .map(|a| a.iter().filter_map(|s| s.as_str()).collect::<Vec<_>>().join(","))
             .unwrap_or_default();
+        let rollout = p
+            .get("rollout")
+            .filter(|v| !v.is_null())
+            .map(|r| match field(r, "mode").as_str() {
+                "canary" => format!("canary {}% {}", r["percent"], field(&r["candidate"], "version")),
+                mode => format!("{mode} {}", field(&r["candidate"], "version")),
+            })
+            .unwrap_or("-".into());
         let _ = writeln!(
             out,
-            "{:<12} {:<10} {:<20} {:<10} {}",
+            "{:<12} {:<10} {:<20} {:<10} {:<22} {}",
             field(p, "name"),
             field(p, "version"),
             short,
             previous,
+            rollout,
             subscribes
         );
     }

@@ -2,6 +2,7 @@
 //! running server.
 
 mod client;
+pub mod replay;
 
 pub use client::{Client, ClientError, plugins_table};
 
@@ -45,6 +46,44 @@ pub enum Command {
         #[command(subcommand)]
         command: OrdersCommand,
     },
+    /// Download the sampled recordings of a step's successful calls.
+    Recordings {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(subcommand)]
+        command: RecordingsCommand,
+    },
+    /// Re-run a recording (or a folder of them) against a component, offline: exit 0 if
+    /// every replay reproduced its recording, 1 if one diverged, 2 if one could not run.
+    Replay {
+        /// A recording (`wasaga dead-letters recording ID -o FILE`) or a folder of them.
+        path: PathBuf,
+        /// The component to run; default: the recorded version, from the plugins folder
+        /// or the compile cache.
+        #[arg(long)]
+        plugin: Option<PathBuf>,
+        /// Where to look for the recorded version's file.
+        #[arg(long, env = "WASAGA_PLUGINS_DIR", default_value = "./dist/plugins")]
+        plugins_dir: PathBuf,
+        /// Whose compile cache to look in for the recorded version.
+        #[arg(long, env = "WASAGA_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RecordingsCommand {
+    /// Save the newest recordings of a step as `<event id>.json` files in a folder.
+    Pull {
+        /// The step.
+        step: String,
+        /// The folder to write into (created if missing).
+        #[arg(short, long)]
+        out: PathBuf,
+        /// How many, newest first.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -55,6 +94,20 @@ pub enum DeadLettersCommand {
     Replay {
         /// The dead letter's id.
         id: String,
+        /// Run it on this kept version (a digest from `plugins list`) instead of the serving one.
+        #[arg(long)]
+        version: Option<String>,
+        /// Only show what it would do: outcome, events, state writes; nothing is committed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Save the recording of the dead letter's last attempt (for `wasaga replay`).
+    Recording {
+        /// The dead letter's id.
+        id: String,
+        /// The file to write; default: standard output.
+        #[arg(short, long)]
+        out: Option<PathBuf>,
     },
     /// Drop a dead letter for good.
     Discard {
@@ -76,16 +129,40 @@ pub enum OrdersCommand {
 pub enum PluginsCommand {
     /// Show every step with its serving and previous version.
     List,
-    /// Upload a component; it serves at once if it passes validation.
+    /// Upload a component; it serves at once if it passes validation, or rolls out
+    /// beside the serving version with --canary or --shadow.
     Push {
         /// The component file (`<step>.wasm`).
         file: PathBuf,
         /// The step to install it as; defaults to the file name without `.wasm`.
         #[arg(long)]
         name: Option<String>,
+        /// Roll it out to this percentage of orders (1–99), the rest staying on the
+        /// serving version.
+        #[arg(long, conflicts_with = "shadow", value_parser = clap::value_parser!(u8).range(1..=99))]
+        canary: Option<u8>,
+        /// Run it beside the serving version on the same events, its effects discarded
+        /// and compared (`wasaga plugins shadow NAME`).
+        #[arg(long)]
+        shadow: bool,
     },
-    /// Serve the previous version of a step again.
+    /// Abort a step's rollout, or serve its previous version again.
     Rollback {
+        /// The step.
+        name: String,
+    },
+    /// Make a step's rollout candidate its serving version.
+    Promote {
+        /// The step.
+        name: String,
+    },
+    /// How a step's shadow candidate compares with the serving version.
+    Shadow {
+        /// The step.
+        name: String,
+    },
+    /// The history of a step's versions in the fleet.
+    History {
         /// The step.
         name: String,
     },

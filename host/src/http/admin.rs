@@ -2,16 +2,17 @@
 //! rollback).
 
 use super::AppState;
+use super::body::Checker;
 use super::problem::ApiError;
-use crate::registry::{Installed, RegistryError, Slot, Source};
+use crate::registry::{RegistryError, RolloutMode, Slot, Source, StepRegistry, VersionSummary};
 use crate::runtime::LoadedStep;
 use axum::Json;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// Refuse admin requests without the admin token: 401 without one, 403 with a wrong one.
@@ -31,7 +32,7 @@ pub async fn require_admin(State(state): State<AppState>, request: Request, next
     }
 }
 
-/// One version of a step, as the API shows it.
+/// One version of a step, as the API shows it, with its calls on this host.
 #[derive(Debug, Serialize)]
 pub struct VersionView {
     pub version: String,
@@ -39,51 +40,117 @@ pub struct VersionView {
     #[serde(with = "time::serde::rfc3339")]
     pub loaded_at: time::OffsetDateTime,
     pub subscribes: Vec<String>,
+    /// Calls, failures and p99 latency of this version on this host since it was loaded.
+    pub stats: VersionSummary,
 }
 
-/// A step with its serving and previous versions.
+/// A candidate being rolled out.
+#[derive(Debug, Serialize)]
+pub struct RolloutView {
+    /// `canary` or `shadow`.
+    pub mode: &'static str,
+    pub digest: String,
+    /// The share of orders a canary takes (0 for a shadow).
+    pub percent: u8,
+    pub candidate: VersionView,
+}
+
+/// A step with its serving and previous versions and its rollout.
 #[derive(Debug, Serialize)]
 pub struct PluginView {
     pub name: String,
     #[serde(flatten)]
     pub current: VersionView,
     pub previous: Option<VersionView>,
+    pub rollout: Option<RolloutView>,
 }
 
 impl VersionView {
-    fn of(step: &LoadedStep) -> Self {
+    fn of(step: &LoadedStep, registry: &StepRegistry) -> Self {
         VersionView {
             version: step.version.clone(),
             digest: step.digest.to_string(),
             loaded_at: step.loaded_at,
             subscribes: step.subscribes.clone(),
+            stats: registry.stats().summary(&step.digest),
         }
     }
 }
 
 impl PluginView {
-    fn of(slot: &Slot) -> Self {
+    fn of(slot: &Slot, registry: &StepRegistry) -> Self {
         PluginView {
             name: slot.current.name.to_string(),
-            current: VersionView::of(&slot.current),
-            previous: slot.previous.as_deref().map(VersionView::of),
+            current: VersionView::of(&slot.current, registry),
+            previous: slot.previous.as_deref().map(|p| VersionView::of(p, registry)),
+            rollout: slot.rollout.as_ref().map(|r| RolloutView {
+                mode: r.mode.name(),
+                digest: r.candidate.digest.to_string(),
+                percent: r.mode.percent(),
+                candidate: VersionView::of(&r.candidate, registry),
+            }),
         }
     }
 }
 
 pub async fn list_plugins(State(state): State<AppState>) -> Json<Vec<PluginView>> {
-    Json(state.registry.snapshot().values().map(PluginView::of).collect())
+    Json(state.registry.snapshot().values().map(|slot| PluginView::of(slot, &state.registry)).collect())
 }
 
 /// Content types accepted for a component upload.
 const WASM_TYPES: [&str; 2] = ["application/wasm", "application/octet-stream"];
 
+/// `?rollout=canary&percent=N` or `?rollout=shadow` on an upload.
+#[derive(Debug, Deserialize)]
+pub struct UploadQuery {
+    rollout: Option<String>,
+    percent: Option<String>,
+}
+
+impl UploadQuery {
+    fn mode(&self) -> Result<Option<RolloutMode>, ApiError> {
+        let mut check = Checker::default();
+        let mode = match self.rollout.as_deref() {
+            None | Some("") => {
+                if self.percent.is_some() {
+                    check.fail("percent", "is only for rollout=canary");
+                }
+                None
+            }
+            Some("shadow") => {
+                if self.percent.is_some() {
+                    check.fail("percent", "is only for rollout=canary");
+                }
+                Some(RolloutMode::Shadow)
+            }
+            Some("canary") => match self.percent.as_deref().map(str::parse::<u8>) {
+                Some(Ok(percent)) if (1..=99).contains(&percent) => Some(RolloutMode::Canary { percent }),
+                None => {
+                    check.fail("percent", "is required for rollout=canary");
+                    None
+                }
+                Some(_) => {
+                    check.fail("percent", "must be a whole number from 1 to 99");
+                    None
+                }
+            },
+            Some(_) => {
+                check.fail("rollout", "must be canary or shadow");
+                None
+            }
+        };
+        check.finish(Some(mode))
+    }
+}
+
 pub async fn put_plugin(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    Query(query): Query<UploadQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<PluginView>, ApiError> {
+    let mode = query.mode()?;
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let mime = content_type.split(';').next().unwrap_or("").trim();
     if !WASM_TYPES.contains(&mime) {
@@ -92,31 +159,72 @@ pub async fn put_plugin(
             content_type
         )));
     }
-    match state.registry.install(&name, body, Source::Upload).await {
-        Ok(Installed::Swapped(slot) | Installed::Unchanged(slot)) => Ok(Json(PluginView::of(&slot))),
-        Err(error) => Err(registry_error(error)),
-    }
+    let slot = match mode {
+        None => state.registry.install(&name, body, Source::Upload).await.map(|installed| installed.slot().clone()),
+        Some(mode) => state.registry.start_rollout(&name, body, mode).await,
+    };
+    slot.map(|slot| Json(PluginView::of(&slot, &state.registry))).map_err(registry_error)
 }
 
+/// Abort a rollout if one runs, else serve the previous version again.
 pub async fn rollback_plugin(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<PluginView>, ApiError> {
-    state.registry.rollback(&name).await.map(|slot| Json(PluginView::of(&slot))).map_err(registry_error)
+    state
+        .registry
+        .rollback(&name)
+        .await
+        .map(|slot| Json(PluginView::of(&slot, &state.registry)))
+        .map_err(registry_error)
+}
+
+/// Make the rollout's candidate the serving version.
+pub async fn promote_plugin(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<PluginView>, ApiError> {
+    state.registry.promote(&name).await.map(|slot| Json(PluginView::of(&slot, &state.registry))).map_err(registry_error)
+}
+
+/// The shadow comparison of `name` on this host.
+pub async fn shadow_report(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if state.registry.current(&name).is_none() {
+        return Err(ApiError::NotFound(format!("step {name:?} is not loaded")));
+    }
+    match state.saga.shadows.report(&name) {
+        Some(mut report) => {
+            report["host_id"] = serde_json::Value::String(state.saga.host_id.clone());
+            report["running"] = serde_json::Value::Bool(state.registry.shadow(&name).is_some());
+            Ok(Json(report))
+        }
+        None => Err(ApiError::NotFound(format!("step {name:?} has no shadow comparison on this host"))),
+    }
+}
+
+/// History of a step's versions in the fleet, newest first.
+pub async fn plugin_history(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
+    let rows = state.saga.host_store().history(&name, 100).await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|h| {
+                serde_json::json!({
+                    "action": h.action, "digest": h.digest, "reason": h.reason,
+                    "host_id": h.host_id, "at": at(h.at_ms),
+                })
+            })
+            .collect(),
+    ))
 }
 
 fn registry_error(error: RegistryError) -> ApiError {
-    match error {
-        RegistryError::Refused(crate::runtime::LoadError::TooLarge { .. }) => {
-            ApiError::PayloadTooLarge(error.to_string())
-        }
-        RegistryError::Refused(reason) => {
-            ApiError::Unprocessable { code: "step_refused", detail: format!("component refused: {reason}") }
-        }
-        RegistryError::UnknownStep(_) => ApiError::NotFound(error.to_string()),
-        RegistryError::NoPrevious(_) | RegistryError::Contended(_) => ApiError::Conflict(error.to_string()),
-        RegistryError::Store(error) => error.into(),
-    }
+    error.into()
 }
 
 /// A live host of the fleet, as the API shows it.

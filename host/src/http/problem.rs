@@ -86,6 +86,25 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
+impl From<crate::registry::RegistryError> for ApiError {
+    fn from(error: crate::registry::RegistryError) -> Self {
+        use crate::registry::RegistryError;
+        match error {
+            RegistryError::Refused(crate::runtime::LoadError::TooLarge { .. }) => {
+                ApiError::PayloadTooLarge(error.to_string())
+            }
+            RegistryError::Refused(reason) => {
+                ApiError::Unprocessable { code: "step_refused", detail: format!("component refused: {reason}") }
+            }
+            RegistryError::UnknownStep(_) | RegistryError::VersionGone { .. } => ApiError::NotFound(error.to_string()),
+            RegistryError::NoPrevious(_) | RegistryError::Contended(_) | RegistryError::NoRollout(_) => {
+                ApiError::Conflict(error.to_string())
+            }
+            RegistryError::Store(error) => error.into(),
+        }
+    }
+}
+
 impl From<crate::saga::ops::OpError> for ApiError {
     fn from(error: crate::saga::ops::OpError) -> Self {
         use crate::saga::ops::OpError;
@@ -93,6 +112,7 @@ impl From<crate::saga::ops::OpError> for ApiError {
             OpError::NoDeadLetter(_) => ApiError::NotFound(error.to_string()),
             OpError::Store(error) => error.into(),
             OpError::Unavailable(_) => ApiError::Unavailable(error.to_string()),
+            OpError::Registry(error) => error.into(),
             OpError::Transport(_) | OpError::Unreadable { .. } => ApiError::Internal(error.to_string()),
         }
     }

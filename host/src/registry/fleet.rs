@@ -4,10 +4,10 @@
 //! tries again. Every host syncs its local registry from the slots every
 //! [`SYNC_INTERVAL`], so a change made on one host serves everywhere within about that.
 
-use super::{RegistryError, Slot, Source, StepRegistry};
+use super::{RegistryError, Rollout, RolloutMode, Slot, Source, StepRegistry};
 use crate::event::now_ms;
 use crate::runtime::LoadedStep;
-use crate::store::{HistoryRow, SlotRow, Store, VersionRow};
+use crate::store::{HistoryRow, RolloutRow, SlotRow, Store, VersionRow};
 use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,13 +42,7 @@ impl Fleet {
         Ok(self.store.slots().await?.into_iter().find(|slot| slot.name == name))
     }
 
-    /// Keep `loaded` and make it the fleet's serving version of `name`.
-    pub(super) async fn record_install(
-        &self,
-        name: &str,
-        loaded: &LoadedStep,
-        source: Source,
-    ) -> Result<(), RegistryError> {
+    async fn keep_version(&self, name: &str, loaded: &LoadedStep) -> Result<(), RegistryError> {
         self.store
             .put_version(&VersionRow {
                 digest: loaded.digest.to_string(),
@@ -59,6 +53,94 @@ impl Fleet {
                 created_at_ms: now_ms(),
             })
             .await?;
+        Ok(())
+    }
+
+    /// Change the slot of `name` with `change` (given the current slot, the next one,
+    /// or an error), compare-and-set, re-reading after a lost race. Then record `action`.
+    async fn change_slot(
+        &self,
+        name: &str,
+        action: &str,
+        reason: &str,
+        change: impl Fn(&SlotRow) -> Result<SlotRow, RegistryError>,
+    ) -> Result<SlotRow, RegistryError> {
+        for _ in 0..CAS_ROUNDS {
+            let slot = self.slot(name).await?.ok_or_else(|| RegistryError::UnknownStep(name.to_owned()))?;
+            let mut next = change(&slot)?;
+            next.generation = slot.generation + 1;
+            next.updated_at_ms = now_ms();
+            if self.store.set_slot(&next, slot.generation).await? {
+                let digest = next.rollout.as_ref().map_or(next.current.clone(), |r| r.digest.clone());
+                self.record(name, action, &digest, reason).await;
+                return Ok(next);
+            }
+        }
+        Err(RegistryError::Contended(name.to_owned()))
+    }
+
+    /// Keep `candidate` and start rolling it out as `mode` in the fleet.
+    pub(super) async fn record_rollout(
+        &self,
+        name: &str,
+        candidate: &LoadedStep,
+        mode: &RolloutMode,
+        started_at_ms: i64,
+    ) -> Result<(), RegistryError> {
+        self.keep_version(name, candidate).await?;
+        let rollout = RolloutRow {
+            mode: mode.name().to_owned(),
+            digest: candidate.digest.to_string(),
+            percent: i64::from(mode.percent()),
+            started_at_ms,
+        };
+        let reason = format!("{} {}%", mode.name(), mode.percent());
+        self.change_slot(name, mode.name(), &reason, |slot| {
+            Ok(SlotRow { rollout: Some(rollout.clone()), ..slot.clone() })
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Make the rollout's candidate (`digest`) the fleet's serving version.
+    pub(super) async fn record_promote(&self, name: &str, digest: &str) -> Result<(), RegistryError> {
+        self.change_slot(name, "promote", "", |slot| match &slot.rollout {
+            Some(rollout) if rollout.digest == digest => Ok(SlotRow {
+                current: rollout.digest.clone(),
+                previous: Some(slot.current.clone()),
+                rollout: None,
+                ..slot.clone()
+            }),
+            _ => Err(RegistryError::NoRollout(name.to_owned())),
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Stop the fleet's rollout of `digest`.
+    pub(super) async fn record_abort(
+        &self,
+        name: &str,
+        digest: &str,
+        action: &str,
+        reason: &str,
+    ) -> Result<(), RegistryError> {
+        self.change_slot(name, action, reason, |slot| match &slot.rollout {
+            Some(rollout) if rollout.digest == digest => Ok(SlotRow { rollout: None, ..slot.clone() }),
+            _ => Err(RegistryError::NoRollout(name.to_owned())),
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Keep `loaded` and make it the fleet's serving version of `name`.
+    pub(super) async fn record_install(
+        &self,
+        name: &str,
+        loaded: &LoadedStep,
+        source: Source,
+    ) -> Result<(), RegistryError> {
+        self.keep_version(name, loaded).await?;
         for _ in 0..CAS_ROUNDS {
             let slot = self.slot(name).await?;
             let (expected, generation, previous) = match &slot {
@@ -72,6 +154,7 @@ impl Fleet {
                 previous,
                 generation,
                 updated_at_ms: now_ms(),
+                rollout: None,
             };
             if self.store.set_slot(&next, expected).await? {
                 self.record(name, "install", &loaded.digest, source.as_str()).await;
@@ -99,10 +182,11 @@ impl Fleet {
                 previous: Some(slot.current.clone()),
                 generation: slot.generation + 1,
                 updated_at_ms: now_ms(),
+                rollout: None,
             };
             if self.store.set_slot(&next, slot.generation).await? {
                 self.record(name, "rollback", &previous, "").await;
-                return Ok(Slot { current, previous: Some(demoted) });
+                return Ok(Slot::serving(current, Some(demoted)));
             }
         }
         Err(RegistryError::Contended(name.to_owned()))
@@ -143,6 +227,8 @@ impl Fleet {
             let matches = local.as_ref().is_some_and(|local| {
                 *local.current.digest == slot.current
                     && local.previous.as_ref().map(|p| p.digest.to_string()) == slot.previous
+                    && local.rollout.as_ref().map(|r| (r.mode.name(), r.candidate.digest.to_string()))
+                        == slot.rollout.as_ref().map(|r| (r.mode.as_str(), r.digest.clone()))
             });
             if matches {
                 continue;
@@ -159,7 +245,25 @@ impl Fleet {
                 Some(digest) => registry.version_of(&slot.name, digest, local.as_ref()).await.ok(),
                 None => None,
             };
-            registry.adopt(&slot.name, current, previous).await;
+            let rollout = match &slot.rollout {
+                Some(row) => match registry.version_of(&slot.name, &row.digest, local.as_ref()).await {
+                    Ok(candidate) => Some(Rollout {
+                        mode: match row.mode.as_str() {
+                            "shadow" => RolloutMode::Shadow,
+                            _ => RolloutMode::Canary { percent: u8::try_from(row.percent.clamp(0, 100)).unwrap_or(0) },
+                        },
+                        candidate,
+                        started_at_ms: row.started_at_ms,
+                    }),
+                    Err(error) => {
+                        tracing::error!(step = %slot.name, digest = %row.digest, %error,
+                            "cannot run the fleet's rollout candidate here");
+                        None
+                    }
+                },
+                None => None,
+            };
+            registry.adopt(&slot.name, Slot { current, previous, rollout }).await;
         }
         Ok(())
     }
@@ -190,7 +294,8 @@ impl StepRegistry {
         local: Option<&Slot>,
     ) -> Result<Arc<LoadedStep>, RegistryError> {
         if let Some(local) = local {
-            for known in std::iter::once(&local.current).chain(local.previous.iter()) {
+            let rollout = local.rollout.iter().map(|r| &r.candidate);
+            for known in std::iter::once(&local.current).chain(local.previous.iter()).chain(rollout) {
                 if *known.digest == *digest {
                     return Ok(known.clone());
                 }

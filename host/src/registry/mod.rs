@@ -12,9 +12,13 @@
 //! sees it on its next sync and serves it too.
 
 mod fleet;
+mod rollout;
+mod stats;
 mod watch;
 
 pub use fleet::{Fleet, SYNC_INTERVAL};
+pub use rollout::{AutoRollback, Rollout, RolloutMode, bucket};
+pub use stats::{VersionStats, VersionSummary};
 pub use watch::{PluginWatcher, WatchError};
 
 use crate::runtime::{LoadError, LoadedStep, Runtime};
@@ -25,11 +29,18 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// A step's serving version and the one it replaced.
+/// A step's serving version, the one it replaced, and a candidate being rolled out.
 #[derive(Debug, Clone)]
 pub struct Slot {
     pub current: Arc<LoadedStep>,
     pub previous: Option<Arc<LoadedStep>>,
+    pub rollout: Option<Rollout>,
+}
+
+impl Slot {
+    fn serving(current: Arc<LoadedStep>, previous: Option<Arc<LoadedStep>>) -> Slot {
+        Slot { current, previous, rollout: None }
+    }
 }
 
 /// Where a new version came from (for the log and the history).
@@ -85,6 +96,10 @@ pub enum RegistryError {
     Store(#[from] StoreError),
     #[error("step {0:?} was changed by another host at the same time; try again")]
     Contended(String),
+    #[error("step {0:?} has no rollout to promote")]
+    NoRollout(String),
+    #[error("version {digest} of {name:?} is not kept any more")]
+    VersionGone { name: String, digest: String },
 }
 
 /// A version that was refused, kept so an operator (or a test) can see why.
@@ -105,6 +120,10 @@ pub struct StepRegistry {
     changes: tokio::sync::watch::Sender<u64>,
     /// The fleet's registry in the store; `None` for a registry of this process only.
     fleet: Option<Fleet>,
+    /// Versions loaded for pinned orders and replays, by digest (bounded).
+    retained: parking_lot::Mutex<std::collections::VecDeque<Arc<LoadedStep>>>,
+    /// Calls, failures and latency per version since it was loaded here.
+    stats: stats::Stats,
 }
 
 impl std::fmt::Debug for StepRegistry {
@@ -132,6 +151,8 @@ impl StepRegistry {
             write: tokio::sync::Mutex::new(()),
             changes: tokio::sync::watch::Sender::new(0),
             fleet,
+            retained: parking_lot::Mutex::new(std::collections::VecDeque::new()),
+            stats: stats::Stats::default(),
         })
     }
 
@@ -252,7 +273,7 @@ impl StepRegistry {
         {
             return Ok(Installed::Unchanged(steps[name].clone()));
         }
-        let slot = Slot { current: loaded.clone(), previous };
+        let slot = Slot::serving(loaded.clone(), previous);
         steps.insert(name.to_owned(), slot.clone());
         self.publish(steps);
         tracing::info!(
@@ -284,6 +305,10 @@ impl StepRegistry {
     /// a fleet); the current one becomes previous.
     #[tracing::instrument(skip(self), fields(step = %name))]
     pub async fn rollback(&self, name: &str) -> Result<Slot, RegistryError> {
+        if self.snapshot.load().get(name).is_some_and(|slot| slot.rollout.is_some()) {
+            // A rollout in progress is what an operator rolls back first.
+            return self.abort_rollout(name, "rollout-aborted", "aborted by an operator").await;
+        }
         let _guard = self.write.lock().await;
         let mut steps = BTreeMap::clone(&self.snapshot.load());
         let slot = steps.get(name).ok_or_else(|| RegistryError::UnknownStep(name.to_owned()))?;
@@ -291,7 +316,7 @@ impl StepRegistry {
             Some(fleet) => fleet.record_rollback(name, slot, self).await?,
             None => {
                 let previous = slot.previous.clone().ok_or_else(|| RegistryError::NoPrevious(name.to_owned()))?;
-                Slot { current: previous, previous: Some(slot.current.clone()) }
+                Slot::serving(previous, Some(slot.current.clone()))
             }
         };
         steps.insert(name.to_owned(), rolled.clone());
@@ -300,21 +325,39 @@ impl StepRegistry {
         Ok(rolled)
     }
 
-    /// Serve what another host made the fleet's version of `name` (called by the sync).
-    async fn adopt(&self, name: &str, current: Arc<LoadedStep>, previous: Option<Arc<LoadedStep>>) {
+    /// Serve what another host made the fleet's slot of `name` (called by the sync).
+    async fn adopt(&self, name: &str, slot: Slot) {
         let _guard = self.write.lock().await;
         let mut steps = BTreeMap::clone(&self.snapshot.load());
-        if steps.get(name).is_some_and(|slot| {
-            slot.current.digest == current.digest
-                && slot.previous.as_ref().map(|p| &p.digest) == previous.as_ref().map(|p| &p.digest)
-        }) {
+        if steps.get(name).is_some_and(|known| same_slot(known, &slot)) {
             return;
         }
-        tracing::info!(step = %name, step_version = %current.digest, version = %current.version,
-            "serving the fleet's version");
-        steps.insert(name.to_owned(), Slot { current: current.clone(), previous });
+        tracing::info!(step = %name, step_version = %slot.current.digest, version = %slot.current.version,
+            rollout = ?slot.rollout.as_ref().map(|r| (&r.mode, &r.candidate.digest)), "serving the fleet's version");
+        steps.insert(name.to_owned(), slot);
         self.publish(steps);
     }
+
+    /// Publish `slot` for `name` (a change this host made to the fleet).
+    async fn set_slot(&self, name: &str, slot: Slot) {
+        let _guard = self.write.lock().await;
+        let mut steps = BTreeMap::clone(&self.snapshot.load());
+        steps.insert(name.to_owned(), slot);
+        self.publish(steps);
+    }
+
+    /// Per-version call statistics on this host.
+    pub fn stats(&self) -> &stats::Stats {
+        &self.stats
+    }
+}
+
+/// Whether two slots serve the same versions.
+fn same_slot(a: &Slot, b: &Slot) -> bool {
+    a.current.digest == b.current.digest
+        && a.previous.as_ref().map(|p| &p.digest) == b.previous.as_ref().map(|p| &p.digest)
+        && a.rollout.as_ref().map(|r| (&r.mode, &r.candidate.digest))
+            == b.rollout.as_ref().map(|r| (&r.mode, &r.candidate.digest))
 }
 
 /// Refusals kept per step.

@@ -4,10 +4,12 @@
 
 use super::bindings::{archive, log, provenance, state, types};
 use super::limits::{CallBudget, CallLimiter, truncate};
+use super::recorder::Recorder;
 use super::state::StepState;
 use crate::archive::{Archive, ArchiveError};
 use bytes::Bytes;
 use std::sync::Arc;
+use wasaga_sdk::recording::{Bytes as RecordedBytes, HostCall};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -38,17 +40,21 @@ pub struct StepStore {
     labels: CallLabels,
     stdout: MemoryOutputPipe,
     stderr: MemoryOutputPipe,
+    recorder: Option<Arc<Recorder>>,
+}
+
+/// What a call's store is made of, besides its limits.
+pub(super) struct CallParts {
+    pub state: Arc<dyn StepState>,
+    pub archive: Option<Arc<dyn Archive>>,
+    pub origin: provenance::Origin,
+    pub labels: CallLabels,
+    pub recorder: Option<Arc<Recorder>>,
 }
 
 impl StepStore {
-    pub(super) fn new(
-        limiter: CallLimiter,
-        budget: CallBudget,
-        state: Arc<dyn StepState>,
-        archive: Option<Arc<dyn Archive>>,
-        origin: provenance::Origin,
-        labels: CallLabels,
-    ) -> Self {
+    pub(super) fn new(limiter: CallLimiter, budget: CallBudget, parts: CallParts) -> Self {
+        let CallParts { state, archive, origin, labels, recorder } = parts;
         let stdout = MemoryOutputPipe::new(STDIO_CAPACITY);
         let stderr = MemoryOutputPipe::new(STDIO_CAPACITY);
         // No preopens, environment, arguments or network: the context grants nothing.
@@ -65,6 +71,13 @@ impl StepStore {
             labels,
             stdout,
             stderr,
+            recorder,
+        }
+    }
+
+    fn record(&self, call: impl FnOnce() -> HostCall) {
+        if let Some(recorder) = &self.recorder {
+            recorder.record(call());
         }
     }
 
@@ -113,16 +126,20 @@ impl state::Host for StepStore {
         self.in_host_call = true;
         let value = self.state.get(&key).await;
         self.in_host_call = false;
-        Ok(value?)
+        let value = value?;
+        self.record(|| HostCall::StateGet { key, value: value.clone().map(RecordedBytes) });
+        Ok(value)
     }
 
     async fn put(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<()> {
         self.budget.state_write(&key, Some(value.len()))?;
+        self.record(|| HostCall::StatePut { key: key.clone(), value: RecordedBytes(value.clone()) });
         Ok(self.state.put(&key, value).await?)
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<()> {
         self.budget.state_write(&key, None)?;
+        self.record(|| HostCall::StateDelete { key: key.clone() });
         Ok(self.state.delete(&key).await?)
     }
 }
@@ -133,6 +150,13 @@ impl log::Host for StepStore {
             return Ok(());
         };
         let message = truncate(&message, max);
+        let name = match level {
+            log::Level::Debug => "debug",
+            log::Level::Info => "info",
+            log::Level::Warn => "warn",
+            log::Level::Error => "error",
+        };
+        self.record(|| HostCall::Log { level: name.to_owned(), message: message.to_string() });
         let CallLabels { step, step_version, event_id } = &self.labels;
         match level {
             log::Level::Debug => tracing::debug!(%step, %step_version, %event_id, "{message}"),
@@ -150,9 +174,12 @@ impl archive::Host for StepStore {
             return Ok(Err("no archive is configured for this host".to_owned()));
         };
         self.budget.archive_put(body.len())?;
+        let size = body.len();
         self.in_host_call = true;
         let put = archive.put_once(&name, Bytes::from(body), &content_type).await;
         self.in_host_call = false;
+        let error = put.as_ref().err().map(ToString::to_string);
+        self.record(|| HostCall::ArchivePut { name, bytes: size, content_type, error });
         match put {
             Ok(()) => Ok(Ok(())),
             // Storage being down is the host's failure, not the step's: the call fails

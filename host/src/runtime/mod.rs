@@ -9,12 +9,14 @@ mod bindings;
 mod cache;
 mod host;
 mod limits;
+mod recorder;
 mod state;
 mod step;
 mod validate;
 
 pub use cache::CompileCache;
 pub use limits::{CallLimits, LimitExceeded};
+pub use recorder::Recorder;
 pub use state::{MemoryState, StateError, StepState};
 pub use step::{CallInput, Emitted, LoadedStep, Origin, digest_of};
 pub use validate::{HANDLER_EXPORT, component_imports, import_allowed, subscription_known, valid_kind};
@@ -197,12 +199,14 @@ impl CallError {
 /// benchmarks substitute the steps' native logic to measure what the sandbox costs.
 #[async_trait::async_trait]
 pub trait StepExecutor: Send + Sync {
+    /// Run one event; every host call is recorded into `recorder` when one is given.
     async fn call(
         &self,
         step: &LoadedStep,
         input: CallInput<'_>,
         state: Arc<dyn StepState>,
         archive: Option<Arc<dyn Archive>>,
+        recorder: Option<Arc<Recorder>>,
     ) -> Result<Vec<Emitted>, CallError>;
 }
 
@@ -214,8 +218,9 @@ impl StepExecutor for Runtime {
         input: CallInput<'_>,
         state: Arc<dyn StepState>,
         archive: Option<Arc<dyn Archive>>,
+        recorder: Option<Arc<Recorder>>,
     ) -> Result<Vec<Emitted>, CallError> {
-        Runtime::call(self, step, input, state, archive).await
+        Runtime::call_recorded(self, step, input, state, archive, recorder).await
     }
 }
 
@@ -301,6 +306,11 @@ impl Runtime {
         step::load(self, name, bytes).await
     }
 
+    /// Load version `digest` of `name` from the compile cache alone (offline tools).
+    pub async fn load_cached(self: &Arc<Self>, name: &str, digest: &str) -> Result<LoadedStep, LoadError> {
+        step::load_cached(self, name, digest).await
+    }
+
     /// Run one event through `step` in a fresh instance.
     pub async fn call(
         &self,
@@ -309,8 +319,20 @@ impl Runtime {
         state: Arc<dyn StepState>,
         archive: Option<Arc<dyn Archive>>,
     ) -> Result<Vec<Emitted>, CallError> {
+        self.call_recorded(step, input, state, archive, None).await
+    }
+
+    /// [`Runtime::call`], recording every host call into `recorder`.
+    pub async fn call_recorded(
+        &self,
+        step: &LoadedStep,
+        input: CallInput<'_>,
+        state: Arc<dyn StepState>,
+        archive: Option<Arc<dyn Archive>>,
+        recorder: Option<Arc<Recorder>>,
+    ) -> Result<Vec<Emitted>, CallError> {
         let started = std::time::Instant::now();
-        let result = step::call(self, step, input, state, archive).await;
+        let result = step::call(self, step, input, state, archive, recorder).await;
         let outcome = match &result {
             Ok(_) => "ok",
             Err(error) => error.label(),

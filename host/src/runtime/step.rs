@@ -2,8 +2,9 @@
 //! describe) and calling (a fresh instance per event).
 
 use super::bindings::{ArchivingStepPre, handler, provenance};
-use super::host::{CallLabels, StepStore};
+use super::host::{CallLabels, CallParts, StepStore};
 use super::limits::{CallBudget, CallLimiter, LimitExceeded};
+use super::recorder::Recorder;
 use super::state::{MemoryState, StateError, StepState};
 use super::validate::{check_binary, check_imports, check_world, subscription_known, valid_kind};
 use super::{CallError, LoadError, Runtime};
@@ -116,8 +117,38 @@ pub(super) async fn load(runtime: &Arc<Runtime>, name: &str, bytes: Bytes) -> Re
         }
     };
     let compile_time = started.elapsed();
-    check_world(&runtime.engine, &component)?;
-    let instance_pre = runtime.linker.instantiate_pre(&component).map_err(|e| LoadError::Contract(error_chain(&e)))?;
+    let loaded = prepare(runtime, name, &component, bytes, digest, from_cache, compile_time).await?;
+    if !from_cache && let Some(cache) = &runtime.cache {
+        cache.store(&component, &digest_hex);
+    }
+    Ok(loaded)
+}
+
+/// Load a version from the compile cache alone, by digest (no component bytes): for
+/// offline tools that find the compiled code of a recorded version but not its file.
+pub(super) async fn load_cached(runtime: &Arc<Runtime>, name: &str, digest: &str) -> Result<LoadedStep, LoadError> {
+    crate::event::check_step_name(name)?;
+    let digest_hex = digest.trim_start_matches("sha256:");
+    let component = runtime
+        .cache
+        .as_ref()
+        .and_then(|cache| cache.load(&runtime.engine, digest_hex))
+        .ok_or_else(|| LoadError::Compile(format!("{digest} is not in the compile cache")))?;
+    prepare(runtime, name, &component, Bytes::new(), digest.to_owned(), true, Duration::ZERO).await
+}
+
+/// Check a compiled component against the contract, describe it, and make it ready.
+async fn prepare(
+    runtime: &Arc<Runtime>,
+    name: &str,
+    component: &Component,
+    bytes: Bytes,
+    digest: String,
+    from_cache: bool,
+    compile_time: Duration,
+) -> Result<LoadedStep, LoadError> {
+    check_world(&runtime.engine, component)?;
+    let instance_pre = runtime.linker.instantiate_pre(component).map_err(|e| LoadError::Contract(error_chain(&e)))?;
     let pre = ArchivingStepPre::new(instance_pre).map_err(|e| LoadError::Contract(error_chain(&e)))?;
 
     let labels = CallLabels { step: name.into(), step_version: digest.as_str().into(), event_id: String::new() };
@@ -133,9 +164,6 @@ pub(super) async fn load(runtime: &Arc<Runtime>, name: &str, bytes: Bytes) -> Re
     }
     if let Some(kind) = manifest.subscribes.iter().find(|kind| !subscription_known(name, kind)) {
         return Err(LoadError::UnknownKind { kind: kind.clone() });
-    }
-    if !from_cache && let Some(cache) = &runtime.cache {
-        cache.store(&component, &digest_hex);
     }
     Ok(LoadedStep {
         name: name.into(),
@@ -158,16 +186,10 @@ fn compile(runtime: &Runtime, bytes: &[u8], digest_hex: &str) -> Result<(Compone
     Ok((component, false))
 }
 
-fn new_store(
-    runtime: &Runtime,
-    state: Arc<dyn StepState>,
-    archive: Option<Arc<dyn Archive>>,
-    origin: provenance::Origin,
-    labels: CallLabels,
-) -> Store<StepStore> {
+fn new_store(runtime: &Runtime, parts: CallParts) -> Store<StepStore> {
     let max_memory = usize::try_from(runtime.config.memory_mib.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
     let budget = CallBudget::new(runtime.config.limits);
-    let data = StepStore::new(CallLimiter::new(max_memory), budget, state, archive, origin, labels);
+    let data = StepStore::new(CallLimiter::new(max_memory), budget, parts);
     let mut store = Store::new(&runtime.engine, data);
     store.limiter(|data| &mut data.limiter);
     if runtime.config.epoch_interruption {
@@ -194,7 +216,8 @@ async fn describe(
 ) -> Result<handler::Manifest, CallError> {
     let origin = provenance::Origin { step: "host".to_owned(), step_version: String::new() };
     let _permits = permits(runtime, &labels.step).await?;
-    let mut store = new_store(runtime, Arc::new(MemoryState::default()), None, origin, labels);
+    let parts = CallParts { state: Arc::new(MemoryState::default()), archive: None, origin, labels, recorder: None };
+    let mut store = new_store(runtime, parts);
     let result = tokio::time::timeout(runtime.config.deadline, async {
         let instance = pre.instantiate_async(&mut store).await?;
         instance.wasaga_saga_handler().call_describe(&mut store).await
@@ -214,13 +237,14 @@ pub(super) async fn call(
     input: CallInput<'_>,
     state: Arc<dyn StepState>,
     archive: Option<Arc<dyn Archive>>,
+    recorder: Option<Arc<Recorder>>,
 ) -> Result<Vec<Emitted>, CallError> {
     let origin =
         provenance::Origin { step: input.origin.step.clone(), step_version: input.origin.step_version.clone() };
     let labels =
         CallLabels { step: step.name.clone(), step_version: step.digest.clone(), event_id: input.id.to_owned() };
     let _permits = permits(runtime, &step.name).await?;
-    let mut store = new_store(runtime, state, archive, origin, labels);
+    let mut store = new_store(runtime, CallParts { state, archive, origin, labels, recorder });
     let ctx = handler::Context { attempt: input.attempt };
     let event = handler::Event {
         id: input.id.to_owned(),

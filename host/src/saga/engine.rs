@@ -66,6 +66,8 @@ pub(super) trait Handler: Send + Sync {
     fn version(&self) -> String;
     /// Turn the fresh deliveries of a batch into `commit`, and say how to settle each.
     async fn handle(&self, commit: &mut BatchCommit, deliveries: Vec<Delivery>) -> Result<Vec<Settlement>, BatchError>;
+    /// The batch last handled committed (shadow runs start then).
+    fn committed(&self) {}
 }
 
 /// Run `handler` until `stopped`.
@@ -195,6 +197,7 @@ async fn handle_batch(
             Err(error) => return Err(error.into()),
         }
         let wrote_events = !commit.outbox.is_empty();
+        handler.committed();
         source.settle(consumer, settlements).await?;
         if wrote_events {
             ctx.relay.notify();
@@ -230,7 +233,7 @@ async fn give_up(
 ) -> Result<(), BatchError> {
     let consumer = handler.consumer();
     let mut commit = BatchCommit { consumer: consumer.to_owned(), ..BatchCommit::default() };
-    dead_letter(&mut commit, consumer, &handler.version(), &delivery, reason);
+    dead_letter(&mut commit, consumer, &handler.version(), &delivery, reason, None);
     handler.store().commit_batch(&commit).await?;
     source.settle(consumer, vec![Settlement::DeadLetter { delivery, error: reason.to_owned() }]).await?;
     ctx.relay.notify();
@@ -241,8 +244,16 @@ async fn give_up(
 /// redelivery is then a no-op, and a replay removes the row first.
 pub const DEAD_LETTERED_PREFIX: &str = "dead-lettered:";
 
-/// Record a dead letter and the `step.dead-lettered` event that lets the saga compensate.
-pub(super) fn dead_letter(commit: &mut BatchCommit, consumer: &str, version: &str, delivery: &Delivery, error: &str) {
+/// Record a dead letter (with the recording of its last attempt, when there is one) and
+/// the `step.dead-lettered` event that lets the saga compensate.
+pub(super) fn dead_letter(
+    commit: &mut BatchCommit,
+    consumer: &str,
+    version: &str,
+    delivery: &Delivery,
+    error: &str,
+    recording: Option<String>,
+) {
     let event = &delivery.event;
     // PostgreSQL text cannot hold NUL; a step's message may.
     let error = &error.replace('\0', "\u{fffd}");
@@ -256,6 +267,7 @@ pub(super) fn dead_letter(commit: &mut BatchCommit, consumer: &str, version: &st
         error: error.to_owned(),
         attempts: i64::from(delivery.attempt),
         dead_lettered_at_ms: now_ms(),
+        recording,
     });
     if event.kind == kinds::STEP_DEAD_LETTERED {
         // Never announce the failure to handle an announcement: that would loop.

@@ -104,6 +104,7 @@ async fn prune(ctx: &SagaContext) {
         inbox_before_ms: before(ctx.config.retain_inbox),
         outbox_before_ms: before(ctx.config.retain_outbox),
         idempotency_before_ms: before(ctx.config.retain_idempotency),
+        pins_before_ms: before(ctx.config.retain_pins),
         stream: ctx.stream.is_some(),
     };
     for store in ctx.stores.all() {

@@ -13,6 +13,7 @@ mod engine;
 mod maintenance;
 pub mod ops;
 pub mod orders;
+pub mod shadow;
 mod state;
 mod step;
 
@@ -50,6 +51,16 @@ pub struct SagaConfig {
     pub retain_idempotency: Duration,
     /// How often the maintenance jobs run.
     pub maintenance_every: Duration,
+    /// Steps whose orders stay on the version that handled their first event.
+    pub pinned: BTreeSet<String>,
+    /// Per step: the share of successful calls whose recording is kept.
+    pub record_sample: std::collections::BTreeMap<String, f64>,
+    /// When a new version is rolled back by the host itself.
+    pub auto_rollback: crate::registry::AutoRollback,
+    /// Bytes one call's recording may hold.
+    pub recording_max_bytes: usize,
+    /// How long an order's pins (and sampled recordings) are kept.
+    pub retain_pins: Duration,
 }
 
 impl Default for SagaConfig {
@@ -65,6 +76,11 @@ impl Default for SagaConfig {
             retain_outbox: Duration::from_secs(30 * 24 * 3600),
             retain_idempotency: Duration::from_secs(7 * 24 * 3600),
             maintenance_every: Duration::from_secs(5),
+            pinned: BTreeSet::new(),
+            record_sample: Default::default(),
+            auto_rollback: Default::default(),
+            recording_max_bytes: 256 * 1024,
+            retain_pins: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -82,6 +98,8 @@ pub struct SagaContext {
     pub relay: Arc<Relay>,
     /// Runs step calls: the WebAssembly runtime.
     pub executor: Arc<dyn StepExecutor>,
+    /// Shadow runs of rollout candidates.
+    pub shadows: Arc<shadow::Shadows>,
     /// This host's name in the fleet (claims, leases, heartbeats, history).
     pub host_id: String,
     /// The address this host serves HTTP on, for the fleet's list of hosts.

@@ -22,6 +22,8 @@ pub enum OpError {
     Transport(TransportError),
     #[error("dead letter {id} is unreadable: {reason}")]
     Unreadable { id: String, reason: String },
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
 }
 
 /// Every dead letter of every store, oldest first.
@@ -34,10 +36,17 @@ pub async fn dead_letters(ctx: &SagaContext) -> Result<Vec<DeadLetterRow>, OpErr
     Ok(rows)
 }
 
-/// Deliver a dead letter's event to its consumer again, with a fresh attempt count.
+/// Deliver a dead letter's event to its consumer again, with a fresh attempt count, on
+/// `version` (a digest the fleet keeps) when one is given, else on the serving version.
 /// Reopen, queue, then remove: a crash or failure at any point leaves the dead letter
 /// listed (a second replay is harmless: the inbox absorbs a duplicate).
-pub async fn replay(ctx: &SagaContext, id: &str) -> Result<DeadLetterRow, OpError> {
+pub async fn replay(ctx: &SagaContext, id: &str, version: Option<&str>) -> Result<DeadLetterRow, OpError> {
+    if let Some(digest) = version {
+        let row = find(ctx, id).await?.ok_or_else(|| OpError::NoDeadLetter(id.to_owned()))?;
+        // Refuse a version that is not kept before changing anything.
+        ctx.registry.retained(&row.consumer, digest).await?;
+        ctx.stores.for_consumer(&row.consumer).set_override(&row.consumer, &row.event_id, digest).await?;
+    }
     // A dead letter lives in the store of the step that gave up.
     let mut found = None;
     for store in ctx.stores.all() {
@@ -58,6 +67,99 @@ pub async fn replay(ctx: &SagaContext, id: &str) -> Result<DeadLetterRow, OpErro
     })?;
     store.take_dead_letter(id).await?;
     Ok(row)
+}
+
+/// A dead letter, from whichever store holds it.
+async fn find(ctx: &SagaContext, id: &str) -> Result<Option<DeadLetterRow>, OpError> {
+    for store in ctx.stores.all() {
+        if let Some(row) = store.dead_letter(id).await? {
+            return Ok(Some(row));
+        }
+    }
+    Ok(None)
+}
+
+/// The recording of a dead letter's last attempt, as JSON.
+pub async fn recording(ctx: &SagaContext, id: &str) -> Result<Option<String>, OpError> {
+    for store in ctx.stores.all() {
+        if store.dead_letter(id).await?.is_some() {
+            return Ok(store.dead_letter_recording(id).await?);
+        }
+    }
+    Err(OpError::NoDeadLetter(id.to_owned()))
+}
+
+/// What a dry run did: nothing of it was committed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DryRun {
+    /// `ok` or the failure's kind.
+    pub outcome: String,
+    /// The failure's message, if it failed.
+    pub error: Option<String>,
+    /// The digest that ran.
+    pub version: String,
+    pub emits: Vec<serde_json::Value>,
+    /// State writes: `{"key","value"}`, value `null` for a delete.
+    pub writes: Vec<serde_json::Value>,
+}
+
+/// Run a dead letter's event against live state on `version` (or the serving version)
+/// and report what it would do; nothing is committed, written or published.
+pub async fn dry_run(ctx: &SagaContext, id: &str, version: Option<&str>) -> Result<DryRun, OpError> {
+    use crate::runtime::{CallInput, Origin, Recorder};
+    let row = find(ctx, id).await?.ok_or_else(|| OpError::NoDeadLetter(id.to_owned()))?;
+    let event =
+        wire::decode(&row.event).map_err(|e| OpError::Unreadable { id: id.to_owned(), reason: e.to_string() })?;
+    let step = match version {
+        Some(digest) => ctx.registry.retained(&row.consumer, digest).await?,
+        None => ctx
+            .registry
+            .current(&row.consumer)
+            .ok_or_else(|| crate::registry::RegistryError::UnknownStep(row.consumer.clone()))?,
+    };
+    let store = ctx.stores.for_consumer(&row.consumer).clone();
+    let state = super::state::BatchState::new(store, &row.consumer).call();
+    // The archive records writes without making them.
+    let archive = crate::archive::CallArchive::new(ctx.archive.clone());
+    let origin = Origin { step: event.step.clone(), step_version: event.step_version.clone() };
+    let input = CallInput {
+        id: &event.id,
+        kind: &event.kind,
+        order_id: &event.order_id,
+        occurred_at_ms: u64::try_from(event.occurred_at_ms).unwrap_or(0),
+        payload: &event.payload,
+        origin: &origin,
+        attempt: 1,
+    };
+    let recorder = Recorder::new(ctx.config.recording_max_bytes);
+    let result = ctx.executor.call(&step, input, state, Some(archive), Some(recorder.clone())).await;
+    let (calls, _) = recorder.take();
+    let writes = super::shadow::writes_of(&calls)
+        .into_iter()
+        .map(|(key, value)| {
+            let value = value.map(|v| {
+                serde_json::from_slice(&v)
+                    .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&v).into_owned()))
+            });
+            serde_json::json!({ "key": key, "value": value })
+        })
+        .collect();
+    let (outcome, error, emits) = match result {
+        Ok(emits) => (
+            "ok".to_owned(),
+            None,
+            emits
+                .into_iter()
+                .map(|e| {
+                    let payload: serde_json::Value =
+                        serde_json::from_str(&e.payload).unwrap_or(serde_json::Value::String(e.payload));
+                    serde_json::json!({ "kind": e.kind, "payload": payload })
+                })
+                .collect(),
+        ),
+        Err(error) => (error.label().to_owned(), Some(error.to_string()), Vec::new()),
+    };
+    Ok(DryRun { outcome, error, version: step.digest.to_string(), emits, writes })
 }
 
 /// Remove a dead letter for good.

@@ -1,30 +1,46 @@
-//! A step's handler for the consumer engine: each fresh delivery runs in a fresh
-//! instance of the step's serving version, with its state bound to the batch; the
-//! outcome becomes inbox row, state writes and emitted events, a retry or a dead letter.
+//! A step's handler for the consumer engine. For each fresh delivery it picks the
+//! version that handles it (a replay's chosen version, the order's pinned version, the
+//! canary's share, or the serving version), runs it in a fresh instance with its state
+//! bound to the batch and every host call recorded, and turns the outcome into inbox row,
+//! state writes, emitted events, pins, a retry or a dead letter (with its recording).
+//! After the batch commits, a shadow candidate gets the same events.
 
 use super::engine::{BatchError, Handler, dead_letter};
+use super::shadow::{LiveResult, ShadowJob, reads_of, writes_of};
 use super::state::BatchState;
 use super::{SagaContext, new_event_id, now_ms};
 use crate::archive::CallArchive;
 use crate::backoff;
 use crate::event::StoredEvent;
-use crate::runtime::{CallError, CallInput, LoadedStep, Origin};
-use crate::store::{BatchCommit, Store};
+use crate::runtime::{CallError, CallInput, LoadedStep, Origin, Recorder};
+use crate::store::{BatchCommit, RecordingRow, Store};
 use crate::transport::{Delivery, Settlement, Transport};
 use async_trait::async_trait;
+use parking_lot::Mutex;
+use std::collections::HashMap;
 use std::sync::Arc;
 use tracing::Instrument;
 use wasaga_sdk::events::kinds;
+use wasaga_sdk::recording::{self, HostCall, Outcome, RecordedEmit, RecordedEvent, RecordedOrigin, Recording};
 
 pub(super) struct StepHandler {
     ctx: Arc<SagaContext>,
     step: String,
+    /// Shadow jobs of the batch in hand, sent once it commits.
+    shadow_jobs: Mutex<Vec<ShadowJob>>,
 }
 
 impl StepHandler {
     pub(super) fn new(ctx: Arc<SagaContext>, step: String) -> StepHandler {
-        StepHandler { ctx, step }
+        StepHandler { ctx, step, shadow_jobs: Mutex::new(Vec::new()) }
     }
+}
+
+/// What one batch needs to choose versions.
+struct Routing {
+    pins: HashMap<String, String>,
+    overrides: HashMap<String, String>,
+    pinned: bool,
 }
 
 #[async_trait]
@@ -46,13 +62,29 @@ impl Handler for StepHandler {
     }
 
     async fn handle(&self, commit: &mut BatchCommit, deliveries: Vec<Delivery>) -> Result<Vec<Settlement>, BatchError> {
-        let Some(step) = self.ctx.registry.current(&self.step) else {
+        if self.ctx.registry.current(&self.step).is_none() {
             return Err(BatchError::NotLoaded(self.step.clone()));
+        }
+        self.shadow_jobs.lock().clear();
+        let store = self.store();
+        let pinned = self.ctx.config.pinned.contains(&self.step);
+        let mut order_ids: Vec<String> =
+            deliveries.iter().map(|d| d.event.order_id.clone()).filter(|id| !id.is_empty()).collect();
+        order_ids.sort();
+        order_ids.dedup();
+        let event_ids: Vec<String> = deliveries.iter().map(|d| d.event.id.clone()).collect();
+        let mut routing = Routing {
+            pins: if pinned { store.pins(&self.step, &order_ids).await? } else { HashMap::new() },
+            overrides: store.overrides(&self.step, &event_ids).await?,
+            pinned,
         };
-        let state = BatchState::new(self.store(), &self.step);
+        let state = BatchState::new(store, &self.step);
         let mut archive_writes = Vec::new();
         let mut settlements = Vec::with_capacity(deliveries.len());
         for delivery in deliveries {
+            let Some(step) = self.choose(&delivery.event, &mut routing, commit).await else {
+                return Err(BatchError::NotLoaded(self.step.clone()));
+            };
             let span = tracing::info_span!(
                 "handle",
                 order_id = %delivery.event.order_id,
@@ -71,12 +103,58 @@ impl Handler for StepHandler {
         commit.state_reads = state.reads();
         Ok(settlements)
     }
+
+    fn committed(&self) {
+        let jobs = std::mem::take(&mut *self.shadow_jobs.lock());
+        for job in jobs {
+            self.ctx.shadows.submit(job);
+        }
+    }
 }
 
 impl StepHandler {
+    /// The version that handles `event`: a replay's chosen version, the version the
+    /// order is pinned to, or the canary's or serving version (pinning the order to it
+    /// when the step is pinned).
+    async fn choose(
+        &self,
+        event: &StoredEvent,
+        routing: &mut Routing,
+        commit: &mut BatchCommit,
+    ) -> Option<Arc<LoadedStep>> {
+        let registry = &self.ctx.registry;
+        let fallback = || registry.route(&self.step, &event.order_id).or_else(|| registry.current(&self.step));
+        if let Some(digest) = routing.overrides.get(&event.id).cloned() {
+            commit.overrides_used.push(event.id.clone());
+            match registry.retained(&self.step, &digest).await {
+                Ok(step) => return Some(step),
+                Err(error) => {
+                    tracing::warn!(step = %self.step, %error, "the chosen version is gone; using the serving one")
+                }
+            }
+        }
+        if routing.pinned && !event.order_id.is_empty() {
+            if let Some(digest) = routing.pins.get(&event.order_id).cloned() {
+                match registry.retained(&self.step, &digest).await {
+                    Ok(step) => return Some(step),
+                    Err(error) => {
+                        metrics::counter!("wasaga_pin_fallbacks_total", "step" => self.step.clone()).increment(1);
+                        tracing::warn!(step = %self.step, order_id = %event.order_id, %error,
+                            "the order's pinned version is gone; using the serving one");
+                    }
+                }
+            } else if let Some(step) = fallback() {
+                routing.pins.insert(event.order_id.clone(), step.digest.to_string());
+                commit.pins.push((event.order_id.clone(), step.digest.to_string()));
+                return Some(step);
+            }
+        }
+        fallback()
+    }
+
     async fn call_one(
         &self,
-        step: &LoadedStep,
+        step: &Arc<LoadedStep>,
         state: &Arc<BatchState>,
         commit: &mut BatchCommit,
         archive_writes: &mut Vec<crate::archive::ArchiveWrite>,
@@ -96,11 +174,75 @@ impl StepHandler {
         };
         let call_state = state.call();
         let call_archive = CallArchive::new(ctx.archive.clone());
-        match ctx.executor.call(step, input, call_state.clone(), Some(call_archive.clone())).await {
+        let recorder = Recorder::new(ctx.config.recording_max_bytes);
+        let started = std::time::Instant::now();
+        let result = ctx
+            .executor
+            .call(step, input, call_state.clone(), Some(call_archive.clone()), Some(recorder.clone()))
+            .await;
+        let failed_by_step = matches!(&result, Err(e) if !matches!(e, CallError::Host(_) | CallError::Retryable(_)));
+        if !matches!(result, Err(CallError::Host(_))) {
+            ctx.registry.observe(step, failed_by_step, started.elapsed(), &ctx.config.auto_rollback);
+        }
+        let (calls, truncated) = recorder.take();
+        let outcome = match &result {
+            Ok(emits) => Outcome::Ok {
+                emits: emits
+                    .iter()
+                    .map(|e| RecordedEmit { kind: e.kind.clone(), payload: e.payload.clone() })
+                    .collect(),
+            },
+            Err(error) => Outcome::Failed { kind: error.label().to_owned(), message: error.to_string() },
+        };
+        if let Some(candidate) = ctx.registry.shadow(&self.step)
+            && candidate.digest != step.digest
+        {
+            let emits = match &outcome {
+                Outcome::Ok { emits } => emits.iter().map(|e| (e.kind.clone(), e.payload.clone())).collect(),
+                Outcome::Failed { .. } => Vec::new(),
+            };
+            self.shadow_jobs.lock().push(ShadowJob {
+                candidate,
+                event: event.clone(),
+                attempt: delivery.attempt,
+                reads: reads_of(&calls),
+                live: LiveResult { outcome: outcome.label().to_owned(), emits, writes: writes_of(&calls) },
+            });
+        }
+        let recording = |calls: Vec<HostCall>| Recording {
+            format: recording::FORMAT,
+            step: step.name.to_string(),
+            version: step.digest.to_string(),
+            attempt: delivery.attempt,
+            event: RecordedEvent {
+                id: event.id.clone(),
+                kind: event.kind.clone(),
+                order_id: event.order_id.clone(),
+                occurred_at_ms: u64::try_from(event.occurred_at_ms).unwrap_or(0),
+                payload: event.payload.clone(),
+            },
+            origin: RecordedOrigin { step: event.step.clone(), step_version: event.step_version.clone() },
+            calls,
+            outcome: outcome.clone(),
+            truncated,
+        };
+        match result {
             Ok(emits) => {
                 state.keep(&call_state);
                 archive_writes.extend(call_archive.take());
                 commit.inbox.push((event.id.clone(), step.digest.to_string()));
+                if ctx.config.record_sample.get(&self.step).is_some_and(|rate| rand::random::<f64>() < *rate) {
+                    let recorded = recording(calls);
+                    commit.recordings.push(RecordingRow {
+                        id: new_event_id(),
+                        step: self.step.clone(),
+                        event_id: event.id.clone(),
+                        version: step.digest.to_string(),
+                        outcome: "ok".to_owned(),
+                        recorded_at_ms: now_ms(),
+                        recording: serde_json::to_string(&recorded).unwrap_or_default(),
+                    });
+                }
                 let now = now_ms();
                 commit.outbox.extend(emits.into_iter().map(|emit| StoredEvent {
                     id: new_event_id(),
@@ -119,7 +261,7 @@ impl StepHandler {
                 tracing::warn!(%reason, "host failed during the call; will retry");
                 Settlement::Retry { error: reason.replace('\0', "\u{fffd}"), delivery, delay, counted: false }
             }
-            Err(error)
+            Err(ref error)
                 if error.is_retryable()
                     && (delivery.attempt < ctx.config.max_attempts || self.retries_forever(event)) =>
             {
@@ -128,11 +270,12 @@ impl StepHandler {
                 metrics::counter!("wasaga_retries_total", "step" => step.name.to_string()).increment(1);
                 Settlement::Retry { error: error.to_string().replace('\0', "\u{fffd}"), delivery, delay, counted: true }
             }
-            Err(error) => {
+            Err(ref error) => {
                 tracing::warn!(%error, "step gave up; dead-lettering the event");
-                let error = error.to_string();
-                dead_letter(commit, &step.name, &step.digest, &delivery, &error);
-                Settlement::DeadLetter { delivery, error }
+                let message = error.to_string();
+                let recorded = serde_json::to_string(&recording(calls)).ok();
+                dead_letter(commit, &step.name, &step.digest, &delivery, &message, recorded);
+                Settlement::DeadLetter { delivery, error: message }
             }
         }
     }

@@ -13,7 +13,7 @@ mod mssql;
 mod sql;
 
 use async_trait::async_trait;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 pub use mssql::{MssqlStore, config_from_url as mssql_config};
@@ -205,6 +205,8 @@ pub struct DeadLetterRow {
     pub error: String,
     pub attempts: i64,
     pub dead_lettered_at_ms: i64,
+    /// The recording of the last attempt, as JSON (`None` when listing).
+    pub recording: Option<String>,
 }
 
 /// Everything a consumer's handled batch changes, committed in one transaction.
@@ -222,6 +224,12 @@ pub struct BatchCommit {
     pub transitions: Vec<OrderTransition>,
     pub stock: Vec<StockRow>,
     pub dead_letters: Vec<DeadLetterRow>,
+    /// Orders whose first event this batch handled, with the version that did (pinning).
+    pub pins: Vec<(String, String)>,
+    /// Version overrides (replays on a chosen version) used up by this batch.
+    pub overrides_used: Vec<String>,
+    /// Sampled recordings of successful calls.
+    pub recordings: Vec<RecordingRow>,
 }
 
 /// Where a relay sends outbox rows; each keeps its own cursor in the outbox, so one
@@ -265,6 +273,8 @@ pub struct Cutoffs {
     /// Relayed (and streamed) outbox rows: the events behind order timelines.
     pub outbox_before_ms: i64,
     pub idempotency_before_ms: i64,
+    /// Pins of orders and sampled recordings.
+    pub pins_before_ms: i64,
     /// Whether the outbox also has a stream cursor that must have passed a row.
     pub stream: bool,
 }
@@ -299,6 +309,33 @@ pub struct SlotRow {
     /// Bumped by every change: writers compare and set it.
     pub generation: i64,
     pub updated_at_ms: i64,
+    /// A candidate being rolled out beside `current`.
+    pub rollout: Option<RolloutRow>,
+}
+
+/// A rollout in a slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolloutRow {
+    /// `canary` or `shadow`.
+    pub mode: String,
+    pub digest: String,
+    /// The share of orders a canary takes, 0–100 (0 for a shadow).
+    pub percent: i64,
+    pub started_at_ms: i64,
+}
+
+/// A recorded call kept for replay (a sampled success, or beside a dead letter).
+#[derive(Debug, Clone)]
+pub struct RecordingRow {
+    pub id: String,
+    pub step: String,
+    pub event_id: String,
+    pub version: String,
+    /// `ok` or the failure's kind.
+    pub outcome: String,
+    pub recorded_at_ms: i64,
+    /// The recording as JSON.
+    pub recording: String,
 }
 
 /// One change of the fleet's registry, for the history.
@@ -405,6 +442,18 @@ pub trait Store: Send + Sync {
     async fn try_lease(&self, name: &str, holder: &str, now_ms: i64, ttl_ms: i64) -> Result<bool, StoreError>;
     /// Give the lease up, if `holder` has it.
     async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError>;
+
+    /// The versions that handled the first event of each of `order_ids` for `step`.
+    async fn pins(&self, step: &str, order_ids: &[String]) -> Result<HashMap<String, String>, StoreError>;
+    /// Version overrides (a dead letter replayed on a chosen version) of `event_ids`.
+    async fn overrides(&self, consumer: &str, event_ids: &[String]) -> Result<HashMap<String, String>, StoreError>;
+    async fn set_override(&self, consumer: &str, event_id: &str, digest: &str) -> Result<(), StoreError>;
+    /// The recording kept with a dead letter.
+    async fn dead_letter_recording(&self, id: &str) -> Result<Option<String>, StoreError>;
+    /// A dead letter (without its recording).
+    async fn dead_letter(&self, id: &str) -> Result<Option<DeadLetterRow>, StoreError>;
+    /// The newest `limit` sampled recordings of `step`.
+    async fn recordings(&self, step: &str, limit: u32) -> Result<Vec<RecordingRow>, StoreError>;
 
     /// Pending orders with no progress since `stalled_before_ms` whose redrive is due;
     /// each returned order's next redrive is pushed back by `backoff_ms` × its redrives.

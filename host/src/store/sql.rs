@@ -169,8 +169,9 @@ macro_rules! sql_store {
                 dead: &DeadLetterRow,
             ) -> Result<(), sqlx::Error> {
                 sqlx::query(
-                    "INSERT INTO dead_letters (id, consumer, event_id, event, error, attempts, dead_lettered_at_ms) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    "INSERT INTO dead_letters \
+                     (id, consumer, event_id, event, error, attempts, dead_lettered_at_ms, recording) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                 )
                 .bind(&dead.id)
                 .bind(&dead.consumer)
@@ -179,6 +180,7 @@ macro_rules! sql_store {
                 .bind(&dead.error)
                 .bind(dead.attempts)
                 .bind(dead.dead_lettered_at_ms)
+                .bind(&dead.recording)
                 .execute(&mut **tx)
                 .await?;
                 Ok(())
@@ -231,6 +233,46 @@ macro_rules! sql_store {
                             batch.consumer
                         )));
                     }
+                }
+                Ok(())
+            }
+
+            /// Pins, used version overrides and sampled recordings of a batch.
+            async fn apply_versions(tx: &mut sqlx::Transaction<'_, $db>, batch: &BatchCommit) -> Result<(), StoreError> {
+                let now_ms = clock_ms();
+                for chunk in batch.pins.chunks(500) {
+                    let mut query =
+                        QueryBuilder::<$db>::new("INSERT INTO pins (step, order_id, digest, created_at_ms) ");
+                    query.push_values(chunk, |mut row, (order_id, digest)| {
+                        row.push_bind(&batch.consumer).push_bind(order_id).push_bind(digest).push_bind(now_ms);
+                    });
+                    query.push(" ON CONFLICT (step, order_id) DO NOTHING");
+                    query.build().execute(&mut **tx).await?;
+                }
+                for chunk in batch.overrides_used.chunks(500) {
+                    let mut query = QueryBuilder::<$db>::new("DELETE FROM version_overrides WHERE consumer = ");
+                    query.push_bind(&batch.consumer).push(" AND event_id IN (");
+                    let mut list = query.separated(", ");
+                    for id in chunk {
+                        list.push_bind(id);
+                    }
+                    query.push(")");
+                    query.build().execute(&mut **tx).await?;
+                }
+                for r in &batch.recordings {
+                    sqlx::query(
+                        "INSERT INTO recordings (id, step, event_id, version, outcome, recorded_at_ms, recording) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    )
+                    .bind(&r.id)
+                    .bind(&r.step)
+                    .bind(&r.event_id)
+                    .bind(&r.version)
+                    .bind(&r.outcome)
+                    .bind(r.recorded_at_ms)
+                    .bind(&r.recording)
+                    .execute(&mut **tx)
+                    .await?;
                 }
                 Ok(())
             }
@@ -680,6 +722,7 @@ macro_rules! sql_store {
                 for dead in &batch.dead_letters {
                     Self::insert_dead_letter(&mut tx, dead).await?;
                 }
+                Self::apply_versions(&mut tx, batch).await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -840,6 +883,13 @@ macro_rules! sql_store {
                 .execute(&self.writer)
                 .await?
                 .rows_affected();
+                for statement in [
+                    "DELETE FROM pins WHERE (step, order_id) IN (SELECT step, order_id FROM pins \
+                     WHERE created_at_ms < $1 LIMIT $2)",
+                    "DELETE FROM recordings WHERE id IN (SELECT id FROM recordings WHERE recorded_at_ms < $1 LIMIT $2)",
+                ] {
+                    sqlx::query(statement).bind(cutoffs.pins_before_ms).bind(limit).execute(&self.writer).await?;
+                }
                 Ok(Pruned { inbox, outbox, idempotency_keys })
             }
 
@@ -892,19 +942,31 @@ macro_rules! sql_store {
 
             async fn slots(&self) -> Result<Vec<SlotRow>, StoreError> {
                 let rows = sqlx::query(
-                    "SELECT name, current_digest, previous_digest, generation, updated_at_ms FROM plugin_slots \
-                     ORDER BY name",
+                    "SELECT name, current_digest, previous_digest, generation, updated_at_ms, rollout_mode, \
+                     rollout_digest, rollout_percent, rollout_started_at_ms FROM plugin_slots ORDER BY name",
                 )
                 .fetch_all(&self.reader)
                 .await?;
                 rows.iter()
                     .map(|r| {
+                        let mode: Option<String> = r.try_get(5)?;
+                        let digest: Option<String> = r.try_get(6)?;
+                        let rollout = match (mode, digest) {
+                            (Some(mode), Some(digest)) => Some(RolloutRow {
+                                mode,
+                                digest,
+                                percent: r.try_get::<Option<i64>, _>(7)?.unwrap_or(0),
+                                started_at_ms: r.try_get::<Option<i64>, _>(8)?.unwrap_or(0),
+                            }),
+                            _ => None,
+                        };
                         Ok(SlotRow {
                             name: r.try_get(0)?,
                             current: r.try_get(1)?,
                             previous: r.try_get(2)?,
                             generation: r.try_get(3)?,
                             updated_at_ms: r.try_get(4)?,
+                            rollout,
                         })
                     })
                     .collect::<Result<_, sqlx::Error>>()
@@ -912,29 +974,40 @@ macro_rules! sql_store {
             }
 
             async fn set_slot(&self, slot: &SlotRow, expected: i64) -> Result<bool, StoreError> {
+                let rollout = slot.rollout.as_ref();
                 let changed = if expected == 0 {
                     sqlx::query(
-                        "INSERT INTO plugin_slots (name, current_digest, previous_digest, generation, updated_at_ms) \
-                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO NOTHING",
+                        "INSERT INTO plugin_slots (name, current_digest, previous_digest, generation, updated_at_ms, \
+                         rollout_mode, rollout_digest, rollout_percent, rollout_started_at_ms) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (name) DO NOTHING",
                     )
                     .bind(&slot.name)
                     .bind(&slot.current)
                     .bind(&slot.previous)
                     .bind(slot.generation)
                     .bind(slot.updated_at_ms)
+                    .bind(rollout.map(|r| r.mode.as_str()))
+                    .bind(rollout.map(|r| r.digest.as_str()))
+                    .bind(rollout.map(|r| r.percent))
+                    .bind(rollout.map(|r| r.started_at_ms))
                     .execute(&self.writer)
                     .await?
                     .rows_affected()
                 } else {
                     sqlx::query(
                         "UPDATE plugin_slots SET current_digest = $2, previous_digest = $3, generation = $4, \
-                         updated_at_ms = $5 WHERE name = $1 AND generation = $6",
+                         updated_at_ms = $5, rollout_mode = $6, rollout_digest = $7, rollout_percent = $8, \
+                         rollout_started_at_ms = $9 WHERE name = $1 AND generation = $10",
                     )
                     .bind(&slot.name)
                     .bind(&slot.current)
                     .bind(&slot.previous)
                     .bind(slot.generation)
                     .bind(slot.updated_at_ms)
+                    .bind(rollout.map(|r| r.mode.as_str()))
+                    .bind(rollout.map(|r| r.digest.as_str()))
+                    .bind(rollout.map(|r| r.percent))
+                    .bind(rollout.map(|r| r.started_at_ms))
                     .bind(expected)
                     .execute(&self.writer)
                     .await?
@@ -977,6 +1050,102 @@ macro_rules! sql_store {
                             reason: r.try_get(3)?,
                             host_id: r.try_get(4)?,
                             at_ms: r.try_get(5)?,
+                        })
+                    })
+                    .collect::<Result<_, sqlx::Error>>()
+                    .map_err(Into::into)
+            }
+
+            async fn pins(&self, step: &str, order_ids: &[String]) -> Result<HashMap<String, String>, StoreError> {
+                let mut pins = HashMap::new();
+                for chunk in order_ids.chunks(500) {
+                    let mut query = QueryBuilder::<$db>::new("SELECT order_id, digest FROM pins WHERE step = ");
+                    query.push_bind(step).push(" AND order_id IN (");
+                    let mut list = query.separated(", ");
+                    for id in chunk {
+                        list.push_bind(id);
+                    }
+                    query.push(")");
+                    for row in query.build().fetch_all(&self.reader).await? {
+                        pins.insert(row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?);
+                    }
+                }
+                Ok(pins)
+            }
+
+            async fn overrides(
+                &self,
+                consumer: &str,
+                event_ids: &[String],
+            ) -> Result<HashMap<String, String>, StoreError> {
+                let mut overrides = HashMap::new();
+                for chunk in event_ids.chunks(500) {
+                    let mut query =
+                        QueryBuilder::<$db>::new("SELECT event_id, digest FROM version_overrides WHERE consumer = ");
+                    query.push_bind(consumer).push(" AND event_id IN (");
+                    let mut list = query.separated(", ");
+                    for id in chunk {
+                        list.push_bind(id);
+                    }
+                    query.push(")");
+                    for row in query.build().fetch_all(&self.reader).await? {
+                        overrides.insert(row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?);
+                    }
+                }
+                Ok(overrides)
+            }
+
+            async fn set_override(&self, consumer: &str, event_id: &str, digest: &str) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO version_overrides (consumer, event_id, digest) VALUES ($1, $2, $3) \
+                     ON CONFLICT (consumer, event_id) DO UPDATE SET digest = excluded.digest",
+                )
+                .bind(consumer)
+                .bind(event_id)
+                .bind(digest)
+                .execute(&self.writer)
+                .await?;
+                Ok(())
+            }
+
+            async fn dead_letter_recording(&self, id: &str) -> Result<Option<String>, StoreError> {
+                let row = sqlx::query("SELECT recording FROM dead_letters WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.reader)
+                    .await?;
+                Ok(row.map(|r| r.try_get::<Option<String>, _>(0)).transpose()?.flatten())
+            }
+
+            async fn dead_letter(&self, id: &str) -> Result<Option<DeadLetterRow>, StoreError> {
+                let row = sqlx::query(
+                    "SELECT id, consumer, event_id, event, error, attempts, dead_lettered_at_ms FROM dead_letters \
+                     WHERE id = $1",
+                )
+                .bind(id)
+                .fetch_optional(&self.reader)
+                .await?;
+                Ok(row.as_ref().map(dead_letter_row).transpose()?)
+            }
+
+            async fn recordings(&self, step: &str, limit: u32) -> Result<Vec<RecordingRow>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT id, step, event_id, version, outcome, recorded_at_ms, recording FROM recordings \
+                     WHERE step = $1 ORDER BY recorded_at_ms DESC LIMIT $2",
+                )
+                .bind(step)
+                .bind(i64::from(limit))
+                .fetch_all(&self.reader)
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(RecordingRow {
+                            id: r.try_get(0)?,
+                            step: r.try_get(1)?,
+                            event_id: r.try_get(2)?,
+                            version: r.try_get(3)?,
+                            outcome: r.try_get(4)?,
+                            recorded_at_ms: r.try_get(5)?,
+                            recording: r.try_get(6)?,
                         })
                     })
                     .collect::<Result<_, sqlx::Error>>()
@@ -1044,6 +1213,7 @@ where
         error: r.try_get(4)?,
         attempts: r.try_get(5)?,
         dead_lettered_at_ms: r.try_get(6)?,
+        recording: None,
     })
 }
 

@@ -46,7 +46,18 @@ enum GatewayAnswer {
     Trap,
 }
 
-fn gateway(card_token: &str, attempt: u32) -> GatewayAnswer {
+fn gateway(card_token: &str, attempt: u32, order_id: &str) -> GatewayAnswer {
+    // Test builds of other versions (see Cargo.toml): each changes one answer, so rollout
+    // tests can tell them apart.
+    if cfg!(feature = "half-trap") && order_id.bytes().map(u32::from).sum::<u32>() % 2 == 1 {
+        return GatewayAnswer::Trap;
+    }
+    if cfg!(feature = "strict") && card_token.starts_with("tok_flaky_") {
+        return GatewayAnswer::Decline("flaky_card");
+    }
+    if cfg!(feature = "fixed") && card_token == "tok_trap" {
+        return GatewayAnswer::Capture;
+    }
     if let Some(n) = card_token.strip_prefix("tok_flaky_") {
         return match n.parse::<u32>() {
             Ok(failures @ 1..=9) if attempt <= failures => {
@@ -67,9 +78,18 @@ fn gateway(card_token: &str, attempt: u32) -> GatewayAnswer {
 /// The payment step.
 pub struct Payment;
 
-/// The released version; the `v2` feature builds the same logic as a newer version, so
-/// hot-swap tests can tell which version handled an event.
-const VERSION: &str = if cfg!(feature = "v2") { "0.2.0" } else { "0.1.0" };
+/// The released version; the test features build other versions (see Cargo.toml).
+const VERSION: &str = if cfg!(feature = "v2") {
+    "0.2.0"
+} else if cfg!(feature = "strict") {
+    "0.3.0"
+} else if cfg!(feature = "half-trap") {
+    "0.4.0"
+} else if cfg!(feature = "fixed") {
+    "0.5.0"
+} else {
+    "0.1.0"
+};
 
 impl Step for Payment {
     fn manifest() -> Manifest {
@@ -103,7 +123,7 @@ fn stock_reserved(host: &mut dyn Host, ctx: &Context, event: &Event) -> Result<V
     }
     let reserved: StockReserved = event.payload()?;
     let amount_cents = reserved.total_cents;
-    match gateway(&reserved.payment.card_token, ctx.attempt) {
+    match gateway(&reserved.payment.card_token, ctx.attempt, &event.order_id) {
         GatewayAnswer::Capture => {
             host.put_json(&key, &PaymentRecord { status: PaymentStatus::Captured, amount_cents })?;
             Ok(vec![Emit::json(kinds::PAYMENT_CAPTURED, &PaymentCaptured { amount_cents })?])

@@ -24,6 +24,9 @@ pub mod archive;
 pub mod events;
 mod host;
 mod memory;
+pub mod recording;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing;
 mod types;
 
 pub use host::{Host, HostExt};

@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
 /// The migrations of `migrations/mssql`, in order: (version, description, T-SQL).
-pub const MIGRATIONS: [(i64, &str, &str); 4] = [
+pub const MIGRATIONS: [(i64, &str, &str); 5] = [
     (
         20261126000000,
         "create_saga_tables",
@@ -42,6 +42,11 @@ pub const MIGRATIONS: [(i64, &str, &str); 4] = [
         20261127010000,
         "add_fleet_registry",
         include_str!("../../../../migrations/mssql/20261127010000_add_fleet_registry.sql"),
+    ),
+    (
+        20261128000000,
+        "add_rollouts_pins_recordings",
+        include_str!("../../../../migrations/mssql/20261128000000_add_rollouts_pins_recordings.sql"),
     ),
 ];
 
@@ -227,6 +232,7 @@ fn dead_letter_row(row: &Row) -> Result<DeadLetterRow, StoreError> {
         error: text(row, 4)?,
         attempts: int(row, 5)?,
         dead_lettered_at_ms: int(row, 6)?,
+        recording: None,
     })
 }
 

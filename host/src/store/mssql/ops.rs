@@ -273,7 +273,22 @@ impl Store for MssqlStore {
                         &dead.error,
                         &dead.attempts,
                         &dead.dead_lettered_at_ms,
+                        &dead.recording.as_deref(),
                     ],
+                )
+                .await?;
+            }
+            for (order_id, digest) in &batch.pins {
+                insert_guarded(conn, sql::INSERT_PIN, &[&batch.consumer, order_id, digest, &now_ms]).await?;
+            }
+            if !batch.overrides_used.is_empty() {
+                exec(conn, sql::DELETE_OVERRIDES, &[&batch.consumer, &json_list(&batch.overrides_used)]).await?;
+            }
+            for r in &batch.recordings {
+                exec(
+                    conn,
+                    sql::INSERT_RECORDING,
+                    &[&r.id, &r.step, &r.event_id, &r.version, &r.outcome, &r.recorded_at_ms, &r.recording],
                 )
                 .await?;
             }
@@ -341,6 +356,8 @@ impl Store for MssqlStore {
         let limit = i64::from(limit);
         let stream = i32::from(cutoffs.stream);
         let mut conn = self.conn().await?;
+        exec(&mut conn, sql::PRUNE_PINS, &[&cutoffs.pins_before_ms, &limit]).await?;
+        exec(&mut conn, sql::PRUNE_RECORDINGS, &[&cutoffs.pins_before_ms, &limit]).await?;
         Ok(Pruned {
             inbox: exec(&mut conn, sql::PRUNE_INBOX, &[&cutoffs.inbox_before_ms, &limit]).await?,
             outbox: exec(&mut conn, sql::PRUNE_OUTBOX, &[&cutoffs.outbox_before_ms, &limit, &stream]).await?,
@@ -394,12 +411,22 @@ impl Store for MssqlStore {
         found
             .iter()
             .map(|r| {
+                let rollout = match (opt_text(r, 5)?, opt_text(r, 6)?) {
+                    (Some(mode), Some(digest)) => Some(RolloutRow {
+                        mode,
+                        digest,
+                        percent: opt_int(r, 7)?.unwrap_or(0),
+                        started_at_ms: opt_int(r, 8)?.unwrap_or(0),
+                    }),
+                    _ => None,
+                };
                 Ok(SlotRow {
                     name: text(r, 0)?,
                     current: text(r, 1)?,
                     previous: opt_text(r, 2)?,
                     generation: int(r, 3)?,
                     updated_at_ms: int(r, 4)?,
+                    rollout,
                 })
             })
             .collect()
@@ -407,11 +434,24 @@ impl Store for MssqlStore {
 
     async fn set_slot(&self, slot: &SlotRow, expected: i64) -> Result<bool, StoreError> {
         let mut conn = self.conn().await?;
+        let rollout = slot.rollout.as_ref();
+        let (mode, digest) = (rollout.map(|r| r.mode.as_str()), rollout.map(|r| r.digest.as_str()));
+        let (percent, started) = (rollout.map(|r| r.percent), rollout.map(|r| r.started_at_ms));
         let changed = if expected == 0 {
             insert_guarded(
                 &mut conn,
                 sql::INSERT_SLOT,
-                &[&slot.name, &slot.current, &slot.previous.as_deref(), &slot.generation, &slot.updated_at_ms],
+                &[
+                    &slot.name,
+                    &slot.current,
+                    &slot.previous.as_deref(),
+                    &slot.generation,
+                    &slot.updated_at_ms,
+                    &mode,
+                    &digest,
+                    &percent,
+                    &started,
+                ],
             )
             .await?
         } else {
@@ -424,6 +464,10 @@ impl Store for MssqlStore {
                     &slot.previous.as_deref(),
                     &slot.generation,
                     &slot.updated_at_ms,
+                    &mode,
+                    &digest,
+                    &percent,
+                    &started,
                     &expected,
                 ],
             )
@@ -455,6 +499,55 @@ impl Store for MssqlStore {
                     reason: text(r, 3)?,
                     host_id: text(r, 4)?,
                     at_ms: int(r, 5)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn pins(&self, step: &str, order_ids: &[String]) -> Result<HashMap<String, String>, StoreError> {
+        if order_ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let found = rows(&mut *self.conn().await?, sql::SELECT_PINS, &[&step, &json_list(order_ids)]).await?;
+        found.iter().map(|r| Ok((text(r, 0)?, text(r, 1)?))).collect()
+    }
+
+    async fn overrides(&self, consumer: &str, event_ids: &[String]) -> Result<HashMap<String, String>, StoreError> {
+        if event_ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let found = rows(&mut *self.conn().await?, sql::SELECT_OVERRIDES, &[&consumer, &json_list(event_ids)]).await?;
+        found.iter().map(|r| Ok((text(r, 0)?, text(r, 1)?))).collect()
+    }
+
+    async fn set_override(&self, consumer: &str, event_id: &str, digest: &str) -> Result<(), StoreError> {
+        exec(&mut *self.conn().await?, sql::SET_OVERRIDE, &[&consumer, &event_id, &digest]).await.map(|_| ())
+    }
+
+    async fn dead_letter_recording(&self, id: &str) -> Result<Option<String>, StoreError> {
+        let found = rows(&mut *self.conn().await?, sql::SELECT_DEAD_LETTER_RECORDING, &[&id]).await?;
+        Ok(found.first().map(|r| opt_text(r, 0)).transpose()?.flatten())
+    }
+
+    async fn dead_letter(&self, id: &str) -> Result<Option<DeadLetterRow>, StoreError> {
+        let found = rows(&mut *self.conn().await?, sql::SELECT_DEAD_LETTER, &[&id]).await?;
+        found.first().map(dead_letter_row).transpose()
+    }
+
+    async fn recordings(&self, step: &str, limit: u32) -> Result<Vec<RecordingRow>, StoreError> {
+        let limit = i64::from(limit);
+        let found = rows(&mut *self.conn().await?, sql::SELECT_RECORDINGS, &[&step, &limit]).await?;
+        found
+            .iter()
+            .map(|r| {
+                Ok(RecordingRow {
+                    id: text(r, 0)?,
+                    step: text(r, 1)?,
+                    event_id: text(r, 2)?,
+                    version: text(r, 3)?,
+                    outcome: text(r, 4)?,
+                    recorded_at_ms: int(r, 5)?,
+                    recording: text(r, 6)?,
                 })
             })
             .collect()

@@ -43,8 +43,8 @@ pub const UPSERT_STOCK: &str = "UPDATE stock SET available = @P2, reserved = @P3
     INSERT INTO stock (sku, available, reserved, sold, seq) SELECT @P1, @P2, @P3, @P4, @P5 WHERE NOT EXISTS \
     (SELECT 1 FROM stock WITH (UPDLOCK, HOLDLOCK) WHERE sku = @P1)";
 pub const INSERT_DEAD_LETTER: &str = "INSERT INTO dead_letters \
-    (id, consumer, event_id, event, error, attempts, dead_lettered_at_ms) \
-    VALUES (@P1, @P2, @P3, @P4, @P5, @P6, @P7)";
+    (id, consumer, event_id, event, error, attempts, dead_lettered_at_ms, recording) \
+    VALUES (@P1, @P2, @P3, @P4, @P5, @P6, @P7, @P8)";
 pub const SELECT_DEAD_LETTERS: &str = "SELECT id, consumer, event_id, event, error, attempts, \
     dead_lettered_at_ms FROM dead_letters ORDER BY dead_lettered_at_ms, id";
 pub const SELECT_DEAD_LETTER: &str = "SELECT id, consumer, event_id, event, error, attempts, \
@@ -119,13 +119,36 @@ pub const INSERT_VERSION: &str = "INSERT INTO plugin_versions \
 pub const SELECT_VERSION: &str = "SELECT digest, name, version, subscribes, bytes, created_at_ms \
     FROM plugin_versions WHERE digest = @P1";
 pub const SELECT_VERSION_DIGESTS: &str = "SELECT digest FROM plugin_versions WHERE name = @P1 ORDER BY created_at_ms";
-pub const SELECT_SLOTS: &str = "SELECT name, current_digest, previous_digest, generation, updated_at_ms \
-    FROM plugin_slots ORDER BY name";
+pub const SELECT_SLOTS: &str = "SELECT name, current_digest, previous_digest, generation, updated_at_ms, \
+    rollout_mode, rollout_digest, rollout_percent, rollout_started_at_ms FROM plugin_slots ORDER BY name";
 pub const INSERT_SLOT: &str = "INSERT INTO plugin_slots \
-    (name, current_digest, previous_digest, generation, updated_at_ms) SELECT @P1, @P2, @P3, @P4, @P5 \
+    (name, current_digest, previous_digest, generation, updated_at_ms, rollout_mode, rollout_digest, \
+    rollout_percent, rollout_started_at_ms) SELECT @P1, @P2, @P3, @P4, @P5, @P6, @P7, @P8, @P9 \
     WHERE NOT EXISTS (SELECT 1 FROM plugin_slots WITH (UPDLOCK, HOLDLOCK) WHERE name = @P1)";
 pub const UPDATE_SLOT: &str = "UPDATE plugin_slots SET current_digest = @P2, previous_digest = @P3, \
-    generation = @P4, updated_at_ms = @P5 WHERE name = @P1 AND generation = @P6";
+    generation = @P4, updated_at_ms = @P5, rollout_mode = @P6, rollout_digest = @P7, rollout_percent = @P8, \
+    rollout_started_at_ms = @P9 WHERE name = @P1 AND generation = @P10";
+pub const INSERT_PIN: &str = "INSERT INTO pins (step, order_id, digest, created_at_ms) \
+    SELECT @P1, @P2, @P3, @P4 WHERE NOT EXISTS \
+    (SELECT 1 FROM pins WITH (UPDLOCK, HOLDLOCK) WHERE step = @P1 AND order_id = @P2)";
+pub const SELECT_PINS: &str = "SELECT order_id, digest FROM pins WHERE step = @P1 \
+    AND order_id IN (SELECT value FROM OPENJSON(@P2))";
+pub const DELETE_OVERRIDES: &str = "DELETE FROM version_overrides WHERE consumer = @P1 \
+    AND event_id IN (SELECT value FROM OPENJSON(@P2))";
+pub const SELECT_OVERRIDES: &str = "SELECT event_id, digest FROM version_overrides WHERE consumer = @P1 \
+    AND event_id IN (SELECT value FROM OPENJSON(@P2))";
+pub const SET_OVERRIDE: &str = "UPDATE version_overrides SET digest = @P3 WHERE consumer = @P1 AND event_id = @P2; \
+    INSERT INTO version_overrides (consumer, event_id, digest) SELECT @P1, @P2, @P3 WHERE NOT EXISTS \
+    (SELECT 1 FROM version_overrides WITH (UPDLOCK, HOLDLOCK) WHERE consumer = @P1 AND event_id = @P2)";
+pub const INSERT_RECORDING: &str = "INSERT INTO recordings \
+    (id, step, event_id, version, outcome, recorded_at_ms, recording) VALUES (@P1, @P2, @P3, @P4, @P5, @P6, @P7)";
+pub const SELECT_RECORDINGS: &str = "SELECT TOP (@P2) id, step, event_id, version, outcome, recorded_at_ms, \
+    recording FROM recordings WHERE step = @P1 ORDER BY recorded_at_ms DESC";
+pub const SELECT_DEAD_LETTER_RECORDING: &str = "SELECT recording FROM dead_letters WHERE id = @P1";
+pub const PRUNE_PINS: &str = "DELETE FROM pins WHERE created_at_ms < @P1 AND order_id IN \
+    (SELECT TOP (@P2) order_id FROM pins WHERE created_at_ms < @P1)";
+pub const PRUNE_RECORDINGS: &str = "DELETE FROM recordings WHERE id IN \
+    (SELECT TOP (@P2) id FROM recordings WHERE recorded_at_ms < @P1)";
 pub const INSERT_HISTORY: &str = "INSERT INTO plugin_history (name, action, digest, reason, host_id, at_ms) \
     VALUES (@P1, @P2, @P3, @P4, @P5, @P6)";
 pub const SELECT_HISTORY: &str = "SELECT TOP (@P2) name, action, digest, reason, host_id, at_ms \
@@ -203,5 +226,15 @@ pub const ALL: &[&str] = &[
     HEARTBEAT,
     SELECT_HOSTS,
     DELETE_HOST,
+    INSERT_PIN,
+    SELECT_PINS,
+    DELETE_OVERRIDES,
+    SELECT_OVERRIDES,
+    SET_OVERRIDE,
+    INSERT_RECORDING,
+    SELECT_RECORDINGS,
+    SELECT_DEAD_LETTER_RECORDING,
+    PRUNE_PINS,
+    PRUNE_RECORDINGS,
     "SELECT 1",
 ];
