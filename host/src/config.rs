@@ -689,6 +689,17 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_examples_load() {
+        for example in ["wasaga.toml", "polyglot.toml"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples").join(example);
+            let settings = Settings::load(Some(&path)).unwrap_or_else(|e| panic!("{example}: {e}"));
+            if example == "wasaga.toml" {
+                assert_eq!(settings.pinned_steps().into_iter().collect::<Vec<_>>(), ["payment"]);
+            }
+        }
+    }
+
+    #[test]
     fn a_missing_config_file_is_an_error() {
         let error = Settings::load(Some(Path::new("/nonexistent/wasaga.toml"))).expect_err("missing");
         assert!(error.to_string().contains("does not exist"));

@@ -17,6 +17,11 @@ pub fn run(args: &Bench) -> anyhow::Result<()> {
             services::ensure_postgres()?;
             "saga"
         }
+        BenchKind::Fleet => {
+            services::ensure_postgres()?;
+            services::ensure_rabbitmq()?;
+            "fleet"
+        }
     };
     let mut bench = cargo();
     if args.services {

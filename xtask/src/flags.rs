@@ -84,6 +84,9 @@ pub enum BenchKind {
     Runtime,
     /// Orders/s and POST → completed latency on SQLite and PostgreSQL, WASM vs native steps.
     Saga,
+    /// Orders/s, latency, CPU per order and conflict re-runs with 1, 2 and 3 hosts on
+    /// PostgreSQL + RabbitMQ (+ Kafka and Azure Blob with --services).
+    Fleet,
 }
 
 #[derive(Debug, Clone, Args)]
