@@ -376,6 +376,8 @@ async fn store_limit(store_url: &str, orders: usize) -> f64 {
                     step: "bench".to_owned(),
                     step_version: "1".to_owned(),
                     occurred_at_ms: 0,
+                    attempt: 1,
+                    trace: None,
                 };
                 let order = wasaga_host::store::NewOrder {
                     id: order_id.clone(),

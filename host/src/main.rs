@@ -86,8 +86,9 @@ async fn serve(config: Option<&Path>) -> anyhow::Result<()> {
     telemetry::init("info", telemetry::Sink::Stderr);
     let settings = Settings::load(config).context("loading settings")?;
     let app = App::build(settings).await.context("starting wasaga")?;
-    app.run(shutdown_signal()).await.context("serving")?;
-    Ok(())
+    let served = app.run(shutdown_signal()).await.context("serving");
+    telemetry::shutdown();
+    served
 }
 
 async fn shutdown_signal() {

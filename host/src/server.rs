@@ -271,6 +271,7 @@ async fn start(
             topic: settings.stream_topic(),
             namespace: settings.namespace.clone(),
             instance: host_id.clone(),
+            leases: Some(stores.host().clone()),
             replication: settings.stream_replication,
         })?),
         None => None,

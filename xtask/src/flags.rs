@@ -21,6 +21,9 @@ pub enum Command {
     Test(Test),
     /// Run a benchmark and write its report under bench/results/.
     Bench(Bench),
+    /// Fuzz the HTTP API against its OpenAPI description with schemathesis, on SQLite and
+    /// on PostgreSQL: no 5xx, every response as described.
+    Fuzz(Fuzz),
     /// Install (once) and start tansu (Kafka) and Azurite, check PostgreSQL and RabbitMQ,
     /// and print the environment that points wasaga at them.
     Services(Services),
@@ -101,4 +104,23 @@ pub struct Bench {
     /// Saga benchmark: also run on PostgreSQL + RabbitMQ + Kafka + Azurite.
     #[arg(long)]
     pub services: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Fuzz {
+    /// Only this store.
+    #[arg(long, value_enum)]
+    pub backend: Option<FuzzBackend>,
+    /// Examples generated per operation.
+    #[arg(long, default_value_t = 100)]
+    pub examples: u32,
+    /// The folder of built components (default: the test components under the target folder).
+    #[arg(long)]
+    pub components: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FuzzBackend {
+    Sqlite,
+    Postgres,
 }

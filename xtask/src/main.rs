@@ -1,9 +1,10 @@
-//! `cargo xtask`: the project's own commands (build the plugins, run, test, bench).
+//! `cargo xtask`: the project's own commands (build the plugins, run, test, bench, fuzz).
 //! Every command is declared in [`flags`]; each has its own module.
 
 mod bench;
 mod build_plugins;
 mod flags;
+mod fuzz;
 mod http;
 mod run;
 mod services;
@@ -19,6 +20,7 @@ fn main() -> anyhow::Result<()> {
         flags::Command::Run(args) => run::run(&args),
         flags::Command::Test(args) => test::run(&args),
         flags::Command::Bench(args) => bench::run(&args),
+        flags::Command::Fuzz(args) => fuzz::run(&args),
         flags::Command::Services(args) => match args.action {
             flags::ServicesAction::Start => services::start(),
             flags::ServicesAction::Stop => services::stop(),

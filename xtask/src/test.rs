@@ -1,9 +1,10 @@
 //! `cargo xtask test`: formatting and lints, the components, then every test of the
-//! workspace with the components' folder passed to the host's integration tests.
+//! workspace with the components' folder passed to the host's integration tests, and
+//! schemathesis against the API's OpenAPI description.
 //! `--fresh` runs the same in an empty cache folder, as a machine that never ran it would.
 
 use crate::build_plugins;
-use crate::flags::{BuildPlugins, Test};
+use crate::flags::{BuildPlugins, Fuzz, Test};
 use crate::services;
 use crate::util::{Stages, cargo, human, run as run_cmd, target_dir};
 use anyhow::Context;
@@ -54,7 +55,13 @@ fn stages_of_test(args: &Test, stages: &mut Stages) -> anyhow::Result<()> {
             cmd.args(["--", filter]);
         }
         run_cmd(&mut cmd)
-    })
+    })?;
+    if args.filter.is_none() {
+        stages.run("schemathesis: the API against its OpenAPI description, SQLite and PostgreSQL", || {
+            crate::fuzz::run(&Fuzz { backend: None, examples: 100, components: Some(components.clone()) })
+        })?;
+    }
+    Ok(())
 }
 
 /// `cargo xtask test --fresh`: the whole test command again in a child process whose

@@ -20,6 +20,12 @@ pub struct StoredEvent {
     pub step: String,
     pub step_version: String,
     pub occurred_at_ms: i64,
+    /// The attempt of the call that emitted it (1 for the host's own events). Shown in
+    /// timelines; not on the wire.
+    pub attempt: u32,
+    /// The W3C `traceparent` of the span that emitted it, when tracing is on: carried on
+    /// the wire (`"trace"`) and in broker headers, so one order is one trace everywhere.
+    pub trace: Option<String>,
 }
 
 /// Milliseconds since the Unix epoch.

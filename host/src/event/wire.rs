@@ -1,5 +1,6 @@
 //! The event on the wire: the same JSON on every transport, the Kafka topic and in every
-//! archive object: `{"id","kind","order_id","occurred_at_ms","payload":{…},"step","step_version"}`.
+//! archive object: `{"id","kind","order_id","occurred_at_ms","payload":{…},"step","step_version"}`,
+//! plus `"trace"` (a W3C traceparent) when tracing is on.
 
 use super::StoredEvent;
 use serde::{Deserialize, Serialize};
@@ -14,6 +15,8 @@ struct WireOut<'a> {
     payload: Payload<'a>,
     step: &'a str,
     step_version: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trace: Option<&'a str>,
 }
 
 /// A payload is JSON; one that is not (which the host never writes) is carried as a
@@ -34,6 +37,8 @@ struct WireIn {
     payload: Box<RawValue>,
     step: String,
     step_version: String,
+    #[serde(default)]
+    trace: Option<String>,
 }
 
 /// The wire JSON of `event`.
@@ -50,6 +55,7 @@ pub fn encode(event: &StoredEvent) -> String {
         payload,
         step: &event.step,
         step_version: &event.step_version,
+        trace: event.trace.as_deref(),
     };
     // Serialising borrowed strings and valid raw JSON cannot fail.
     serde_json::to_string(&out).unwrap_or_default()
@@ -66,6 +72,8 @@ pub fn decode(text: &str) -> Result<StoredEvent, serde_json::Error> {
         payload: w.payload.get().to_owned(),
         step: w.step,
         step_version: w.step_version,
+        attempt: 1,
+        trace: w.trace,
     })
 }
 
@@ -83,6 +91,8 @@ mod tests {
             step: "host".into(),
             step_version: "0.1.0".into(),
             occurred_at_ms: 42,
+            attempt: 1,
+            trace: None,
         };
         let text = encode(&event);
         let value: serde_json::Value = serde_json::from_str(&text).expect("json");

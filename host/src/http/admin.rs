@@ -4,6 +4,7 @@
 use super::AppState;
 use super::body::Checker;
 use super::problem::ApiError;
+use super::problem::Problem;
 use crate::registry::{RegistryError, RolloutMode, Slot, Source, StepRegistry, VersionSummary};
 use crate::runtime::LoadedStep;
 use axum::Json;
@@ -14,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use utoipa::{IntoParams, ToSchema};
 
 /// Refuse admin requests without the admin token: 401 without one, 403 with a wrong one.
 pub async fn require_admin(State(state): State<AppState>, request: Request, next: Next) -> Response {
@@ -33,19 +35,35 @@ pub async fn require_admin(State(state): State<AppState>, request: Request, next
 }
 
 /// One version of a step, as the API shows it, with its calls on this host.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct VersionView {
     pub version: String,
     pub digest: String,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub loaded_at: time::OffsetDateTime,
     pub subscribes: Vec<String>,
     /// Calls, failures and p99 latency of this version on this host since it was loaded.
-    pub stats: VersionSummary,
+    pub stats: StatsView,
+}
+
+/// A version's calls on this host.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatsView {
+    pub calls: u64,
+    /// Traps, timeouts, memory, limits, fatal errors, invalid output.
+    pub failures: u64,
+    pub p99_ms: Option<f64>,
+}
+
+impl From<VersionSummary> for StatsView {
+    fn from(s: VersionSummary) -> Self {
+        StatsView { calls: s.calls, failures: s.failures, p99_ms: s.p99_ms }
+    }
 }
 
 /// A candidate being rolled out.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RolloutView {
     /// `canary` or `shadow`.
     pub mode: &'static str,
@@ -56,7 +74,7 @@ pub struct RolloutView {
 }
 
 /// A step with its serving and previous versions and its rollout.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PluginView {
     pub name: String,
     #[serde(flatten)]
@@ -72,7 +90,7 @@ impl VersionView {
             digest: step.digest.to_string(),
             loaded_at: step.loaded_at,
             subscribes: step.subscribes.clone(),
-            stats: registry.stats().summary(&step.digest),
+            stats: registry.stats().summary(&step.digest).into(),
         }
     }
 }
@@ -93,6 +111,16 @@ impl PluginView {
     }
 }
 
+#[utoipa::path(
+    get, path = "/api/admin/plugins", tag = "plugins",
+    responses(
+        (status = 200, description = "Every step", body = Vec<PluginView>),
+        (status = 400, description = "A control character in the path or query", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the admin token", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("admin_token" = []))
+)]
 pub async fn list_plugins(State(state): State<AppState>) -> Json<Vec<PluginView>> {
     Json(state.registry.snapshot().values().map(|slot| PluginView::of(slot, &state.registry)).collect())
 }
@@ -101,9 +129,12 @@ pub async fn list_plugins(State(state): State<AppState>) -> Json<Vec<PluginView>
 const WASM_TYPES: [&str; 2] = ["application/wasm", "application/octet-stream"];
 
 /// `?rollout=canary&percent=N` or `?rollout=shadow` on an upload.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UploadQuery {
+    /// `canary` or `shadow`; without it the upload serves at once.
     rollout: Option<String>,
+    /// 1 to 99, with `rollout=canary`.
     percent: Option<String>,
 }
 
@@ -143,6 +174,22 @@ impl UploadQuery {
     }
 }
 
+#[utoipa::path(
+    put, path = "/api/admin/plugins/{name}", tag = "plugins",
+    params(("name" = String, Path, description = "The step"), UploadQuery),
+    request_body(content = Vec<u8>, content_type = "application/wasm"),
+    responses(
+        (status = 200, description = "Serving (or rolling out)", body = PluginView),
+        (status = 409, description = "Changed by another host at the same time", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Larger than WASAGA_MAX_COMPONENT_MIB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/wasm", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Refused, with the reason; the serving version is unchanged", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A control character in the path or query", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the admin token", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("admin_token" = []))
+)]
 pub async fn put_plugin(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -166,6 +213,19 @@ pub async fn put_plugin(
     slot.map(|slot| Json(PluginView::of(&slot, &state.registry))).map_err(registry_error)
 }
 
+#[utoipa::path(
+    post, path = "/api/admin/plugins/{name}/rollback", tag = "plugins",
+    params(("name" = String, Path, description = "The step")),
+    responses(
+        (status = 200, description = "Rolled back", body = PluginView),
+        (status = 404, description = "No such step", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Nothing to roll back to", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A control character in the path or query", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the admin token", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("admin_token" = []))
+)]
 /// Abort a rollout if one runs, else serve the previous version again.
 pub async fn rollback_plugin(
     State(state): State<AppState>,
@@ -179,6 +239,19 @@ pub async fn rollback_plugin(
         .map_err(registry_error)
 }
 
+#[utoipa::path(
+    post, path = "/api/admin/plugins/{name}/promote", tag = "plugins",
+    params(("name" = String, Path, description = "The step")),
+    responses(
+        (status = 200, description = "Promoted", body = PluginView),
+        (status = 404, description = "No such step", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "No rollout to promote", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A control character in the path or query", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the admin token", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("admin_token" = []))
+)]
 /// Make the rollout's candidate the serving version.
 pub async fn promote_plugin(
     State(state): State<AppState>,
@@ -187,6 +260,18 @@ pub async fn promote_plugin(
     state.registry.promote(&name).await.map(|slot| Json(PluginView::of(&slot, &state.registry))).map_err(registry_error)
 }
 
+#[utoipa::path(
+    get, path = "/api/admin/plugins/{name}/shadow", tag = "plugins",
+    params(("name" = String, Path, description = "The step")),
+    responses(
+        (status = 200, description = "calls, same, different, failed, dropped, samples", body = Object),
+        (status = 404, description = "No such step, or no shadow here", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A control character in the path or query", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the admin token", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("admin_token" = []))
+)]
 /// The shadow comparison of `name` on this host.
 pub async fn shadow_report(
     State(state): State<AppState>,
@@ -205,6 +290,17 @@ pub async fn shadow_report(
     }
 }
 
+#[utoipa::path(
+    get, path = "/api/admin/plugins/{name}/history", tag = "plugins",
+    params(("name" = String, Path, description = "The step")),
+    responses(
+        (status = 200, description = "Installs, rollbacks, rollouts, refusals, newest first", body = Vec<Object>),
+        (status = 400, description = "A control character in the path or query", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the admin token", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("admin_token" = []))
+)]
 /// History of a step's versions in the fleet, newest first.
 pub async fn plugin_history(
     State(state): State<AppState>,
@@ -228,15 +324,18 @@ fn registry_error(error: RegistryError) -> ApiError {
 }
 
 /// A live host of the fleet, as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct HostView {
     host_id: String,
     http_addr: String,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     started_at: time::OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     seen_at: time::OffsetDateTime,
     /// Step → the digest this host serves.
+    #[schema(value_type = Object)]
     steps: serde_json::Value,
 }
 
@@ -245,6 +344,16 @@ fn at(ms: i64) -> time::OffsetDateTime {
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
 }
 
+#[utoipa::path(
+    get, path = "/api/admin/hosts", tag = "admin",
+    responses(
+        (status = 200, description = "The live hosts", body = Vec<HostView>),
+        (status = 400, description = "A control character in the path or query", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the admin token", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("admin_token" = []))
+)]
 /// `GET /api/admin/hosts`: the hosts seen within the last 10 s and what each serves.
 pub async fn list_hosts(State(state): State<AppState>) -> Result<Json<Vec<HostView>>, ApiError> {
     let ttl = i64::try_from(crate::saga::HOST_TTL.as_millis()).unwrap_or(10_000);

@@ -4,29 +4,50 @@
 use super::AppState;
 use super::body::Checker;
 use super::problem::ApiError;
+use super::problem::Problem;
 use axum::Json;
 use axum::extract::{Query, State};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
+use utoipa::{IntoParams, ToSchema};
 use wasaga_sdk::archive::order_folder;
 
-#[derive(Debug, Deserialize)]
+/// Which order's objects to list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ArchiveQuery {
+    /// The order id.
     order_id: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// One archived event.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ArchivedObject {
     name: String,
     event_id: String,
 }
 
-#[derive(Debug, Serialize)]
+/// An order's archived events.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ArchiveListing {
     order_id: String,
     objects: Vec<ArchivedObject>,
 }
 
+#[utoipa::path(
+    get, path = "/api/admin/archive", tag = "admin",
+    params(ArchiveQuery),
+    responses(
+        (status = 200, description = "The objects, read back from the archive", body = ArchiveListing),
+        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A missing or invalid order id", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The archive cannot be read", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A control character in the path or query", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the admin token", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("admin_token" = []))
+)]
 pub async fn list(
     State(state): State<AppState>,
     Query(query): Query<ArchiveQuery>,

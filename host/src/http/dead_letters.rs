@@ -4,6 +4,7 @@
 use super::AppState;
 use super::body::Checker;
 use super::problem::ApiError;
+use super::problem::Problem;
 use crate::saga::ops;
 use crate::store::DeadLetterRow;
 use axum::Json;
@@ -13,15 +14,20 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
-#[derive(Debug, Serialize)]
+/// An event a step gave up on.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct DeadLetterView {
     id: String,
     step: String,
+    /// The event, as on the wire.
+    #[schema(value_type = Object)]
     event: Value,
     error: String,
     attempts: i64,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     dead_lettered_at: time::OffsetDateTime,
 }
 
@@ -39,18 +45,62 @@ fn view(row: DeadLetterRow) -> DeadLetterView {
     }
 }
 
+#[utoipa::path(
+    get, path = "/api/admin/dead-letters", tag = "dead letters",
+    responses(
+        (status = 200, description = "Every dead letter, oldest first", body = Vec<DeadLetterView>),
+        (status = 400, description = "A control character in the path or query", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the admin token", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("admin_token" = []))
+)]
 pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<DeadLetterView>>, ApiError> {
     let rows = ops::dead_letters(&state.saga).await?;
     Ok(Json(rows.into_iter().map(view).collect()))
 }
 
 /// `?version=sha256:…` to replay on a kept version, `&dry_run=true` to commit nothing.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ReplayQuery {
+    /// A kept version (`sha256:` and 64 hex digits) to run it on.
     version: Option<String>,
+    /// `true`: run against live state and answer what it would do; nothing is committed.
     dry_run: Option<String>,
 }
 
+/// What a dry run did: nothing of it was committed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DryRunView {
+    /// `ok` or the failure's kind.
+    outcome: String,
+    error: Option<String>,
+    /// The digest that ran.
+    version: String,
+    /// `{"kind","payload"}` per event it would emit.
+    #[schema(value_type = Vec<Object>)]
+    emits: Vec<Value>,
+    /// `{"key","value"}` per state write (`value` null for a delete).
+    #[schema(value_type = Vec<Object>)]
+    writes: Vec<Value>,
+}
+
+#[utoipa::path(
+    post, path = "/api/admin/dead-letters/{id}/replay", tag = "dead letters",
+    params(("id" = String, Path, description = "The dead letter id"), ReplayQuery),
+    responses(
+        (status = 200, description = "The dry run (with dry_run=true)", body = DryRunView),
+        (status = 202, description = "Queued for its step again", body = DeadLetterView),
+        (status = 404, description = "No such dead letter, or the version is not kept", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "An invalid version or dry_run", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The broker is down; try again", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A control character in the path or query", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the admin token", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("admin_token" = []))
+)]
 pub async fn replay(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -76,12 +126,31 @@ pub async fn replay(
     check.finish(Some(()))?;
     if dry_run {
         let run = ops::dry_run(&state.saga, &id, version.as_deref()).await?;
-        return Ok((StatusCode::OK, Json(run)).into_response());
+        let view = DryRunView {
+            outcome: run.outcome,
+            error: run.error,
+            version: run.version,
+            emits: run.emits,
+            writes: run.writes,
+        };
+        return Ok((StatusCode::OK, Json(view)).into_response());
     }
     let row = ops::replay(&state.saga, &id, version.as_deref()).await?;
     Ok((StatusCode::ACCEPTED, Json(view(row))).into_response())
 }
 
+#[utoipa::path(
+    get, path = "/api/admin/dead-letters/{id}/recording", tag = "dead letters",
+    params(("id" = String, Path, description = "The dead letter id")),
+    responses(
+        (status = 200, description = "The recording (for `wasaga replay`)", body = Object),
+        (status = 404, description = "No such dead letter, or no recording", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A control character in the path or query", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the admin token", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("admin_token" = []))
+)]
 /// The recording of the dead letter's last attempt.
 pub async fn recording(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     match ops::recording(&state.saga, &id).await? {
@@ -91,12 +160,27 @@ pub async fn recording(State(state): State<AppState>, Path(id): Path<String>) ->
 }
 
 /// `GET /api/admin/recordings?step=…&limit=…`: sampled recordings of successful calls.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RecordingsQuery {
+    /// The step.
     step: Option<String>,
+    /// 1 to 1000; 100 by default.
     limit: Option<String>,
 }
 
+#[utoipa::path(
+    get, path = "/api/admin/recordings", tag = "dead letters",
+    params(RecordingsQuery),
+    responses(
+        (status = 200, description = "Sampled recordings, newest first", body = Vec<Object>),
+        (status = 422, description = "A missing step or an invalid limit", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A control character in the path or query", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the admin token", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("admin_token" = []))
+)]
 pub async fn recordings(
     State(state): State<AppState>,
     Query(query): Query<RecordingsQuery>,
@@ -121,6 +205,18 @@ pub async fn recordings(
     Ok(Json(rows.into_iter().map(|r| serde_json::from_str(&r.recording).unwrap_or(Value::Null)).collect()))
 }
 
+#[utoipa::path(
+    delete, path = "/api/admin/dead-letters/{id}", tag = "dead letters",
+    params(("id" = String, Path, description = "The dead letter id")),
+    responses(
+        (status = 204, description = "Discarded"),
+        (status = 404, description = "No such dead letter", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A control character in the path or query", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the admin token", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("admin_token" = []))
+)]
 pub async fn discard(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     ops::discard(&state.saga, &id).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -2,6 +2,7 @@
 
 use super::AppState;
 use super::problem::ApiError;
+use super::problem::Problem;
 use crate::store::Channel;
 use axum::Json;
 use axum::extract::State;
@@ -9,11 +10,26 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use serde_json::{Value, json};
 
+#[utoipa::path(
+    get, path = "/healthz", tag = "health",
+    responses(
+        (status = 200, description = "The process is up", body = Object),
+        (status = 400, description = "A control character in the path or query", body = Problem, content_type = "application/problem+json")
+    )
+)]
 /// The process is up.
 pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
+#[utoipa::path(
+    get, path = "/readyz", tag = "health",
+    responses(
+        (status = 200, description = "Ready: steps loaded, stores and transport answer", body = Object),
+        (status = 503, description = "Not ready, and why", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A control character in the path or query", body = Problem, content_type = "application/problem+json")
+    )
+)]
 /// Ready once every required step is loaded.
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let missing = state.missing_steps();
@@ -43,6 +59,13 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
     })))
 }
 
+#[utoipa::path(
+    get, path = "/metrics", tag = "health",
+    responses(
+        (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"),
+        (status = 400, description = "A control character in the path or query", body = Problem, content_type = "application/problem+json")
+    )
+)]
 /// Prometheus text format.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     if let Ok(counts) = state.saga.host_store().order_counts().await {

@@ -9,6 +9,7 @@ pub mod body;
 mod dead_letters;
 mod guard;
 mod health;
+pub mod openapi;
 mod orders;
 pub mod problem;
 mod stock;
@@ -78,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .route("/api/openapi.json", get(openapi::openapi_json))
         .nest("/api/admin", admin)
         .fallback(admin::not_found)
         .layer(middleware::from_fn(guard::reject_control_characters))

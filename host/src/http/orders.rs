@@ -3,6 +3,7 @@
 use super::AppState;
 use super::body::{Checker, JsonObject};
 use super::problem::ApiError;
+use super::problem::Problem;
 use crate::saga::orders::{self, Cancelled, PlaceOrder, Placed};
 use crate::store::{OrderRow, TimelineRow};
 use axum::Json;
@@ -12,32 +13,80 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
+use utoipa::{IntoParams, ToSchema};
 use wasaga_sdk::events::LineItem;
 
 /// `{"order_id","status"}`, the answer to place and cancel.
-#[derive(Debug, Serialize)]
-struct Accepted<'a> {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Accepted<'a> {
     order_id: &'a str,
+    /// `pending`, or `cancelled` for a cancel.
     status: &'a str,
 }
 
-#[derive(Debug, Serialize)]
+/// An order to place (the body of `POST /api/orders`); unknown fields are refused.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // Documents the body; the handler checks it field by field.
+pub struct PlaceOrderRequest {
+    /// 1 to 128 characters.
+    #[schema(min_length = 1, max_length = 128)]
+    customer_id: String,
+    /// 1 to 100 lines.
+    #[schema(min_items = 1, max_items = 100)]
+    items: Vec<LineItemRequest>,
+    payment: PaymentRequest,
+}
+
+/// One line of an order.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct LineItemRequest {
+    /// 1 to 64 characters.
+    #[schema(min_length = 1, max_length = 64)]
+    sku: String,
+    /// 1 to 1,000,000.
+    #[schema(minimum = 1, maximum = 1_000_000)]
+    quantity: u32,
+    /// 0 to 100,000,000.
+    #[schema(minimum = 0, maximum = 100_000_000)]
+    unit_price_cents: i64,
+}
+
+/// How the order is paid.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct PaymentRequest {
+    /// A card token: `tok_ok`, `tok_decline`, `tok_flaky_N`, `tok_trap`.
+    #[schema(min_length = 1, max_length = 64)]
+    card_token: String,
+}
+
+/// One event of an order, with who emitted it.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct TimelineView {
     event_id: String,
     kind: String,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     at: time::OffsetDateTime,
     step: String,
     step_version: String,
+    /// The attempt of the call that emitted the event (1 for the first delivery).
+    attempt: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
+/// An order with its timeline.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct OrderView {
     order_id: String,
     customer_id: String,
     status: String,
     cancel_reason: Option<String>,
     total_cents: i64,
+    #[schema(value_type = Vec<Object>)]
     items: Value,
     timeline: Vec<TimelineView>,
 }
@@ -63,6 +112,7 @@ fn order_view(row: OrderRow, timeline: Vec<TimelineRow>) -> OrderView {
                 at: at(t.at_ms),
                 step: t.step,
                 step_version: t.step_version,
+                attempt: t.attempt,
             })
             .collect(),
     }
@@ -114,6 +164,21 @@ impl Drop for InFlight<'_> {
     }
 }
 
+#[utoipa::path(
+    post, path = "/api/orders", tag = "orders",
+    params(("Idempotency-Key" = Option<String>, Header, description = "The same key and body return the same order")),
+    request_body(content = PlaceOrderRequest, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Accepted; follow the Location header", body = Accepted, headers(("Location" = String, description = "/api/orders/{id}"))),
+        (status = 400, description = "Malformed JSON or Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A request with this Idempotency-Key is in flight", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is over 64 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields (each listed), or an Idempotency-Key reused with another body", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Not accepting orders: a saga step is not loaded", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A control character in the path or query", body = Problem, content_type = "application/problem+json")
+    )
+)]
 pub async fn place(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -162,6 +227,15 @@ pub async fn place(
         .into_response())
 }
 
+#[utoipa::path(
+    get, path = "/api/orders/{id}", tag = "orders",
+    params(("id" = String, Path, description = "The order id")),
+    responses(
+        (status = 200, description = "The order with its timeline", body = OrderView),
+        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A control character in the path or query", body = Problem, content_type = "application/problem+json")
+    )
+)]
 pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<OrderView>, ApiError> {
     let Some(row) = state.saga.host_store().order(&id).await? else {
         return Err(ApiError::NotFound(format!("no order {id:?}")));
@@ -170,19 +244,34 @@ pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Resul
     Ok(Json(order_view(row, timeline)))
 }
 
-#[derive(Debug, Deserialize)]
+/// Filters and paging of the order list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// `pending`, `completed` or `cancelled`.
     status: Option<String>,
+    /// 1 to 500; 50 by default.
     limit: Option<String>,
+    /// The `next` cursor of the previous page.
     after: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// A page of orders, newest first.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct OrderList {
     orders: Vec<OrderView>,
     next: Option<String>,
 }
 
+#[utoipa::path(
+    get, path = "/api/orders", tag = "orders",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "Orders, newest first", body = OrderList),
+        (status = 422, description = "An invalid filter", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A control character in the path or query", body = Problem, content_type = "application/problem+json")
+    )
+)]
 pub async fn list(State(state): State<AppState>, Query(query): Query<ListQuery>) -> Result<Json<OrderList>, ApiError> {
     let mut check = Checker::default();
     let status = query.status.filter(|s| !s.is_empty());
@@ -222,6 +311,16 @@ pub async fn list(State(state): State<AppState>, Query(query): Query<ListQuery>)
     Ok(Json(OrderList { orders, next }))
 }
 
+#[utoipa::path(
+    post, path = "/api/orders/{id}/cancel", tag = "orders",
+    params(("id" = String, Path, description = "The order id")),
+    responses(
+        (status = 202, description = "Cancelled; the steps compensate", body = Accepted),
+        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already cancelled", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A control character in the path or query", body = Problem, content_type = "application/problem+json")
+    )
+)]
 pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     match orders::cancel(&state.saga, &id).await? {
         Cancelled::Done => {

@@ -16,8 +16,23 @@ struct Extensions {
     errors: Vec<FieldError>,
 }
 
+/// An error, as RFC 9457 `application/problem+json`.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)] // Documents the shape problem_details writes.
+pub struct Problem {
+    /// `about:blank`.
+    r#type: Option<String>,
+    title: Option<String>,
+    status: Option<u16>,
+    detail: Option<String>,
+    /// A stable, machine-readable name of the problem.
+    code: Option<String>,
+    /// Every invalid field, for a 422 of a request.
+    errors: Option<Vec<FieldError>>,
+}
+
 /// One invalid field of a request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     /// Where, e.g. `items[0].quantity`.
     pub field: String,

@@ -4,13 +4,16 @@
 use super::AppState;
 use super::body::{Checker, JsonObject};
 use super::problem::ApiError;
+use super::problem::Problem;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use utoipa::ToSchema;
 
-#[derive(Debug, Serialize)]
+/// A SKU's levels as the inventory step's events report them.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct StockView {
     sku: String,
     available: i64,
@@ -26,6 +29,38 @@ fn check_sku(sku: &str) -> Result<(), ApiError> {
     check.finish(Some(()))
 }
 
+/// The body of `PUT /api/stock/{sku}`.
+#[derive(Debug, serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // Documents the body; the handler checks it field by field.
+pub struct SetStock {
+    /// 0 to 10^12.
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_u64)]
+    available: u64,
+}
+
+/// The answer to setting stock.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StockSetView {
+    sku: String,
+    available: i64,
+}
+
+#[utoipa::path(
+    put, path = "/api/stock/{sku}", tag = "stock",
+    params(("sku" = String, Path, description = "1 to 64 printable characters")),
+    request_body(content = SetStock, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Queued for the inventory step", body = StockSetView),
+        (status = 413, description = "The body is over 64 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "An invalid SKU or level", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A control character in the path or query", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the admin token", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("admin_token" = []))
+)]
 pub async fn put(
     State(state): State<AppState>,
     Path(sku): Path<String>,
@@ -37,9 +72,19 @@ pub async fn put(
     let available = check.integer(&body, "", "available", 0, 1_000_000_000_000);
     let available = check.finish(available)?;
     crate::saga::ops::set_stock(&state.saga, &sku, u64::try_from(available).unwrap_or(0)).await?;
-    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({"sku": sku, "available": available}))).into_response())
+    Ok((StatusCode::ACCEPTED, Json(StockSetView { sku, available })).into_response())
 }
 
+#[utoipa::path(
+    get, path = "/api/stock/{sku}", tag = "stock",
+    params(("sku" = String, Path, description = "1 to 64 printable characters")),
+    responses(
+        (status = 200, description = "The levels", body = StockView),
+        (status = 404, description = "No stock known", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "An invalid SKU", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A control character in the path or query", body = Problem, content_type = "application/problem+json")
+    )
+)]
 pub async fn get(State(state): State<AppState>, Path(sku): Path<String>) -> Result<Json<StockView>, ApiError> {
     check_sku(&sku)?;
     match state.saga.host_store().stock(&sku).await? {

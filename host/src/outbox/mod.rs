@@ -159,7 +159,22 @@ async fn relay_once(target: &dyn Transport, store: &Arc<dyn Store>, channel: Cha
     let oldest = rows.first().map(|(_, e)| e.occurred_at_ms).unwrap_or_else(now_ms);
     metrics::gauge!("wasaga_outbox_lag_seconds", &labels).set((now_ms() - oldest).max(0) as f64 / 1000.0);
     let (seqs, events): (Vec<i64>, Vec<_>) = rows.into_iter().unzip();
+    // With tracing on, each event's publish is a span of its order's trace.
+    let spans: Vec<tracing::Span> = if crate::telemetry::tracing_enabled() {
+        events
+            .iter()
+            .map(|event| {
+                let span = tracing::info_span!("relay.publish", order_id = %event.order_id, kind = %event.kind,
+                    channel = channel.name(), to = target.name());
+                crate::telemetry::set_parent(&span, event.trace.as_deref());
+                span
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     target.publish(&events).await?;
+    drop(spans);
     store.mark_relayed(channel, &seqs, now_ms()).await?;
     let now = now_ms();
     for event in &events {

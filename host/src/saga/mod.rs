@@ -141,6 +141,8 @@ impl SagaContext {
             step: HOST_CONSUMER.to_owned(),
             step_version: HOST_VERSION.to_owned(),
             occurred_at_ms: now_ms(),
+            attempt: 1,
+            trace: crate::telemetry::current_traceparent(),
         }
     }
 }

@@ -70,8 +70,11 @@ pub async fn place(
         total_cents,
         payment: events::PaymentInfo { card_token: order.card_token },
     };
-    let event =
-        SagaContext::host_event(kinds::ORDER_PLACED, &order_id, serde_json::to_string(&placed).unwrap_or_default());
+    // The root of the order's trace: every later event of the order descends from it.
+    let span = tracing::info_span!("order.place", host = %ctx.host_id, order_id = %order_id);
+    let event = span.in_scope(|| {
+        SagaContext::host_event(kinds::ORDER_PLACED, &order_id, serde_json::to_string(&placed).unwrap_or_default())
+    });
     let new_order = NewOrder {
         id: order_id.clone(),
         customer_id: order.customer_id,
@@ -103,7 +106,8 @@ pub enum Cancelled {
 
 /// Cancel at the customer's request: a pending or completed order becomes cancelled.
 pub async fn cancel(ctx: &SagaContext, order_id: &str) -> Result<Cancelled, StoreError> {
-    let transition = cancel_transition(order_id, "customer_request", &[PENDING, COMPLETED]);
+    let span = tracing::info_span!("order.cancel", host = %ctx.host_id, order_id = %order_id);
+    let transition = span.in_scope(|| cancel_transition(order_id, "customer_request", &[PENDING, COMPLETED]));
     if ctx.host_store().transition(&transition).await? {
         metrics::counter!("wasaga_orders_total", "status" => CANCELLED).increment(1);
         ctx.relay.notify();
@@ -173,6 +177,10 @@ impl Handler for HostHandler {
         for delivery in deliveries {
             let event = &delivery.event;
             let order_id = event.order_id.as_str();
+            let span = tracing::info_span!("order.transition", host = %self.ctx.host_id, order_id = %order_id,
+                kind = %event.kind, step = "host");
+            crate::telemetry::set_parent(&span, event.trace.as_deref());
+            let _entered = span.enter();
             match event.kind.as_str() {
                 kinds::PAYMENT_CAPTURED => commit.transitions.push(complete_transition(order_id)),
                 kinds::PAYMENT_DECLINED => {

@@ -86,14 +86,18 @@ impl Handler for StepHandler {
                 return Err(BatchError::NotLoaded(self.step.clone()));
             };
             let span = tracing::info_span!(
-                "handle",
+                "step.call",
+                host = %self.ctx.host_id,
                 order_id = %delivery.event.order_id,
                 event_id = %delivery.event.id,
                 kind = %delivery.event.kind,
                 step = %self.step,
                 step_version = %step.digest,
                 attempt = delivery.attempt,
+                outcome = tracing::field::Empty,
+                trace_id = %crate::telemetry::trace_id(delivery.event.trace.as_deref()),
             );
+            crate::telemetry::set_parent(&span, delivery.event.trace.as_deref());
             let call = self.call_one(&step, &state, commit, &mut archive_writes, delivery).instrument(span);
             settlements.push(call.await);
         }
@@ -185,6 +189,10 @@ impl StepHandler {
             ctx.registry.observe(step, failed_by_step, started.elapsed(), &ctx.config.auto_rollback);
         }
         let (calls, truncated) = recorder.take();
+        let span = tracing::Span::current();
+        span.record("outcome", result.as_ref().map_or_else(|e| e.label(), |_| "ok"));
+        // Events this call emits continue the order's trace from this span.
+        let trace = crate::telemetry::traceparent_of(&span);
         let outcome = match &result {
             Ok(emits) => Outcome::Ok {
                 emits: emits
@@ -252,6 +260,8 @@ impl StepHandler {
                     step: step.name.to_string(),
                     step_version: step.digest.to_string(),
                     occurred_at_ms: now,
+                    attempt: delivery.attempt,
+                    trace: trace.clone(),
                 }));
                 Settlement::Ack(delivery)
             }

@@ -146,6 +146,8 @@ pub struct TimelineRow {
     pub at_ms: i64,
     pub step: String,
     pub step_version: String,
+    /// The attempt of the call that emitted it (unknown for events of older versions).
+    pub attempt: Option<i64>,
 }
 
 /// What `create_order` did.

@@ -136,7 +136,7 @@ macro_rules! order_columns {
 }
 macro_rules! event_columns {
     () => {
-        "event_id, kind, order_id, payload, step, step_version, occurred_at_ms"
+        "event_id, kind, order_id, payload, step, step_version, occurred_at_ms, attempt, trace"
     };
 }
 
@@ -158,7 +158,9 @@ macro_rules! sql_store {
                         .push_bind(&e.payload)
                         .push_bind(&e.step)
                         .push_bind(&e.step_version)
-                        .push_bind(e.occurred_at_ms);
+                        .push_bind(e.occurred_at_ms)
+                        .push_bind(i64::from(e.attempt))
+                        .push_bind(&e.trace);
                 });
                 query.build().execute(&mut **tx).await?;
                 Ok(())
@@ -427,7 +429,7 @@ macro_rules! sql_store {
 
             async fn timeline(&self, order_id: &str) -> Result<Vec<TimelineRow>, StoreError> {
                 let rows = sqlx::query(
-                    "SELECT event_id, kind, occurred_at_ms, step, step_version FROM outbox \
+                    "SELECT event_id, kind, occurred_at_ms, step, step_version, attempt FROM outbox \
                      WHERE order_id = $1 ORDER BY seq",
                 )
                 .bind(order_id)
@@ -441,6 +443,7 @@ macro_rules! sql_store {
                             at_ms: r.try_get(2)?,
                             step: r.try_get(3)?,
                             step_version: r.try_get(4)?,
+                            attempt: r.try_get(5)?,
                         })
                     })
                     .collect::<Result<_, sqlx::Error>>()
@@ -505,6 +508,8 @@ macro_rules! sql_store {
                                 step: r.try_get(5)?,
                                 step_version: r.try_get(6)?,
                                 occurred_at_ms: r.try_get(7)?,
+                                attempt: u32::try_from(r.try_get::<Option<i64>, _>(8)?.unwrap_or(1)).unwrap_or(1),
+                                trace: r.try_get(9)?,
                             },
                         ))
                     })

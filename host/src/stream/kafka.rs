@@ -8,6 +8,12 @@
 //! Retries do not reorder the partition's commit: a message to retry waits in memory
 //! (its offset stays uncommitted) while later messages go on; after a restart it simply
 //! comes again.
+//!
+//! In a fleet, one host at a time consumes each group: the holder of the lease
+//! `stream.<consumer>` in the host store. Every holder joins with the same static member
+//! id, so a host taking over (after the holder died) gets the partitions at once. A group
+//! of several live members would spread the work, but a broker that stalls rebalances
+//! (tansu 0.6 does, under load) would then stop the archive; one leased member cannot.
 
 use super::EventStream;
 use crate::event::StoredEvent;
@@ -37,7 +43,7 @@ const PARTITIONS: i32 = 4;
 const MAX_WAITING_RETRIES: usize = 1024;
 
 /// How to reach the brokers and name things there.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct KafkaSettings {
     /// Bootstrap servers, `host:port[,host:port…]`.
     pub brokers: String,
@@ -45,11 +51,24 @@ pub struct KafkaSettings {
     pub topic: String,
     /// Prefix of consumer group ids.
     pub namespace: String,
-    /// This host's id: with the group, its static member id, so a restarted host takes
-    /// its partitions back at once and two hosts of a fleet never fence each other.
+    /// This host's id, naming it in the consumer lease.
     pub instance: String,
+    /// The store holding the consumer leases (every host of a fleet shares it); `None`:
+    /// this process consumes without one.
+    pub leases: Option<Arc<dyn crate::store::Store>>,
     /// Replication factor of a topic the stream creates; `None`: the broker's default.
     pub replication: Option<i32>,
+}
+
+impl std::fmt::Debug for KafkaSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSettings")
+            .field("brokers", &self.brokers)
+            .field("topic", &self.topic)
+            .field("namespace", &self.namespace)
+            .field("instance", &self.instance)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Offsets handed out and not yet settled, per partition, and the next offset to read.
@@ -88,7 +107,13 @@ impl Book {
 struct GroupConsumer {
     consumer: StreamConsumer,
     book: Mutex<Book>,
+    /// When this host last renewed its lease on the group.
+    renewed: Mutex<Option<Instant>>,
 }
+
+/// How long a consumer lease lasts, and how often its holder renews it.
+const LEASE_TTL: Duration = Duration::from_secs(3);
+const LEASE_RENEW: Duration = Duration::from_secs(1);
 
 /// The Kafka stream.
 pub struct KafkaStream {
@@ -172,9 +197,9 @@ impl KafkaStream {
             return Ok(group.clone());
         }
         let group_id = format!("{}.{consumer}", self.settings.namespace);
-        // Static membership: a restarted process takes its partitions back at once instead
-        // of waiting for the old member's session to expire.
-        let instance = format!("{group_id}.{}", self.settings.instance);
+        // Static membership, the same id on every host: whichever host holds the lease
+        // takes the partitions at once instead of waiting for a dead member's session.
+        let instance = format!("{group_id}.member");
         let kafka: StreamConsumer = self
             .client_config()
             .set("group.id", &group_id)
@@ -189,10 +214,39 @@ impl KafkaStream {
             .create()
             .map_err(|e| self.failed(e))?;
         kafka.subscribe(&[&self.settings.topic]).map_err(|e| self.failed(e))?;
-        let group = Arc::new(GroupConsumer { consumer: kafka, book: Mutex::new(Book::default()) });
+        let group = Arc::new(GroupConsumer {
+            consumer: kafka,
+            book: Mutex::new(Book::default()),
+            renewed: Mutex::new(Some(Instant::now())),
+        });
         self.groups.lock().insert(consumer.to_owned(), group.clone());
         tracing::info!(group = %group_id, topic = %self.settings.topic, "joined the consumer group");
         Ok(group)
+    }
+
+    /// Whether this host may consume `consumer`'s group now: it holds (or just took) the
+    /// lease. A host that lost it leaves the group, so the new holder gets the partitions;
+    /// what it had not settled comes again there, and the inbox absorbs the rest.
+    async fn holds_lease(&self, consumer: &str) -> bool {
+        let Some(store) = &self.settings.leases else { return true };
+        let existing = self.groups.lock().get(consumer).cloned();
+        if let Some(group) = &existing
+            && group.renewed.lock().is_some_and(|at| at.elapsed() < LEASE_RENEW)
+        {
+            return true;
+        }
+        let ttl = i64::try_from(LEASE_TTL.as_millis()).unwrap_or(3000);
+        let lease = format!("stream.{consumer}");
+        let held = store.try_lease(&lease, &self.settings.instance, crate::event::now_ms(), ttl).await.unwrap_or(false);
+        match (&existing, held) {
+            (Some(group), true) => *group.renewed.lock() = Some(Instant::now()),
+            (Some(_), false) => {
+                self.groups.lock().remove(consumer);
+                tracing::warn!(%consumer, "another host consumes the stream now; leaving the group");
+            }
+            (None, _) => {}
+        }
+        held
     }
 
     fn commit(&self, group: &GroupConsumer, offsets: BTreeMap<i32, i64>) {
@@ -239,7 +293,10 @@ impl Transport for KafkaStream {
         let mut futures = Vec::with_capacity(events.len());
         for event in events {
             let body = wire::encode(event);
-            let headers = OwnedHeaders::new().insert(Header { key: "kind", value: Some(event.kind.as_str()) });
+            let mut headers = OwnedHeaders::new().insert(Header { key: "kind", value: Some(event.kind.as_str()) });
+            if let Some(trace) = &event.trace {
+                headers = headers.insert(Header { key: "traceparent", value: Some(trace.as_str()) });
+            }
             let record = FutureRecord::to(&self.settings.topic).key(&event.order_id).payload(&body).headers(headers);
             match self.producer.send_result(record) {
                 Ok(future) => futures.push(future),
@@ -261,6 +318,11 @@ impl Transport for KafkaStream {
         if let Err(error) = self.ensure_topic().await {
             tokio::time::sleep(wait).await;
             return Err(error);
+        }
+        if !self.holds_lease(consumer).await {
+            // Another host consumes this group; look again later.
+            tokio::time::sleep(wait).await;
+            return Ok(Vec::new());
         }
         let group = self.group(consumer)?;
         let mut deliveries = Vec::new();

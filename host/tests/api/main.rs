@@ -16,4 +16,5 @@ mod saga;
 mod sandbox;
 mod steps;
 mod swap;
+mod traces;
 mod watcher;

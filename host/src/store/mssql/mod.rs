@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
 /// The migrations of `migrations/mssql`, in order: (version, description, T-SQL).
-pub const MIGRATIONS: [(i64, &str, &str); 5] = [
+pub const MIGRATIONS: [(i64, &str, &str); 6] = [
     (
         20261126000000,
         "create_saga_tables",
@@ -47,6 +47,11 @@ pub const MIGRATIONS: [(i64, &str, &str); 5] = [
         20261128000000,
         "add_rollouts_pins_recordings",
         include_str!("../../../../migrations/mssql/20261128000000_add_rollouts_pins_recordings.sql"),
+    ),
+    (
+        20261128010000,
+        "add_event_attempt_and_trace",
+        include_str!("../../../../migrations/mssql/20261128010000_add_event_attempt_and_trace.sql"),
     ),
 ];
 
@@ -285,8 +290,9 @@ macro_rules! in_tx {
 }
 use in_tx;
 
-fn insert_event_params(e: &StoredEvent) -> [&dyn ToSql; 7] {
-    [&e.id, &e.kind, &e.order_id, &e.payload, &e.step, &e.step_version, &e.occurred_at_ms]
+/// The parameters of `sql::INSERT_EVENT`; `attempt` is the event's, widened.
+fn insert_event_params<'a>(e: &'a StoredEvent, attempt: &'a i64) -> [&'a dyn ToSql; 9] {
+    [&e.id, &e.kind, &e.order_id, &e.payload, &e.step, &e.step_version, &e.occurred_at_ms, attempt, &e.trace]
 }
 
 impl MssqlStore {
@@ -344,7 +350,8 @@ async fn apply_transition(conn: &mut Connection, t: &OrderTransition) -> Result<
     .await?
         == 1;
     if applied {
-        exec(conn, sql::INSERT_EVENT, &insert_event_params(&t.event)).await?;
+        let attempt = i64::from(t.event.attempt);
+        exec(conn, sql::INSERT_EVENT, &insert_event_params(&t.event, &attempt)).await?;
     }
     Ok(applied)
 }

@@ -31,7 +31,7 @@ impl Store for MssqlStore {
                 &[&order.id, &order.customer_id, &order.total_cents, &order.items, &order.created_at_ms],
             )
             .await?;
-            exec(conn, sql::INSERT_EVENT, &insert_event_params(placed)).await?;
+            exec(conn, sql::INSERT_EVENT, &insert_event_params(placed, &i64::from(placed.attempt))).await?;
             Ok(Created::New)
         })
     }
@@ -63,6 +63,7 @@ impl Store for MssqlStore {
                     at_ms: int(r, 2)?,
                     step: text(r, 3)?,
                     step_version: text(r, 4)?,
+                    attempt: opt_int(r, 5)?,
                 })
             })
             .collect()
@@ -73,7 +74,8 @@ impl Store for MssqlStore {
     }
 
     async fn emit(&self, event: &StoredEvent) -> Result<(), StoreError> {
-        exec(&mut *self.conn().await?, sql::INSERT_EVENT, &insert_event_params(event)).await.map(|_| ())
+        let attempt = i64::from(event.attempt);
+        exec(&mut *self.conn().await?, sql::INSERT_EVENT, &insert_event_params(event, &attempt)).await.map(|_| ())
     }
 
     async fn stock(&self, sku: &str) -> Result<Option<StockRow>, StoreError> {
@@ -112,6 +114,8 @@ impl Store for MssqlStore {
                         step: text(r, 5)?,
                         step_version: text(r, 6)?,
                         occurred_at_ms: int(r, 7)?,
+                        attempt: u32::try_from(opt_int(r, 8)?.unwrap_or(1)).unwrap_or(1),
+                        trace: opt_text(r, 9)?,
                     },
                 ))
             })
@@ -248,7 +252,8 @@ impl Store for MssqlStore {
             }
             apply_state(conn, batch).await?;
             for event in &batch.outbox {
-                exec(conn, sql::INSERT_EVENT, &insert_event_params(event)).await?;
+                let attempt = i64::from(event.attempt);
+                exec(conn, sql::INSERT_EVENT, &insert_event_params(event, &attempt)).await?;
             }
             for transition in &batch.transitions {
                 apply_transition(conn, transition).await?;

@@ -9,25 +9,26 @@ pub const INSERT_ORDER: &str = "INSERT INTO orders \
     (id, customer_id, status, total_cents, items, created_at_ms, updated_at_ms) \
     VALUES (@P1, @P2, 'pending', @P3, @P4, @P5, @P5)";
 pub const INSERT_EVENT: &str = "INSERT INTO outbox \
-    (event_id, kind, order_id, payload, step, step_version, occurred_at_ms) \
-    VALUES (@P1, @P2, @P3, @P4, @P5, @P6, @P7)";
+    (event_id, kind, order_id, payload, step, step_version, occurred_at_ms, attempt, trace) \
+    VALUES (@P1, @P2, @P3, @P4, @P5, @P6, @P7, @P8, @P9)";
 pub const SELECT_ORDER: &str = "SELECT seq, id, customer_id, status, cancel_reason, total_cents, items, \
     created_at_ms, updated_at_ms FROM orders WHERE id = @P1";
 pub const SELECT_ORDERS: &str = "SELECT TOP (@P1) seq, id, customer_id, status, cancel_reason, total_cents, \
     items, created_at_ms, updated_at_ms FROM orders \
     WHERE (@P2 IS NULL OR status = @P2) AND (@P3 IS NULL OR seq < @P3) ORDER BY seq DESC";
-pub const SELECT_TIMELINE: &str = "SELECT event_id, kind, occurred_at_ms, step, step_version FROM outbox \
+pub const SELECT_TIMELINE: &str = "SELECT event_id, kind, occurred_at_ms, step, step_version, attempt FROM outbox \
     WHERE order_id = @P1 ORDER BY seq";
 pub const UPDATE_ORDER_STATUS: &str = "UPDATE orders SET status = @P1, cancel_reason = @P2, \
     updated_at_ms = @P3 WHERE id = @P4 AND status IN (SELECT value FROM OPENJSON(@P5))";
 pub const SELECT_STOCK: &str = "SELECT sku, available, reserved, sold, seq FROM stock WHERE sku = @P1";
 pub const SELECT_UNRELAYED: &str = "SELECT TOP (@P1) seq, event_id, kind, order_id, payload, step, \
-    step_version, occurred_at_ms FROM outbox WITH (READPAST) WHERE relayed_at_ms IS NULL ORDER BY seq";
+    step_version, occurred_at_ms, attempt, trace FROM outbox WITH (READPAST) WHERE relayed_at_ms IS NULL ORDER BY seq";
 pub const MARK_RELAYED: &str = "UPDATE outbox SET relayed_at_ms = @P1 \
     WHERE seq IN (SELECT CAST(value AS BIGINT) FROM OPENJSON(@P2))";
 pub const OUTBOX_LAG: &str = "SELECT COUNT_BIG(*), MIN(occurred_at_ms) FROM outbox WHERE relayed_at_ms IS NULL";
 pub const SELECT_UNSTREAMED: &str = "SELECT TOP (@P1) seq, event_id, kind, order_id, payload, step, \
-    step_version, occurred_at_ms FROM outbox WITH (READPAST) WHERE streamed_at_ms IS NULL ORDER BY seq";
+    step_version, occurred_at_ms, attempt, trace FROM outbox WITH (READPAST) WHERE streamed_at_ms IS NULL \
+    ORDER BY seq";
 pub const MARK_STREAMED: &str = "UPDATE outbox SET streamed_at_ms = @P1 \
     WHERE seq IN (SELECT CAST(value AS BIGINT) FROM OPENJSON(@P2))";
 pub const STREAM_LAG: &str = "SELECT COUNT_BIG(*), MIN(occurred_at_ms) FROM outbox WHERE streamed_at_ms IS NULL";

@@ -206,7 +206,10 @@ impl Inner {
 /// One message to publish: exchange, routing key, body, properties, mandatory.
 type Message = (String, String, Vec<u8>, BasicProperties, bool);
 
-fn properties(event: &StoredEvent, headers: FieldTable) -> BasicProperties {
+fn properties(event: &StoredEvent, mut headers: FieldTable) -> BasicProperties {
+    if let Some(trace) = &event.trace {
+        headers.insert(ShortString::from("traceparent"), AMQPValue::LongString(LongString::from(trace.clone())));
+    }
     BasicProperties::default()
         .with_delivery_mode(2)
         .with_content_type(ShortString::from("application/json"))

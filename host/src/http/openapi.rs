@@ -1,0 +1,71 @@
+//! `GET /api/openapi.json`: the API described from the handlers' own annotations and
+//! types, so the description cannot drift from the code. CI fuzzes the server against it.
+
+use super::{admin, archive, dead_letters, health, orders, problem, stock};
+use axum::Json;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "wasaga",
+        description = "Runs the business steps of an order saga as sandboxed WebAssembly components. \
+            Errors are application/problem+json (RFC 9457); /api/admin/* needs the admin token."
+    ),
+    paths(
+        orders::place,
+        orders::list,
+        orders::get,
+        orders::cancel,
+        stock::get,
+        stock::put,
+        health::healthz,
+        health::readyz,
+        health::metrics,
+        admin::list_plugins,
+        admin::put_plugin,
+        admin::rollback_plugin,
+        admin::promote_plugin,
+        admin::shadow_report,
+        admin::plugin_history,
+        admin::list_hosts,
+        archive::list,
+        dead_letters::list,
+        dead_letters::replay,
+        dead_letters::discard,
+        dead_letters::recording,
+        dead_letters::recordings,
+        openapi_json,
+    ),
+    components(schemas(problem::Problem, problem::FieldError)),
+    modifiers(&AdminToken),
+    tags(
+        (name = "orders", description = "Place, follow and cancel orders"),
+        (name = "stock", description = "Stock levels, set through the inventory step"),
+        (name = "plugins", description = "Step versions: upload, rollback, rollouts"),
+        (name = "dead letters", description = "Events a step gave up on, their recordings and replays"),
+        (name = "admin", description = "The fleet and the archive"),
+        (name = "health", description = "Liveness, readiness, metrics"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The bearer token of `/api/admin/*`.
+struct AdminToken;
+
+impl Modify for AdminToken {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("admin_token", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}
+
+/// This document.
+#[utoipa::path(
+    get, path = "/api/openapi.json", tag = "health",
+    responses((status = 200, description = "The OpenAPI 3.1 description of this API", body = Object))
+)]
+pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
