@@ -126,6 +126,9 @@ pub struct Settings {
     /// How long an order's pinned versions are kept.
     #[serde(default = "defaults::retain_pins_secs")]
     pub retain_pins_secs: u64,
+    /// How long a console sign-in lasts.
+    #[serde(default = "defaults::console_session_secs")]
+    pub console_session_secs: u64,
     /// Replication factor of the Kafka topic the stream creates; unset: the broker's default.
     #[serde(default)]
     pub stream_replication: Option<i32>,
@@ -187,7 +190,8 @@ pub const COMPENSATING_STEPS: [&str; 2] = ["payment", "inventory"];
 
 /// Every key of [`Settings`], as in `wasaga.toml` and (upper-cased, `WASAGA_`-prefixed)
 /// in the environment.
-const SETTING_KEYS: [&str; 37] = [
+const SETTING_KEYS: [&str; 38] = [
+    "console_session_secs",
     "auto_rollback_failure_rate",
     "auto_rollback_min_calls",
     "auto_rollback_window_secs",
@@ -309,6 +313,9 @@ mod defaults {
     pub fn retain_pins_secs() -> u64 {
         30 * 24 * 3600
     }
+    pub fn console_session_secs() -> u64 {
+        8 * 3600
+    }
     pub fn maintenance_interval_ms() -> u64 {
         5_000
     }
@@ -367,6 +374,7 @@ impl Default for Settings {
             auto_rollback_window_secs: defaults::auto_rollback_window_secs(),
             recording_max_bytes: defaults::recording_max_bytes(),
             retain_pins_secs: defaults::retain_pins_secs(),
+            console_session_secs: defaults::console_session_secs(),
             retain_inbox_secs: defaults::retain_inbox_secs(),
             retain_outbox_secs: defaults::retain_outbox_secs(),
             retain_idempotency_secs: defaults::retain_idempotency_secs(),
@@ -445,6 +453,7 @@ impl Settings {
             ("WASAGA_AUTO_ROLLBACK_WINDOW_SECS", self.auto_rollback_window_secs, 1, 30 * 86_400),
             ("WASAGA_RECORDING_MAX_BYTES", self.recording_max_bytes, 1024, 64 * 1024 * 1024),
             ("WASAGA_RETAIN_PINS_SECS", self.retain_pins_secs, 1, 10 * 365 * 86_400),
+            ("WASAGA_CONSOLE_SESSION_SECS", self.console_session_secs, 1, 30 * 86_400),
             ("WASAGA_RETAIN_INBOX_SECS", self.retain_inbox_secs, 1, 10 * 365 * 86_400),
             ("WASAGA_RETAIN_OUTBOX_SECS", self.retain_outbox_secs, 1, 10 * 365 * 86_400),
             ("WASAGA_RETAIN_IDEMPOTENCY_SECS", self.retain_idempotency_secs, 1, 10 * 365 * 86_400),
@@ -637,7 +646,7 @@ mod tests {
             "step_max_archive_objects": 1, "step_max_archive_bytes": 1, "step_max_log_lines": 1,
             "redrive_after_ms": 100, "maintenance_interval_ms": 100, "retain_inbox_secs": 1,
             "auto_rollback_failure_rate": 0.5, "auto_rollback_min_calls": 1, "auto_rollback_window_secs": 1,
-            "recording_max_bytes": 1024, "retain_pins_secs": 1, "retain_outbox_secs": 1,
+            "recording_max_bytes": 1024, "retain_pins_secs": 1, "retain_outbox_secs": 1, "console_session_secs": 1,
             "retain_idempotency_secs": 1, "stream_replication": 1, "step_concurrency_per_step": 1
         });
         let keys: Vec<&str> = fields.as_object().expect("object").keys().map(String::as_str).collect();

@@ -325,9 +325,13 @@ async fn start(
         started_at_ms: crate::event::now_ms(),
     });
     let saga = Saga::start(saga_ctx.clone()).await;
+    let token_digest = Sha256::digest(token.expose_secret().as_bytes()).to_vec();
+    let session_ms = i64::try_from(settings.console_session_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let state = AppState {
         registry,
-        admin_token_digest: Sha256::digest(token.expose_secret().as_bytes()).to_vec().into(),
+        sessions: crate::http::ui::Sessions::new(&token_digest, session_ms),
+        charts: Arc::default(),
+        admin_token_digest: token_digest.into(),
         required_steps: SAGA_STEPS.iter().map(|s| (*s).to_owned()).collect(),
         saga: saga_ctx,
         in_flight: Arc::default(),

@@ -82,6 +82,7 @@ fn print_welcome(addr: &str, data_dir: &std::path::Path, services: bool) {
     let url = format!("http://{addr}");
     println!();
     println!("wasaga is running at {url}   (Ctrl-C stops it)");
+    println!("console: {url}/ui   (sign in with the admin token below)");
     match stocked {
         Ok((202, _)) => println!("stocked SKU-1 with 1000 units"),
         other => println!("could not stock SKU-1: {other:?}"),

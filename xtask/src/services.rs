@@ -85,11 +85,22 @@ pub struct Tools {
     pub azurite: PathBuf,
 }
 
+/// What the browser tests need, installed once.
+pub struct BrowserTools {
+    /// The npm prefix holding `node_modules/playwright-core`.
+    pub playwright: PathBuf,
+    /// Debian's Chromium.
+    pub chromium: PathBuf,
+}
+
 const TANSU_VERSION: &str = "0.6.0";
 /// `libsql` gives tansu a SQLite log, so a restarted broker keeps its topics and offsets.
 const TANSU_FEATURES: &str = "dynostore,postgres,libsql";
 /// The newest Azurite whose `engines` accepts Node.js 20 (3.36 and later need 21+).
 const AZURITE_PACKAGE: &str = "azurite@3.35.0";
+/// Drives the system's Chromium in the browser tests; it downloads no browser.
+const PLAYWRIGHT_PACKAGE: &str = "playwright-core@1.57.0";
+const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// Install tansu (cargo install) and Azurite (npm) under the cache folder unless there.
 ///
@@ -137,6 +148,46 @@ pub fn install_tools() -> anyhow::Result<Tools> {
         std::fs::write(&azurite_stamp, AZURITE_PACKAGE)?;
     }
     Ok(Tools { tansu, azurite })
+}
+
+/// playwright-core (npm, under the cache folder) and Debian's Chromium.
+pub fn install_browser_tools() -> anyhow::Result<BrowserTools> {
+    let playwright = cache_dir().join("tools").join("playwright");
+    let playwright_stamp = playwright.join(format!("{}.installed", PLAYWRIGHT_PACKAGE.replace('@', "-")));
+    if !playwright_stamp.exists() {
+        eprintln!("installing {PLAYWRIGHT_PACKAGE} (browser tests) into {}: once, seconds", playwright.display());
+        std::fs::create_dir_all(&playwright)?;
+        let mut install = Command::new("npm");
+        install
+            .args(["install", "--no-audit", "--no-fund", "--no-save", "--loglevel", "error", "--prefix"])
+            .arg(&playwright)
+            .arg(PLAYWRIGHT_PACKAGE);
+        crate::util::run(&mut install).context("installing playwright-core (npm, from Node.js, is needed)")?;
+        std::fs::write(&playwright_stamp, PLAYWRIGHT_PACKAGE)?;
+    }
+    let chromium = ensure_chromium()?;
+    Ok(BrowserTools { playwright, chromium })
+}
+
+/// Debian's `chromium` package, installed with apt when missing (as root, or with sudo).
+fn ensure_chromium() -> anyhow::Result<PathBuf> {
+    let chromium = PathBuf::from(CHROMIUM);
+    if chromium.exists() {
+        return Ok(chromium);
+    }
+    eprintln!("installing Debian's chromium package for the browser tests: once, about a minute");
+    let root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
+    let mut install = if root { Command::new("apt-get") } else { Command::new("sudo") };
+    if !root {
+        install.args(["-n", "apt-get"]);
+    }
+    install.args(["install", "-y", "--no-install-recommends", "chromium"]).env("DEBIAN_FRONTEND", "noninteractive");
+    crate::util::run(&mut install)
+        .context("installing chromium (run `apt-get install chromium` as root once, then try again)")?;
+    if !chromium.exists() {
+        bail!("apt-get installed chromium but {CHROMIUM} is missing");
+    }
+    Ok(chromium)
 }
 
 /// Make sure RabbitMQ is up, starting the machine's server if needed.

@@ -35,6 +35,7 @@ fn stages_of_test(args: &Test, stages: &mut Stages) -> anyhow::Result<()> {
         services::ensure_rabbitmq()
     })?;
     let tools = stages.run("tools: tansu and Azurite (first run: about 10 minutes)", services::install_tools)?;
+    let browser = stages.run("browser tests: playwright-core and Chromium", services::install_browser_tools)?;
     let components = target_dir().join("wasaga-test-components");
     stages.run("components: steps and fixtures (first run: about 3 minutes)", || {
         build_plugins::run(&BuildPlugins { out: Some(components.clone()), fixtures: true })
@@ -50,7 +51,10 @@ fn stages_of_test(args: &Test, stages: &mut Stages) -> anyhow::Result<()> {
         cmd.args(["test", "--workspace"])
             .env("WASAGA_TEST_COMPONENTS", &components)
             .env("WASAGA_TANSU_BIN", &tools.tansu)
-            .env("WASAGA_AZURITE_BIN", &tools.azurite);
+            .env("WASAGA_AZURITE_BIN", &tools.azurite)
+            .env("WASAGA_PLAYWRIGHT_DIR", &browser.playwright)
+            .env("WASAGA_CHROMIUM", &browser.chromium)
+            .env("WASAGA_TEST_SCREENSHOTS", target_dir().join("console-screenshots"));
         if let Some(filter) = &args.filter {
             cmd.args(["--", filter]);
         }

@@ -96,7 +96,7 @@ impl VersionView {
 }
 
 impl PluginView {
-    fn of(slot: &Slot, registry: &StepRegistry) -> Self {
+    pub(crate) fn of(slot: &Slot, registry: &StepRegistry) -> Self {
         PluginView {
             name: slot.current.name.to_string(),
             current: VersionView::of(&slot.current, registry),

@@ -13,6 +13,7 @@ pub mod openapi;
 mod orders;
 pub mod problem;
 mod stock;
+pub mod ui;
 
 pub use admin::{PluginView, VersionView};
 
@@ -38,6 +39,10 @@ pub struct AppState {
     pub saga: Arc<SagaContext>,
     /// Idempotency keys whose first request is still running.
     pub in_flight: Arc<Mutex<HashSet<String>>>,
+    /// Console sign-ins.
+    pub sessions: ui::Sessions,
+    /// The console's overview samples.
+    pub charts: Arc<ui::Charts>,
 }
 
 impl AppState {
@@ -81,6 +86,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(health::metrics))
         .route("/api/openapi.json", get(openapi::openapi_json))
         .nest("/api/admin", admin)
+        .merge(ui::router(state.clone()))
         .fallback(admin::not_found)
         .layer(middleware::from_fn(guard::reject_control_characters))
         .layer(DefaultBodyLimit::max(body::MAX_JSON_BYTES))

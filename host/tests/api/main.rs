@@ -4,6 +4,7 @@
 mod admin;
 mod brokers;
 mod cache;
+mod console;
 mod crash;
 mod fleet;
 mod helpers;
