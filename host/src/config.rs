@@ -698,19 +698,28 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail fixes the closure's error type.
     fn the_shipped_examples_load() {
-        for example in ["wasaga.toml", "polyglot.toml"] {
-            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples").join(example);
-            let settings = Settings::load(Some(&path)).unwrap_or_else(|e| panic!("{example}: {e}"));
-            if example == "wasaga.toml" {
-                assert_eq!(settings.pinned_steps().into_iter().collect::<Vec<_>>(), ["payment"]);
+        // Inside a jail: the jails of other tests set WASAGA_ variables process-wide.
+        figment::Jail::expect_with(|_jail| {
+            for example in ["wasaga.toml", "polyglot.toml"] {
+                let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples").join(example);
+                let settings = Settings::load(Some(&path)).map_err(|e| format!("{example}: {e}"))?;
+                if example == "wasaga.toml" {
+                    assert_eq!(settings.pinned_steps().into_iter().collect::<Vec<_>>(), ["payment"]);
+                }
             }
-        }
+            Ok(())
+        });
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail fixes the closure's error type.
     fn a_missing_config_file_is_an_error() {
-        let error = Settings::load(Some(Path::new("/nonexistent/wasaga.toml"))).expect_err("missing");
-        assert!(error.to_string().contains("does not exist"));
+        figment::Jail::expect_with(|_jail| {
+            let error = Settings::load(Some(Path::new("/nonexistent/wasaga.toml"))).expect_err("missing");
+            assert!(error.to_string().contains("does not exist"));
+            Ok(())
+        });
     }
 }
