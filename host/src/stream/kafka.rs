@@ -355,7 +355,16 @@ impl Transport for KafkaStream {
         let mut committable = BTreeMap::new();
         let first = match tokio::time::timeout_at(deadline, group.consumer.recv()).await {
             Err(_) => return Ok(Vec::new()),
-            Ok(Err(error)) => return Err(self.failed(error)),
+            Ok(Err(error)) => {
+                // A fatal consumer error (fenced by another member, say) never clears:
+                // leave the group, and join afresh at the next receive.
+                if matches!(error, rdkafka::error::KafkaError::MessageConsumptionFatal(_))
+                    || error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::Fatal)
+                {
+                    self.groups.lock().remove(consumer);
+                }
+                return Err(self.failed(error));
+            }
             Ok(Ok(message)) => message,
         };
         let mut messages = vec![first];
@@ -387,7 +396,12 @@ impl Transport for KafkaStream {
     }
 
     async fn settle(&self, consumer: &str, settlements: Vec<Settlement>) -> Result<(), TransportError> {
-        let group = self.group(consumer)?;
+        // Never join the group to settle: a host that lost the lease would fence the
+        // holder's member (they share its static id). What it handled comes again to the
+        // holder, whose inbox absorbs it.
+        let Some(group) = self.groups.lock().get(consumer).cloned() else {
+            return Ok(());
+        };
         let mut committable = BTreeMap::new();
         {
             let mut book = group.book.lock();
