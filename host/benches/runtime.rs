@@ -134,6 +134,19 @@ async fn wasm(runtime: &Runtime, loaded: &LoadedStep, events: &[Event]) -> Serie
     summarize(samples, wall.elapsed())
 }
 
+/// `order.completed` for `n` distinct orders: what the templates subscribe to.
+fn completed(n: usize) -> Vec<Event> {
+    (0..n)
+        .map(|i| Event {
+            id: format!("e-{i}"),
+            kind: "order.completed".to_owned(),
+            order_id: format!("o-{i}"),
+            occurred_at_ms: 0,
+            payload: "{}".to_owned(),
+        })
+        .collect()
+}
+
 fn input_of<'a>(event: &'a Event, origin: &'a Origin) -> CallInput<'a> {
     CallInput {
         id: &event.id,
@@ -166,8 +179,7 @@ fn main() {
     let component = |name: &str| Bytes::from(std::fs::read(env.components.join(format!("{name}.wasm"))).unwrap());
     let steps = ["inventory", "payment", "analytics"];
     let mut md = String::new();
-    let mut report =
-        json!({"events_per_series": env.events, "steps": {}, "allocators": {}, "epoch": {}, "load": {}, "swap": {}});
+    let mut report = json!({"events_per_series": env.events, "steps": {}, "allocators": {}, "epoch": {}, "load": {}, "swap": {}, "compilers": {}});
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -285,6 +297,50 @@ fn main() {
             s.upload_p50_ms, s.upload_max_ms, s.visible_p50_ms, s.visible_max_ms, s.calls, s.failed
         ));
         report["swap"][if cached { "cached" } else { "compiling" }] = json!({"upload_p50_ms": s.upload_p50_ms, "upload_max_ms": s.upload_max_ms, "visible_p50_ms": s.visible_p50_ms, "visible_max_ms": s.visible_max_ms, "calls": s.calls, "failed_calls": s.failed});
+    }
+
+    // 6. The two compilers on the templates, in the three languages.
+    md.push_str("\n## The two compilers on the new-step templates (order.completed, fresh instance per call)\n\nServing = validate + compile + describe, from the upload to the version serving; first call = the first `handle` after it. Winch's code serves a component of 4 MiB or more until Cranelift's replaces it.\n\n| template | size KiB | compiler | serving ms | first call ms | call p50 µs | call p99 µs | calls/s |\n|---|---|---|---|---|---|---|---|\n");
+    let calls = (env.events / 20).clamp(50, 1000);
+    for template in ["rs-counter", "py-counter", "js-counter"] {
+        let Ok(bytes) = std::fs::read(env.components.join(format!("{template}.wasm"))) else {
+            md.push_str(&format!("| {template} | not built | | | | | | |\n"));
+            continue;
+        };
+        let bytes = Bytes::from(bytes);
+        for (compiler, baseline) in [("Winch", true), ("Cranelift", false)] {
+            let config = RuntimeConfig {
+                memory_mib: 128,
+                baseline_min_bytes: baseline.then_some(0),
+                baseline_only: baseline,
+                ..config(Allocator::Pooling, true, None)
+            };
+            let runtime = Runtime::new(config).unwrap();
+            let start = Instant::now();
+            let loaded = rt.block_on(runtime.load(template, bytes.clone())).unwrap();
+            let serving = start.elapsed();
+            let events = completed(calls);
+            let origin = Origin { step: "host".to_owned(), step_version: "bench".to_owned() };
+            let start = Instant::now();
+            rt.block_on(runtime.call(&loaded, input_of(&events[0], &origin), Arc::new(MemoryState::default()), None))
+                .unwrap();
+            let first = start.elapsed();
+            let s = rt.block_on(wasm(&runtime, &loaded, &events));
+            md.push_str(&format!(
+                "| {template} | {:.0} | {compiler} | {:.0} | {:.1} | {} | {} | {:.0} |\n",
+                bytes.len() as f64 / 1024.0,
+                serving.as_secs_f64() * 1e3,
+                first.as_secs_f64() * 1e3,
+                us(s.p50_ns),
+                us(s.p99_ns),
+                s.per_sec
+            ));
+            report["compilers"][template][compiler] = json!({
+                "bytes": bytes.len(), "serving_ms": serving.as_secs_f64() * 1e3,
+                "first_call_ms": first.as_secs_f64() * 1e3, "p50_us": s.p50_ns as f64 / 1e3,
+                "p99_us": s.p99_ns as f64 / 1e3, "per_sec": s.per_sec,
+            });
+        }
     }
 
     std::fs::create_dir_all(&env.results).unwrap();

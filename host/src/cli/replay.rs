@@ -57,6 +57,9 @@ pub struct Replayed {
 pub async fn run(path: &Path, sources: &Sources) -> Result<(String, i32), ReplayError> {
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir: Some(sources.data_dir.join("compile-cache")),
+        // A replay is a handful of calls: the baseline compiler's code serves them sooner
+        // than Cranelift could compile a large component.
+        baseline_only: true,
         ..RuntimeConfig::default()
     })
     .map_err(|e| ReplayError::Refused(e.to_string()))?;

@@ -18,7 +18,7 @@ pub use cache::CompileCache;
 pub use limits::{CallLimits, LimitExceeded};
 pub use recorder::Recorder;
 pub use state::{MemoryState, StateError, StepState};
-pub use step::{CallInput, Emitted, LoadedStep, Origin, digest_of};
+pub use step::{CallInput, Emitted, LoadedStep, Origin, Tier, digest_of};
 pub use validate::{HANDLER_EXPORT, component_imports, import_allowed, subscription_known, valid_kind};
 
 use crate::archive::Archive;
@@ -73,6 +73,12 @@ pub struct RuntimeConfig {
     pub max_component_bytes: usize,
     /// Longest a compilation may take before the component is refused.
     pub compile_timeout: Duration,
+    /// Components of at least this size serve first on Winch's code, then on
+    /// Cranelift's once compiled; `None` compiles everything with Cranelift alone.
+    pub baseline_min_bytes: Option<usize>,
+    /// Keep serving the baseline compiler's code, never swapping in Cranelift's: for
+    /// measuring Winch's code on its own.
+    pub baseline_only: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -82,7 +88,7 @@ impl Default for RuntimeConfig {
             memory_mib: 64,
             concurrency: 32,
             per_step_concurrency: 16,
-            core_instances_per_component: 16,
+            core_instances_per_component: 64,
             memories_per_component: 2,
             tables_per_component: 4,
             cache_dir: None,
@@ -91,6 +97,8 @@ impl Default for RuntimeConfig {
             limits: CallLimits::default(),
             max_component_bytes: 64 * 1024 * 1024,
             compile_timeout: Duration::from_secs(120),
+            baseline_min_bytes: Some(4 * 1024 * 1024),
+            baseline_only: false,
         }
     }
 }
@@ -119,6 +127,10 @@ pub enum LoadError {
     MissingHandler { exports: String },
     #[error("does not match the wasaga:saga@0.1.0 contract: {0}")]
     Contract(String),
+    #[error("has {found} {what}; a step may have at most {limit}")]
+    TooComplex { what: &'static str, found: u32, limit: u32 },
+    #[error("starts with {needs_mib} MiB of memory, more than WASAGA_STEP_MEMORY_MIB ({cap_mib}) allows")]
+    MemoryTooSmall { needs_mib: u64, cap_mib: u64 },
     #[error("describe() failed: {0}")]
     Describe(CallError),
     #[error("describe() names the step {found:?}, but it is installed as {expected:?}")]
@@ -228,6 +240,8 @@ impl StepExecutor for Runtime {
 pub struct Runtime {
     engine: Engine,
     linker: Linker<StepStore>,
+    /// Winch's engine, for large components to serve while Cranelift compiles them.
+    baseline: Option<Baseline>,
     config: RuntimeConfig,
     deadline_ticks: u64,
     permits: Semaphore,
@@ -243,6 +257,42 @@ impl std::fmt::Debug for Runtime {
     }
 }
 
+/// The baseline compiler's engine: Winch compiles in a fraction of Cranelift's time, so
+/// a large component serves at once and is swapped for Cranelift's code when ready.
+/// Instances come from the on-demand allocator: these versions serve only briefly.
+pub(crate) struct Baseline {
+    engine: Engine,
+    linker: Linker<StepStore>,
+    _ticker: Option<EpochTicker>,
+}
+
+impl Baseline {
+    fn new(config: &RuntimeConfig) -> Result<Baseline, RuntimeError> {
+        let mut cfg = Config::new();
+        cfg.strategy(wasmtime::Strategy::Winch);
+        cfg.epoch_interruption(config.epoch_interruption);
+        cfg.max_wasm_stack(512 * 1024);
+        let engine = Engine::new(&cfg).map_err(|e| RuntimeError(format!("the baseline compiler: {e}")))?;
+        let linker = linker_for(&engine)?;
+        let ticker = match config.epoch_interruption {
+            true => Some(EpochTicker::start(engine.clone())?),
+            false => None,
+        };
+        Ok(Baseline { engine, linker, _ticker: ticker })
+    }
+}
+
+fn linker_for(engine: &Engine) -> Result<Linker<StepStore>, RuntimeError> {
+    let mut linker: Linker<StepStore> = Linker::new(engine);
+    // Every WASI 0.2 interface is linked, but the context behind them is empty, and
+    // validation refuses components that import sockets or anything else outside
+    // the allowed list before they are ever instantiated.
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| RuntimeError(e.to_string()))?;
+    ArchivingStep::add_to_linker::<StepStore, HasSelf<StepStore>>(&mut linker, |s| s)
+        .map_err(|e| RuntimeError(e.to_string()))?;
+    Ok(linker)
+}
+
 /// Building the engine failed: a configuration this machine cannot provide.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot start the WebAssembly runtime: {0}")]
@@ -251,13 +301,15 @@ pub struct RuntimeError(String);
 impl Runtime {
     pub fn new(config: RuntimeConfig) -> Result<Arc<Runtime>, RuntimeError> {
         let engine = Engine::new(&engine_config(&config)).map_err(|e| RuntimeError(e.to_string()))?;
-        let mut linker: Linker<StepStore> = Linker::new(&engine);
-        // Every WASI 0.2 interface is linked, but the context behind them is empty, and
-        // validation refuses components that import sockets or anything else outside
-        // the allowed list before they are ever instantiated.
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| RuntimeError(e.to_string()))?;
-        ArchivingStep::add_to_linker::<StepStore, HasSelf<StepStore>>(&mut linker, |s| s)
-            .map_err(|e| RuntimeError(e.to_string()))?;
+        let linker = linker_for(&engine)?;
+        let baseline = match config.baseline_min_bytes {
+            // Without it every component compiles with Cranelift alone: slower to serve,
+            // never wrong, so a machine Winch cannot target still runs.
+            Some(_) => Baseline::new(&config)
+                .inspect_err(|error| tracing::warn!(%error, "large components will wait for Cranelift"))
+                .ok(),
+            None => None,
+        };
         // The wall clock decides a deadline; the epoch (a tick later) stops code that
         // spins without ever yielding to it.
         let tick_ms = EPOCH_TICK.as_millis().max(1);
@@ -273,6 +325,7 @@ impl Runtime {
             step_permits: Mutex::new(HashMap::new()),
             engine,
             linker,
+            baseline,
             deadline_ticks,
             cache,
             config,

@@ -9,6 +9,7 @@ use super::state::{MemoryState, StateError, StepState};
 use super::validate::{check_binary, check_imports, check_world, subscription_known, valid_kind};
 use super::{CallError, LoadError, Runtime};
 use crate::archive::Archive;
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -34,6 +35,33 @@ pub struct LoadedStep {
     pub from_cache: bool,
     /// Time to compile or to load from the cache.
     pub compile_time: Duration,
+    /// The machine code calls run: Winch's at first for a large component, replaced by
+    /// Cranelift's in place (for every holder of this version) once it is compiled.
+    code: Arc<ArcSwap<Code>>,
+}
+
+/// Which compiler made the code a version runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// Winch: compiled fast, runs slower; serves until Cranelift's code is ready.
+    Baseline,
+    /// Cranelift.
+    Optimized,
+}
+
+impl Tier {
+    pub fn name(self) -> &'static str {
+        match self {
+            Tier::Baseline => "baseline",
+            Tier::Optimized => "optimized",
+        }
+    }
+}
+
+/// A compiled component, ready to instantiate on its engine.
+struct Code {
+    tier: Tier,
+    engine: wasmtime::Engine,
     pre: ArchivingStepPre<StepStore>,
 }
 
@@ -57,6 +85,11 @@ impl LoadedStep {
     /// Whether this step handles events of `kind`.
     pub fn subscribes_to(&self, kind: &str) -> bool {
         crate::event::subscribed(&self.subscribes, kind)
+    }
+
+    /// The compiler whose code serves now.
+    pub fn tier(&self) -> Tier {
+        self.code.load().tier
     }
 }
 
@@ -98,30 +131,128 @@ pub(super) async fn load(runtime: &Arc<Runtime>, name: &str, bytes: Bytes) -> Re
         return Err(LoadError::TooLarge { bytes: bytes.len(), limit: runtime.config.max_component_bytes });
     }
     check_binary(&bytes)?;
-    // Imports are read before compiling: a refusal costs microseconds, not a compile.
+    // Imports and shape are read before compiling: a refusal costs milliseconds, not a
+    // compile.
     check_imports(&bytes)?;
+    check_shape(&runtime.config, &bytes)?;
     let digest = digest_of(&bytes);
     let digest_hex = digest.trim_start_matches("sha256:").to_owned();
     let started = Instant::now();
-    // Compiling takes tens of milliseconds of CPU (seconds for a large component): keep
-    // it off the async workers, and give up on one that takes too long.
-    let timeout = runtime.config.compile_timeout;
-    let (component, from_cache) = {
+    let cached = {
         let runtime = runtime.clone();
-        let bytes = bytes.clone();
         let digest_hex = digest_hex.clone();
-        let compile = tokio::task::spawn_blocking(move || compile(&runtime, &bytes, &digest_hex));
-        match tokio::time::timeout(timeout, compile).await {
-            Err(_) => return Err(LoadError::CompileTimeout(timeout)),
-            Ok(joined) => joined.map_err(|e| LoadError::Compile(format!("compiler task failed: {e}")))??,
-        }
+        tokio::task::spawn_blocking(move || runtime.cache.as_ref().and_then(|c| c.load(&runtime.engine, &digest_hex)))
+            .await
+            .ok()
+            .flatten()
     };
+    if let Some(component) = cached {
+        let code = optimized(runtime, &component)?;
+        return prepare(runtime, name, code, bytes, digest, true, started.elapsed()).await;
+    }
+    let large = runtime.config.baseline_min_bytes.is_some_and(|min| bytes.len() >= min);
+    if let Some(baseline) = runtime.baseline.as_ref().filter(|_| large) {
+        match compile_with(runtime, &baseline.engine, bytes.clone()).await {
+            Ok(component) => {
+                let code = Code {
+                    tier: Tier::Baseline,
+                    pre: instance_pre(&baseline.linker, &component)?,
+                    engine: baseline.engine.clone(),
+                };
+                let loaded = prepare(runtime, name, code, bytes.clone(), digest, false, started.elapsed()).await?;
+                // Cranelift compiles in the background; the version serves meanwhile.
+                if !runtime.config.baseline_only {
+                    tokio::spawn(optimize(
+                        runtime.clone(),
+                        loaded.code.clone(),
+                        loaded.name.clone(),
+                        bytes,
+                        digest_hex,
+                    ));
+                }
+                return Ok(loaded);
+            }
+            // A feature Winch lacks (exceptions, say): Cranelift alone, as for any other.
+            Err(error) => tracing::info!(step = name, %error, "the baseline compiler cannot take it; compiling once"),
+        }
+    }
+    let component = compile_with(runtime, &runtime.engine, bytes.clone()).await?;
     let compile_time = started.elapsed();
-    let loaded = prepare(runtime, name, &component, bytes, digest, from_cache, compile_time).await?;
-    if !from_cache && let Some(cache) = &runtime.cache {
+    let loaded = prepare(runtime, name, optimized(runtime, &component)?, bytes, digest, false, compile_time).await?;
+    if let Some(cache) = &runtime.cache {
         cache.store(&component, &digest_hex);
     }
     Ok(loaded)
+}
+
+/// Compile on `engine` off the async workers (seconds for a large component), giving up
+/// on one that takes too long.
+async fn compile_with(runtime: &Runtime, engine: &wasmtime::Engine, bytes: Bytes) -> Result<Component, LoadError> {
+    let timeout = runtime.config.compile_timeout;
+    let engine = engine.clone();
+    let compile = tokio::task::spawn_blocking(move || {
+        Component::new(&engine, &bytes).map_err(|e| LoadError::Compile(error_chain(&e)))
+    });
+    match tokio::time::timeout(timeout, compile).await {
+        Err(_) => Err(LoadError::CompileTimeout(timeout)),
+        Ok(joined) => joined.map_err(|e| LoadError::Compile(format!("compiler task failed: {e}")))?,
+    }
+}
+
+fn instance_pre(
+    linker: &wasmtime::component::Linker<StepStore>,
+    component: &Component,
+) -> Result<ArchivingStepPre<StepStore>, LoadError> {
+    let instance_pre = linker.instantiate_pre(component).map_err(|e| LoadError::Contract(error_chain(&e)))?;
+    ArchivingStepPre::new(instance_pre).map_err(|e| LoadError::Contract(error_chain(&e)))
+}
+
+fn optimized(runtime: &Runtime, component: &Component) -> Result<Code, LoadError> {
+    Ok(Code { tier: Tier::Optimized, pre: instance_pre(&runtime.linker, component)?, engine: runtime.engine.clone() })
+}
+
+/// Compile with Cranelift and swap the code in for every holder of the version.
+async fn optimize(runtime: Arc<Runtime>, code: Arc<ArcSwap<Code>>, name: Arc<str>, bytes: Bytes, digest_hex: String) {
+    let started = Instant::now();
+    let result = compile_with(&runtime, &runtime.engine, bytes)
+        .await
+        .and_then(|component| optimized(&runtime, &component).map(|code| (component, code)));
+    match result {
+        Ok((component, optimized)) => {
+            code.store(Arc::new(optimized));
+            tracing::info!(step = %name, compile_ms = started.elapsed().as_millis() as u64,
+                "Cranelift's code serves now, in place of the baseline compiler's");
+            if let Some(cache) = &runtime.cache {
+                cache.store(&component, &digest_hex);
+            }
+        }
+        // The baseline code goes on serving; a restart tries again.
+        Err(error) => {
+            tracing::warn!(step = %name, %error, "Cranelift could not compile it; the baseline code serves on")
+        }
+    }
+}
+
+/// Refuse a component the instance pool could never hold.
+fn check_shape(config: &super::RuntimeConfig, bytes: &[u8]) -> Result<(), LoadError> {
+    let shape = super::validate::component_shape(bytes)?;
+    for (what, found, limit) in [
+        ("core module instances", shape.core_instances, config.core_instances_per_component),
+        ("linear memories", shape.memories, config.memories_per_component),
+        ("tables", shape.tables, config.tables_per_component),
+    ] {
+        if found > limit {
+            return Err(LoadError::TooComplex { what, found, limit });
+        }
+    }
+    let cap = config.memory_mib.saturating_mul(1024 * 1024);
+    if shape.largest_memory_bytes > cap {
+        return Err(LoadError::MemoryTooSmall {
+            needs_mib: shape.largest_memory_bytes.div_ceil(1024 * 1024),
+            cap_mib: config.memory_mib,
+        });
+    }
+    Ok(())
 }
 
 /// Load a version from the compile cache alone, by digest (no component bytes): for
@@ -134,25 +265,23 @@ pub(super) async fn load_cached(runtime: &Arc<Runtime>, name: &str, digest: &str
         .as_ref()
         .and_then(|cache| cache.load(&runtime.engine, digest_hex))
         .ok_or_else(|| LoadError::Compile(format!("{digest} is not in the compile cache")))?;
-    prepare(runtime, name, &component, Bytes::new(), digest.to_owned(), true, Duration::ZERO).await
+    let code = optimized(runtime, &component)?;
+    prepare(runtime, name, code, Bytes::new(), digest.to_owned(), true, Duration::ZERO).await
 }
 
 /// Check a compiled component against the contract, describe it, and make it ready.
 async fn prepare(
     runtime: &Arc<Runtime>,
     name: &str,
-    component: &Component,
+    code: Code,
     bytes: Bytes,
     digest: String,
     from_cache: bool,
     compile_time: Duration,
 ) -> Result<LoadedStep, LoadError> {
-    check_world(&runtime.engine, component)?;
-    let instance_pre = runtime.linker.instantiate_pre(component).map_err(|e| LoadError::Contract(error_chain(&e)))?;
-    let pre = ArchivingStepPre::new(instance_pre).map_err(|e| LoadError::Contract(error_chain(&e)))?;
-
+    check_world(&code.engine, code.pre.instance_pre().component())?;
     let labels = CallLabels { step: name.into(), step_version: digest.as_str().into(), event_id: String::new() };
-    let manifest = describe(runtime, &pre, labels).await.map_err(LoadError::Describe)?;
+    let manifest = describe(runtime, &code, labels).await.map_err(LoadError::Describe)?;
     if manifest.name != name {
         return Err(LoadError::NameMismatch { expected: name.to_owned(), found: manifest.name });
     }
@@ -174,23 +303,15 @@ async fn prepare(
         bytes,
         from_cache,
         compile_time,
-        pre,
+        code: Arc::new(ArcSwap::from_pointee(code)),
     })
 }
 
-fn compile(runtime: &Runtime, bytes: &[u8], digest_hex: &str) -> Result<(Component, bool), LoadError> {
-    if let Some(component) = runtime.cache.as_ref().and_then(|cache| cache.load(&runtime.engine, digest_hex)) {
-        return Ok((component, true));
-    }
-    let component = Component::new(&runtime.engine, bytes).map_err(|e| LoadError::Compile(error_chain(&e)))?;
-    Ok((component, false))
-}
-
-fn new_store(runtime: &Runtime, parts: CallParts) -> Store<StepStore> {
+fn new_store(runtime: &Runtime, engine: &wasmtime::Engine, parts: CallParts) -> Store<StepStore> {
     let max_memory = usize::try_from(runtime.config.memory_mib.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX);
     let budget = CallBudget::new(runtime.config.limits);
     let data = StepStore::new(CallLimiter::new(max_memory), budget, parts);
-    let mut store = Store::new(&runtime.engine, data);
+    let mut store = Store::new(engine, data);
     store.limiter(|data| &mut data.limiter);
     if runtime.config.epoch_interruption {
         store.set_epoch_deadline(runtime.deadline_ticks);
@@ -209,17 +330,13 @@ async fn permits<'a>(
     Ok((share, slot))
 }
 
-async fn describe(
-    runtime: &Runtime,
-    pre: &ArchivingStepPre<StepStore>,
-    labels: CallLabels,
-) -> Result<handler::Manifest, CallError> {
+async fn describe(runtime: &Runtime, code: &Code, labels: CallLabels) -> Result<handler::Manifest, CallError> {
     let origin = provenance::Origin { step: "host".to_owned(), step_version: String::new() };
     let _permits = permits(runtime, &labels.step).await?;
     let parts = CallParts { state: Arc::new(MemoryState::default()), archive: None, origin, labels, recorder: None };
-    let mut store = new_store(runtime, parts);
+    let mut store = new_store(runtime, &code.engine, parts);
     let result = tokio::time::timeout(runtime.config.deadline, async {
-        let instance = pre.instantiate_async(&mut store).await?;
+        let instance = code.pre.instantiate_async(&mut store).await?;
         instance.wasaga_saga_handler().call_describe(&mut store).await
     })
     .await;
@@ -244,7 +361,9 @@ pub(super) async fn call(
     let labels =
         CallLabels { step: step.name.clone(), step_version: step.digest.clone(), event_id: input.id.to_owned() };
     let _permits = permits(runtime, &step.name).await?;
-    let mut store = new_store(runtime, CallParts { state, archive, origin, labels, recorder });
+    // The code at the start of the call serves the whole call, even if swapped meanwhile.
+    let code = step.code.load_full();
+    let mut store = new_store(runtime, &code.engine, CallParts { state, archive, origin, labels, recorder });
     let ctx = handler::Context { attempt: input.attempt };
     let event = handler::Event {
         id: input.id.to_owned(),
@@ -255,7 +374,7 @@ pub(super) async fn call(
     };
     // Wall-clock: a guest blocked in a WASI clock or poll is stopped like a spinning one.
     let result = tokio::time::timeout(runtime.config.deadline, async {
-        let instance = step.pre.instantiate_async(&mut store).await?;
+        let instance = code.pre.instantiate_async(&mut store).await?;
         instance.wasaga_saga_handler().call_handle(&mut store, ctx, &event).await
     })
     .await;

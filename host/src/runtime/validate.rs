@@ -52,6 +52,49 @@ pub fn component_imports(bytes: &[u8]) -> Result<Vec<String>, LoadError> {
     Ok(imports)
 }
 
+/// What a component asks of the instance pool, read from its binary: the pool's slots
+/// have fixed sizes, so a component beyond them could never be instantiated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Shape {
+    /// Core module instances created when it is instantiated.
+    pub core_instances: u32,
+    /// Linear memories its core modules define.
+    pub memories: u32,
+    /// Tables its core modules define.
+    pub tables: u32,
+    /// The largest initial size of one of its memories, in bytes.
+    pub largest_memory_bytes: u64,
+}
+
+/// Count what instantiating the component creates, without compiling it.
+pub fn component_shape(bytes: &[u8]) -> Result<Shape, LoadError> {
+    use wasmparser::{Instance, Parser, Payload};
+    let mut shape = Shape::default();
+    let invalid = |e: wasmparser::BinaryReaderError| LoadError::Compile(e.to_string());
+    for payload in Parser::new(0).parse_all(bytes) {
+        match payload.map_err(invalid)? {
+            Payload::InstanceSection(reader) => {
+                for instance in reader {
+                    if matches!(instance.map_err(invalid)?, Instance::Instantiate { .. }) {
+                        shape.core_instances += 1;
+                    }
+                }
+            }
+            Payload::MemorySection(reader) => {
+                for memory in reader {
+                    let memory = memory.map_err(invalid)?;
+                    let page = 1u64 << memory.page_size_log2.unwrap_or(16);
+                    shape.largest_memory_bytes = shape.largest_memory_bytes.max(memory.initial.saturating_mul(page));
+                    shape.memories += 1;
+                }
+            }
+            Payload::TableSection(reader) => shape.tables += reader.count(),
+            _ => {}
+        }
+    }
+    Ok(shape)
+}
+
 /// Refuse a component importing anything outside the contract, before compiling it.
 pub fn check_imports(bytes: &[u8]) -> Result<(), LoadError> {
     match component_imports(bytes)?.into_iter().find(|name| !import_allowed(name)) {
