@@ -8,7 +8,7 @@ use crate::util::{cargo, root, run as run_cmd, target_dir};
 
 pub fn run(args: &Bench) -> anyhow::Result<()> {
     let components = target_dir().join("wasaga-bench-components");
-    build_plugins::run(&BuildPlugins { out: Some(components.clone()), fixtures: true })?;
+    build_plugins::run(&BuildPlugins { out: Some(components.clone()), fixtures: true, step: Vec::new() })?;
     let results = root().join("bench/results");
     std::fs::create_dir_all(&results)?;
     let name = match args.kind {

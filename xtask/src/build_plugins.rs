@@ -1,9 +1,10 @@
 //! `cargo xtask build-plugins`: every step (and, with --fixtures, every test fixture)
-//! built in the `plugin` profile for wasm32-wasip2, installed as `<name>.wasm` by
-//! write-then-rename so a watching host never reads half a file.
+//! built in the `plugin` profile for wasm32-wasip2, then the steps of `steps/` and of
+//! `--step DIR` in their own languages (`polyglot.rs`), each installed as `<name>.wasm`
+//! by write-then-rename so a watching host never reads half a file.
 
-use crate::flags::BuildPlugins;
-use crate::util::{cargo, root};
+use crate::flags::{BuildPlugins, Lang};
+use crate::util::{cargo, root, target_dir};
 use anyhow::{Context, bail};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -73,12 +74,32 @@ pub fn run(args: &BuildPlugins) -> anyhow::Result<()> {
             install(&built, &out, name)?;
         }
     }
+    for dir in crate::polyglot::step_dirs(&args.step)? {
+        let (built, name) = crate::polyglot::build(&dir)?;
+        install(&built, &out, &name)?;
+    }
+    if args.fixtures {
+        // The templates of `cargo xtask new-step`, built with the real toolchains.
+        for (lang, name) in TEMPLATE_FIXTURES {
+            let dir = target_dir().join("templates").join(name);
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).with_context(|| format!("emptying {}", dir.display()))?;
+            }
+            crate::new_step::write(lang, name, &dir)?;
+            let (built, name) = crate::polyglot::build(&dir)?;
+            install(&built, &out, &name)?;
+        }
+    }
     Ok(())
 }
 
+/// The `new-step` templates built as fixtures, one per language.
+const TEMPLATE_FIXTURES: [(Lang, &str); 3] =
+    [(Lang::Rust, "rs-counter"), (Lang::Python, "py-counter"), (Lang::Js, "js-counter")];
+
 /// Run a cargo build and return (target name, path) of each `.wasm` it produced, as
 /// cargo reports them, so the install never guesses at output paths.
-fn build_artifacts(cmd: &mut std::process::Command) -> anyhow::Result<Vec<(String, PathBuf)>> {
+pub fn build_artifacts(cmd: &mut std::process::Command) -> anyhow::Result<Vec<(String, PathBuf)>> {
     let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
     eprintln!("$ cargo {}", args.join(" "));
     let output = cmd.stderr(std::process::Stdio::inherit()).output().context("cannot run cargo")?;

@@ -15,6 +15,8 @@ pub struct Xtask {
 pub enum Command {
     /// Build every step to a wasm32-wasip2 component and install it where the host watches.
     BuildPlugins(BuildPlugins),
+    /// Write a new step (manifest, handler, test) in Rust, Python or JavaScript.
+    NewStep(NewStep),
     /// Build the plugins if needed and start `wasaga serve` on the embedded defaults.
     Run(Run),
     /// Check formatting and lints, build the components, and run every test.
@@ -51,9 +53,43 @@ pub struct BuildPlugins {
     /// Install into this folder instead of dist/plugins.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Also build the test fixtures (hostile, sockets, echo v1 and v2, observer).
+    /// Also build the test fixtures (hostile, sockets, echo v1 and v2, observer, and the
+    /// new-step templates in Rust, Python and JavaScript).
     #[arg(long)]
     pub fixtures: bool,
+    /// Also build the step in this folder (Rust, Python or JavaScript); every folder of
+    /// `steps/` is built anyway.
+    #[arg(long = "step", value_name = "DIR")]
+    pub step: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct NewStep {
+    /// The step's name: lowercase letters, digits and '-' (its file is NAME.wasm).
+    pub name: String,
+    #[arg(long, value_enum, default_value_t = Lang::Rust)]
+    pub lang: Lang,
+    /// Where to write it (default: steps/NAME).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+/// The languages a step can be written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Lang {
+    Rust,
+    Python,
+    Js,
+}
+
+impl Lang {
+    pub fn name(self) -> &'static str {
+        match self {
+            Lang::Rust => "Rust",
+            Lang::Python => "Python",
+            Lang::Js => "JavaScript",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]

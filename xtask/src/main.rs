@@ -6,6 +6,8 @@ mod build_plugins;
 mod flags;
 mod fuzz;
 mod http;
+mod new_step;
+mod polyglot;
 mod run;
 mod services;
 mod test;
@@ -17,6 +19,7 @@ fn main() -> anyhow::Result<()> {
     let flags = flags::Xtask::parse();
     match flags.command {
         flags::Command::BuildPlugins(args) => build_plugins::run(&args),
+        flags::Command::NewStep(args) => new_step::run(&args),
         flags::Command::Run(args) => run::run(&args),
         flags::Command::Test(args) => test::run(&args),
         flags::Command::Bench(args) => bench::run(&args),

@@ -21,7 +21,7 @@ pub fn run(args: &Run) -> anyhow::Result<()> {
     }
     let mut stages = Stages::new();
     stages.run("components: inventory, payment, analytics", || {
-        build_plugins::run(&BuildPlugins { out: None, fixtures: false })
+        build_plugins::run(&BuildPlugins { out: None, fixtures: false, step: Vec::new() })
     })?;
     let profile: &[&str] = if args.release { &["--release"] } else { &[] };
     stages.run("host: wasaga", || {

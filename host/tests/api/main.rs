@@ -17,5 +17,6 @@ mod saga;
 mod sandbox;
 mod steps;
 mod swap;
+mod templates;
 mod traces;
 mod watcher;
