@@ -86,7 +86,8 @@ async fn a_large_component_serves_on_baseline_code_then_on_cranelift() {
     init_logging();
     let bytes = component("py-counter");
     assert!(bytes.len() >= 4 * 1024 * 1024, "the Python template is large: {} bytes", bytes.len());
-    let config = RuntimeConfig { cache_dir: None, memory_mib: 128, deadline: Duration::from_secs(5), ..runtime_config() };
+    let config =
+        RuntimeConfig { cache_dir: None, memory_mib: 128, deadline: Duration::from_secs(5), ..runtime_config() };
     let runtime = Runtime::new(config).expect("runtime");
     let step = runtime.load("py-counter", bytes).await.expect("the Python template loads");
     assert_eq!(step.tier(), Tier::Baseline, "served at once on Winch's code");
