@@ -69,7 +69,7 @@ impl StartError {
 struct Started {
     state: AppState,
     saga: Saga,
-    _watcher: PluginWatcher,
+    watcher: PluginWatcher,
 }
 
 /// A built server, listening but not yet serving.
@@ -157,6 +157,7 @@ impl App {
         let served = axum::serve(self.listener, router).with_graceful_shutdown(shutdown).await;
         let started = slot.lock().take();
         if let Some(started) = started {
+            started.watcher.stop().await;
             started.saga.stop(bound).await;
         }
         served.map_err(StartError::Serve)?;
@@ -336,7 +337,7 @@ async fn start(
         saga: saga_ctx,
         in_flight: Arc::default(),
     };
-    Ok(Started { state, saga, _watcher: watcher })
+    Ok(Started { state, saga, watcher })
 }
 
 /// Every step name the settings mention or that compensates by default.

@@ -49,10 +49,11 @@ pub(super) async fn read_component(path: &Path, max_bytes: usize) -> Result<Byte
     Ok(Bytes::from(tokio::fs::read(path).await.map_err(unreadable)?))
 }
 
-/// Stops watching when dropped.
+/// Stops watching when dropped; [`PluginWatcher::stop`] also waits for installs in hand.
 pub struct PluginWatcher {
     _debouncer: Debouncer<notify::RecommendedWatcher, RecommendedCache>,
     task: tokio::task::JoinHandle<()>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Drop for PluginWatcher {
@@ -80,8 +81,18 @@ impl PluginWatcher {
         })
         .map_err(|e| fail(e.to_string()))?;
         debouncer.watch(dir, RecursiveMode::NonRecursive).map_err(|e| fail(e.to_string()))?;
-        let task = tokio::spawn(dispatch(rx, registry));
-        Ok(PluginWatcher { _debouncer: debouncer, task })
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(dispatch(rx, registry, stopped));
+        Ok(PluginWatcher { _debouncer: debouncer, task, stop: Some(stop) })
+    }
+
+    /// Stop watching, end the installs in hand and wait until they have let go of the
+    /// registry (and with it the store, which a restart in the same process reopens).
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
     }
 }
 
@@ -93,9 +104,22 @@ fn fingerprint(path: &Path) -> Option<(u64, SystemTime)> {
 /// Per file: whether an install runs, and whether the file changed again meanwhile.
 type InFlight = Arc<Mutex<HashMap<PathBuf, bool>>>;
 
-async fn dispatch(mut rx: mpsc::UnboundedReceiver<PathBuf>, registry: Arc<StepRegistry>) {
+async fn dispatch(
+    mut rx: mpsc::UnboundedReceiver<PathBuf>,
+    registry: Arc<StepRegistry>,
+    mut stopped: tokio::sync::oneshot::Receiver<()>,
+) {
     let in_flight: InFlight = Arc::default();
-    while let Some(path) = rx.recv().await {
+    let mut installs = tokio::task::JoinSet::new();
+    loop {
+        let path = tokio::select! {
+            path = rx.recv() => match path {
+                Some(path) => path,
+                None => break,
+            },
+            Some(_) = installs.join_next() => continue,
+            _ = &mut stopped => break,
+        };
         if step_name(&path).is_none() {
             continue;
         }
@@ -108,8 +132,9 @@ async fn dispatch(mut rx: mpsc::UnboundedReceiver<PathBuf>, registry: Arc<StepRe
             }
             running.insert(path.clone(), false);
         }
-        tokio::spawn(install_until_settled(path, registry.clone(), in_flight.clone()));
+        installs.spawn(install_until_settled(path, registry.clone(), in_flight.clone()));
     }
+    installs.shutdown().await;
 }
 
 async fn install_until_settled(path: PathBuf, registry: Arc<StepRegistry>, in_flight: InFlight) {

@@ -199,10 +199,13 @@ async fn compile_with(runtime: &Runtime, engine: &wasmtime::Engine, bytes: Bytes
     }
 }
 
+/// Check a compiled component against the contract, then link it.
 fn instance_pre(
     linker: &wasmtime::component::Linker<StepStore>,
     component: &Component,
 ) -> Result<ArchivingStepPre<StepStore>, LoadError> {
+    // First, so a component without the handler is told so, not that linking failed.
+    check_world(linker.engine(), component)?;
     let instance_pre = linker.instantiate_pre(component).map_err(|e| LoadError::Contract(error_chain(&e)))?;
     ArchivingStepPre::new(instance_pre).map_err(|e| LoadError::Contract(error_chain(&e)))
 }
@@ -269,7 +272,7 @@ pub(super) async fn load_cached(runtime: &Arc<Runtime>, name: &str, digest: &str
     prepare(runtime, name, code, Bytes::new(), digest.to_owned(), true, Duration::ZERO).await
 }
 
-/// Check a compiled component against the contract, describe it, and make it ready.
+/// Describe a linked component and make it ready.
 async fn prepare(
     runtime: &Arc<Runtime>,
     name: &str,
@@ -279,7 +282,6 @@ async fn prepare(
     from_cache: bool,
     compile_time: Duration,
 ) -> Result<LoadedStep, LoadError> {
-    check_world(&code.engine, code.pre.instance_pre().component())?;
     let labels = CallLabels { step: name.into(), step_version: digest.as_str().into(), event_id: String::new() };
     let manifest = describe(runtime, &code, labels).await.map_err(LoadError::Describe)?;
     if manifest.name != name {

@@ -107,7 +107,7 @@ async fn a_component_defining_too_many_memories_is_refused_naming_the_limit() {
     let bytes = wat::parse_file(&path).expect("valid WAT");
     let error = runtime.load("many", bytes.into()).await.expect_err("refused");
     assert!(error.to_string().contains("linear memories"), "{error}");
-    assert!(error.to_string().contains("maximum of 2"), "{error}");
+    assert!(error.to_string().contains("at most 2"), "{error}");
 }
 
 #[tokio::test]
