@@ -109,11 +109,15 @@ struct GroupConsumer {
     book: Mutex<Book>,
     /// When this host last renewed its lease on the group.
     renewed: Mutex<Option<Instant>>,
+    /// When this member joined.
+    joined: Instant,
 }
 
 /// How long a consumer lease lasts, and how often its holder renews it.
 const LEASE_TTL: Duration = Duration::from_secs(3);
 const LEASE_RENEW: Duration = Duration::from_secs(1);
+/// How long a member may go without partitions before it joins again.
+const REJOIN_UNASSIGNED: Duration = Duration::from_secs(10);
 
 /// The Kafka stream.
 pub struct KafkaStream {
@@ -218,6 +222,7 @@ impl KafkaStream {
             consumer: kafka,
             book: Mutex::new(Book::default()),
             renewed: Mutex::new(Some(Instant::now())),
+            joined: Instant::now(),
         });
         self.groups.lock().insert(consumer.to_owned(), group.clone());
         tracing::info!(group = %group_id, topic = %self.settings.topic, "joined the consumer group");
@@ -354,15 +359,22 @@ impl Transport for KafkaStream {
         }
         let mut committable = BTreeMap::new();
         let first = match tokio::time::timeout_at(deadline, group.consumer.recv()).await {
-            Err(_) => return Ok(Vec::new()),
-            Ok(Err(error)) => {
-                // A fatal consumer error (fenced by another member, say) never clears:
-                // leave the group, and join afresh at the next receive.
-                if matches!(error, rdkafka::error::KafkaError::MessageConsumptionFatal(_))
-                    || error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::Fatal)
-                {
+            Err(_) => {
+                // A member the broker never gave a partition (a join that stalled, or one
+                // fenced in silence by a host that held the lease for a moment) would keep
+                // the lease and consume nothing: join afresh.
+                let assigned = group.consumer.assignment().is_ok_and(|a| a.count() > 0);
+                if !assigned && group.joined.elapsed() > REJOIN_UNASSIGNED {
                     self.groups.lock().remove(consumer);
+                    tracing::warn!(%consumer, "no partitions assigned since joining; joining the group again");
                 }
+                return Ok(Vec::new());
+            }
+            Ok(Err(error)) => {
+                // A consumer error (fenced by another member, say) may never clear: leave
+                // the group and join afresh at the next receive. What was not settled is
+                // not committed, so it comes again; the inbox absorbs what was handled.
+                self.groups.lock().remove(consumer);
                 return Err(self.failed(error));
             }
             Ok(Ok(message)) => message,
