@@ -6,7 +6,6 @@
 
 use crate::flags::{Fuzz, FuzzBackend};
 use crate::http::request;
-use crate::services::cache_dir;
 use crate::util::{cargo, run as run_cmd, target_dir};
 use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
@@ -36,23 +35,7 @@ pub fn run(args: &Fuzz) -> anyhow::Result<()> {
 
 /// The `st` executable of a venv kept under the cache folder.
 fn install_schemathesis() -> anyhow::Result<PathBuf> {
-    let venv = cache_dir().join("tools").join("schemathesis");
-    let st = venv.join("bin").join("st");
-    let stamp = venv.join(format!("{}.installed", SCHEMATHESIS.replace("==", "-")));
-    if st.exists() && stamp.exists() {
-        return Ok(st);
-    }
-    eprintln!("installing {SCHEMATHESIS} into {}: once, about a minute", venv.display());
-    run_cmd(Command::new("python3").args(["-m", "venv"]).arg(&venv))
-        .context("creating a Python venv (python3 with the venv module is needed)")?;
-    run_cmd(
-        Command::new(venv.join("bin").join("pip"))
-            .args(["install", "--quiet", "--disable-pip-version-check"])
-            .arg(SCHEMATHESIS),
-    )
-    .context("installing schemathesis with pip")?;
-    std::fs::write(&stamp, SCHEMATHESIS)?;
-    Ok(st)
+    crate::services::python_tool("schemathesis", SCHEMATHESIS, "st")
 }
 
 /// A new, empty PostgreSQL database for this run.

@@ -124,23 +124,7 @@ pub fn build(dir: &Path) -> anyhow::Result<(PathBuf, String)> {
 
 /// componentize-py in a venv under the cache folder.
 fn componentize_py() -> anyhow::Result<PathBuf> {
-    let venv = cache_dir().join("tools").join("componentize-py");
-    let bin = venv.join("bin").join("componentize-py");
-    let stamp = venv.join(format!("{}.installed", COMPONENTIZE_PY.replace("==", "-")));
-    if bin.exists() && stamp.exists() {
-        return Ok(bin);
-    }
-    eprintln!("installing {COMPONENTIZE_PY} into {}: once, about a minute", venv.display());
-    run_cmd(Command::new("python3").args(["-m", "venv"]).arg(&venv))
-        .context("creating a Python venv (python3 with the venv module is needed)")?;
-    run_cmd(
-        Command::new(venv.join("bin").join("pip"))
-            .args(["install", "--quiet", "--disable-pip-version-check"])
-            .arg(COMPONENTIZE_PY),
-    )
-    .context("installing componentize-py with pip")?;
-    std::fs::write(&stamp, COMPONENTIZE_PY)?;
-    Ok(bin)
+    crate::services::python_tool("componentize-py", COMPONENTIZE_PY, "componentize-py")
 }
 
 /// componentize-js from npm under the cache folder, and the script that calls it.

@@ -359,3 +359,26 @@ pub fn ensure_database(name: &str) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `bin` from a venv `tools/<dir>` under the cache folder, with `spec` installed by pip
+/// once (a stamp file names the version, so a new pin reinstalls).
+pub fn python_tool(dir: &str, spec: &str, bin: &str) -> anyhow::Result<std::path::PathBuf> {
+    use anyhow::Context;
+    let venv = cache_dir().join("tools").join(dir);
+    let exe = venv.join("bin").join(bin);
+    let stamp = venv.join(format!("{}.installed", spec.replace("==", "-")));
+    if exe.exists() && stamp.exists() {
+        return Ok(exe);
+    }
+    eprintln!("installing {spec} into {}: once, about a minute", venv.display());
+    crate::util::run(std::process::Command::new("python3").args(["-m", "venv"]).arg(&venv))
+        .context("creating a Python venv (python3 with the venv module is needed)")?;
+    crate::util::run(
+        std::process::Command::new(venv.join("bin").join("pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .arg(spec),
+    )
+    .with_context(|| format!("installing {spec} with pip"))?;
+    std::fs::write(&stamp, spec)?;
+    Ok(exe)
+}
