@@ -5,6 +5,9 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[path = "saga/external.rs"]
+mod external;
+
 use async_trait::async_trait;
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -149,12 +152,7 @@ async fn pg_p99(url: &str, statement: &'static str) -> Option<f64> {
     row.0
 }
 
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
-}
+use external::percentile;
 
 async fn fresh_pg(admin: &str) -> String {
     use sqlx::Connection;
@@ -260,45 +258,10 @@ async fn run(
             }
         }
     }
-    // Wait until no order is pending.
-    loop {
-        let page: Value =
-            http.get(format!("{base}/api/orders?status=pending&limit=1")).send().await.unwrap().json().await.unwrap();
-        if page["orders"].as_array().is_some_and(|o| o.is_empty()) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    external::drain(&http, &base).await;
     let wall = started.elapsed();
     // Latency from the server's own timeline: order.placed → order.completed.
-    let mut latencies = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let url = match &after {
-            Some(c) => format!("{base}/api/orders?status=completed&limit=500&after={c}"),
-            None => format!("{base}/api/orders?status=completed&limit=500"),
-        };
-        let page: Value = http.get(url).send().await.unwrap().json().await.unwrap();
-        for order in page["orders"].as_array().unwrap() {
-            let at = |kind: &str| {
-                order["timeline"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .find(|t| t["kind"] == kind)
-                    .and_then(|t| t["at"].as_str())
-                    .map(|s| time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).unwrap())
-            };
-            if let (Some(placed), Some(done)) = (at("order.placed"), at("order.completed")) {
-                latencies.push((done - placed).as_seconds_f64() * 1000.0);
-            }
-        }
-        match page["next"].as_str() {
-            Some(c) => after = Some(c.to_owned()),
-            None => break,
-        }
-    }
-    latencies.sort_by(f64::total_cmp);
+    let latencies = external::latencies(&http, &base).await;
     let mut lags = (None, None, None);
     if let (Some(_), Some(url)) = (brokers, &store_url) {
         // The archive lags the saga: wait until analytics handled every event.
@@ -450,11 +413,27 @@ async fn main() {
         pg_admin: std::env::var("WASAGA_TEST_PG_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned()),
     };
+    let mut head = String::from("# Saga benchmark\n\n");
+    let mut report = json!({"orders_per_run": env.orders, "runs": []});
+    let rig = std::env::var_os("WASAGA_BENCH_BIN").map(PathBuf::from).zip(external::find_wrk());
+    if let Some((bin, wrk)) = rig {
+        let limit_dir = tempfile::tempdir().unwrap();
+        let alone = store_limit(&format!("sqlite://{}", limit_dir.path().join("limit.db").display()), env.orders).await;
+        let rig = external::Rig { bin, wrk, components: env.components.clone() };
+        let (md, json) = external::report(&rig, alone).await;
+        println!("{md}");
+        head.push_str(&md);
+        head.push('\n');
+        report["external"] = json;
+    }
+    if std::env::var_os("WASAGA_BENCH_EXTERNAL_ONLY").is_some() {
+        write_report(&env, head, report);
+        return;
+    }
     let mut md = format!(
-        "# Saga benchmark\n\n{} orders per run, `tok_ok`, one SKU of ten per order; the load generator runs in the same process on the same 2 cores. Latency is the server's own timeline: `order.placed` → `order.completed`. SQLite runs durable (`synchronous=FULL`, the default) unless a row says otherwise.\n\n| store | steps | orders/s | p50 ms | p99 ms | completed |\n|---|---|---|---|---|---|\n",
+        "{head}## In process: WASM against native steps\n\n{} orders per run, `tok_ok`, one SKU of ten per order; the load generator runs in the same process on the same 2 cores. Latency is the server's own timeline: `order.placed` → `order.completed`. SQLite runs durable (`synchronous=FULL`, the default) unless a row says otherwise.\n\n| store | steps | orders/s | p50 ms | p99 ms | completed |\n|---|---|---|---|---|---|\n",
         env.orders
     );
-    let mut report = json!({"orders_per_run": env.orders, "runs": []});
     for store in ["sqlite", "postgres"] {
         let url = || async {
             match store {
@@ -549,6 +528,10 @@ async fn main() {
         ));
         println!("brokers: {:.0}/s against {:.0}/s embedded", real.orders_per_sec, embedded.orders_per_sec);
     }
+    write_report(&env, md, report);
+}
+
+fn write_report(env: &Env, mut md: String, mut report: Value) {
     let stamp = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap();
     md.push_str(&format!("\nMeasured {stamp}.\n"));
     report["at"] = Value::String(stamp);

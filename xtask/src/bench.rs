@@ -8,7 +8,9 @@ use crate::util::{cargo, root, run as run_cmd, target_dir};
 
 pub fn run(args: &Bench) -> anyhow::Result<()> {
     let components = target_dir().join("wasaga-bench-components");
-    build_plugins::run(&BuildPlugins { out: Some(components.clone()), fixtures: true, step: Vec::new() })?;
+    // The runtime benchmark also measures the templates (fixtures); the others need only the steps.
+    let fixtures = matches!(args.kind, BenchKind::Runtime);
+    build_plugins::run(&BuildPlugins { out: Some(components.clone()), fixtures, step: Vec::new() })?;
     let results = root().join("bench/results");
     std::fs::create_dir_all(&results)?;
     let name = match args.kind {
@@ -24,6 +26,15 @@ pub fn run(args: &Bench) -> anyhow::Result<()> {
         }
     };
     let mut bench = cargo();
+    if let BenchKind::Saga = args.kind {
+        // The runs from outside drive the server binary with wrk, as users run it.
+        run_cmd(cargo().args(["build", "--release", "-p", "wasaga-host", "--bin", "wasaga"]))?;
+        bench.env("WASAGA_BENCH_BIN", target_dir().join("release/wasaga"));
+        bench.env("WASAGA_WRK", services::ensure_wrk()?);
+        if args.external_only {
+            bench.env("WASAGA_BENCH_EXTERNAL_ONLY", "1");
+        }
+    }
     if args.services {
         services::start()?;
         bench.env("WASAGA_BENCH_SERVICES", "1");

@@ -140,6 +140,9 @@ pub struct Bench {
     /// Saga benchmark: also run on PostgreSQL + RabbitMQ + Kafka + Azurite.
     #[arg(long)]
     pub services: bool,
+    /// Saga benchmark: only the runs from outside (`wasaga serve` driven by wrk).
+    #[arg(long)]
+    pub external_only: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -169,25 +169,36 @@ pub fn install_browser_tools() -> anyhow::Result<BrowserTools> {
     Ok(BrowserTools { playwright, chromium })
 }
 
-/// Debian's `chromium` package, installed with apt when missing (as root, or with sudo).
+/// Debian's `chromium` package, installed with apt when missing.
 fn ensure_chromium() -> anyhow::Result<PathBuf> {
-    let chromium = PathBuf::from(CHROMIUM);
-    if chromium.exists() {
-        return Ok(chromium);
+    ensure_debian_package("chromium", CHROMIUM, "for the browser tests: once, about a minute")
+}
+
+/// Debian's `wrk`, the saga benchmark's load generator, installed with apt when missing.
+pub fn ensure_wrk() -> anyhow::Result<PathBuf> {
+    ensure_debian_package("wrk", "/usr/bin/wrk", "the saga benchmark's load generator")
+}
+
+/// `binary`, installing Debian's `package` with apt (as root, or with sudo) when missing.
+fn ensure_debian_package(package: &str, binary: &str, why: &str) -> anyhow::Result<PathBuf> {
+    let path = PathBuf::from(binary);
+    if path.exists() {
+        return Ok(path);
     }
-    eprintln!("installing Debian's chromium package for the browser tests: once, about a minute");
+    eprintln!("installing Debian's {package} package, {why}");
     let root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
     let mut install = if root { Command::new("apt-get") } else { Command::new("sudo") };
     if !root {
         install.args(["-n", "apt-get"]);
     }
-    install.args(["install", "-y", "--no-install-recommends", "chromium"]).env("DEBIAN_FRONTEND", "noninteractive");
-    crate::util::run(&mut install)
-        .context("installing chromium (run `apt-get install chromium` as root once, then try again)")?;
-    if !chromium.exists() {
-        bail!("apt-get installed chromium but {CHROMIUM} is missing");
+    install.args(["install", "-y", "--no-install-recommends", package]).env("DEBIAN_FRONTEND", "noninteractive");
+    crate::util::run(&mut install).with_context(|| {
+        format!("installing {package} (run `apt-get install {package}` as root once, then try again)")
+    })?;
+    if !path.exists() {
+        bail!("apt-get installed {package} but {binary} is missing");
     }
-    Ok(chromium)
+    Ok(path)
 }
 
 /// Make sure RabbitMQ is up, starting the machine's server if needed.

@@ -1,0 +1,318 @@
+//! The saga measured from outside, as users run it: the `wasaga` binary in its own
+//! process on the embedded default (SQLite, embedded transport, local archive), driven
+//! over HTTP by `wrk` with a Lua script. Closed loop at saturation, then paced loads;
+//! latency is each order's own timeline (`order.placed` → `order.completed`), CPU is the
+//! server process's own (`/proc/<pid>/stat`).
+
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Varies the SKU per request; paces each connection when `WASAGA_WRK_DELAY_MS` is set
+/// (wrk asks whether `delay` exists before it runs any per-thread code, so the choice is
+/// made at the top level from the environment).
+const SCRIPT: &str = r#"
+local n = 0
+local pause = tonumber(os.getenv("WASAGA_WRK_DELAY_MS") or "0")
+local headers = { ["Content-Type"] = "application/json" }
+request = function()
+  n = n + 1
+  local body = string.format('{"customer_id":"c","items":[{"sku":"SKU-%d","quantity":1,"unit_price_cents":100}],"payment":{"card_token":"tok_ok"}}', n % 10)
+  return wrk.format("POST", "/api/orders", headers, body)
+end
+if pause > 0 then
+  delay = function() return pause end
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('WASAGA {"requests":%d,"duration_us":%d,"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d}\n',
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout))
+end
+"#;
+
+/// How a run loads the server.
+#[derive(Debug, Clone, Copy)]
+pub enum Load {
+    /// As fast as `connections` keep it busy, each waiting for its answer.
+    Saturate { connections: u32 },
+    /// About `per_sec` orders a second, spread over a few paced connections.
+    Paced { per_sec: f64 },
+}
+
+/// One run's figures.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Figures {
+    pub accepted: u64,
+    pub refused: u64,
+    pub accepted_per_sec: f64,
+    /// Accepted orders over the time until none is pending.
+    pub completed_per_sec: f64,
+    pub completed: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    /// The server's CPU time (user + system) per accepted order.
+    pub cpu_ms_per_order: f64,
+}
+
+/// What every run needs: the binary, the load generator, the components.
+pub struct Rig {
+    pub bin: PathBuf,
+    pub wrk: PathBuf,
+    pub components: PathBuf,
+}
+
+/// A `wasaga serve` process on a fresh folder.
+struct Server {
+    child: Child,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn start(rig: &Rig, extra_env: &[(&str, &str)]) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    for name in ["inventory", "payment", "analytics"] {
+        std::fs::copy(rig.components.join(format!("{name}.wasm")), plugins.join(format!("{name}.wasm"))).unwrap();
+    }
+    let port = free_port();
+    let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+    let mut command = Command::new(&rig.bin);
+    command
+        .arg("serve")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("WASAGA_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("WASAGA_DATA_DIR", dir.path().join("data"))
+        .env("WASAGA_PLUGINS_DIR", &plugins)
+        .env("WASAGA_ADMIN_TOKEN", "bench")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    for (name, value) in extra_env {
+        command.env(name, value);
+    }
+    let child = command.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", rig.bin.display()));
+    let server = Server { child, base: format!("http://127.0.0.1:{port}"), _dir: dir };
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let ready = http.get(format!("{}/readyz", server.base)).send().await;
+        if ready.is_ok_and(|r| r.status().is_success()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the server did not become ready; see its log");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for i in 0..10 {
+        let put = http
+            .put(format!("{}/api/stock/SKU-{i}", server.base))
+            .bearer_auth("bench")
+            .json(&json!({"available": 100_000_000}))
+            .send()
+            .await
+            .unwrap();
+        assert!(put.status().is_success(), "stocking failed: {}", put.status());
+    }
+    for i in 0..10 {
+        while http.get(format!("{}/api/stock/SKU-{i}", server.base)).send().await.unwrap().status() != 200 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    server
+}
+
+/// User plus system CPU seconds of process `pid` so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which may hold spaces, start after its ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / clock_ticks()
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
+}
+
+/// Wait until no order is pending.
+pub async fn drain(http: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let page: Value =
+            http.get(format!("{base}/api/orders?status=pending&limit=1")).send().await.unwrap().json().await.unwrap();
+        if page["orders"].as_array().is_some_and(|o| o.is_empty()) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "orders still pending after 10 minutes");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// POST → completed of every completed order, in ms, sorted, from the orders' timelines.
+pub async fn latencies(http: &reqwest::Client, base: &str) -> Vec<f64> {
+    let mut latencies = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let url = match &after {
+            Some(c) => format!("{base}/api/orders?status=completed&limit=500&after={c}"),
+            None => format!("{base}/api/orders?status=completed&limit=500"),
+        };
+        let page: Value = http.get(url).send().await.unwrap().json().await.unwrap();
+        for order in page["orders"].as_array().unwrap() {
+            let at = |kind: &str| {
+                order["timeline"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|t| t["kind"] == kind)
+                    .and_then(|t| t["at"].as_str())
+                    .map(|s| time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).unwrap())
+            };
+            if let (Some(placed), Some(done)) = (at("order.placed"), at("order.completed")) {
+                latencies.push((done - placed).as_seconds_f64() * 1000.0);
+            }
+        }
+        match page["next"].as_str() {
+            Some(c) => after = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    latencies
+}
+
+/// Run `wrk` against a fresh server for `seconds` under `load`.
+pub async fn run(rig: &Rig, load: Load, seconds: u32, extra_env: &[(&str, &str)]) -> Figures {
+    let server = start(rig, extra_env).await;
+    let http = reqwest::Client::new();
+    let script = server._dir.path().join("orders.lua");
+    std::fs::write(&script, SCRIPT).unwrap();
+    let (connections, pause_ms) = match load {
+        Load::Saturate { connections } => (connections, 0),
+        Load::Paced { per_sec } => {
+            // Few connections, each sending one order every `pause` ms.
+            let connections = (per_sec / 50.0).ceil().clamp(1.0, 16.0) as u32;
+            (connections, (f64::from(connections) * 1000.0 / per_sec).round().max(1.0) as u64)
+        }
+    };
+    let threads = connections.min(2);
+    let cpu_before = cpu_seconds(server.child.id());
+    let started = Instant::now();
+    let output = Command::new(&rig.wrk)
+        .args(["-t", &threads.to_string(), "-c", &connections.to_string(), "-d", &format!("{seconds}s")])
+        .arg("-s")
+        .arg(&script)
+        .arg(&server.base)
+        .env("WASAGA_WRK_DELAY_MS", pause_ms.to_string())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", rig.wrk.display()));
+    let text = String::from_utf8_lossy(&output.stdout);
+    let summary: Value = text
+        .lines()
+        .find_map(|l| l.strip_prefix("WASAGA "))
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("wrk printed no summary: {text}{}", String::from_utf8_lossy(&output.stderr)));
+    let count = |k: &str| summary[k].as_u64().unwrap_or(0);
+    let refused = count("status") + count("connect") + count("read") + count("write") + count("timeout");
+    let accepted = count("requests").saturating_sub(count("status"));
+    let load_secs = count("duration_us") as f64 / 1e6;
+    drain(&http, &server.base).await;
+    let until_done = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(server.child.id()) - cpu_before;
+    let latencies = latencies(&http, &server.base).await;
+    Figures {
+        accepted,
+        refused,
+        accepted_per_sec: accepted as f64 / load_secs,
+        completed_per_sec: latencies.len() as f64 / until_done,
+        completed: latencies.len(),
+        p50_ms: percentile(&latencies, 0.5),
+        p99_ms: percentile(&latencies, 0.99),
+        p999_ms: percentile(&latencies, 0.999),
+        cpu_ms_per_order: cpu * 1000.0 / (accepted.max(1) as f64),
+    }
+}
+
+/// The runs of the report: saturation, half of the peak completed rate, and 10 orders/s.
+pub async fn report(rig: &Rig, store_alone: f64) -> (String, Value) {
+    let saturated = run(rig, Load::Saturate { connections: 32 }, 8, &[]).await;
+    let half_rate = (saturated.completed_per_sec / 2.0).max(1.0);
+    let half = run(rig, Load::Paced { per_sec: half_rate }, 8, &[]).await;
+    let slow = run(rig, Load::Paced { per_sec: 10.0 }, 6, &[]).await;
+    let mut md = String::from(
+        "## From outside: `wasaga serve` driven by wrk (embedded default)\n\n\
+         SQLite (`synchronous=FULL`), embedded transport, local archive; `wrk` posts `tok_ok` orders over \
+         HTTP from its own process on the same 2 cores. Completed/s is accepted orders over the time until \
+         none is pending. Latency: each order's timeline, `order.placed` → `order.completed`. CPU: the \
+         server process's user + system time per accepted order.\n\n\
+         | load | accepted | accepted/s | completed/s | p50 ms | p99 ms | p99.9 ms | CPU ms/order |\n\
+         |---|---|---|---|---|---|---|---|\n",
+    );
+    let rows = [
+        ("saturation, 32 connections, 8 s".to_owned(), &saturated),
+        (format!("half of peak, {half_rate:.0}/s paced, 8 s"), &half),
+        ("10/s paced, 6 s".to_owned(), &slow),
+    ];
+    for (label, f) in &rows {
+        md.push_str(&format!(
+            "| {label} | {} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {:.2} |\n",
+            f.accepted, f.accepted_per_sec, f.completed_per_sec, f.p50_ms, f.p99_ms, f.p999_ms, f.cpu_ms_per_order
+        ));
+    }
+    md.push_str(&format!(
+        "\nStore alone in the same run (SQLite, 6 transactions per order via sqlx): {store_alone:.0} orders/s; \
+         wasaga at saturation / store alone: {:.2}.\n",
+        saturated.completed_per_sec / store_alone
+    ));
+    let json = json!({
+        "saturated": saturated,
+        "half": half,
+        "half_rate": half_rate,
+        "ten_per_sec": slow,
+        "store_alone_orders_per_sec": store_alone,
+    });
+    (md, json)
+}
+
+/// The load generator: Debian's `wrk`, found on the PATH or named by `WASAGA_WRK`.
+pub fn find_wrk() -> Option<PathBuf> {
+    let named = std::env::var_os("WASAGA_WRK").map(PathBuf::from);
+    named.into_iter().chain([PathBuf::from("/usr/bin/wrk")]).find(|p| Path::new(p).exists())
+}
