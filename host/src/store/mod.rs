@@ -9,6 +9,7 @@
 //! batch of deliveries with its inbox rows, state, emitted events and order transitions
 //! (`commit_batch`).
 
+mod group;
 mod mssql;
 mod sql;
 
@@ -24,7 +25,7 @@ pub use crate::event::StoredEvent;
 /// A store operation failed. The variants say what a caller may do about it: an
 /// unavailable store is waited out, a conflict re-runs the work on fresh state, and only
 /// a refusal of the data itself counts against the event that carried it.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("store URL {url} is not supported: {reason}")]
     Url { url: String, reason: String },
@@ -232,6 +233,10 @@ pub struct BatchCommit {
     pub overrides_used: Vec<String>,
     /// Sampled recordings of successful calls.
     pub recordings: Vec<RecordingRow>,
+    /// Deliveries of the embedded transport that this batch settles (handled, already
+    /// handled, dead-lettered): deleted in the same transaction, so settling costs no
+    /// transaction of its own and a committed batch is never delivered again.
+    pub settled: Vec<i64>,
 }
 
 /// Where a relay sends outbox rows; each keeps its own cursor in the outbox, so one
@@ -401,7 +406,14 @@ pub trait Store: Send + Sync {
     /// Every (consumer, pattern) of this store.
     async fn subscriptions(&self) -> Result<Vec<(String, String)>, StoreError>;
     /// Queue `(consumer, event id, wire JSON)` deliveries; one already queued is kept.
-    async fn enqueue(&self, deliveries: &[(String, String, String)], now_ms: i64) -> Result<(), StoreError>;
+    /// With `relayed`, the outbox rows they came from are marked relayed on that
+    /// channel in the same transaction.
+    async fn enqueue(
+        &self,
+        deliveries: &[(String, String, String)],
+        now_ms: i64,
+        relayed: Option<(Channel, &[i64])>,
+    ) -> Result<(), StoreError>;
     /// Claim up to `limit` due deliveries of `consumer` for `holder` until
     /// `now_ms + lease_ms`; a delivery claimed by someone else is skipped until its claim
     /// expires. Returned in queue order.

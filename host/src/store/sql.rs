@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::event::now_ms as clock_ms;
+use futures::future::BoxFuture;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Pool, Postgres, QueryBuilder, Row, Sqlite};
@@ -16,6 +17,8 @@ use std::str::FromStr;
 pub struct SqliteStore {
     writer: Pool<Sqlite>,
     reader: Pool<Sqlite>,
+    /// The hot write paths, committed in groups (see `group.rs`).
+    group: super::group::GroupWriter,
     _lock: Arc<std::fs::File>,
 }
 
@@ -52,7 +55,17 @@ impl SqliteStore {
             .connect_with(connect.read_only(true))
             .await
             .map_err(|e| StoreError::Connect(crate::redact::text(&e.to_string())))?;
-        Ok(SqliteStore { writer, reader, _lock: Arc::new(lock) })
+        let group = super::group::GroupWriter::start(writer.clone());
+        Ok(SqliteStore { writer, reader, group, _lock: Arc::new(lock) })
+    }
+
+    /// Run `work` in a write transaction, committed with whatever else is waiting.
+    async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut sqlx::SqliteConnection) -> BoxFuture<'c, Result<T, StoreError>> + Send + 'static,
+    {
+        self.group.write(work).await
     }
 }
 
@@ -106,6 +119,18 @@ impl PgStore {
         sqlx::migrate!("../migrations/postgres").run(&pool).await.map_err(|e| StoreError::Migrate(e.to_string()))?;
         Ok(PgStore { reader: pool.clone(), writer: pool })
     }
+
+    /// Run `work` in a write transaction of its own (PostgreSQL groups commits itself).
+    async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut sqlx::PgConnection) -> BoxFuture<'c, Result<T, StoreError>> + Send + 'static,
+    {
+        let mut tx = self.writer.begin().await?;
+        let value = work(&mut tx).await?;
+        tx.commit().await?;
+        Ok(value)
+    }
 }
 
 fn order_row<R: Row>(row: &R) -> Result<OrderRow, sqlx::Error>
@@ -141,10 +166,10 @@ macro_rules! event_columns {
 }
 
 macro_rules! sql_store {
-    ($store:ty, $db:ty, $name:literal, $lock:literal, $skip_locked:literal) => {
+    ($store:ty, $db:ty, $conn:ty, $name:literal, $lock:literal, $skip_locked:literal) => {
         impl $store {
             async fn insert_events(
-                tx: &mut sqlx::Transaction<'_, $db>,
+                conn: &mut $conn,
                 events: &[StoredEvent],
             ) -> Result<(), sqlx::Error> {
                 if events.is_empty() {
@@ -162,12 +187,12 @@ macro_rules! sql_store {
                         .push_bind(i64::from(e.attempt))
                         .push_bind(&e.trace);
                 });
-                query.build().execute(&mut **tx).await?;
+                query.build().execute(&mut *conn).await?;
                 Ok(())
             }
 
             async fn insert_dead_letter(
-                tx: &mut sqlx::Transaction<'_, $db>,
+                conn: &mut $conn,
                 dead: &DeadLetterRow,
             ) -> Result<(), sqlx::Error> {
                 sqlx::query(
@@ -183,13 +208,13 @@ macro_rules! sql_store {
                 .bind(dead.attempts)
                 .bind(dead.dead_lettered_at_ms)
                 .bind(&dead.recording)
-                .execute(&mut **tx)
+                .execute(&mut *conn)
                 .await?;
                 Ok(())
             }
 
             async fn apply_transition(
-                tx: &mut sqlx::Transaction<'_, $db>,
+                conn: &mut $conn,
                 t: &OrderTransition,
             ) -> Result<bool, sqlx::Error> {
                 let mut query = QueryBuilder::<$db>::new("UPDATE orders SET status = ");
@@ -207,16 +232,53 @@ macro_rules! sql_store {
                     states.push_bind(*from);
                 }
                 query.push(")");
-                let applied = query.build().execute(&mut **tx).await?.rows_affected() == 1;
+                let applied = query.build().execute(&mut *conn).await?.rows_affected() == 1;
                 if applied {
-                    Self::insert_events(tx, std::slice::from_ref(&t.event)).await?;
+                    Self::insert_events(conn, std::slice::from_ref(&t.event)).await?;
                 }
                 Ok(applied)
             }
 
+            /// Remove settled deliveries.
+            async fn delete_deliveries(conn: &mut $conn, ids: &[i64]) -> Result<(), StoreError> {
+                for chunk in ids.chunks(500) {
+                    let mut query = QueryBuilder::<$db>::new("DELETE FROM deliveries WHERE id IN (");
+                    let mut list = query.separated(", ");
+                    for id in chunk {
+                        list.push_bind(*id);
+                    }
+                    query.push(")");
+                    query.build().execute(&mut *conn).await?;
+                }
+                Ok(())
+            }
+
+            /// Mark outbox rows as sent on `channel`.
+            async fn mark(
+                conn: &mut $conn,
+                channel: Channel,
+                seqs: &[i64],
+                now_ms: i64,
+            ) -> Result<(), StoreError> {
+                for chunk in seqs.chunks(500) {
+                    let mut query = QueryBuilder::<$db>::new(match channel {
+                        Channel::Transport => "UPDATE outbox SET relayed_at_ms = ",
+                        Channel::Stream => "UPDATE outbox SET streamed_at_ms = ",
+                    });
+                    query.push_bind(now_ms).push(" WHERE seq IN (");
+                    let mut list = query.separated(", ");
+                    for seq in chunk {
+                        list.push_bind(*seq);
+                    }
+                    query.push(")");
+                    query.build().execute(&mut *conn).await?;
+                }
+                Ok(())
+            }
+
             /// Inbox rows of the batch; a row already there means another host handled
             /// the event first.
-            async fn insert_inbox(tx: &mut sqlx::Transaction<'_, $db>, batch: &BatchCommit) -> Result<(), StoreError> {
+            async fn insert_inbox(conn: &mut $conn, batch: &BatchCommit) -> Result<(), StoreError> {
                 let now_ms = clock_ms();
                 for chunk in batch.inbox.chunks(500) {
                     let mut query = QueryBuilder::<$db>::new(
@@ -226,7 +288,7 @@ macro_rules! sql_store {
                         row.push_bind(&batch.consumer).push_bind(event_id).push_bind(version).push_bind(now_ms);
                     });
                     query.push(" ON CONFLICT (consumer, event_id) DO NOTHING");
-                    let inserted = query.build().execute(&mut **tx).await?.rows_affected();
+                    let inserted = query.build().execute(&mut *conn).await?.rows_affected();
                     if inserted != chunk.len() as u64 {
                         return Err(StoreError::Conflict(format!(
                             "{} of {} events were already handled by {}",
@@ -240,7 +302,7 @@ macro_rules! sql_store {
             }
 
             /// Pins, used version overrides and sampled recordings of a batch.
-            async fn apply_versions(tx: &mut sqlx::Transaction<'_, $db>, batch: &BatchCommit) -> Result<(), StoreError> {
+            async fn apply_versions(conn: &mut $conn, batch: &BatchCommit) -> Result<(), StoreError> {
                 let now_ms = clock_ms();
                 for chunk in batch.pins.chunks(500) {
                     let mut query =
@@ -249,7 +311,7 @@ macro_rules! sql_store {
                         row.push_bind(&batch.consumer).push_bind(order_id).push_bind(digest).push_bind(now_ms);
                     });
                     query.push(" ON CONFLICT (step, order_id) DO NOTHING");
-                    query.build().execute(&mut **tx).await?;
+                    query.build().execute(&mut *conn).await?;
                 }
                 for chunk in batch.overrides_used.chunks(500) {
                     let mut query = QueryBuilder::<$db>::new("DELETE FROM version_overrides WHERE consumer = ");
@@ -259,7 +321,7 @@ macro_rules! sql_store {
                         list.push_bind(id);
                     }
                     query.push(")");
-                    query.build().execute(&mut **tx).await?;
+                    query.build().execute(&mut *conn).await?;
                 }
                 for r in &batch.recordings {
                     sqlx::query(
@@ -273,7 +335,7 @@ macro_rules! sql_store {
                     .bind(&r.outcome)
                     .bind(r.recorded_at_ms)
                     .bind(&r.recording)
-                    .execute(&mut **tx)
+                    .execute(&mut *conn)
                     .await?;
                 }
                 Ok(())
@@ -282,7 +344,7 @@ macro_rules! sql_store {
             /// Step state with optimistic concurrency: every key the batch read must still
             /// have the version it saw (rows locked until commit where the backend can),
             /// keys it saw absent must still be absent, then the writes get a new version.
-            async fn apply_state(tx: &mut sqlx::Transaction<'_, $db>, batch: &BatchCommit) -> Result<(), StoreError> {
+            async fn apply_state(conn: &mut $conn, batch: &BatchCommit) -> Result<(), StoreError> {
                 let step = &batch.consumer;
                 let seen: std::collections::BTreeMap<&str, Option<i64>> =
                     batch.state_reads.iter().map(|(k, v)| (k.as_str(), *v)).collect();
@@ -295,7 +357,7 @@ macro_rules! sql_store {
                         list.push_bind(*key);
                     }
                     query.push(")").push($lock);
-                    let rows = query.build().fetch_all(&mut **tx).await?;
+                    let rows = query.build().fetch_all(&mut *conn).await?;
                     let mut found = std::collections::BTreeMap::new();
                     for row in &rows {
                         found.insert(row.try_get::<String, _>(0)?, row.try_get::<i64, _>(1)?);
@@ -320,7 +382,7 @@ macro_rules! sql_store {
                             .push_bind(version);
                     });
                     query.push(" ON CONFLICT (step, key) DO NOTHING");
-                    if query.build().execute(&mut **tx).await?.rows_affected() != chunk.len() as u64 {
+                    if query.build().execute(&mut *conn).await?.rows_affected() != chunk.len() as u64 {
                         return Err(StoreError::Conflict(format!("a state key of {step} was created meanwhile")));
                     }
                 }
@@ -335,7 +397,7 @@ macro_rules! sql_store {
                     query.push(
                         " ON CONFLICT (step, key) DO UPDATE SET value = excluded.value, version = excluded.version",
                     );
-                    query.build().execute(&mut **tx).await?;
+                    query.build().execute(&mut *conn).await?;
                 }
                 for chunk in deletes.chunks(500) {
                     let mut query = QueryBuilder::<$db>::new("DELETE FROM step_state WHERE step = ");
@@ -345,7 +407,7 @@ macro_rules! sql_store {
                         list.push_bind(key);
                     }
                     query.push(")");
-                    query.build().execute(&mut **tx).await?;
+                    query.build().execute(&mut *conn).await?;
                 }
                 Ok(())
             }
@@ -363,41 +425,45 @@ macro_rules! sql_store {
                 idempotency: Option<(&str, &str)>,
                 placed: &StoredEvent,
             ) -> Result<Created, StoreError> {
-                let mut tx = self.writer.begin().await?;
-                if let Some((key, hash)) = idempotency {
-                    let inserted = sqlx::query(
-                        "INSERT INTO idempotency_keys (key, body_hash, order_id, created_at_ms) \
-                         VALUES ($1, $2, $3, $4) ON CONFLICT (key) DO NOTHING",
-                    )
-                    .bind(key)
-                    .bind(hash)
-                    .bind(&order.id)
-                    .bind(order.created_at_ms)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                    if inserted == 0 {
-                        let row = sqlx::query("SELECT order_id, body_hash FROM idempotency_keys WHERE key = $1")
-                            .bind(key)
-                            .fetch_one(&mut *tx)
-                            .await?;
-                        return Ok(Created::Existing { order_id: row.try_get(0)?, body_hash: row.try_get(1)? });
+                let order = order.clone();
+                let idempotency = idempotency.map(|(key, hash)| (key.to_owned(), hash.to_owned()));
+                let placed = placed.clone();
+                self.write(move |conn| Box::pin(async move {
+                    if let Some((key, hash)) = idempotency {
+                        let inserted = sqlx::query(
+                            "INSERT INTO idempotency_keys (key, body_hash, order_id, created_at_ms) \
+                             VALUES ($1, $2, $3, $4) ON CONFLICT (key) DO NOTHING",
+                        )
+                        .bind(&key)
+                        .bind(&hash)
+                        .bind(&order.id)
+                        .bind(order.created_at_ms)
+                        .execute(&mut *conn)
+                        .await?
+                        .rows_affected();
+                        if inserted == 0 {
+                            let row = sqlx::query("SELECT order_id, body_hash FROM idempotency_keys WHERE key = $1")
+                                .bind(&key)
+                                .fetch_one(&mut *conn)
+                                .await?;
+                            return Ok(Created::Existing { order_id: row.try_get(0)?, body_hash: row.try_get(1)? });
+                        }
                     }
-                }
-                sqlx::query(
-                    "INSERT INTO orders (id, customer_id, status, total_cents, items, created_at_ms, updated_at_ms) \
-                     VALUES ($1, $2, 'pending', $3, $4, $5, $5)",
-                )
-                .bind(&order.id)
-                .bind(&order.customer_id)
-                .bind(order.total_cents)
-                .bind(&order.items)
-                .bind(order.created_at_ms)
-                .execute(&mut *tx)
-                .await?;
-                Self::insert_events(&mut tx, std::slice::from_ref(placed)).await?;
-                tx.commit().await?;
-                Ok(Created::New)
+                    sqlx::query(
+                        "INSERT INTO orders (id, customer_id, status, total_cents, items, created_at_ms, updated_at_ms) \
+                         VALUES ($1, $2, 'pending', $3, $4, $5, $5)",
+                    )
+                    .bind(&order.id)
+                    .bind(&order.customer_id)
+                    .bind(order.total_cents)
+                    .bind(&order.items)
+                    .bind(order.created_at_ms)
+                    .execute(&mut *conn)
+                    .await?;
+                    Self::insert_events(&mut *conn, std::slice::from_ref(&placed)).await?;
+                    Ok(Created::New)
+                }))
+                .await
             }
 
             async fn order(&self, id: &str) -> Result<Option<OrderRow>, StoreError> {
@@ -452,14 +518,14 @@ macro_rules! sql_store {
 
             async fn transition(&self, transition: &OrderTransition) -> Result<bool, StoreError> {
                 let mut tx = self.writer.begin().await?;
-                let applied = Self::apply_transition(&mut tx, transition).await?;
+                let applied = Self::apply_transition(&mut *tx, transition).await?;
                 tx.commit().await?;
                 Ok(applied)
             }
 
             async fn emit(&self, event: &StoredEvent) -> Result<(), StoreError> {
                 let mut tx = self.writer.begin().await?;
-                Self::insert_events(&mut tx, std::slice::from_ref(event)).await?;
+                Self::insert_events(&mut *tx, std::slice::from_ref(event)).await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -521,18 +587,9 @@ macro_rules! sql_store {
                 if seqs.is_empty() {
                     return Ok(());
                 }
-                let mut query = QueryBuilder::<$db>::new(match channel {
-                    Channel::Transport => "UPDATE outbox SET relayed_at_ms = ",
-                    Channel::Stream => "UPDATE outbox SET streamed_at_ms = ",
-                });
-                query.push_bind(now_ms).push(" WHERE seq IN (");
-                let mut list = query.separated(", ");
-                for seq in seqs {
-                    list.push_bind(*seq);
-                }
-                query.push(")");
-                query.build().execute(&self.writer).await?;
-                Ok(())
+                let seqs = seqs.to_vec();
+                self.write(move |conn| Box::pin(async move { Self::mark(conn, channel, &seqs, now_ms).await }))
+                    .await
             }
 
             async fn outbox_lag(&self, channel: Channel) -> Result<OutboxLag, StoreError> {
@@ -569,17 +626,30 @@ macro_rules! sql_store {
                     .map_err(Into::into)
             }
 
-            async fn enqueue(&self, deliveries: &[(String, String, String)], now_ms: i64) -> Result<(), StoreError> {
-                for chunk in deliveries.chunks(500) {
-                    let mut query =
-                        QueryBuilder::<$db>::new("INSERT INTO deliveries (consumer, event_id, event, due_at_ms) ");
-                    query.push_values(chunk, |mut row, (consumer, event_id, event)| {
-                        row.push_bind(consumer).push_bind(event_id).push_bind(event).push_bind(now_ms);
-                    });
-                    query.push(" ON CONFLICT (consumer, event_id) DO NOTHING");
-                    query.build().execute(&self.writer).await?;
-                }
-                Ok(())
+            async fn enqueue(
+                &self,
+                deliveries: &[(String, String, String)],
+                now_ms: i64,
+                relayed: Option<(Channel, &[i64])>,
+            ) -> Result<(), StoreError> {
+                let deliveries = deliveries.to_vec();
+                let relayed = relayed.map(|(channel, seqs)| (channel, seqs.to_vec()));
+                self.write(move |conn| Box::pin(async move {
+                    for chunk in deliveries.chunks(500) {
+                        let mut query =
+                            QueryBuilder::<$db>::new("INSERT INTO deliveries (consumer, event_id, event, due_at_ms) ");
+                        query.push_values(chunk, |mut row, (consumer, event_id, event)| {
+                            row.push_bind(consumer).push_bind(event_id).push_bind(event).push_bind(now_ms);
+                        });
+                        query.push(" ON CONFLICT (consumer, event_id) DO NOTHING");
+                        query.build().execute(&mut *conn).await?;
+                    }
+                    if let Some((channel, seqs)) = relayed {
+                        Self::mark(conn, channel, &seqs, now_ms).await?;
+                    }
+                    Ok(())
+                }))
+                .await
             }
 
             async fn claim(
@@ -590,20 +660,24 @@ macro_rules! sql_store {
                 lease_ms: i64,
                 limit: u32,
             ) -> Result<Vec<DeliveryRow>, StoreError> {
-                let rows = sqlx::query(concat!(
-                    "UPDATE deliveries SET claimed_by = $2, claimed_until_ms = $3 WHERE id IN \
-                     (SELECT id FROM deliveries WHERE consumer = $1 AND due_at_ms <= $4 \
-                     AND (claimed_until_ms IS NULL OR claimed_until_ms <= $4) \
-                     ORDER BY due_at_ms, id LIMIT $5",
-                    $skip_locked,
-                    ") RETURNING id, consumer, event_id, event, attempts, due_at_ms"
-                ))
-                .bind(consumer)
-                .bind(holder)
-                .bind(now_ms.saturating_add(lease_ms))
-                .bind(now_ms)
-                .bind(i64::from(limit))
-                .fetch_all(&self.writer)
+                let (consumer, holder) = (consumer.to_owned(), holder.to_owned());
+                let rows = self.write(move |conn| Box::pin(async move {
+                    Ok(sqlx::query(concat!(
+                        "UPDATE deliveries SET claimed_by = $2, claimed_until_ms = $3 WHERE id IN \
+                         (SELECT id FROM deliveries WHERE consumer = $1 AND due_at_ms <= $4 \
+                         AND (claimed_until_ms IS NULL OR claimed_until_ms <= $4) \
+                         ORDER BY due_at_ms, id LIMIT $5",
+                        $skip_locked,
+                        ") RETURNING id, consumer, event_id, event, attempts, due_at_ms"
+                    ))
+                    .bind(consumer)
+                    .bind(holder)
+                    .bind(now_ms.saturating_add(lease_ms))
+                    .bind(now_ms)
+                    .bind(i64::from(limit))
+                    .fetch_all(&mut *conn)
+                    .await?)
+                }))
                 .await?;
                 let mut claimed = rows
                     .iter()
@@ -645,30 +719,25 @@ macro_rules! sql_store {
                 if acked.is_empty() && retries.is_empty() {
                     return Ok(());
                 }
-                let mut tx = self.writer.begin().await?;
-                for chunk in acked.chunks(500) {
-                    let mut query = QueryBuilder::<$db>::new("DELETE FROM deliveries WHERE id IN (");
-                    let mut list = query.separated(", ");
-                    for id in chunk {
-                        list.push_bind(*id);
+                let acked = acked.to_vec();
+                let retries = retries.to_vec();
+                self.write(move |conn| Box::pin(async move {
+                    Self::delete_deliveries(&mut *conn, &acked).await?;
+                    for (id, due_at_ms, error, counted) in &retries {
+                        sqlx::query(
+                            "UPDATE deliveries SET attempts = attempts + $1, due_at_ms = $2, last_error = $3, \
+                             claimed_by = NULL, claimed_until_ms = NULL WHERE id = $4",
+                        )
+                        .bind(i64::from(*counted))
+                        .bind(*due_at_ms)
+                        .bind(error)
+                        .bind(*id)
+                        .execute(&mut *conn)
+                        .await?;
                     }
-                    query.push(")");
-                    query.build().execute(&mut *tx).await?;
-                }
-                for (id, due_at_ms, error, counted) in retries {
-                    sqlx::query(
-                        "UPDATE deliveries SET attempts = attempts + $1, due_at_ms = $2, last_error = $3, \
-                         claimed_by = NULL, claimed_until_ms = NULL WHERE id = $4",
-                    )
-                    .bind(i64::from(*counted))
-                    .bind(*due_at_ms)
-                    .bind(error)
-                    .bind(*id)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                tx.commit().await?;
-                Ok(())
+                    Ok(())
+                }))
+                .await
             }
 
             async fn handled(&self, consumer: &str, event_ids: &[String]) -> Result<HashSet<String>, StoreError> {
@@ -700,36 +769,40 @@ macro_rules! sql_store {
             }
 
             async fn commit_batch(&self, batch: &BatchCommit) -> Result<(), StoreError> {
-                let mut tx = self.writer.begin().await?;
-                Self::insert_inbox(&mut tx, batch).await?;
-                Self::apply_state(&mut tx, batch).await?;
-                for chunk in batch.outbox.chunks(500) {
-                    Self::insert_events(&mut tx, chunk).await?;
-                }
-                for transition in &batch.transitions {
-                    Self::apply_transition(&mut tx, transition).await?;
-                }
-                for level in &batch.stock {
-                    sqlx::query(
-                        "INSERT INTO stock (sku, available, reserved, sold, seq) VALUES ($1, $2, $3, $4, $5) \
-                         ON CONFLICT (sku) DO UPDATE SET available = excluded.available, \
-                         reserved = excluded.reserved, sold = excluded.sold, seq = excluded.seq \
-                         WHERE stock.seq < excluded.seq",
-                    )
-                    .bind(&level.sku)
-                    .bind(level.available)
-                    .bind(level.reserved)
-                    .bind(level.sold)
-                    .bind(level.seq)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                for dead in &batch.dead_letters {
-                    Self::insert_dead_letter(&mut tx, dead).await?;
-                }
-                Self::apply_versions(&mut tx, batch).await?;
-                tx.commit().await?;
-                Ok(())
+                let batch = batch.clone();
+                self.write(move |conn| Box::pin(async move {
+                    let batch = &batch;
+                    Self::insert_inbox(&mut *conn, batch).await?;
+                    Self::apply_state(&mut *conn, batch).await?;
+                    for chunk in batch.outbox.chunks(500) {
+                        Self::insert_events(&mut *conn, chunk).await?;
+                    }
+                    for transition in &batch.transitions {
+                        Self::apply_transition(&mut *conn, transition).await?;
+                    }
+                    for level in &batch.stock {
+                        sqlx::query(
+                            "INSERT INTO stock (sku, available, reserved, sold, seq) VALUES ($1, $2, $3, $4, $5) \
+                             ON CONFLICT (sku) DO UPDATE SET available = excluded.available, \
+                             reserved = excluded.reserved, sold = excluded.sold, seq = excluded.seq \
+                             WHERE stock.seq < excluded.seq",
+                        )
+                        .bind(&level.sku)
+                        .bind(level.available)
+                        .bind(level.reserved)
+                        .bind(level.sold)
+                        .bind(level.seq)
+                        .execute(&mut *conn)
+                        .await?;
+                    }
+                    for dead in &batch.dead_letters {
+                        Self::insert_dead_letter(&mut *conn, dead).await?;
+                    }
+                    Self::apply_versions(&mut *conn, batch).await?;
+                    Self::delete_deliveries(&mut *conn, &batch.settled).await?;
+                    Ok(())
+                }))
+                .await
             }
 
             async fn dead_letters(&self) -> Result<Vec<DeadLetterRow>, StoreError> {
@@ -801,19 +874,23 @@ macro_rules! sql_store {
             }
 
             async fn try_lease(&self, name: &str, holder: &str, now_ms: i64, ttl_ms: i64) -> Result<bool, StoreError> {
-                let taken = sqlx::query(
-                    "INSERT INTO leases (name, holder, until_ms) VALUES ($1, $2, $3) \
-                     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until_ms = excluded.until_ms \
-                     WHERE leases.holder = excluded.holder OR leases.until_ms < $4",
-                )
-                .bind(name)
-                .bind(holder)
-                .bind(now_ms.saturating_add(ttl_ms))
-                .bind(now_ms)
-                .execute(&self.writer)
-                .await?
-                .rows_affected();
-                Ok(taken == 1)
+                let (name, holder) = (name.to_owned(), holder.to_owned());
+                self.write(move |conn| Box::pin(async move {
+                    let taken = sqlx::query(
+                        "INSERT INTO leases (name, holder, until_ms) VALUES ($1, $2, $3) \
+                         ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until_ms = excluded.until_ms \
+                         WHERE leases.holder = excluded.holder OR leases.until_ms < $4",
+                    )
+                    .bind(name)
+                    .bind(holder)
+                    .bind(now_ms.saturating_add(ttl_ms))
+                    .bind(now_ms)
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected();
+                    Ok(taken == 1)
+                }))
+                .await
             }
 
             async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
@@ -1222,5 +1299,5 @@ where
     })
 }
 
-sql_store!(SqliteStore, Sqlite, "sqlite", "", "");
-sql_store!(PgStore, Postgres, "postgres", " FOR UPDATE", " FOR UPDATE SKIP LOCKED");
+sql_store!(SqliteStore, Sqlite, sqlx::SqliteConnection, "sqlite", "", "");
+sql_store!(PgStore, Postgres, sqlx::PgConnection, "postgres", " FOR UPDATE", " FOR UPDATE SKIP LOCKED");

@@ -1,0 +1,157 @@
+//! Group commit for SQLite's single writer. Write transactions that arrive while one is
+//! committing run together in the next transaction, each inside a savepoint of its own,
+//! so a burst of small transactions (a consumer's batch, a relay round, a claim, an
+//! order placed) costs one commit and one WAL sync instead of one each, and pages they
+//! share are written once. Alone, a transaction runs at once: grouping adds no wait.
+//!
+//! Each transaction keeps its own outcome: one that fails rolls back to its savepoint
+//! and returns its error; the others commit. A commit that fails fails them all, and
+//! none of them happened.
+
+use super::StoreError;
+use futures::future::BoxFuture;
+use sqlx::{Acquire, Pool, Sqlite, SqliteConnection};
+use std::any::Any;
+use tokio::sync::{mpsc, oneshot};
+
+/// The most transactions one commit carries.
+const MAX_GROUP: usize = 256;
+
+type Outcome = Result<Box<dyn Any + Send>, StoreError>;
+type Work = Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Outcome> + Send>;
+type Job = (Work, oneshot::Sender<Outcome>);
+
+/// Sends write transactions to the task that owns the writer connection's commits.
+#[derive(Debug, Clone)]
+pub struct GroupWriter {
+    jobs: mpsc::UnboundedSender<Job>,
+}
+
+impl GroupWriter {
+    /// Start committing for `pool` (the writer pool of one connection). The task ends
+    /// when the last `GroupWriter` is dropped.
+    pub fn start(pool: Pool<Sqlite>) -> GroupWriter {
+        let (jobs, queue) = mpsc::unbounded_channel();
+        tokio::spawn(run(pool, queue));
+        GroupWriter { jobs }
+    }
+
+    /// Run `work` in a write transaction (possibly shared with others) and return its
+    /// result once that transaction committed.
+    pub async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T, StoreError>> + Send + 'static,
+    {
+        let work: Work = Box::new(move |conn| {
+            let run = work(conn);
+            Box::pin(async move { run.await.map(|value| Box::new(value) as Box<dyn Any + Send>) })
+        });
+        let (done, outcome) = oneshot::channel();
+        self.jobs.send((work, done)).map_err(|_| closed())?;
+        let value = outcome.await.map_err(|_| closed())??;
+        value
+            .downcast::<T>()
+            .map(|value| *value)
+            .map_err(|_| StoreError::Query("a write returned the wrong type".into()))
+    }
+}
+
+fn closed() -> StoreError {
+    StoreError::Unavailable("the SQLite writer has stopped".into())
+}
+
+async fn run(pool: Pool<Sqlite>, mut queue: mpsc::UnboundedReceiver<Job>) {
+    while let Some(first) = queue.recv().await {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match queue.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        metrics::histogram!("wasaga_sqlite_group_size").record(group.len() as f64);
+        let (works, senders): (Vec<Work>, Vec<oneshot::Sender<Outcome>>) = group.into_iter().unzip();
+        match commit(&pool, works).await {
+            Ok(outcomes) => {
+                for (sender, outcome) in senders.into_iter().zip(outcomes) {
+                    let _ = sender.send(outcome);
+                }
+            }
+            Err(error) => {
+                for sender in senders {
+                    let _ = sender.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// One transaction for `works`; each in a savepoint when there are several.
+async fn commit(pool: &Pool<Sqlite>, works: Vec<Work>) -> Result<Vec<Outcome>, StoreError> {
+    let mut conn = pool.acquire().await?;
+    let mut tx = conn.begin().await?;
+    let mut outcomes = Vec::with_capacity(works.len());
+    if works.len() == 1 {
+        for work in works {
+            let outcome = work(&mut tx).await;
+            if outcome.is_err() {
+                tx.rollback().await?;
+                return Ok(vec![outcome]);
+            }
+            outcomes.push(outcome);
+        }
+    } else {
+        for work in works {
+            let mut savepoint = tx.begin().await?;
+            let outcome = work(&mut savepoint).await;
+            match outcome {
+                Ok(_) => savepoint.commit().await?,
+                Err(_) => savepoint.rollback().await?,
+            }
+            outcomes.push(outcome);
+        }
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::sqlite::SqlitePoolOptions;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_write_keeps_its_own_outcome_in_a_shared_commit() {
+        let pool = SqlitePoolOptions::new().max_connections(1).connect("sqlite::memory:").await.expect("sqlite");
+        sqlx::query("CREATE TABLE t (k INTEGER PRIMARY KEY)").execute(&pool).await.expect("table");
+        let writer = GroupWriter::start(pool.clone());
+        let writes = (0..60).map(|k: i64| {
+            let writer = writer.clone();
+            tokio::spawn(async move {
+                writer
+                    .write(move |conn| {
+                        Box::pin(async move {
+                            sqlx::query("INSERT INTO t (k) VALUES ($1)").bind(k).execute(&mut *conn).await?;
+                            // Every fifth write fails after its insert: only its insert is undone.
+                            if k % 5 == 0 {
+                                return Err(StoreError::Conflict(format!("{k}")));
+                            }
+                            Ok(k * 10)
+                        })
+                    })
+                    .await
+            })
+        });
+        let outcomes = futures::future::join_all(writes).await;
+        for (k, outcome) in (0..60).zip(outcomes) {
+            match outcome.expect("task") {
+                Ok(value) => assert!(k % 5 != 0 && value == k * 10, "{k}: {value}"),
+                Err(StoreError::Conflict(which)) => assert!(k % 5 == 0 && which == k.to_string()),
+                Err(other) => panic!("{k}: {other}"),
+            }
+        }
+        let kept: Vec<i64> = sqlx::query_scalar("SELECT k FROM t ORDER BY k").fetch_all(&pool).await.expect("rows");
+        assert_eq!(kept, (0..60).filter(|k| k % 5 != 0).collect::<Vec<_>>());
+    }
+}
