@@ -170,6 +170,7 @@ async fn handle_batch(
 ) -> Result<(), BatchError> {
     let consumer = handler.consumer();
     let store = handler.store();
+    let settles_here = source.settles_in(consumer, &store);
     for round in 1..=CONFLICT_ROUNDS {
         let ids: Vec<String> = deliveries.iter().map(|d| d.event.id.clone()).collect();
         let mut seen = store.handled(consumer, &ids).await?;
@@ -187,6 +188,13 @@ async fn handle_batch(
         if !fresh.is_empty() {
             settlements.extend(handler.handle(&mut commit, fresh).await?);
         }
+        if settles_here {
+            // Handled and dead-lettered deliveries go with the commit; retries stay.
+            let (settled, rest): (Vec<_>, Vec<_>) =
+                settlements.into_iter().partition(|s| !matches!(s, Settlement::Retry { .. }));
+            commit.settled = settled.iter().map(|s| s.delivery().tag).collect();
+            settlements = rest;
+        }
         match store.commit_batch(&commit).await {
             Ok(()) => {}
             Err(StoreError::Conflict(reason)) => {
@@ -198,7 +206,9 @@ async fn handle_batch(
         }
         let wrote_events = !commit.outbox.is_empty();
         handler.committed();
-        source.settle(consumer, settlements).await?;
+        if !(settles_here && settlements.is_empty()) {
+            source.settle(consumer, settlements).await?;
+        }
         if wrote_events {
             ctx.relay.notify();
         }

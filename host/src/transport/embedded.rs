@@ -11,7 +11,7 @@
 
 use super::{Delivery, Settlement, Transport, TransportError};
 use crate::event::{now_ms, subscribed, wire};
-use crate::store::{StoredEvent, Stores};
+use crate::store::{Channel, Store, StoredEvent, Stores};
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -44,7 +44,50 @@ impl EmbeddedTransport {
         let mut wakers = self.wakers.lock();
         wakers.entry(consumer.to_owned()).or_default().clone()
     }
+
+    /// The deliveries of `events`, one row per subscribed consumer, grouped by the store
+    /// that keeps that consumer's queue.
+    async fn route(&self, events: &[StoredEvent]) -> Result<Vec<(Arc<dyn Store>, Vec<Row>)>, TransportError> {
+        let mut subscriptions: HashMap<String, Vec<String>> = HashMap::new();
+        for store in self.stores.all() {
+            for (consumer, pattern) in store.subscriptions().await? {
+                // A consumer's subscriptions count only in its own store.
+                if Arc::ptr_eq(self.stores.for_consumer(&consumer), store) {
+                    subscriptions.entry(consumer).or_default().push(pattern);
+                }
+            }
+        }
+        let mut routed: Vec<(Arc<dyn Store>, Vec<Row>)> = Vec::new();
+        for event in events {
+            let body = wire::encode(event);
+            for (consumer, patterns) in &subscriptions {
+                if !subscribed(patterns, &event.kind) {
+                    continue;
+                }
+                let store = self.stores.for_consumer(consumer);
+                let row = (consumer.clone(), event.id.clone(), body.clone());
+                match routed.iter_mut().find(|(s, _)| Arc::ptr_eq(s, store)) {
+                    Some((_, rows)) => rows.push(row),
+                    None => routed.push((store.clone(), vec![row])),
+                }
+            }
+        }
+        Ok(routed)
+    }
+
+    /// Wake the consumers that have new deliveries.
+    fn wake(&self, routed: &[(Arc<dyn Store>, Vec<Row>)]) {
+        let mut consumers: Vec<&String> = routed.iter().flat_map(|(_, rows)| rows.iter().map(|(c, _, _)| c)).collect();
+        consumers.sort();
+        consumers.dedup();
+        for consumer in consumers {
+            self.waker(consumer).notify_one();
+        }
+    }
 }
+
+/// A delivery to queue: consumer, event id, event.
+type Row = (String, String, String);
 
 #[async_trait]
 impl Transport for EmbeddedTransport {
@@ -58,42 +101,42 @@ impl Transport for EmbeddedTransport {
     }
 
     async fn publish(&self, events: &[StoredEvent]) -> Result<(), TransportError> {
-        let mut subscriptions: HashMap<String, Vec<String>> = HashMap::new();
-        for store in self.stores.all() {
-            for (consumer, pattern) in store.subscriptions().await? {
-                // A consumer's subscriptions count only in its own store.
-                if Arc::ptr_eq(self.stores.for_consumer(&consumer), store) {
-                    subscriptions.entry(consumer).or_default().push(pattern);
-                }
-            }
-        }
-        let mut rows = Vec::new();
-        for event in events {
-            let body = wire::encode(event);
-            for (consumer, patterns) in &subscriptions {
-                if subscribed(patterns, &event.kind) {
-                    rows.push((consumer.clone(), event.id.clone(), body.clone()));
-                }
-            }
-        }
+        let routed = self.route(events).await?;
         let now = now_ms();
-        for store in self.stores.all() {
-            let mine: Vec<(String, String, String)> = rows
-                .iter()
-                .filter(|(consumer, _, _)| Arc::ptr_eq(self.stores.for_consumer(consumer), store))
-                .cloned()
-                .collect();
-            if !mine.is_empty() {
-                store.enqueue(&mine, now).await?;
+        for (store, rows) in &routed {
+            store.enqueue(rows, now, None).await?;
+        }
+        self.wake(&routed);
+        Ok(())
+    }
+
+    async fn relay(
+        &self,
+        store: &Arc<dyn Store>,
+        channel: Channel,
+        seqs: &[i64],
+        events: &[StoredEvent],
+    ) -> Result<(), TransportError> {
+        let routed = self.route(events).await?;
+        let now = now_ms();
+        match routed.as_slice() {
+            // Every delivery goes into the outbox's own store: queue them and mark the
+            // rows relayed in one transaction.
+            [] => store.enqueue(&[], now, Some((channel, seqs))).await?,
+            [(only, rows)] if Arc::ptr_eq(only, store) => store.enqueue(rows, now, Some((channel, seqs))).await?,
+            _ => {
+                for (store, rows) in &routed {
+                    store.enqueue(rows, now, None).await?;
+                }
+                store.mark_relayed(channel, seqs, now).await?;
             }
         }
-        let mut consumers: Vec<&String> = rows.iter().map(|(c, _, _)| c).collect();
-        consumers.sort();
-        consumers.dedup();
-        for consumer in consumers {
-            self.waker(consumer).notify_one();
-        }
+        self.wake(&routed);
         Ok(())
+    }
+
+    fn settles_in(&self, consumer: &str, store: &Arc<dyn Store>) -> bool {
+        Arc::ptr_eq(self.stores.for_consumer(consumer), store)
     }
 
     async fn receive(&self, consumer: &str, max: u32, wait: Duration) -> Result<Vec<Delivery>, TransportError> {

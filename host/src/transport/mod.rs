@@ -10,9 +10,10 @@ mod rabbitmq;
 pub use embedded::EmbeddedTransport;
 pub use rabbitmq::{RabbitSettings, RabbitTransport};
 
-use crate::event::StoredEvent;
-use crate::store::StoreError;
+use crate::event::{StoredEvent, now_ms};
+use crate::store::{Channel, Store, StoreError};
 use async_trait::async_trait;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +53,17 @@ pub enum Settlement {
     DeadLetter { delivery: Delivery, error: String },
 }
 
+impl Settlement {
+    /// The delivery settled.
+    pub fn delivery(&self) -> &Delivery {
+        match self {
+            Settlement::Ack(delivery)
+            | Settlement::Retry { delivery, .. }
+            | Settlement::DeadLetter { delivery, .. } => delivery,
+        }
+    }
+}
+
 #[async_trait]
 pub trait Transport: Send + Sync {
     /// Short name for logs and readiness messages.
@@ -65,6 +77,25 @@ pub trait Transport: Send + Sync {
     async fn declare(&self, consumer: &str, kinds: &[String]) -> Result<(), TransportError>;
     /// Route events to every consumer subscribed to their kinds.
     async fn publish(&self, events: &[StoredEvent]) -> Result<(), TransportError>;
+    /// Publish outbox rows of `store` (`seqs`, `events`) and mark them relayed on
+    /// `channel`. A transport whose queues are rows of that same store does both in one
+    /// transaction.
+    async fn relay(
+        &self,
+        store: &Arc<dyn Store>,
+        channel: Channel,
+        seqs: &[i64],
+        events: &[StoredEvent],
+    ) -> Result<(), TransportError> {
+        self.publish(events).await?;
+        store.mark_relayed(channel, seqs, now_ms()).await?;
+        Ok(())
+    }
+    /// Whether `consumer`'s deliveries are rows of `store`, so that its batch commit can
+    /// settle them (`BatchCommit::settled`) instead of a separate [`Transport::settle`].
+    fn settles_in(&self, _consumer: &str, _store: &Arc<dyn Store>) -> bool {
+        false
+    }
     /// Up to `max` deliveries due for `consumer`, waiting up to `wait` for the first.
     async fn receive(&self, consumer: &str, max: u32, wait: Duration) -> Result<Vec<Delivery>, TransportError>;
     /// Settle deliveries of `consumer`; call only after the consumer's store committed.

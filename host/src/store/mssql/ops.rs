@@ -143,13 +143,27 @@ impl Store for MssqlStore {
         Ok(OutboxLag { pending: int(row, 0)?, oldest_at_ms: opt_int(row, 1)? })
     }
 
-    async fn enqueue(&self, deliveries: &[(String, String, String)], now_ms: i64) -> Result<(), StoreError> {
-        if deliveries.is_empty() {
+    async fn enqueue(
+        &self,
+        deliveries: &[(String, String, String)],
+        now_ms: i64,
+        relayed: Option<(Channel, &[i64])>,
+    ) -> Result<(), StoreError> {
+        if deliveries.is_empty() && relayed.is_none_or(|(_, seqs)| seqs.is_empty()) {
             return Ok(());
         }
         in_tx!(self, |conn| {
             for (consumer, event_id, event) in deliveries {
                 insert_guarded(conn, sql::ENQUEUE, &[consumer, event_id, event, &now_ms]).await?;
+            }
+            if let Some((channel, seqs)) = relayed
+                && !seqs.is_empty()
+            {
+                let statement = match channel {
+                    Channel::Transport => sql::MARK_RELAYED,
+                    Channel::Stream => sql::MARK_STREAMED,
+                };
+                exec(conn, statement, &[&now_ms, &json_list(seqs)]).await?;
             }
             Ok(())
         })
@@ -296,6 +310,9 @@ impl Store for MssqlStore {
                     &[&r.id, &r.step, &r.event_id, &r.version, &r.outcome, &r.recorded_at_ms, &r.recording],
                 )
                 .await?;
+            }
+            if !batch.settled.is_empty() {
+                exec(conn, sql::DELETE_DELIVERIES, &[&json_list(&batch.settled)]).await?;
             }
             Ok(())
         })
