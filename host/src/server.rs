@@ -5,7 +5,7 @@
 //! answers `/healthz`, reports what it waits for on `/readyz` (503) and every other path,
 //! and starts the rest as soon as the store answers.
 
-use crate::archive::{ArchiveError, ObjectArchive};
+use crate::archive::ArchiveError;
 use crate::config::Settings;
 use crate::http::{self, AppState};
 use crate::outbox::Relay;
@@ -261,11 +261,10 @@ async fn start(
         tracing::error!(step = %name, %error, "step not loaded");
     }
     let watcher = PluginWatcher::start(&settings.plugins_dir, registry.clone())?;
-    let archive = Arc::new(ObjectArchive::from_url(&settings.archive_url())?);
-    tokio::spawn({
-        let archive = archive.clone();
-        async move { archive.prepare().await }
-    });
+    // A local archive is as durable as the store: flushed per batch unless SQLite
+    // runs `synchronous=NORMAL`.
+    let durable = settings.sqlite_synchronous == crate::store::SqliteSync::Full;
+    let archive = crate::archive::open(&settings.archive_url(), durable)?;
     let stream: Option<Arc<dyn EventStream>> = match &settings.stream_brokers {
         Some(brokers) => Some(KafkaStream::new(KafkaSettings {
             brokers: brokers.clone(),

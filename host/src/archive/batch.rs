@@ -8,12 +8,8 @@
 use super::{Archive, ArchiveError, object::object_path};
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
 use parking_lot::Mutex;
 use std::sync::Arc;
-
-/// Writes in flight at once when a batch's archive writes are issued.
-const CONCURRENT_WRITES: usize = 32;
 
 /// One write: name, body, content type.
 pub type ArchiveWrite = (String, Bytes, String);
@@ -34,17 +30,10 @@ impl CallArchive {
         std::mem::take(&mut *self.writes.lock())
     }
 
-    /// Issue `writes` to `archive`, several at once; the first failure is returned.
+    /// Issue `writes` to `archive` (several at once, or as one batch where the archive
+    /// can); the first failure is returned.
     pub async fn write_all(archive: &Arc<dyn Archive>, writes: Vec<ArchiveWrite>) -> Result<(), ArchiveError> {
-        futures::stream::iter(writes)
-            .map(|(name, body, content_type)| {
-                let archive = archive.clone();
-                async move { archive.put_once(&name, body, &content_type).await }
-            })
-            .buffer_unordered(CONCURRENT_WRITES)
-            .try_collect::<Vec<()>>()
-            .await
-            .map(|_| ())
+        archive.put_all(writes).await
     }
 }
 

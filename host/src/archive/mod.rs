@@ -3,14 +3,35 @@
 
 mod azure;
 mod batch;
+mod local;
 mod object;
 
 pub use batch::{ArchiveWrite, CallArchive};
-
+pub use local::LocalArchive;
 pub use object::ObjectArchive;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use std::sync::Arc;
+
+/// Writes in flight at once when a batch's objects go to remote storage.
+const CONCURRENT_WRITES: usize = 32;
+
+/// Open the archive named by `url`: a local folder (`file:///abs/dir`), memory
+/// (`memory://`), Azure Blob (`az://…`) or S3 (`s3://…`). A local folder flushes each
+/// batch to disk when `durable`.
+pub fn open(url: &str, durable: bool) -> Result<Arc<dyn Archive>, ArchiveError> {
+    if let Some(dir) = url.strip_prefix("file://") {
+        return Ok(Arc::new(LocalArchive::open(std::path::Path::new(dir), durable)?));
+    }
+    let archive = Arc::new(ObjectArchive::from_url(url)?);
+    tokio::spawn({
+        let archive = archive.clone();
+        async move { archive.prepare().await }
+    });
+    Ok(archive)
+}
 
 /// What failed when writing or listing the archive.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +49,15 @@ pub enum ArchiveError {
 pub trait Archive: Send + Sync {
     /// Write `body` under `name` unless an object of that name exists; both are success.
     async fn put_once(&self, name: &str, body: Bytes, content_type: &str) -> Result<(), ArchiveError>;
+    /// [`Archive::put_once`] for each of a batch's writes; the first failure is returned.
+    async fn put_all(&self, writes: Vec<ArchiveWrite>) -> Result<(), ArchiveError> {
+        futures::stream::iter(writes)
+            .map(|(name, body, content_type)| async move { self.put_once(&name, body, &content_type).await })
+            .buffer_unordered(CONCURRENT_WRITES)
+            .try_collect::<Vec<()>>()
+            .await
+            .map(|_| ())
+    }
     /// Names under `prefix`, sorted.
     async fn list(&self, prefix: &str) -> Result<Vec<String>, ArchiveError>;
     /// The object's bytes, if it exists.

@@ -1,5 +1,6 @@
-//! [`Archive`] over `object_store`: a local folder (`file://`), memory (`memory://`),
-//! Azure Blob (`az://container[/prefix]`) or S3 (`s3://bucket[/prefix]`).
+//! [`Archive`] over `object_store`: memory (`memory://`), Azure Blob
+//! (`az://container[/prefix]`) or S3 (`s3://bucket[/prefix]`). A local folder is
+//! [`super::LocalArchive`].
 //!
 //! Azure and S3 take object_store's `AZURE_*` / `AWS_*` variables, and options in the
 //! URL's query, which win (`az://archive?endpoint=…&account_name=…&access_key=…`).
@@ -22,27 +23,18 @@ use std::sync::Arc;
 #[derive(Debug, Clone)]
 pub struct ObjectArchive {
     store: Arc<dyn ObjectStore>,
-    /// The local filesystem store refuses object attributes, so content types are kept
-    /// only where the backend stores them.
-    content_types: bool,
     /// An Azure container to create at start, when the account key is known.
     container: Option<ContainerAccess>,
 }
 
 impl ObjectArchive {
-    /// Open the archive named by `url`: `file:///abs/dir` or `memory://`.
+    /// Open the archive named by `url`: `memory://`, `az://…` or `s3://…`.
     pub fn from_url(url: &str) -> Result<ObjectArchive, ArchiveError> {
         let unsupported =
             |reason: &str| ArchiveError::Url { url: crate::redact::url(url), reason: crate::redact::text(reason) };
         if url.starts_with("memory://") {
             let store = Arc::new(object_store::memory::InMemory::new());
-            return Ok(ObjectArchive { store, content_types: true, container: None });
-        }
-        if let Some(dir) = url.strip_prefix("file://") {
-            std::fs::create_dir_all(dir).map_err(|e| unsupported(&format!("cannot create {dir}: {e}")))?;
-            let local =
-                object_store::local::LocalFileSystem::new_with_prefix(dir).map_err(|e| unsupported(&e.to_string()))?;
-            return Ok(ObjectArchive { store: Arc::new(local), content_types: false, container: None });
+            return Ok(ObjectArchive { store, container: None });
         }
         let parsed = url::Url::parse(url).map_err(|e| unsupported(&e.to_string()))?;
         let bucket =
@@ -78,11 +70,11 @@ impl ObjectArchive {
                 }
                 (Arc::new(builder.build().map_err(|e| unsupported(&e.to_string()))?), None)
             }
-            _ => return Err(unsupported("expected file://<dir>, memory://, az://<container> or s3://<bucket>")),
+            _ => return Err(unsupported("expected memory://, az://<container> or s3://<bucket> (or file://<dir>)")),
         };
         let store: Arc<dyn ObjectStore> =
             if prefix.is_empty() { store } else { Arc::new(PrefixStore::new(store, prefix.as_str())) };
-        Ok(ObjectArchive { store, content_types: true, container })
+        Ok(ObjectArchive { store, container })
     }
 
     /// Create the Azure container if it is missing, retrying until the service answers
@@ -147,9 +139,7 @@ impl Archive for ObjectArchive {
     async fn put_once(&self, name: &str, body: Bytes, content_type: &str) -> Result<(), ArchiveError> {
         let path = object_path(name)?;
         let mut opts = PutOptions::from(PutMode::Create);
-        if self.content_types {
-            opts.attributes.insert(object_store::Attribute::ContentType, content_type.to_owned().into());
-        }
+        opts.attributes.insert(object_store::Attribute::ContentType, content_type.to_owned().into());
         match self.store.put_opts(&path, PutPayload::from(body), opts).await {
             Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
             Err(e) => {

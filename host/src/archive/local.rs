@@ -1,0 +1,232 @@
+//! [`Archive`] in a local folder (`file://`): one file per object, at the object's name
+//! under the folder.
+//!
+//! A batch's objects are written by one blocking task, not one task per object: each is
+//! written to a staging file in `.staging/` and moved into place by a rename that refuses
+//! to replace (create-only and atomic: neither a reader nor a crash sees half an object).
+//! That is one inode and two directory entries per object. When durable (the store
+//! commits with `synchronous=FULL`, the default), one `syncfs` then puts the whole batch
+//! on disk before the batch commits: the inbox never says "archived" for an object a
+//! power cut could lose.
+
+use super::{Archive, ArchiveError, ArchiveWrite, object::object_path};
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Where objects are written before they are moved into place.
+const STAGING: &str = ".staging";
+/// Staging files older than this, found at start, were left by a crash.
+const STALE_STAGING: std::time::Duration = std::time::Duration::from_secs(3600);
+
+#[derive(Debug)]
+pub struct LocalArchive {
+    inner: Arc<Folder>,
+}
+
+#[derive(Debug)]
+struct Folder {
+    root: PathBuf,
+    durable: bool,
+    /// Names staging files uniquely within this process.
+    next: AtomicU64,
+}
+
+impl LocalArchive {
+    /// The archive in `root` (created if missing); `durable` flushes each batch to disk.
+    pub fn open(root: &Path, durable: bool) -> Result<LocalArchive, ArchiveError> {
+        let cannot = |e: std::io::Error| ArchiveError::Url {
+            url: format!("file://{}", root.display()),
+            reason: format!("cannot use {}: {e}", root.display()),
+        };
+        let staging = root.join(STAGING);
+        std::fs::create_dir_all(&staging).map_err(cannot)?;
+        remove_stale(&staging);
+        let folder = Folder { root: root.to_owned(), durable, next: AtomicU64::new(0) };
+        Ok(LocalArchive { inner: Arc::new(folder) })
+    }
+}
+
+/// Remove staging files a crash left behind (not those of a process writing right now).
+fn remove_stale(staging: &Path) {
+    let Ok(entries) = std::fs::read_dir(staging) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let old =
+            entry.metadata().and_then(|m| m.modified()).is_ok_and(|t| t.elapsed().unwrap_or_default() > STALE_STAGING);
+        if old {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+impl Folder {
+    fn path(&self, name: &str) -> Result<PathBuf, ArchiveError> {
+        object_path(name)?;
+        if name == STAGING || name.starts_with(".staging/") {
+            return Err(ArchiveError::Name(name.to_owned()));
+        }
+        Ok(self.root.join(name))
+    }
+
+    /// Write the objects not there yet, then (when durable) flush them to disk.
+    fn put_all(&self, writes: &[(PathBuf, Bytes)]) -> std::io::Result<()> {
+        for (target, body) in writes {
+            self.put(target, body)?;
+        }
+        if self.durable && !writes.is_empty() {
+            // One flush of the file system for the whole batch: the journal commits once
+            // for every object and folder it created.
+            let root = std::fs::File::open(&self.root)?;
+            rustix::fs::syncfs(&root)?;
+        }
+        Ok(())
+    }
+
+    fn put(&self, target: &Path, body: &[u8]) -> std::io::Result<()> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let staged = self.root.join(STAGING).join(format!("{}-{n}", std::process::id()));
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(&staged)?;
+        let written = file.write_all(body);
+        drop(file);
+        let result = written.and_then(|()| place(&staged, target));
+        let _ = std::fs::remove_file(&staged);
+        result
+    }
+}
+
+/// Move `staged` to `target` unless something is there already (then keep that: the
+/// archive is create-only, and names are derived from event ids).
+fn place(staged: &Path, target: &Path) -> std::io::Result<()> {
+    match rename_noreplace(staged, target) {
+        Err(e) if e.kind() == ErrorKind::NotFound && !target.parent().is_some_and(Path::exists) => {
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            rename_noreplace(staged, target)
+        }
+        other => other,
+    }
+    .or_else(|e| if e.kind() == ErrorKind::AlreadyExists { Ok(()) } else { Err(e) })
+}
+
+fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(()),
+        // A file system without RENAME_NOREPLACE: a hard link also refuses to replace.
+        Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOSYS => std::fs::hard_link(from, to),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn storage(error: impl std::fmt::Display) -> ArchiveError {
+    ArchiveError::Storage(error.to_string())
+}
+
+#[async_trait]
+impl Archive for LocalArchive {
+    async fn put_once(&self, name: &str, body: Bytes, content_type: &str) -> Result<(), ArchiveError> {
+        self.put_all(vec![(name.to_owned(), body, content_type.to_owned())]).await
+    }
+
+    async fn put_all(&self, writes: Vec<ArchiveWrite>) -> Result<(), ArchiveError> {
+        let writes: Vec<(PathBuf, Bytes)> = writes
+            .into_iter()
+            .map(|(name, body, _)| Ok((self.inner.path(&name)?, body)))
+            .collect::<Result<_, ArchiveError>>()?;
+        let folder = self.inner.clone();
+        tokio::task::spawn_blocking(move || folder.put_all(&writes)).await.map_err(storage)?.map_err(storage)
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, ArchiveError> {
+        let prefix = prefix.trim_end_matches('/');
+        let start = self.inner.path(prefix)?;
+        let root = self.inner.root.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut names = Vec::new();
+            let mut folders = vec![start];
+            while let Some(folder) = folders.pop() {
+                let entries = match std::fs::read_dir(&folder) {
+                    Ok(entries) => entries,
+                    Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => continue,
+                    Err(e) => return Err(storage(e)),
+                };
+                for entry in entries {
+                    let entry = entry.map_err(storage)?;
+                    let path = entry.path();
+                    if entry.file_type().map_err(storage)?.is_dir() {
+                        folders.push(path);
+                    } else if let Some(name) = path.strip_prefix(&root).ok().and_then(Path::to_str) {
+                        names.push(name.to_owned());
+                    }
+                }
+            }
+            names.sort();
+            Ok(names)
+        })
+        .await
+        .map_err(storage)?
+    }
+
+    async fn get(&self, name: &str) -> Result<Option<Bytes>, ArchiveError> {
+        let path = self.inner.path(name)?;
+        match tokio::fs::read(&path).await {
+            Ok(body) => Ok(Some(Bytes::from(body))),
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::IsADirectory) => Ok(None),
+            Err(e) => Err(storage(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn archive(dir: &Path) -> LocalArchive {
+        LocalArchive::open(dir, true).expect("opens")
+    }
+
+    #[tokio::test]
+    async fn an_object_is_written_once_and_read_back() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let archive = archive(dir.path());
+        let name = "events/2026/11/28/o-1/e-1.json";
+        archive.put_once(name, Bytes::from_static(b"first"), "application/json").await.expect("written");
+        archive.put_once(name, Bytes::from_static(b"second"), "application/json").await.expect("already there");
+        assert_eq!(archive.get(name).await.expect("reads").as_deref(), Some(&b"first"[..]), "create-only");
+        assert_eq!(archive.get("events/none.json").await.expect("reads"), None);
+        let staged: Vec<_> = std::fs::read_dir(dir.path().join(STAGING)).expect("staging").collect();
+        assert!(staged.is_empty(), "no staging file is left: {staged:?}");
+    }
+
+    #[tokio::test]
+    async fn a_batch_lists_in_name_order_under_its_prefix() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let archive = archive(dir.path());
+        let writes = ["events/b/2.json", "events/a/1.json", "other/x.json", "events/b/1.json"]
+            .map(|n| (n.to_owned(), Bytes::from_static(b"{}"), "application/json".to_owned()));
+        archive.put_all(writes.to_vec()).await.expect("written");
+        let listed = archive.list("events/").await.expect("lists");
+        assert_eq!(listed, ["events/a/1.json", "events/b/1.json", "events/b/2.json"]);
+        assert!(archive.list("none").await.expect("lists").is_empty());
+    }
+
+    #[tokio::test]
+    async fn bad_names_are_refused_and_write_nothing() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let archive = archive(dir.path());
+        for name in ["", "events/../x", "/abs", ".staging/1-0", "a//b"] {
+            let put = archive.put_once(name, Bytes::from_static(b"x"), "text/plain").await;
+            assert!(matches!(put, Err(ArchiveError::Name(_))), "{name:?}: {put:?}");
+        }
+        let good = (String::from("ok.json"), Bytes::new(), String::new());
+        let bad = (String::from("a/../b"), Bytes::new(), String::new());
+        assert!(archive.put_all(vec![good, bad]).await.is_err());
+        assert_eq!(archive.get("ok.json").await.expect("reads"), None, "a batch with a bad name writes nothing");
+    }
+}
