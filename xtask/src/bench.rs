@@ -34,6 +34,9 @@ pub fn run(args: &Bench) -> anyhow::Result<()> {
         if args.external_only {
             bench.env("WASAGA_BENCH_EXTERNAL_ONLY", "1");
         }
+        if args.profile.is_some() {
+            bench.env("WASAGA_BENCH_PERF_DATA", target_dir().join("saga-perf.data"));
+        }
     }
     if args.services {
         services::start()?;
@@ -42,7 +45,7 @@ pub fn run(args: &Bench) -> anyhow::Result<()> {
             bench.env(name, value);
         }
     }
-    run_cmd(
+    let ran = run_cmd(
         bench
             .args(["bench", "-p", "wasaga-host", "--bench", name])
             // With backtraces on, wasmtime captures one for an error it makes internally on
@@ -53,5 +56,12 @@ pub fn run(args: &Bench) -> anyhow::Result<()> {
             .env("WASAGA_BENCH_RESULTS", &results)
             .env("WASAGA_BENCH_EVENTS", args.events.to_string())
             .env("WASAGA_BENCH_ORDERS", args.orders.to_string()),
-    )
+    );
+    ran?;
+    if let (BenchKind::Saga, Some(label)) = (args.kind, &args.profile) {
+        let svg = results.join(format!("flame-{label}.svg"));
+        services::flame_graph(&target_dir().join("saga-perf.data"), &svg)?;
+        eprintln!("flame graph: {}", svg.display());
+    }
+    Ok(())
 }

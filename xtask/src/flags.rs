@@ -143,6 +143,10 @@ pub struct Bench {
     /// Saga benchmark: only the runs from outside (`wasaga serve` driven by wrk).
     #[arg(long)]
     pub external_only: bool,
+    /// Saga benchmark: profile the server at saturation with `perf` and draw the flame
+    /// graph as `bench/results/flame-<LABEL>.svg`.
+    #[arg(long, value_name = "LABEL")]
+    pub profile: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

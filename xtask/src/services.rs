@@ -179,6 +179,59 @@ pub fn ensure_wrk() -> anyhow::Result<PathBuf> {
     ensure_debian_package("wrk", "/usr/bin/wrk", "the saga benchmark's load generator")
 }
 
+/// inferno's flame graph tools, installed (once) under the cache folder.
+const INFERNO_VERSION: &str = "0.12.8";
+
+/// Draw `perf_data` (a `perf record --call-graph` file) as a flame graph at `svg`, with
+/// Debian's `perf` and inferno (installed under the cache folder when missing).
+pub fn flame_graph(perf_data: &std::path::Path, svg: &std::path::Path) -> anyhow::Result<()> {
+    let tools = cache_dir().join("tools");
+    let collapse = tools.join("bin").join("inferno-collapse-perf");
+    let draw = tools.join("bin").join("inferno-flamegraph");
+    if !collapse.exists() || !draw.exists() {
+        eprintln!("installing inferno {INFERNO_VERSION} (flame graphs) into {}: once, about a minute", tools.display());
+        let mut install = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+        install
+            .args(["install", "inferno", "--version", INFERNO_VERSION, "--locked", "--root"])
+            .arg(&tools)
+            .arg("--target-dir")
+            .arg(cache_dir().join("tools-build"))
+            .env_remove("CARGO_TARGET_DIR");
+        crate::util::run(&mut install).context("installing inferno")?;
+    }
+    if !on_path("perf") {
+        ensure_debian_package("linux-perf", "/usr/bin/perf", "to profile the server")?;
+    }
+    let script = Command::new("perf").arg("script").arg("-i").arg(perf_data).output().context("perf script")?;
+    if !script.status.success() {
+        bail!("perf script failed: {}", String::from_utf8_lossy(&script.stderr));
+    }
+    let folded = run_with_input(&mut Command::new(&collapse), &script.stdout)?;
+    let drawn = run_with_input(
+        Command::new(&draw).args(["--title", "wasaga serve at saturation", "--minwidth", "0.2"]),
+        &folded,
+    )?;
+    std::fs::write(svg, drawn)?;
+    // The folded stacks, for reading shares off without a browser.
+    std::fs::write(perf_data.with_extension("folded"), folded)?;
+    Ok(())
+}
+
+/// Run `command` with `input` on its standard input; its standard output.
+fn run_with_input(command: &mut Command, input: &[u8]) -> anyhow::Result<Vec<u8>> {
+    use std::io::Write;
+    let mut child = command.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn()?;
+    let mut stdin = child.stdin.take().context("no stdin")?;
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let output = child.wait_with_output()?;
+    writer.join().map_err(|_| anyhow::anyhow!("writing to {command:?} panicked"))??;
+    if !output.status.success() {
+        bail!("{command:?} failed");
+    }
+    Ok(output.stdout)
+}
+
 /// `binary`, installing Debian's `package` with apt (as root, or with sudo) when missing.
 fn ensure_debian_package(package: &str, binary: &str, why: &str) -> anyhow::Result<PathBuf> {
     let path = PathBuf::from(binary);

@@ -233,6 +233,18 @@ pub async fn run(rig: &Rig, load: Load, seconds: u32, extra_env: &[(&str, &str)]
     };
     let threads = connections.min(2);
     let cpu_before = cpu_seconds(server.child.id());
+    // Profile the server while the load runs, when asked (`cargo xtask bench saga --profile`).
+    let perf = match (std::env::var_os("WASAGA_BENCH_PERF_DATA"), load) {
+        (Some(out), Load::Saturate { .. }) => Command::new("perf")
+            .args(["record", "-F", "199", "--call-graph", "dwarf,16384", "-p", &server.child.id().to_string(), "-o"])
+            .arg(out)
+            .args(["--", "sleep", &seconds.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok(),
+        _ => None,
+    };
     let started = Instant::now();
     let output = Command::new(&rig.wrk)
         .args(["-t", &threads.to_string(), "-c", &connections.to_string(), "-d", &format!("{seconds}s")])
@@ -243,6 +255,9 @@ pub async fn run(rig: &Rig, load: Load, seconds: u32, extra_env: &[(&str, &str)]
         .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", rig.wrk.display()));
+    if let Some(mut perf) = perf {
+        let _ = perf.wait();
+    }
     let text = String::from_utf8_lossy(&output.stdout);
     let summary: Value = text
         .lines()
