@@ -188,6 +188,7 @@ async fn handle_batch(
         if !fresh.is_empty() {
             settlements.extend(handler.handle(&mut commit, fresh).await?);
         }
+        commit.queued = queue_with_commit(ctx, &store, &commit).await;
         if settles_here {
             // Handled and dead-lettered deliveries go with the commit; retries stay.
             let (settled, rest): (Vec<_>, Vec<_>) =
@@ -204,17 +205,43 @@ async fn handle_batch(
             }
             Err(error) => return Err(error.into()),
         }
-        let wrote_events = !commit.outbox.is_empty();
+        let wrote_events = !commit.outbox.is_empty() || !commit.transitions.is_empty();
+        if let Some(queued) = &commit.queued {
+            ctx.transport.queued(queued);
+        }
         handler.committed();
         if !(settles_here && settlements.is_empty()) {
             source.settle(consumer, settlements).await?;
         }
-        if wrote_events {
+        // Events queued with the commit need no relay, unless a stream relays them too.
+        if wrote_events && (commit.queued.is_none() || ctx.stream.is_some()) {
             ctx.relay.notify();
         }
         return Ok(());
     }
     Err(StoreError::Conflict(format!("still conflicting after {CONFLICT_ROUNDS} runs")).into())
+}
+
+/// The deliveries of the events `commit` writes, when the saga's transport can queue
+/// them in the same transaction (the embedded transport on one store): a hop without
+/// the relay. `None` leaves them to the relay, as does any failure to route.
+async fn queue_with_commit(
+    ctx: &SagaContext,
+    store: &Arc<dyn Store>,
+    commit: &BatchCommit,
+) -> Option<Vec<crate::store::Queued>> {
+    let events: Vec<&crate::store::StoredEvent> =
+        commit.outbox.iter().chain(commit.transitions.iter().map(|t| &t.event)).collect();
+    if events.is_empty() {
+        return None;
+    }
+    match ctx.transport.route_with(store, &events).await {
+        Ok(queued) => queued,
+        Err(error) => {
+            tracing::debug!(%error, "cannot route with the commit; the relay publishes these events");
+            None
+        }
+    }
 }
 
 /// Hand back deliveries of a batch that did not commit: due again after a short wait,

@@ -82,7 +82,9 @@ pub async fn place(
         total_cents,
         created_at_ms: event.occurred_at_ms,
     };
-    let outcome = match ctx.host_store().create_order(&new_order, idempotency, &event).await? {
+    // Queued with the order when the transport can (the embedded one); else relayed.
+    let queued = ctx.transport.route_with(ctx.host_store(), &[&event]).await.ok().flatten();
+    let outcome = match ctx.host_store().create_order(&new_order, idempotency, &event, queued.as_deref()).await? {
         Created::New => Placed::New(order_id),
         Created::Existing { order_id, body_hash } if Some(body_hash.as_str()) == idempotency.map(|i| i.1) => {
             Placed::Replayed(order_id)
@@ -91,7 +93,13 @@ pub async fn place(
     };
     if matches!(outcome, Placed::New(_)) {
         metrics::counter!("wasaga_orders_total", "status" => PENDING).increment(1);
-        ctx.relay.notify();
+        if let Some(queued) = &queued {
+            ctx.transport.queued(queued);
+        }
+        // Queued with the order, it needs no relay, unless a stream relays it too.
+        if queued.is_none() || ctx.stream.is_some() {
+            ctx.relay.notify();
+        }
     }
     Ok(outcome)
 }

@@ -212,6 +212,9 @@ pub struct DeadLetterRow {
     pub recording: Option<String>,
 }
 
+/// A delivery for the embedded transport: consumer, event id, the event on the wire.
+pub type Queued = (String, String, String);
+
 /// Everything a consumer's handled batch changes, committed in one transaction.
 #[derive(Debug, Clone, Default)]
 pub struct BatchCommit {
@@ -233,6 +236,11 @@ pub struct BatchCommit {
     pub overrides_used: Vec<String>,
     /// Sampled recordings of successful calls.
     pub recordings: Vec<RecordingRow>,
+    /// Deliveries of this batch's events (its outbox and its transitions' events) for the
+    /// embedded transport, queued in the same transaction; an event's deliveries only if
+    /// the event is written. The events are then written as relayed on the transport
+    /// channel. Only for a store that [`Store::queues_with_commit`].
+    pub queued: Option<Vec<Queued>>,
     /// Deliveries of the embedded transport that this batch settles (handled, already
     /// handled, dead-lettered): deleted in the same transaction, so settling costs no
     /// transaction of its own and a committed batch is never delivered again.
@@ -372,13 +380,20 @@ pub struct HostRow {
 pub trait Store: Send + Sync {
     /// A short name of the backend, for logs and metrics.
     fn backend(&self) -> &'static str;
+    /// Whether this store queues [`BatchCommit::queued`] deliveries with the events.
+    fn queues_with_commit(&self) -> bool {
+        false
+    }
 
     /// Insert the order, its idempotency key and its `order.placed` event atomically.
+    /// With `queued`, `placed`'s deliveries are queued in the same transaction (see
+    /// [`BatchCommit::queued`]).
     async fn create_order(
         &self,
         order: &NewOrder,
         idempotency: Option<(&str, &str)>,
         placed: &StoredEvent,
+        queued: Option<&[Queued]>,
     ) -> Result<Created, StoreError>;
     async fn order(&self, id: &str) -> Result<Option<OrderRow>, StoreError>;
     async fn orders(

@@ -168,14 +168,17 @@ macro_rules! event_columns {
 macro_rules! sql_store {
     ($store:ty, $db:ty, $conn:ty, $name:literal, $lock:literal, $skip_locked:literal) => {
         impl $store {
+            /// Outbox rows; `relayed_at_ms` when their deliveries are queued with them.
             async fn insert_events(
                 conn: &mut $conn,
                 events: &[StoredEvent],
+                relayed_at_ms: Option<i64>,
             ) -> Result<(), sqlx::Error> {
                 if events.is_empty() {
                     return Ok(());
                 }
-                let mut query = QueryBuilder::<$db>::new(concat!("INSERT INTO outbox (", event_columns!(), ") "));
+                let mut query =
+                    QueryBuilder::<$db>::new(concat!("INSERT INTO outbox (", event_columns!(), ", relayed_at_ms) "));
                 query.push_values(events, |mut row, e| {
                     row.push_bind(&e.id)
                         .push_bind(&e.kind)
@@ -185,7 +188,8 @@ macro_rules! sql_store {
                         .push_bind(&e.step_version)
                         .push_bind(e.occurred_at_ms)
                         .push_bind(i64::from(e.attempt))
-                        .push_bind(&e.trace);
+                        .push_bind(&e.trace)
+                        .push_bind(relayed_at_ms);
                 });
                 query.build().execute(&mut *conn).await?;
                 Ok(())
@@ -216,6 +220,7 @@ macro_rules! sql_store {
             async fn apply_transition(
                 conn: &mut $conn,
                 t: &OrderTransition,
+                relayed_at_ms: Option<i64>,
             ) -> Result<bool, sqlx::Error> {
                 let mut query = QueryBuilder::<$db>::new("UPDATE orders SET status = ");
                 query
@@ -234,9 +239,28 @@ macro_rules! sql_store {
                 query.push(")");
                 let applied = query.build().execute(&mut *conn).await?.rows_affected() == 1;
                 if applied {
-                    Self::insert_events(conn, std::slice::from_ref(&t.event)).await?;
+                    Self::insert_events(conn, std::slice::from_ref(&t.event), relayed_at_ms).await?;
                 }
                 Ok(applied)
+            }
+
+            /// Queue deliveries (a row already there is kept: publishing twice queues once).
+            async fn insert_deliveries<'q>(
+                conn: &mut $conn,
+                deliveries: impl Iterator<Item = &'q Queued>,
+                now_ms: i64,
+            ) -> Result<(), StoreError> {
+                let deliveries: Vec<&Queued> = deliveries.collect();
+                for chunk in deliveries.chunks(500) {
+                    let mut query =
+                        QueryBuilder::<$db>::new("INSERT INTO deliveries (consumer, event_id, event, due_at_ms) ");
+                    query.push_values(chunk, |mut row, (consumer, event_id, event)| {
+                        row.push_bind(consumer).push_bind(event_id).push_bind(event).push_bind(now_ms);
+                    });
+                    query.push(" ON CONFLICT (consumer, event_id) DO NOTHING");
+                    query.build().execute(&mut *conn).await?;
+                }
+                Ok(())
             }
 
             /// Remove settled deliveries.
@@ -419,15 +443,21 @@ macro_rules! sql_store {
                 $name
             }
 
+            fn queues_with_commit(&self) -> bool {
+                true
+            }
+
             async fn create_order(
                 &self,
                 order: &NewOrder,
                 idempotency: Option<(&str, &str)>,
                 placed: &StoredEvent,
+                queued: Option<&[Queued]>,
             ) -> Result<Created, StoreError> {
                 let order = order.clone();
                 let idempotency = idempotency.map(|(key, hash)| (key.to_owned(), hash.to_owned()));
                 let placed = placed.clone();
+                let queued = queued.map(<[Queued]>::to_vec);
                 self.write(move |conn| Box::pin(async move {
                     if let Some((key, hash)) = idempotency {
                         let inserted = sqlx::query(
@@ -460,7 +490,12 @@ macro_rules! sql_store {
                     .bind(order.created_at_ms)
                     .execute(&mut *conn)
                     .await?;
-                    Self::insert_events(&mut *conn, std::slice::from_ref(&placed)).await?;
+                    let now_ms = clock_ms();
+                    let relayed_at_ms = queued.is_some().then_some(now_ms);
+                    Self::insert_events(&mut *conn, std::slice::from_ref(&placed), relayed_at_ms).await?;
+                    if let Some(queued) = &queued {
+                        Self::insert_deliveries(&mut *conn, queued.iter(), now_ms).await?;
+                    }
                     Ok(Created::New)
                 }))
                 .await
@@ -518,14 +553,14 @@ macro_rules! sql_store {
 
             async fn transition(&self, transition: &OrderTransition) -> Result<bool, StoreError> {
                 let mut tx = self.writer.begin().await?;
-                let applied = Self::apply_transition(&mut *tx, transition).await?;
+                let applied = Self::apply_transition(&mut *tx, transition, None).await?;
                 tx.commit().await?;
                 Ok(applied)
             }
 
             async fn emit(&self, event: &StoredEvent) -> Result<(), StoreError> {
                 let mut tx = self.writer.begin().await?;
-                Self::insert_events(&mut *tx, std::slice::from_ref(event)).await?;
+                Self::insert_events(&mut *tx, std::slice::from_ref(event), None).await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -635,15 +670,7 @@ macro_rules! sql_store {
                 let deliveries = deliveries.to_vec();
                 let relayed = relayed.map(|(channel, seqs)| (channel, seqs.to_vec()));
                 self.write(move |conn| Box::pin(async move {
-                    for chunk in deliveries.chunks(500) {
-                        let mut query =
-                            QueryBuilder::<$db>::new("INSERT INTO deliveries (consumer, event_id, event, due_at_ms) ");
-                        query.push_values(chunk, |mut row, (consumer, event_id, event)| {
-                            row.push_bind(consumer).push_bind(event_id).push_bind(event).push_bind(now_ms);
-                        });
-                        query.push(" ON CONFLICT (consumer, event_id) DO NOTHING");
-                        query.build().execute(&mut *conn).await?;
-                    }
+                    Self::insert_deliveries(&mut *conn, deliveries.iter(), now_ms).await?;
                     if let Some((channel, seqs)) = relayed {
                         Self::mark(conn, channel, &seqs, now_ms).await?;
                     }
@@ -774,11 +801,21 @@ macro_rules! sql_store {
                     let batch = &batch;
                     Self::insert_inbox(&mut *conn, batch).await?;
                     Self::apply_state(&mut *conn, batch).await?;
+                    let now_ms = clock_ms();
+                    let relayed_at_ms = batch.queued.is_some().then_some(now_ms);
                     for chunk in batch.outbox.chunks(500) {
-                        Self::insert_events(&mut *conn, chunk).await?;
+                        Self::insert_events(&mut *conn, chunk, relayed_at_ms).await?;
                     }
+                    let mut not_written = HashSet::new();
                     for transition in &batch.transitions {
-                        Self::apply_transition(&mut *conn, transition).await?;
+                        if !Self::apply_transition(&mut *conn, transition, relayed_at_ms).await? {
+                            not_written.insert(transition.event.id.as_str());
+                        }
+                    }
+                    if let Some(queued) = &batch.queued {
+                        // A transition that did not apply wrote no event: nothing to deliver.
+                        let written = queued.iter().filter(|(_, event_id, _)| !not_written.contains(event_id.as_str()));
+                        Self::insert_deliveries(&mut *conn, written, now_ms).await?;
                     }
                     for level in &batch.stock {
                         sqlx::query(

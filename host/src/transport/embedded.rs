@@ -11,11 +11,12 @@
 
 use super::{Delivery, Settlement, Transport, TransportError};
 use crate::event::{now_ms, subscribed, wire};
-use crate::store::{Channel, Store, StoredEvent, Stores};
+use crate::store::{Channel, Queued, Store, StoredEvent, Stores};
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::Notify;
 
@@ -27,7 +28,32 @@ pub struct EmbeddedTransport {
     stores: Arc<Stores>,
     /// Names this host on its claims.
     holder: String,
-    wakers: Mutex<HashMap<String, Arc<Notify>>>,
+    queues: Mutex<HashMap<String, Arc<Queue>>>,
+    subscriptions: Mutex<SubscriptionCache>,
+}
+
+/// A consumer's queue as this host sees it.
+#[derive(Default)]
+struct Queue {
+    /// Woken by a publish (or a retry) for the consumer on this host.
+    notify: Notify,
+    /// The last claim took every due delivery.
+    drained: AtomicBool,
+}
+
+/// Each consumer's subscription patterns.
+type Subscriptions = HashMap<String, Vec<String>>;
+
+/// How long this host routes with the subscriptions it read last. Its own `declare`
+/// refreshes them at once; another host's new subscription (a fleet on one store)
+/// applies here within this time, as a new binding applies from when a broker has it.
+const SUBSCRIPTIONS_TTL: Duration = Duration::from_secs(1);
+
+#[derive(Default)]
+struct SubscriptionCache {
+    read: Option<(std::time::Instant, Arc<Subscriptions>)>,
+    /// Bumped by every declare, so a read that overlapped one is not kept.
+    generation: u64,
 }
 
 impl EmbeddedTransport {
@@ -37,30 +63,30 @@ impl EmbeddedTransport {
         for store in stores.all() {
             store.release_claims(&holder).await?;
         }
-        Ok(EmbeddedTransport { stores, holder, wakers: Mutex::new(HashMap::new()) })
+        Ok(EmbeddedTransport {
+            stores,
+            holder,
+            queues: Mutex::new(HashMap::new()),
+            subscriptions: Mutex::new(SubscriptionCache::default()),
+        })
     }
 
-    fn waker(&self, consumer: &str) -> Arc<Notify> {
-        let mut wakers = self.wakers.lock();
-        wakers.entry(consumer.to_owned()).or_default().clone()
+    fn queue(&self, consumer: &str) -> Arc<Queue> {
+        let mut queues = self.queues.lock();
+        queues.entry(consumer.to_owned()).or_default().clone()
     }
 
     /// The deliveries of `events`, one row per subscribed consumer, grouped by the store
     /// that keeps that consumer's queue.
-    async fn route(&self, events: &[StoredEvent]) -> Result<Vec<(Arc<dyn Store>, Vec<Row>)>, TransportError> {
-        let mut subscriptions: HashMap<String, Vec<String>> = HashMap::new();
-        for store in self.stores.all() {
-            for (consumer, pattern) in store.subscriptions().await? {
-                // A consumer's subscriptions count only in its own store.
-                if Arc::ptr_eq(self.stores.for_consumer(&consumer), store) {
-                    subscriptions.entry(consumer).or_default().push(pattern);
-                }
-            }
-        }
-        let mut routed: Vec<(Arc<dyn Store>, Vec<Row>)> = Vec::new();
+    async fn route<'e>(
+        &self,
+        events: impl IntoIterator<Item = &'e StoredEvent>,
+    ) -> Result<Vec<(Arc<dyn Store>, Vec<Queued>)>, TransportError> {
+        let subscriptions = self.subscriptions().await?;
+        let mut routed: Vec<(Arc<dyn Store>, Vec<Queued>)> = Vec::new();
         for event in events {
             let body = wire::encode(event);
-            for (consumer, patterns) in &subscriptions {
+            for (consumer, patterns) in subscriptions.iter() {
                 if !subscribed(patterns, &event.kind) {
                     continue;
                 }
@@ -75,19 +101,42 @@ impl EmbeddedTransport {
         Ok(routed)
     }
 
+    /// Every consumer's subscriptions, as last read (see [`SUBSCRIPTIONS_TTL`]).
+    async fn subscriptions(&self) -> Result<Arc<Subscriptions>, TransportError> {
+        let generation = {
+            let cache = self.subscriptions.lock();
+            if let Some((read_at, subscriptions)) = &cache.read
+                && read_at.elapsed() < SUBSCRIPTIONS_TTL
+            {
+                return Ok(subscriptions.clone());
+            }
+            cache.generation
+        };
+        let mut subscriptions = Subscriptions::new();
+        for store in self.stores.all() {
+            for (consumer, pattern) in store.subscriptions().await? {
+                // A consumer's subscriptions count only in its own store.
+                if Arc::ptr_eq(self.stores.for_consumer(&consumer), store) {
+                    subscriptions.entry(consumer).or_default().push(pattern);
+                }
+            }
+        }
+        let subscriptions = Arc::new(subscriptions);
+        let mut cache = self.subscriptions.lock();
+        // A declare meanwhile made this read stale: use it once, keep nothing.
+        if cache.generation == generation {
+            cache.read = Some((std::time::Instant::now(), subscriptions.clone()));
+        }
+        Ok(subscriptions)
+    }
+
     /// Wake the consumers that have new deliveries.
-    fn wake(&self, routed: &[(Arc<dyn Store>, Vec<Row>)]) {
-        let mut consumers: Vec<&String> = routed.iter().flat_map(|(_, rows)| rows.iter().map(|(c, _, _)| c)).collect();
-        consumers.sort();
-        consumers.dedup();
-        for consumer in consumers {
-            self.waker(consumer).notify_one();
+    fn wake(&self, routed: &[(Arc<dyn Store>, Vec<Queued>)]) {
+        for (_, rows) in routed {
+            self.queued(rows);
         }
     }
 }
-
-/// A delivery to queue: consumer, event id, event.
-type Row = (String, String, String);
 
 #[async_trait]
 impl Transport for EmbeddedTransport {
@@ -97,6 +146,9 @@ impl Transport for EmbeddedTransport {
 
     async fn declare(&self, consumer: &str, kinds: &[String]) -> Result<(), TransportError> {
         self.stores.for_consumer(consumer).set_subscriptions(consumer, kinds).await?;
+        let mut cache = self.subscriptions.lock();
+        cache.generation += 1;
+        cache.read = None;
         Ok(())
     }
 
@@ -135,44 +187,83 @@ impl Transport for EmbeddedTransport {
         Ok(())
     }
 
+    async fn route_with(
+        &self,
+        store: &Arc<dyn Store>,
+        events: &[&StoredEvent],
+    ) -> Result<Option<Vec<Queued>>, TransportError> {
+        if !store.queues_with_commit() {
+            return Ok(None);
+        }
+        let mut routed = self.route(events.iter().copied()).await?;
+        match routed.len() {
+            0 => Ok(Some(Vec::new())),
+            1 if Arc::ptr_eq(&routed[0].0, store) => Ok(routed.pop().map(|(_, rows)| rows)),
+            _ => Ok(None),
+        }
+    }
+
+    fn queued(&self, deliveries: &[Queued]) {
+        let mut consumers: Vec<&String> = deliveries.iter().map(|(c, _, _)| c).collect();
+        consumers.sort();
+        consumers.dedup();
+        for consumer in consumers {
+            self.queue(consumer).notify.notify_one();
+        }
+    }
+
     fn settles_in(&self, consumer: &str, store: &Arc<dyn Store>) -> bool {
         Arc::ptr_eq(self.stores.for_consumer(consumer), store)
     }
 
     async fn receive(&self, consumer: &str, max: u32, wait: Duration) -> Result<Vec<Delivery>, TransportError> {
-        let waker = self.waker(consumer);
+        let queue = self.queue(consumer);
         let deadline = tokio::time::Instant::now() + wait;
         let lease_ms = i64::try_from(CLAIM_LEASE.as_millis()).unwrap_or(30_000);
         loop {
-            // Register interest before looking, so a publish in between is not missed.
-            let notified = waker.notified();
+            // Registered before looking, so a publish from here on is not missed; a
+            // publish since the last look left a permit, which this takes.
+            let mut notified = std::pin::pin!(queue.notify.notified());
+            let news = futures::FutureExt::now_or_never(notified.as_mut()).is_some();
             let now = now_ms();
             let store = self.stores.for_consumer(consumer);
-            let rows = store.claim(consumer, &self.holder, now, lease_ms, max).await?;
-            if !rows.is_empty() {
-                let mut deliveries = Vec::with_capacity(rows.len());
-                for row in rows {
-                    match wire::decode(&row.event) {
-                        Ok(event) => deliveries.push(Delivery {
-                            tag: row.id,
-                            event,
-                            attempt: u32::try_from(row.attempts + 1).unwrap_or(u32::MAX),
-                        }),
-                        Err(error) => {
-                            // Only hosts write these rows; an unreadable one is dropped
-                            // rather than blocking the queue forever.
-                            tracing::error!(%consumer, delivery = row.id, %error, "dropping an unreadable delivery");
-                            store.settle(&[row.id], &[]).await?;
+            // A claim is a write. Once the queue was found empty, only news or a due time
+            // that passed (a retry, another host's publish) is worth one: look first.
+            let look = !news && queue.drained.load(Ordering::Relaxed);
+            let mut next_due = if look { store.next_due_at(consumer).await? } else { None };
+            if !look || next_due.is_some_and(|due| due <= now) {
+                let rows = store.claim(consumer, &self.holder, now, lease_ms, max).await?;
+                queue.drained.store(rows.len() < max as usize, Ordering::Relaxed);
+                if !rows.is_empty() {
+                    let mut deliveries = Vec::with_capacity(rows.len());
+                    for row in rows {
+                        match wire::decode(&row.event) {
+                            Ok(event) => deliveries.push(Delivery {
+                                tag: row.id,
+                                event,
+                                attempt: u32::try_from(row.attempts + 1).unwrap_or(u32::MAX),
+                            }),
+                            Err(error) => {
+                                // Only hosts write these rows; an unreadable one is dropped
+                                // rather than blocking the queue forever.
+                                tracing::error!(%consumer, delivery = row.id, %error, "dropping an unreadable delivery");
+                                store.settle(&[row.id], &[]).await?;
+                            }
                         }
                     }
+                    if !deliveries.is_empty() {
+                        return Ok(deliveries);
+                    }
+                    continue;
                 }
-                if !deliveries.is_empty() {
-                    return Ok(deliveries);
-                }
+                next_due = store.next_due_at(consumer).await?;
+            }
+            if news {
+                // The permit is taken and the queue looked at: wait on a fresh registration.
                 continue;
             }
             // Another host may publish into this store: look again at the latest when `wait` ends.
-            let until_due = match store.next_due_at(consumer).await? {
+            let until_due = match next_due {
                 Some(due) => Duration::from_millis(u64::try_from(due - now).unwrap_or(0).max(1)),
                 None => wait,
             };
@@ -200,14 +291,14 @@ impl Transport for EmbeddedTransport {
         self.stores.for_consumer(consumer).settle(&acked, &retries).await?;
         if !retries.is_empty() {
             // A retry due at once (a batch handed back) must not wait for the next poll.
-            self.waker(consumer).notify_one();
+            self.queue(consumer).notify.notify_one();
         }
         Ok(())
     }
 
     async fn redeliver(&self, consumer: &str, event: &StoredEvent) -> Result<(), TransportError> {
         self.stores.for_consumer(consumer).requeue(consumer, &event.id, &wire::encode(event), now_ms()).await?;
-        self.waker(consumer).notify_one();
+        self.queue(consumer).notify.notify_one();
         Ok(())
     }
 }

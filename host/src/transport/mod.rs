@@ -11,7 +11,7 @@ pub use embedded::EmbeddedTransport;
 pub use rabbitmq::{RabbitSettings, RabbitTransport};
 
 use crate::event::{StoredEvent, now_ms};
-use crate::store::{Channel, Store, StoreError};
+use crate::store::{Channel, Queued, Store, StoreError};
 use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
@@ -91,6 +91,18 @@ pub trait Transport: Send + Sync {
         store.mark_relayed(channel, seqs, now_ms()).await?;
         Ok(())
     }
+    /// The deliveries of `events`, to be queued by the transaction that writes them to
+    /// `store` ([`crate::store::BatchCommit::queued`]), when this transport keeps every
+    /// subscribed consumer's queue in `store`; `None`: the relay publishes them.
+    async fn route_with(
+        &self,
+        _store: &Arc<dyn Store>,
+        _events: &[&StoredEvent],
+    ) -> Result<Option<Vec<Queued>>, TransportError> {
+        Ok(None)
+    }
+    /// Deliveries from [`Transport::route_with`] were committed: wake their consumers.
+    fn queued(&self, _deliveries: &[Queued]) {}
     /// Whether `consumer`'s deliveries are rows of `store`, so that its batch commit can
     /// settle them (`BatchCommit::settled`) instead of a separate [`Transport::settle`].
     fn settles_in(&self, _consumer: &str, _store: &Arc<dyn Store>) -> bool {

@@ -365,6 +365,70 @@ async fn two_hosts_handling_the_same_event_commit_it_once() {
     assert!(matches!(value.value.as_slice(), b"a" | b"b"), "{:?}", value.value);
 }
 
+/// Deliveries queued with a commit: an event's only if the event was written, and the
+/// events written as relayed, so the relay never publishes them a second time.
+async fn deliveries_are_queued_only_for_written_events(db: Db) {
+    use wasaga_host::store::{Channel, NewOrder, OrderTransition, StoredEvent};
+    let (store, _dir) = test_store(db).await;
+    let event = |id: &str, order_id: &str| StoredEvent {
+        id: id.to_owned(),
+        kind: "k".to_owned(),
+        order_id: order_id.to_owned(),
+        payload: "{}".to_owned(),
+        step: "host".to_owned(),
+        step_version: "1".to_owned(),
+        occurred_at_ms: 1,
+        attempt: 1,
+        trace: None,
+    };
+    let queued = |id: &str| ("c".to_owned(), id.to_owned(), format!("wire {id}"));
+    let order = NewOrder {
+        id: "o-1".to_owned(),
+        customer_id: "c".to_owned(),
+        items: "[]".to_owned(),
+        total_cents: 1,
+        created_at_ms: 1,
+    };
+    store.create_order(&order, None, &event("placed", "o-1"), Some(&[queued("placed")])).await.expect("placed");
+    let transition = |order_id: &str, id: &str| OrderTransition {
+        order_id: order_id.to_owned(),
+        from: &["pending"],
+        to: "completed",
+        reason: None,
+        event: event(id, order_id),
+    };
+    let commit = BatchCommit {
+        consumer: "host".to_owned(),
+        outbox: vec![event("emitted", "o-1")],
+        // The first applies; the second names no order, so writes no event.
+        transitions: vec![transition("o-1", "completed"), transition("o-missing", "phantom")],
+        queued: Some(vec![queued("emitted"), queued("completed"), queued("phantom")]),
+        ..BatchCommit::default()
+    };
+    store.commit_batch(&commit).await.expect("committed");
+    let claimed: BTreeSet<String> = store
+        .claim("c", "h", i64::MAX / 4, 30_000, 10)
+        .await
+        .expect("claims")
+        .into_iter()
+        .map(|d| d.event_id)
+        .collect();
+    let expected: BTreeSet<String> = ["placed", "emitted", "completed"].map(String::from).into();
+    assert_eq!(claimed, expected, "{db:?}: a delivery for each written event, none for the phantom");
+    let unrelayed = store.unrelayed(Channel::Transport, 10).await.expect("reads");
+    assert!(unrelayed.is_empty(), "{db:?}: queued events are not relayed again: {unrelayed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_are_queued_only_for_written_events_on_sqlite() {
+    deliveries_are_queued_only_for_written_events(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_are_queued_only_for_written_events_on_postgres() {
+    deliveries_are_queued_only_for_written_events(Db::Postgres).await;
+}
+
 mod property {
     use super::*;
     use proptest::prelude::*;

@@ -13,6 +13,8 @@ impl Store for MssqlStore {
         order: &NewOrder,
         idempotency: Option<(&str, &str)>,
         placed: &StoredEvent,
+        // Never given: this store does not queue with a commit (`queues_with_commit`).
+        _queued: Option<&[Queued]>,
     ) -> Result<Created, StoreError> {
         in_tx!(self, |conn| {
             if let Some((key, hash)) = idempotency {
