@@ -197,7 +197,8 @@ pub async fn place(
     if !missing.is_empty() {
         return Err(ApiError::Unavailable(format!("not accepting orders: steps not loaded: {}", missing.join(", "))));
     }
-    let hash = hex::encode(Sha256::digest(Value::Object(body).to_string().as_bytes()));
+    // The body's digest tells a replay from a reused key; only a keyed request needs it.
+    let hash = key.as_ref().map(|_| hex::encode(Sha256::digest(Value::Object(body).to_string().as_bytes())));
     let _guard = match &key {
         Some(key) => {
             let mut in_flight = state.in_flight.lock();
@@ -210,9 +211,15 @@ pub async fn place(
         }
         None => None,
     };
-    let idempotency = key.as_deref().map(|k| (k, hash.as_str()));
-    let order_id = match orders::place(&state.saga, order, idempotency).await? {
-        Placed::New(id) | Placed::Replayed(id) => id,
+    let idempotency = key.as_deref().zip(hash.as_deref());
+    let (order_id, status) = match orders::place(&state.saga, order, idempotency).await? {
+        // Just written: pending.
+        Placed::New(id) => (id, orders::PENDING.to_owned()),
+        // A replay answers with the order as it is now.
+        Placed::Replayed(id) => {
+            let status = state.saga.host_store().order(&id).await?.map(|o| o.status);
+            (id, status.unwrap_or_else(|| orders::PENDING.to_owned()))
+        }
         Placed::KeyReused => {
             return Err(ApiError::Unprocessable {
                 code: "idempotency_key_reused",
@@ -220,8 +227,6 @@ pub async fn place(
             });
         }
     };
-    let status =
-        state.saga.host_store().order(&order_id).await?.map(|o| o.status).unwrap_or_else(|| orders::PENDING.to_owned());
     let location = format!("/api/orders/{order_id}");
     Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(Accepted { order_id: &order_id, status: &status }))
         .into_response())
