@@ -349,7 +349,7 @@ async fn store_limit(store_url: &str, orders: usize) -> f64 {
                     total_cents: 100,
                     created_at_ms: 0,
                 };
-                store.create_order(&order, None, &event("order.placed")).await.unwrap();
+                store.create_order(&order, None, &event("order.placed"), None).await.unwrap();
                 for (consumer, kind) in [
                     ("inventory", "stock.reserved"),
                     ("payment", "payment.captured"),
@@ -415,8 +415,9 @@ async fn main() {
     };
     let mut head = String::from("# Saga benchmark\n\n");
     let mut report = json!({"orders_per_run": env.orders, "runs": []});
-    let rig = std::env::var_os("WASAGA_BENCH_BIN").map(PathBuf::from).zip(external::find_wrk());
-    if let Some((bin, wrk)) = rig {
+    // Cargo builds the binary beside the benchmark, with the same profile and features.
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_wasaga"));
+    if let Some(wrk) = external::find_wrk() {
         let limit_dir = tempfile::tempdir().unwrap();
         let alone = store_limit(&format!("sqlite://{}", limit_dir.path().join("limit.db").display()), env.orders).await;
         let rig = external::Rig { bin, wrk, components: env.components.clone() };

@@ -27,9 +27,8 @@ pub fn run(args: &Bench) -> anyhow::Result<()> {
     };
     let mut bench = cargo();
     if let BenchKind::Saga = args.kind {
-        // The runs from outside drive the server binary with wrk, as users run it.
-        run_cmd(cargo().args(["build", "--release", "-p", "wasaga-host", "--bin", "wasaga"]))?;
-        bench.env("WASAGA_BENCH_BIN", target_dir().join("release/wasaga"));
+        // The runs from outside drive the server binary (built by cargo beside the
+        // benchmark) with wrk, as users run it.
         bench.env("WASAGA_WRK", services::ensure_wrk()?);
         if args.external_only {
             bench.env("WASAGA_BENCH_EXTERNAL_ONLY", "1");
