@@ -226,8 +226,10 @@ pub async fn run(rig: &Rig, load: Load, seconds: u32, extra_env: &[(&str, &str)]
     let (connections, pause_ms) = match load {
         Load::Saturate { connections } => (connections, 0),
         Load::Paced { per_sec } => {
-            // Few connections, each sending one order every `pause` ms.
-            let connections = (per_sec / 50.0).ceil().clamp(1.0, 16.0) as u32;
+            // Connections that each send one order every `pause` ms and then wait for
+            // the answer: at 20 orders/s each, the answer's own time (a few ms) slows
+            // the rate little, so the load stays close to the one asked for.
+            let connections = (per_sec / 20.0).ceil().clamp(1.0, 32.0) as u32;
             (connections, (f64::from(connections) * 1000.0 / per_sec).round().max(1.0) as u64)
         }
     };

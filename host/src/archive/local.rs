@@ -31,7 +31,9 @@ pub struct LocalArchive {
 struct Folder {
     root: PathBuf,
     durable: bool,
-    /// Names staging files uniquely within this process.
+    /// Names this archive's staging files apart from those of other archives on the same
+    /// folder (other hosts, or other servers in the same process).
+    instance: u64,
     next: AtomicU64,
 }
 
@@ -45,7 +47,7 @@ impl LocalArchive {
         let staging = root.join(STAGING);
         std::fs::create_dir_all(&staging).map_err(cannot)?;
         remove_stale(&staging);
-        let folder = Folder { root: root.to_owned(), durable, next: AtomicU64::new(0) };
+        let folder = Folder { root: root.to_owned(), durable, instance: rand::random(), next: AtomicU64::new(0) };
         Ok(LocalArchive { inner: Arc::new(folder) })
     }
 }
@@ -89,7 +91,7 @@ impl Folder {
 
     fn put(&self, target: &Path, body: &[u8]) -> std::io::Result<()> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let staged = self.root.join(STAGING).join(format!("{}-{n}", std::process::id()));
+        let staged = self.root.join(STAGING).join(format!("{}-{:x}-{n}", std::process::id(), self.instance));
         let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(&staged)?;
         let written = file.write_all(body);
         drop(file);
