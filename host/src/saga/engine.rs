@@ -189,6 +189,11 @@ async fn handle_batch(
             settlements.extend(handler.handle(&mut commit, fresh).await?);
         }
         commit.queued = queue_with_commit(ctx, &store, &commit).await;
+        // The hop of each queued event, in its order's trace, until the commit is done.
+        let _queue_spans = match &commit.queued {
+            Some(_) => queue_spans(ctx, commit.outbox.iter().chain(commit.transitions.iter().map(|t| &t.event))),
+            None => Vec::new(),
+        };
         if settles_here {
             // Handled and dead-lettered deliveries go with the commit; retries stay.
             let (settled, rest): (Vec<_>, Vec<_>) =
@@ -242,6 +247,25 @@ async fn queue_with_commit(
             None
         }
     }
+}
+
+/// With tracing on, a `transport.queue` span per event queued with its commit: the hop
+/// that `relay.publish` is for relayed events.
+pub(super) fn queue_spans<'e>(
+    ctx: &SagaContext,
+    events: impl Iterator<Item = &'e crate::store::StoredEvent>,
+) -> Vec<tracing::Span> {
+    if !crate::telemetry::tracing_enabled() {
+        return Vec::new();
+    }
+    events
+        .map(|event| {
+            let span = tracing::info_span!("transport.queue", host = %ctx.host_id, order_id = %event.order_id,
+                kind = %event.kind, to = ctx.transport.name());
+            crate::telemetry::set_parent(&span, event.trace.as_deref());
+            span
+        })
+        .collect()
 }
 
 /// Hand back deliveries of a batch that did not commit: due again after a short wait,

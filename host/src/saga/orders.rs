@@ -84,6 +84,10 @@ pub async fn place(
     };
     // Queued with the order when the transport can (the embedded one); else relayed.
     let queued = ctx.transport.route_with(ctx.host_store(), &[&event]).await.ok().flatten();
+    let _queue_spans = match &queued {
+        Some(_) => super::engine::queue_spans(ctx, std::iter::once(&event)),
+        None => Vec::new(),
+    };
     let outcome = match ctx.host_store().create_order(&new_order, idempotency, &event, queued.as_deref()).await? {
         Created::New => Placed::New(order_id),
         Created::Existing { order_id, body_hash } if Some(body_hash.as_str()) == idempotency.map(|i| i.1) => {
