@@ -5,9 +5,9 @@
 //! written to a staging file in `.staging/` and moved into place by a rename that refuses
 //! to replace (create-only and atomic: neither a reader nor a crash sees half an object).
 //! That is one inode and two directory entries per object. When durable (the store
-//! commits with `synchronous=FULL`, the default), one `syncfs` then puts the whole batch
-//! on disk before the batch commits: the inbox never says "archived" for an object a
-//! power cut could lose.
+//! commits with `synchronous=FULL`, the default), a `syncfs` puts the staged files on
+//! disk before the renames and another puts the renames there before the batch commits:
+//! the inbox never says "archived" for an object a power cut could lose or empty.
 
 use super::{Archive, ArchiveError, ArchiveWrite, object::object_path};
 use async_trait::async_trait;
@@ -75,29 +75,55 @@ impl Folder {
         Ok(self.root.join(name))
     }
 
-    /// Write the objects not there yet, then (when durable) flush them to disk.
+    /// Write the objects not there yet. When durable, every staged file is on disk
+    /// before any is renamed into place (a rename reaching the disk first would leave an
+    /// empty object after a power cut, which the next try would take as written), and
+    /// the renames are on disk before this returns: two flushes of the file system per
+    /// batch, whatever its size.
     fn put_all(&self, writes: &[(PathBuf, Bytes)]) -> std::io::Result<()> {
-        for (target, body) in writes {
-            self.put(target, body)?;
+        if writes.is_empty() {
+            return Ok(());
         }
-        if self.durable && !writes.is_empty() {
-            // One flush of the file system for the whole batch: the journal commits once
-            // for every object and folder it created.
+        let mut staged = Vec::with_capacity(writes.len());
+        let result = self.stage_and_place(writes, &mut staged);
+        for path in staged {
+            // Gone after a rename; left after a failure or when the object was there.
+            let _ = std::fs::remove_file(path);
+        }
+        result
+    }
+
+    fn stage_and_place(&self, writes: &[(PathBuf, Bytes)], staged: &mut Vec<PathBuf>) -> std::io::Result<()> {
+        for (_, body) in writes {
+            staged.push(self.stage(body)?);
+        }
+        self.flush()?;
+        for ((target, _), path) in writes.iter().zip(staged.iter()) {
+            place(path, target)?;
+        }
+        self.flush()
+    }
+
+    /// Flush the file system the archive is on, when durable.
+    fn flush(&self) -> std::io::Result<()> {
+        if self.durable {
             let root = std::fs::File::open(&self.root)?;
             rustix::fs::syncfs(&root)?;
         }
         Ok(())
     }
 
-    fn put(&self, target: &Path, body: &[u8]) -> std::io::Result<()> {
+    /// Write `body` to a new staging file.
+    fn stage(&self, body: &[u8]) -> std::io::Result<PathBuf> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let staged = self.root.join(STAGING).join(format!("{}-{:x}-{n}", std::process::id(), self.instance));
-        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(&staged)?;
-        let written = file.write_all(body);
-        drop(file);
-        let result = written.and_then(|()| place(&staged, target));
-        let _ = std::fs::remove_file(&staged);
-        result
+        let path = self.root.join(STAGING).join(format!("{}-{:x}-{n}", std::process::id(), self.instance));
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
+        if let Err(error) = file.write_all(body) {
+            drop(file);
+            let _ = std::fs::remove_file(&path);
+            return Err(error);
+        }
+        Ok(path)
     }
 }
 

@@ -26,8 +26,8 @@ const POLL: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How long a relay's lease lasts without renewal.
 pub const LEASE_TTL: Duration = Duration::from_secs(3);
-/// How often the holder renews its lease.
-const LEASE_RENEW: Duration = Duration::from_secs(1);
+/// How often the holder renews its lease: a round starts with at least 2.5 s of it left.
+const LEASE_RENEW: Duration = Duration::from_millis(500);
 /// How often a host without the lease tries to take it.
 pub const LEASE_RETRY: Duration = Duration::from_secs(1);
 
@@ -73,8 +73,8 @@ impl Relay {
             woken.borrow_and_update();
             let ttl = i64::try_from(LEASE_TTL.as_millis()).unwrap_or(3000);
             // A leader renews once per LEASE_RENEW, not every round: a round under load
-            // then costs no extra write, and the lease still has two thirds of its TTL
-            // left when a round starts.
+            // then costs no extra write, and the lease still has most of its TTL left
+            // when a round starts.
             let taken = if leader && renewed.elapsed() < LEASE_RENEW {
                 Ok(true)
             } else {

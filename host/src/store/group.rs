@@ -88,32 +88,57 @@ async fn run(pool: Pool<Sqlite>, mut queue: mpsc::UnboundedReceiver<Job>) {
 }
 
 /// One transaction for `works`; each in a savepoint when there are several.
+///
+/// A work's own failure is its outcome. A failure of the transaction's own statements
+/// (begin, savepoint, rollback, commit) fails the whole group as an outage: SQLite may
+/// have rolled the whole transaction back (a full disk, an I/O error), and the
+/// connection is closed rather than reused with a transaction state sqlx no longer knows.
 async fn commit(pool: &Pool<Sqlite>, works: Vec<Work>) -> Result<Vec<Outcome>, StoreError> {
     let mut conn = pool.acquire().await?;
-    let mut tx = conn.begin().await?;
+    let result = run_group(&mut conn, works).await;
+    if result.is_err() {
+        conn.close_on_drop();
+    }
+    result
+}
+
+async fn run_group(conn: &mut SqliteConnection, works: Vec<Work>) -> Result<Vec<Outcome>, StoreError> {
+    let control = |what: &str, error: sqlx::Error, cause: Option<&StoreError>| {
+        let cause = cause.map(|c| format!(" (after: {c})")).unwrap_or_default();
+        StoreError::Unavailable(format!("SQLite {what} failed: {error}{cause}"))
+    };
+    let mut tx = conn.begin().await.map_err(|e| control("begin", e, None))?;
     let mut outcomes = Vec::with_capacity(works.len());
-    if works.len() == 1 {
-        for work in works {
-            let outcome = work(&mut tx).await;
-            if outcome.is_err() {
-                tx.rollback().await?;
+    let single = works.len() == 1;
+    for work in works {
+        if single {
+            let outcome = guarded(work(&mut tx)).await;
+            if let Err(error) = &outcome {
+                tx.rollback().await.map_err(|e| control("rollback", e, Some(error)))?;
                 return Ok(vec![outcome]);
             }
             outcomes.push(outcome);
+            continue;
         }
-    } else {
-        for work in works {
-            let mut savepoint = tx.begin().await?;
-            let outcome = work(&mut savepoint).await;
-            match outcome {
-                Ok(_) => savepoint.commit().await?,
-                Err(_) => savepoint.rollback().await?,
-            }
-            outcomes.push(outcome);
+        let mut savepoint = tx.begin().await.map_err(|e| control("savepoint", e, None))?;
+        let outcome = guarded(work(&mut savepoint)).await;
+        match &outcome {
+            Ok(_) => savepoint.commit().await.map_err(|e| control("release", e, None))?,
+            Err(error) => savepoint.rollback().await.map_err(|e| control("rollback to savepoint", e, Some(error)))?,
         }
+        outcomes.push(outcome);
     }
-    tx.commit().await?;
+    tx.commit().await.map_err(|e| control("commit", e, None))?;
     Ok(outcomes)
+}
+
+/// A work that panics fails alone instead of stopping the writer.
+async fn guarded(work: BoxFuture<'_, Outcome>) -> Outcome {
+    use futures::FutureExt;
+    std::panic::AssertUnwindSafe(work)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| Err(StoreError::Query("a store write panicked".into())))
 }
 
 #[cfg(test)]

@@ -263,6 +263,16 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            /// Whether no event waits for the transport's relay. Only then may a commit
+            /// queue its own deliveries: queued past a waiting one (a stock level set,
+            /// then an order), they would reach their consumer before it.
+            async fn relay_idle(conn: &mut $conn) -> Result<bool, StoreError> {
+                let waiting = sqlx::query("SELECT 1 FROM outbox WHERE relayed_at_ms IS NULL LIMIT 1")
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                Ok(waiting.is_none())
+            }
+
             /// Remove settled deliveries.
             async fn delete_deliveries(conn: &mut $conn, ids: &[i64]) -> Result<(), StoreError> {
                 for chunk in ids.chunks(500) {
@@ -491,6 +501,10 @@ macro_rules! sql_store {
                     .execute(&mut *conn)
                     .await?;
                     let now_ms = clock_ms();
+                    let queued = match queued {
+                        Some(queued) if Self::relay_idle(&mut *conn).await? => Some(queued),
+                        _ => None,
+                    };
                     let relayed_at_ms = queued.is_some().then_some(now_ms);
                     Self::insert_events(&mut *conn, std::slice::from_ref(&placed), relayed_at_ms).await?;
                     if let Some(queued) = &queued {
@@ -802,7 +816,11 @@ macro_rules! sql_store {
                     Self::insert_inbox(&mut *conn, batch).await?;
                     Self::apply_state(&mut *conn, batch).await?;
                     let now_ms = clock_ms();
-                    let relayed_at_ms = batch.queued.is_some().then_some(now_ms);
+                    let queued = match &batch.queued {
+                        Some(queued) if Self::relay_idle(&mut *conn).await? => Some(queued),
+                        _ => None,
+                    };
+                    let relayed_at_ms = queued.is_some().then_some(now_ms);
                     for chunk in batch.outbox.chunks(500) {
                         Self::insert_events(&mut *conn, chunk, relayed_at_ms).await?;
                     }
@@ -812,7 +830,7 @@ macro_rules! sql_store {
                             not_written.insert(transition.event.id.as_str());
                         }
                     }
-                    if let Some(queued) = &batch.queued {
+                    if let Some(queued) = queued {
                         // A transition that did not apply wrote no event: nothing to deliver.
                         let written = queued.iter().filter(|(_, event_id, _)| !not_written.contains(event_id.as_str()));
                         Self::insert_deliveries(&mut *conn, written, now_ms).await?;

@@ -419,6 +419,49 @@ async fn deliveries_are_queued_only_for_written_events(db: Db) {
     assert!(unrelayed.is_empty(), "{db:?}: queued events are not relayed again: {unrelayed:?}");
 }
 
+/// An event waiting for the relay (a stock level set through the API) is not overtaken:
+/// while one waits, a commit leaves its own events to the relay too, in outbox order.
+async fn a_commit_does_not_queue_past_an_event_waiting_for_the_relay(db: Db) {
+    use wasaga_host::store::{Channel, NewOrder, StoredEvent};
+    let (store, _dir) = test_store(db).await;
+    let event = |id: &str, kind: &str| StoredEvent {
+        id: id.to_owned(),
+        kind: kind.to_owned(),
+        order_id: "o-1".to_owned(),
+        payload: "{}".to_owned(),
+        step: "host".to_owned(),
+        step_version: "1".to_owned(),
+        occurred_at_ms: 1,
+        attempt: 1,
+        trace: None,
+    };
+    store.emit(&event("stock", "stock.set")).await.expect("emitted");
+    let order = NewOrder {
+        id: "o-1".to_owned(),
+        customer_id: "c".to_owned(),
+        items: "[]".to_owned(),
+        total_cents: 1,
+        created_at_ms: 1,
+    };
+    let queued = [("inventory".to_owned(), "placed".to_owned(), "wire".to_owned())];
+    store.create_order(&order, None, &event("placed", "order.placed"), Some(&queued)).await.expect("placed");
+    let claimed = store.claim("inventory", "h", i64::MAX / 4, 30_000, 10).await.expect("claims");
+    assert!(claimed.is_empty(), "{db:?}: the order was queued past the stock level: {claimed:?}");
+    let waiting: Vec<String> =
+        store.unrelayed(Channel::Transport, 10).await.expect("reads").into_iter().map(|(_, e)| e.id).collect();
+    assert_eq!(waiting, ["stock", "placed"], "{db:?}: both wait for the relay, in order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_does_not_queue_past_an_event_waiting_for_the_relay_on_sqlite() {
+    a_commit_does_not_queue_past_an_event_waiting_for_the_relay(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_does_not_queue_past_an_event_waiting_for_the_relay_on_postgres() {
+    a_commit_does_not_queue_past_an_event_waiting_for_the_relay(Db::Postgres).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliveries_are_queued_only_for_written_events_on_sqlite() {
     deliveries_are_queued_only_for_written_events(Db::Sqlite).await;
