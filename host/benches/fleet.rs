@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use futures::StreamExt;
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
@@ -64,11 +66,7 @@ impl Host {
 
     /// CPU seconds the process used so far (user + system).
     fn cpu_seconds(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
-        let ticks: f64 =
-            fields.get(11..13).map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()).unwrap_or(0.0);
-        ticks / 100.0
+        support::cpu_seconds(self.child.id())
     }
 
     /// The sum of a counter over all its labels.
@@ -89,12 +87,7 @@ async fn fresh_pg(admin: &str) -> String {
     format!("{}/{name}", admin.rsplit_once('/').unwrap().0)
 }
 
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
-}
+use support::percentile;
 
 #[derive(Debug, Default, Clone)]
 struct Run {
@@ -187,34 +180,7 @@ async fn run(
         calls += host.counter(&http, "wasaga_step_call_seconds_count").await;
         conflicts += host.counter(&http, "wasaga_batch_conflicts_total").await;
     }
-    let mut latencies = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let url = match &after {
-            Some(c) => format!("{base0}/api/orders?status=completed&limit=500&after={c}"),
-            None => format!("{base0}/api/orders?status=completed&limit=500"),
-        };
-        let page: Value = http.get(url).send().await.unwrap().json().await.unwrap();
-        for order in page["orders"].as_array().unwrap() {
-            let at = |kind: &str| {
-                order["timeline"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .find(|t| t["kind"] == kind)
-                    .and_then(|t| t["at"].as_str())
-                    .map(|s| time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).unwrap())
-            };
-            if let (Some(placed), Some(done)) = (at("order.placed"), at("order.completed")) {
-                latencies.push((done - placed).as_seconds_f64() * 1000.0);
-            }
-        }
-        match page["next"].as_str() {
-            Some(c) => after = Some(c.to_owned()),
-            None => break,
-        }
-    }
-    latencies.sort_by(f64::total_cmp);
+    let latencies = support::latencies(&http, &base0).await;
     drop(fleet);
     Run {
         hosts,

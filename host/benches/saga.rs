@@ -7,6 +7,7 @@
 
 #[path = "saga/external.rs"]
 mod external;
+mod support;
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -152,7 +153,7 @@ async fn pg_p99(url: &str, statement: &'static str) -> Option<f64> {
     row.0
 }
 
-use external::percentile;
+use support::percentile;
 
 async fn fresh_pg(admin: &str) -> String {
     use sqlx::Connection;
@@ -261,7 +262,7 @@ async fn run(
     external::drain(&http, &base).await;
     let wall = started.elapsed();
     // Latency from the server's own timeline: order.placed → order.completed.
-    let latencies = external::latencies(&http, &base).await;
+    let latencies = support::latencies(&http, &base).await;
     let mut lags = (None, None, None);
     if let (Some(_), Some(url)) = (brokers, &store_url) {
         // The archive lags the saga: wait until analytics handled every event.

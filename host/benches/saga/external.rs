@@ -4,6 +4,7 @@
 //! latency is each order's own timeline (`order.placed` → `order.completed`), CPU is the
 //! server process's own (`/proc/<pid>/stat`).
 
+use crate::support::{cpu_seconds, latencies, percentile};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -145,31 +146,6 @@ async fn start(rig: &Rig, extra_env: &[(&str, &str)]) -> Server {
     server
 }
 
-/// User plus system CPU seconds of process `pid` so far.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command name, which may hold spaces, start after its ')'.
-    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    ticks as f64 / clock_ticks()
-}
-
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-pub fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
-}
-
 /// Wait until no order is pending.
 pub async fn drain(http: &reqwest::Client, base: &str) {
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -182,39 +158,6 @@ pub async fn drain(http: &reqwest::Client, base: &str) {
         assert!(Instant::now() < deadline, "orders still pending after 10 minutes");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// POST → completed of every completed order, in ms, sorted, from the orders' timelines.
-pub async fn latencies(http: &reqwest::Client, base: &str) -> Vec<f64> {
-    let mut latencies = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let url = match &after {
-            Some(c) => format!("{base}/api/orders?status=completed&limit=500&after={c}"),
-            None => format!("{base}/api/orders?status=completed&limit=500"),
-        };
-        let page: Value = http.get(url).send().await.unwrap().json().await.unwrap();
-        for order in page["orders"].as_array().unwrap() {
-            let at = |kind: &str| {
-                order["timeline"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .find(|t| t["kind"] == kind)
-                    .and_then(|t| t["at"].as_str())
-                    .map(|s| time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).unwrap())
-            };
-            if let (Some(placed), Some(done)) = (at("order.placed"), at("order.completed")) {
-                latencies.push((done - placed).as_seconds_f64() * 1000.0);
-            }
-        }
-        match page["next"].as_str() {
-            Some(c) => after = Some(c.to_owned()),
-            None => break,
-        }
-    }
-    latencies.sort_by(f64::total_cmp);
-    latencies
 }
 
 /// Run `wrk` against a fresh server for `seconds` under `load`.

@@ -128,11 +128,7 @@ impl Store for MssqlStore {
         if seqs.is_empty() {
             return Ok(());
         }
-        let statement = match channel {
-            Channel::Transport => sql::MARK_RELAYED,
-            Channel::Stream => sql::MARK_STREAMED,
-        };
-        exec(&mut *self.conn().await?, statement, &[&now_ms, &json_list(seqs)]).await.map(|_| ())
+        exec(&mut *self.conn().await?, mark_statement(channel), &[&now_ms, &json_list(seqs)]).await.map(|_| ())
     }
 
     async fn outbox_lag(&self, channel: Channel) -> Result<OutboxLag, StoreError> {
@@ -161,11 +157,7 @@ impl Store for MssqlStore {
             if let Some((channel, seqs)) = relayed
                 && !seqs.is_empty()
             {
-                let statement = match channel {
-                    Channel::Transport => sql::MARK_RELAYED,
-                    Channel::Stream => sql::MARK_STREAMED,
-                };
-                exec(conn, statement, &[&now_ms, &json_list(seqs)]).await?;
+                exec(conn, mark_statement(channel), &[&now_ms, &json_list(seqs)]).await?;
             }
             Ok(())
         })
@@ -646,4 +638,12 @@ async fn apply_state(conn: &mut Connection, batch: &BatchCommit) -> Result<(), S
         }
     }
     Ok(())
+}
+
+/// The statement that marks outbox rows sent on `channel`.
+fn mark_statement(channel: Channel) -> &'static str {
+    match channel {
+        Channel::Transport => sql::MARK_RELAYED,
+        Channel::Stream => sql::MARK_STREAMED,
+    }
 }
