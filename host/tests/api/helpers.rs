@@ -343,6 +343,22 @@ pub async fn store_url(db: Db) -> Option<String> {
     }
 }
 
+/// A store for the concurrency tests: SQLite in a folder, a fresh PostgreSQL database, or
+/// a fresh database on the SQL Server of `WASAGA_TEST_MSSQL_URL`.
+pub async fn test_store(db: Db) -> (std::sync::Arc<dyn wasaga_host::store::Store>, Option<tempfile::TempDir>) {
+    let (url, dir) = match store_url(db).await {
+        Some(url) => (url, None),
+        None if db == Db::Mssql => {
+            panic!("set WASAGA_TEST_MSSQL_URL=mssql://sa:…@host:1433/master?trust_server_certificate=true")
+        }
+        None => {
+            let dir = tempfile::tempdir().expect("temp dir");
+            (format!("sqlite://{}", dir.path().join("c.db").display()), Some(dir))
+        }
+    };
+    (wasaga_host::store::open(&url, &Default::default()).await.expect("store"), dir)
+}
+
 /// A server with the saga steps on a fresh store of kind `db`.
 pub async fn spawn_saga(db: Db) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -558,6 +574,10 @@ pub fn mssql_admin_url() -> Option<String> {
 /// A fresh database on the SQL Server of `WASAGA_TEST_MSSQL_URL`.
 pub async fn fresh_mssql_database(admin: &str) -> String {
     use tokio_util::compat::TokioAsyncWriteCompatExt;
+    // One CREATE DATABASE at a time: Babelfish fails concurrent ones ("tuple concurrently
+    // updated"), and SQL Server serializes them anyway.
+    static CREATING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one = CREATING.lock().await;
     let config = wasaga_host::store::mssql_config(admin).expect("WASAGA_TEST_MSSQL_URL is a valid mssql:// URL");
     let tcp = tokio::net::TcpStream::connect(config.get_addr()).await.expect("SQL Server answers");
     let mut client = tiberius::Client::connect(config, tcp.compat_write()).await.expect("SQL Server login");

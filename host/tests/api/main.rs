@@ -10,6 +10,7 @@ mod fleet;
 mod helpers;
 mod hostile;
 mod polyglot;
+mod racers;
 mod replay;
 mod resilience;
 mod rollouts;

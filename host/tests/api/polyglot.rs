@@ -1,4 +1,5 @@
-//! Polyglot persistence: each step on its own store (orders and inventory on SQLite,
+//! Polyglot persistence: each step on its own store (orders and inventory on SQLite, or
+//! on SQL Server as in `examples/polyglot.toml` where `WASAGA_TEST_MSSQL_URL` names one;
 //! payment and analytics on two PostgreSQL databases), events crossing stores only
 //! through the transport; the invariants hold, also across a SIGKILL of the host.
 
@@ -22,10 +23,26 @@ async fn polyglot_config(dir: &std::path::Path) -> std::path::PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steps_on_three_stores_keep_the_invariants() {
+    steps_on_three_stores(Db::Sqlite).await;
+}
+
+/// The seed's layout: orders and inventory on SQL Server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a SQL Server: set WASAGA_TEST_MSSQL_URL"]
+async fn orders_on_sql_server_steps_on_postgres_keep_the_invariants() {
+    assert!(
+        mssql_admin_url().is_some(),
+        "set WASAGA_TEST_MSSQL_URL=mssql://sa:…@host:1433/master?trust_server_certificate=true"
+    );
+    steps_on_three_stores(Db::Mssql).await;
+}
+
+/// Orders and inventory on `db`, payment and analytics on PostgreSQL.
+async fn steps_on_three_stores(db: Db) {
     let dir = tempfile::tempdir().expect("temp dir");
     install_saga_steps(&dir.path().join("plugins"));
     let config = polyglot_config(dir.path()).await;
-    let mut settings = test_settings(&dir, None);
+    let mut settings = test_settings(&dir, store_url(db).await);
     let file = wasaga_host::config::Settings::load(Some(&config)).expect("settings file");
     settings.stores = file.stores;
     settings.steps = file.steps;
