@@ -4,14 +4,18 @@
 //! Concurrency: statements run at READ COMMITTED (enable `READ_COMMITTED_SNAPSHOT` on
 //! the database so readers never wait for writers). Every write that depends on a read is
 //! one statement: `INSERT … WHERE NOT EXISTS (… WITH (UPDLOCK, HOLDLOCK))` for keys that
-//! must be unique (idempotency keys, deliveries, inbox rows), for upserts an `UPDATE`
-//! followed by that guarded `INSERT` in one batch (the key-range lock closes the gap
-//! between them), conditional `UPDATE … WHERE status IN …` for order transitions,
-//! `OUTPUT DELETED` to take a dead letter; the relay reads the outbox `WITH (READPAST)`
-//! so it never waits on a batch still committing. A unique-key violation on a guarded
-//! insert (an engine that ignores the hints races there) counts as "already there",
-//! which is also what SQL Server itself would have answered a moment later. Lists travel
-//! as one JSON parameter read with `OPENJSON`.
+//! must be unique (idempotency keys, deliveries, inbox rows), for upserts an
+//! `UPDATE … WITH (UPDLOCK, SERIALIZABLE)` followed by that guarded `INSERT` in one batch
+//! (the key-range lock makes a racing upsert wait, then update), conditional
+//! `UPDATE … WHERE status IN …` for order transitions, `UPDATE … WHERE version = @seen`
+//! for step state the batch read and writes, `OUTPUT DELETED` to take a dead letter; the
+//! relay reads the outbox `WITH (READPAST)` so it never waits on a batch still
+//! committing. Where the outcome would otherwise rest on the hints, it does not: a
+//! unique-key violation on a guarded insert counts as "already there" (what SQL Server
+//! answers a moment later), an upsert that loses its insert runs once more, and state
+//! writes compare versions in the statement. Only state a batch reads without writing is
+//! held by the hint alone (`LOCK_STATE_VERSIONS`). Lists travel as one JSON parameter
+//! read with `OPENJSON`.
 
 mod ops;
 pub mod sql;
@@ -258,6 +262,18 @@ async fn insert_guarded(conn: &mut Connection, statement: &str, params: &[&dyn T
     }
 }
 
+/// An upsert (`UPDATE … WITH (UPDLOCK, SERIALIZABLE); INSERT … WHERE NOT EXISTS`). On SQL
+/// Server the key-range lock makes a racing upsert wait and then update; on an engine
+/// that ignores the hints the racer's insert hits the unique key instead, and the
+/// statement runs once more, when its update finds the row.
+async fn upsert(conn: &mut Connection, statement: &str, params: &[&dyn ToSql]) -> Result<(), StoreError> {
+    match conn.execute(statement, params).await {
+        Ok(_) => Ok(()),
+        Err(error) if lost_insert_race(&error) => exec(conn, statement, params).await.map(|_| ()),
+        Err(error) => Err(query_error(error)),
+    }
+}
+
 /// Run `body` in a transaction on one pooled connection: commit if it succeeds, roll
 /// back if it fails. The connection is marked while the transaction is open, so one
 /// dropped half-way is discarded by the pool rather than reused.
@@ -290,9 +306,26 @@ macro_rules! in_tx {
 }
 use in_tx;
 
-/// The parameters of `sql::INSERT_EVENT`; `attempt` is the event's, widened.
-fn insert_event_params<'a>(e: &'a StoredEvent, attempt: &'a i64) -> [&'a dyn ToSql; 9] {
-    [&e.id, &e.kind, &e.order_id, &e.payload, &e.step, &e.step_version, &e.occurred_at_ms, attempt, &e.trace]
+/// An optional text as a parameter: `""` for none, which the statement reads back with
+/// `NULLIF(@Pn, N'')`. tiberius sends a `None` as the TDS NULL type (0x1F), which SQL
+/// Server accepts and Babelfish's TDS listener refuses; none of these values is ever
+/// empty (ids, digests, reasons, traces, JSON).
+fn or_empty(value: Option<&str>) -> &str {
+    value.unwrap_or_default()
+}
+
+/// An optional non-negative number as a parameter: `-1` for none (`NULLIF(@Pn, -1)`).
+fn or_minus_one(value: Option<i64>) -> i64 {
+    value.unwrap_or(-1)
+}
+
+/// Write an event to the outbox.
+async fn insert_event(conn: &mut Connection, e: &StoredEvent) -> Result<(), StoreError> {
+    let attempt = i64::from(e.attempt);
+    let trace = or_empty(e.trace.as_deref());
+    let params: [&dyn ToSql; 9] =
+        [&e.id, &e.kind, &e.order_id, &e.payload, &e.step, &e.step_version, &e.occurred_at_ms, &attempt, &trace];
+    exec(conn, sql::INSERT_EVENT, &params).await.map(|_| ())
 }
 
 impl MssqlStore {
@@ -345,13 +378,12 @@ async fn apply_transition(conn: &mut Connection, t: &OrderTransition) -> Result<
     let applied = exec(
         conn,
         sql::UPDATE_ORDER_STATUS,
-        &[&t.to, &t.reason.as_deref(), &t.event.occurred_at_ms, &t.order_id, &from],
+        &[&t.to, &or_empty(t.reason.as_deref()), &t.event.occurred_at_ms, &t.order_id, &from],
     )
     .await?
         == 1;
     if applied {
-        let attempt = i64::from(t.event.attempt);
-        exec(conn, sql::INSERT_EVENT, &insert_event_params(&t.event, &attempt)).await?;
+        insert_event(conn, &t.event).await?;
     }
     Ok(applied)
 }

@@ -33,7 +33,7 @@ impl Store for MssqlStore {
                 &[&order.id, &order.customer_id, &order.total_cents, &order.items, &order.created_at_ms],
             )
             .await?;
-            exec(conn, sql::INSERT_EVENT, &insert_event_params(placed, &i64::from(placed.attempt))).await?;
+            insert_event(conn, placed).await?;
             Ok(Created::New)
         })
     }
@@ -50,6 +50,7 @@ impl Store for MssqlStore {
         before_seq: Option<i64>,
     ) -> Result<Vec<OrderRow>, StoreError> {
         let limit = i64::from(limit);
+        let (status, before_seq) = (or_empty(status), or_minus_one(before_seq));
         let found = rows(&mut *self.conn().await?, sql::SELECT_ORDERS, &[&limit, &status, &before_seq]).await?;
         found.iter().map(order_row).collect()
     }
@@ -76,8 +77,7 @@ impl Store for MssqlStore {
     }
 
     async fn emit(&self, event: &StoredEvent) -> Result<(), StoreError> {
-        let attempt = i64::from(event.attempt);
-        exec(&mut *self.conn().await?, sql::INSERT_EVENT, &insert_event_params(event, &attempt)).await.map(|_| ())
+        insert_event(&mut *self.conn().await?, event).await
     }
 
     async fn stock(&self, sku: &str) -> Result<Option<StockRow>, StoreError> {
@@ -260,14 +260,13 @@ impl Store for MssqlStore {
             }
             apply_state(conn, batch).await?;
             for event in &batch.outbox {
-                let attempt = i64::from(event.attempt);
-                exec(conn, sql::INSERT_EVENT, &insert_event_params(event, &attempt)).await?;
+                insert_event(conn, event).await?;
             }
             for transition in &batch.transitions {
                 apply_transition(conn, transition).await?;
             }
             for level in &batch.stock {
-                exec(
+                upsert(
                     conn,
                     sql::UPSERT_STOCK,
                     &[&level.sku, &level.available, &level.reserved, &level.sold, &level.seq],
@@ -286,7 +285,7 @@ impl Store for MssqlStore {
                         &dead.error,
                         &dead.attempts,
                         &dead.dead_lettered_at_ms,
-                        &dead.recording.as_deref(),
+                        &or_empty(dead.recording.as_deref()),
                     ],
                 )
                 .await?;
@@ -334,7 +333,7 @@ impl Store for MssqlStore {
     }
 
     async fn requeue(&self, consumer: &str, event_id: &str, event: &str, now_ms: i64) -> Result<(), StoreError> {
-        exec(&mut *self.conn().await?, sql::REQUEUE, &[&consumer, &event_id, &event, &now_ms]).await.map(|_| ())
+        upsert(&mut *self.conn().await?, sql::REQUEUE, &[&consumer, &event_id, &event, &now_ms]).await
     }
 
     async fn order_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
@@ -451,8 +450,10 @@ impl Store for MssqlStore {
     async fn set_slot(&self, slot: &SlotRow, expected: i64) -> Result<bool, StoreError> {
         let mut conn = self.conn().await?;
         let rollout = slot.rollout.as_ref();
-        let (mode, digest) = (rollout.map(|r| r.mode.as_str()), rollout.map(|r| r.digest.as_str()));
-        let (percent, started) = (rollout.map(|r| r.percent), rollout.map(|r| r.started_at_ms));
+        let (mode, digest) = (or_empty(rollout.map(|r| r.mode.as_str())), or_empty(rollout.map(|r| r.digest.as_str())));
+        let (percent, started) =
+            (or_minus_one(rollout.map(|r| r.percent)), or_minus_one(rollout.map(|r| r.started_at_ms)));
+        let previous = or_empty(slot.previous.as_deref());
         let changed = if expected == 0 {
             insert_guarded(
                 &mut conn,
@@ -460,7 +461,7 @@ impl Store for MssqlStore {
                 &[
                     &slot.name,
                     &slot.current,
-                    &slot.previous.as_deref(),
+                    &previous,
                     &slot.generation,
                     &slot.updated_at_ms,
                     &mode,
@@ -477,7 +478,7 @@ impl Store for MssqlStore {
                 &[
                     &slot.name,
                     &slot.current,
-                    &slot.previous.as_deref(),
+                    &previous,
                     &slot.generation,
                     &slot.updated_at_ms,
                     &mode,
@@ -537,7 +538,7 @@ impl Store for MssqlStore {
     }
 
     async fn set_override(&self, consumer: &str, event_id: &str, digest: &str) -> Result<(), StoreError> {
-        exec(&mut *self.conn().await?, sql::SET_OVERRIDE, &[&consumer, &event_id, &digest]).await.map(|_| ())
+        upsert(&mut *self.conn().await?, sql::SET_OVERRIDE, &[&consumer, &event_id, &digest]).await
     }
 
     async fn dead_letter_recording(&self, id: &str) -> Result<Option<String>, StoreError> {
@@ -570,13 +571,12 @@ impl Store for MssqlStore {
     }
 
     async fn heartbeat(&self, host: &HostRow) -> Result<(), StoreError> {
-        exec(
+        upsert(
             &mut *self.conn().await?,
             sql::HEARTBEAT,
             &[&host.host_id, &host.http_addr, &host.started_at_ms, &host.seen_at_ms, &host.steps],
         )
         .await
-        .map(|_| ())
     }
 
     async fn hosts(&self, seen_after_ms: i64) -> Result<Vec<HostRow>, StoreError> {
@@ -600,39 +600,53 @@ impl Store for MssqlStore {
     }
 }
 
-/// Step state with optimistic concurrency: the versions the batch saw are checked under
-/// update locks held to the commit; keys it saw absent are inserted only if still absent.
+/// Step state with optimistic concurrency. A key the batch read and writes is written
+/// only if it still has the version read (checked in the statement itself); a key it saw
+/// absent is inserted only if still absent; a key it read and does not write is checked
+/// under update locks held to the commit.
 async fn apply_state(conn: &mut Connection, batch: &BatchCommit) -> Result<(), StoreError> {
     let step = &batch.consumer;
     let seen: std::collections::BTreeMap<&str, Option<i64>> =
         batch.state_reads.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-    let present: Vec<&str> = seen.iter().filter(|(_, v)| v.is_some()).map(|(k, _)| *k).collect();
-    if !present.is_empty() {
-        let found = rows(conn, sql::LOCK_STATE_VERSIONS, &[step, &json_list(&present)]).await?;
+    let written: HashSet<&str> = batch.state.iter().map(|(k, _)| k.as_str()).collect();
+    let read_only: Vec<&str> =
+        seen.iter().filter(|(k, v)| v.is_some() && !written.contains(**k)).map(|(k, _)| *k).collect();
+    if !read_only.is_empty() {
+        let found = rows(conn, sql::LOCK_STATE_VERSIONS, &[step, &json_list(&read_only)]).await?;
         let mut versions = std::collections::BTreeMap::new();
         for row in &found {
             versions.insert(text(row, 0)?, int(row, 1)?);
         }
-        for key in &present {
+        for key in &read_only {
             if versions.get(*key).copied() != seen.get(key).copied().flatten() {
                 return Err(StoreError::Conflict(format!("state key {key:?} of {step} changed")));
             }
         }
     }
     let version: i64 = rand::random::<i64>() & i64::MAX;
+    let changed = |key: &str| StoreError::Conflict(format!("state key {key:?} of {step} changed"));
     for (key, value) in &batch.state {
-        match value {
-            Some(value) if seen.get(key.as_str()) == Some(&None) => {
+        match (value, seen.get(key.as_str()).copied()) {
+            (Some(value), Some(None)) => {
                 if insert_guarded(conn, sql::INSERT_STATE_IF_ABSENT, &[step, key, &value.as_slice(), &version]).await?
                     == 0
                 {
                     return Err(StoreError::Conflict(format!("state key {key:?} of {step} was created meanwhile")));
                 }
             }
-            Some(value) => {
-                exec(conn, sql::UPSERT_STATE, &[step, key, &value.as_slice(), &version]).await?;
+            (Some(value), Some(Some(seen))) => {
+                let params: [&dyn ToSql; 5] = [step, key, &value.as_slice(), &version, &seen];
+                if exec(conn, sql::UPDATE_STATE_IF_VERSION, &params).await? != 1 {
+                    return Err(changed(key));
+                }
             }
-            None => {
+            (Some(value), None) => upsert(conn, sql::UPSERT_STATE, &[step, key, &value.as_slice(), &version]).await?,
+            (None, Some(Some(seen))) => {
+                if exec(conn, sql::DELETE_STATE_IF_VERSION, &[step, key, &seen]).await? != 1 {
+                    return Err(changed(key));
+                }
+            }
+            (None, _) => {
                 exec(conn, sql::DELETE_STATE, &[step, key]).await?;
             }
         }
