@@ -346,22 +346,31 @@ async fn hot_swap_under_load_loses_no_order(db: Db) {
     let app = spawn_saga(db).await;
     app.stock_up("SKU-1", 100_000).await;
     let stop = Arc::new(AtomicBool::new(false));
-    let placed = Arc::new(AtomicUsize::new(0));
+    let handled = Arc::new(AtomicUsize::new(0));
+    // Four orders in flight at a time, the next four once those are handled: a swap
+    // always meets orders in flight, and on a slow store no backlog outgrows the waits.
     let loader = {
-        let (api, stop, placed) = (app.api.clone(), stop.clone(), placed.clone());
+        let (api, stop, handled) = (app.api.clone(), stop.clone(), handled.clone());
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 let batch = (0..4).map(|i| api.place(&[("SKU-1", 1)], if i == 3 { "tok_flaky_1" } else { "tok_ok" }));
-                futures::future::join_all(batch).await;
-                placed.fetch_add(4, Ordering::Relaxed);
+                for id in futures::future::join_all(batch).await {
+                    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+                    while api.order(&id).await["status"] == "pending" {
+                        assert!(std::time::Instant::now() < deadline, "order {id} not handled within 60 s");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    handled.fetch_add(1, Ordering::Relaxed);
+                }
             }
         })
     };
     let progress = |n: usize| {
-        let placed = placed.clone();
+        let handled = handled.clone();
         async move {
-            let target = placed.load(Ordering::Relaxed) + n;
-            eventually(Duration::from_secs(60), "orders flow", async || placed.load(Ordering::Relaxed) >= target).await;
+            let target = handled.load(Ordering::Relaxed) + n;
+            eventually(Duration::from_secs(60), "orders flow", async || handled.load(Ordering::Relaxed) >= target)
+                .await;
         }
     };
     let payment_version = |app: &TestApp| app.registry().current("payment").map(|p| p.version.clone());
