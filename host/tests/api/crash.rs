@@ -188,3 +188,13 @@ async fn sqlite_survives_sigkill_mid_traffic() {
 async fn postgres_survives_sigkill_mid_traffic() {
     killed_mid_traffic(Db::Postgres).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a SQL Server: set WASAGA_TEST_MSSQL_URL"]
+async fn mssql_survives_sigkill_mid_traffic() {
+    assert!(
+        mssql_admin_url().is_some(),
+        "set WASAGA_TEST_MSSQL_URL=mssql://sa:…@host:1433/master?trust_server_certificate=true"
+    );
+    killed_mid_traffic(Db::Mssql).await;
+}

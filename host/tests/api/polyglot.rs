@@ -65,12 +65,27 @@ async fn steps_on_three_stores(db: Db) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn polyglot_survives_sigkill_mid_traffic() {
+    survives_sigkill_mid_traffic(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a SQL Server: set WASAGA_TEST_MSSQL_URL"]
+async fn orders_on_sql_server_survive_sigkill_mid_traffic() {
+    assert!(
+        mssql_admin_url().is_some(),
+        "set WASAGA_TEST_MSSQL_URL=mssql://sa:…@host:1433/master?trust_server_certificate=true"
+    );
+    survives_sigkill_mid_traffic(Db::Mssql).await;
+}
+
+async fn survives_sigkill_mid_traffic(db: Db) {
     let dir = tempfile::tempdir().expect("temp dir");
     install_saga_steps(&dir.path().join("plugins"));
     let config = polyglot_config(dir.path()).await;
     let token = format!("t-{}", rand_id());
     let stocked = BTreeMap::from([("SKU-1".to_owned(), 400), ("SKU-2".to_owned(), 300)]);
-    let start = || Server::start_with(dir.path(), None, Some(&config), &token);
+    let store = store_url(db).await;
+    let start = || Server::start_with(dir.path(), store.as_deref(), Some(&config), &token);
     let server = kill_mid_traffic(start, &stocked, &[10, 50]).await;
     server.api.assert_invariants(&stocked).await;
     server.kill();
