@@ -8,7 +8,7 @@ use crate::helpers::*;
 use std::collections::BTreeMap;
 
 /// Write a `wasaga.toml` mapping payment and analytics to two fresh PostgreSQL
-/// databases; the orders and inventory stay in the default SQLite store.
+/// databases; the orders and inventory stay in the main store.
 async fn polyglot_config(dir: &std::path::Path) -> std::path::PathBuf {
     let payments = fresh_pg_database().await;
     let analytics = fresh_pg_database().await;

@@ -347,14 +347,14 @@ async fn hot_swap_under_load_loses_no_order(db: Db) {
     app.stock_up("SKU-1", 100_000).await;
     let stop = Arc::new(AtomicBool::new(false));
     let handled = Arc::new(AtomicUsize::new(0));
-    // Four orders in flight at a time, the next four once those are handled: a swap
-    // always meets orders in flight, and on a slow store no backlog outgrows the waits.
-    let loader = {
-        let (api, stop, handled) = (app.api.clone(), stop.clone(), handled.clone());
-        tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                let batch = (0..4).map(|i| api.place(&[("SKU-1", 1)], if i == 3 { "tok_flaky_1" } else { "tok_ok" }));
-                for id in futures::future::join_all(batch).await {
+    // Four loaders, each placing its next order once its last is handled: four orders
+    // are in flight at every swap, and on a slow store no backlog outgrows the waits.
+    let loaders: Vec<_> = (0..4)
+        .map(|i| {
+            let (api, stop, handled) = (app.api.clone(), stop.clone(), handled.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let id = api.place(&[("SKU-1", 1)], if i == 3 { "tok_flaky_1" } else { "tok_ok" }).await;
                     let deadline = std::time::Instant::now() + Duration::from_secs(60);
                     while api.order(&id).await["status"] == "pending" {
                         assert!(std::time::Instant::now() < deadline, "order {id} not handled within 60 s");
@@ -362,9 +362,9 @@ async fn hot_swap_under_load_loses_no_order(db: Db) {
                     }
                     handled.fetch_add(1, Ordering::Relaxed);
                 }
-            }
+            })
         })
-    };
+        .collect();
     let progress = |n: usize| {
         let handled = handled.clone();
         async move {
@@ -393,7 +393,9 @@ async fn hot_swap_under_load_loses_no_order(db: Db) {
     assert_eq!(payment_version(&app).as_deref(), Some("0.2.0"));
     progress(20).await;
     stop.store(true, Ordering::Relaxed);
-    loader.await.expect("loader");
+    for loader in loaders {
+        loader.await.expect("loader");
+    }
     app.assert_invariants(&BTreeMap::from([("SKU-1".to_owned(), 100_000)])).await;
     let orders = app.all_orders().await;
     assert!(orders.iter().all(|o| o["status"] == "completed"), "an order did not complete across the swaps");

@@ -1,21 +1,20 @@
 //! The SQL Server backend, through tiberius with a bb8 pool: connections and
 //! transactions here, the statements in [`sql`], the operations in `ops.rs`.
 //!
-//! Concurrency: statements run at READ COMMITTED (enable `READ_COMMITTED_SNAPSHOT` on
-//! the database so readers never wait for writers). Every write that depends on a read is
-//! one statement: `INSERT … WHERE NOT EXISTS (… WITH (UPDLOCK, HOLDLOCK))` for keys that
-//! must be unique (idempotency keys, deliveries, inbox rows), for upserts an
-//! `UPDATE … WITH (UPDLOCK, SERIALIZABLE)` followed by that guarded `INSERT` in one batch
-//! (the key-range lock makes a racing upsert wait, then update), conditional
-//! `UPDATE … WHERE status IN …` for order transitions, `UPDATE … WHERE version = @seen`
-//! for step state the batch read and writes, `OUTPUT DELETED` to take a dead letter; the
-//! relay reads the outbox `WITH (READPAST)` so it never waits on a batch still
-//! committing. Where the outcome would otherwise rest on the hints, it does not: a
-//! unique-key violation on a guarded insert counts as "already there" (what SQL Server
-//! answers a moment later), an upsert that loses its insert runs once more, and state
-//! writes compare versions in the statement. Only state a batch reads without writing is
-//! held by the hint alone (`LOCK_STATE_VERSIONS`). Lists travel as one JSON parameter
-//! read with `OPENJSON`.
+//! Concurrency: statements run at READ COMMITTED (enable `READ_COMMITTED_SNAPSHOT` on the
+//! database so readers never wait for writers). Every write that depends on a read is one
+//! statement: `INSERT … WHERE NOT EXISTS (… WITH (UPDLOCK, HOLDLOCK))` for keys that must
+//! be unique (idempotency keys, deliveries, inbox rows), for upserts that guarded
+//! `INSERT` followed by an `UPDATE` in one batch (the update always finds the row,
+//! whoever inserted it), conditional `UPDATE … WHERE status IN …` for order transitions,
+//! `UPDATE … WHERE version = @seen` for step state the batch read and writes, `OUTPUT
+//! DELETED` to take a dead letter; the relay reads the outbox `WITH (READPAST)` so it
+//! never waits on a batch still committing. Where the outcome would otherwise rest on the
+//! hints, it does not: a unique-key violation on a guarded insert counts as "already
+//! there" (what SQL Server answers a moment later), an upsert whose insert loses the race
+//! runs once more, and state writes compare versions in the statement. Only state a batch
+//! reads without writing is held by the hint alone (`LOCK_STATE_VERSIONS`). Lists travel
+//! as one JSON parameter read with `OPENJSON`.
 
 mod ops;
 pub mod sql;
@@ -262,10 +261,10 @@ async fn insert_guarded(conn: &mut Connection, statement: &str, params: &[&dyn T
     }
 }
 
-/// An upsert (`UPDATE … WITH (UPDLOCK, SERIALIZABLE); INSERT … WHERE NOT EXISTS`). On SQL
-/// Server the key-range lock makes a racing upsert wait and then update; on an engine
-/// that ignores the hints the racer's insert hits the unique key instead, and the
-/// statement runs once more, when its update finds the row.
+/// An upsert (`INSERT … WHERE NOT EXISTS (… WITH (UPDLOCK, HOLDLOCK)); UPDATE …`): the
+/// update runs after the row exists, whoever inserted it. On an engine that ignores the
+/// hints a racer's insert may hit the unique key instead; the statement then runs once
+/// more, and its update applies.
 async fn upsert(conn: &mut Connection, statement: &str, params: &[&dyn ToSql]) -> Result<(), StoreError> {
     match conn.execute(statement, params).await {
         Ok(_) => Ok(()),
@@ -312,11 +311,6 @@ use in_tx;
 /// empty (ids, digests, reasons, traces, JSON).
 fn or_empty(value: Option<&str>) -> &str {
     value.unwrap_or_default()
-}
-
-/// An optional non-negative number as a parameter: `-1` for none (`NULLIF(@Pn, -1)`).
-fn or_minus_one(value: Option<i64>) -> i64 {
-    value.unwrap_or(-1)
 }
 
 /// Write an event to the outbox.

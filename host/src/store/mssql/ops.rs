@@ -50,7 +50,7 @@ impl Store for MssqlStore {
         before_seq: Option<i64>,
     ) -> Result<Vec<OrderRow>, StoreError> {
         let limit = i64::from(limit);
-        let (status, before_seq) = (or_empty(status), or_minus_one(before_seq));
+        let status = or_empty(status);
         let found = rows(&mut *self.conn().await?, sql::SELECT_ORDERS, &[&limit, &status, &before_seq]).await?;
         found.iter().map(order_row).collect()
     }
@@ -451,8 +451,7 @@ impl Store for MssqlStore {
         let mut conn = self.conn().await?;
         let rollout = slot.rollout.as_ref();
         let (mode, digest) = (or_empty(rollout.map(|r| r.mode.as_str())), or_empty(rollout.map(|r| r.digest.as_str())));
-        let (percent, started) =
-            (or_minus_one(rollout.map(|r| r.percent)), or_minus_one(rollout.map(|r| r.started_at_ms)));
+        let (percent, started) = (rollout.map(|r| r.percent), rollout.map(|r| r.started_at_ms));
         let previous = or_empty(slot.previous.as_deref());
         let changed = if expected == 0 {
             insert_guarded(

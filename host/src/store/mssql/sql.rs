@@ -1,8 +1,9 @@
 //! Every statement the SQL Server backend issues, in one place, so a test can parse each
 //! with a T-SQL parser.
 //!
-//! No parameter is ever NULL: an absent text travels as `N''` and an absent number as
-//! `-1`, turned back into NULL by `NULLIF` in the statement (see `mod.rs`, `or_empty`).
+//! No text parameter is ever NULL: an absent text travels as `N''`, turned back into NULL
+//! by `NULLIF` in the statement (see `or_empty` in `mod.rs`). Upserts insert if absent
+//! first, then update: the update always finds a committed row, with or without hints.
 
 pub const INSERT_IDEMPOTENCY: &str = "INSERT INTO idempotency_keys ([key], body_hash, order_id, created_at_ms) \
     SELECT @P1, @P2, @P3, @P4 WHERE NOT EXISTS \
@@ -18,7 +19,7 @@ pub const SELECT_ORDER: &str = "SELECT seq, id, customer_id, status, cancel_reas
     created_at_ms, updated_at_ms FROM orders WHERE id = @P1";
 pub const SELECT_ORDERS: &str = "SELECT TOP (@P1) seq, id, customer_id, status, cancel_reason, total_cents, \
     items, created_at_ms, updated_at_ms FROM orders \
-    WHERE (@P2 = N'' OR status = @P2) AND (@P3 < 0 OR seq < @P3) ORDER BY seq DESC";
+    WHERE (@P2 = N'' OR status = @P2) AND (@P3 IS NULL OR seq < @P3) ORDER BY seq DESC";
 pub const SELECT_TIMELINE: &str = "SELECT event_id, kind, occurred_at_ms, step, step_version, attempt FROM outbox \
     WHERE order_id = @P1 ORDER BY seq";
 pub const UPDATE_ORDER_STATUS: &str = "UPDATE orders SET status = @P1, cancel_reason = NULLIF(@P2, N''), \
@@ -42,10 +43,9 @@ pub const DELETE_DELIVERIES: &str =
     "DELETE FROM deliveries WHERE id IN (SELECT CAST(value AS BIGINT) FROM OPENJSON(@P1))";
 pub const SELECT_HANDLED: &str = "SELECT event_id FROM inbox WHERE consumer = @P1 \
     AND event_id IN (SELECT value FROM OPENJSON(@P2))";
-pub const UPSERT_STOCK: &str = "UPDATE stock WITH (UPDLOCK, SERIALIZABLE) SET available = @P2, reserved = @P3, sold = @P4, seq = @P5 \
-    WHERE sku = @P1 AND seq < @P5; \
-    INSERT INTO stock (sku, available, reserved, sold, seq) SELECT @P1, @P2, @P3, @P4, @P5 WHERE NOT EXISTS \
-    (SELECT 1 FROM stock WITH (UPDLOCK, HOLDLOCK) WHERE sku = @P1)";
+pub const UPSERT_STOCK: &str = "INSERT INTO stock (sku, available, reserved, sold, seq) \
+    SELECT @P1, @P2, @P3, @P4, @P5 WHERE NOT EXISTS (SELECT 1 FROM stock WITH (UPDLOCK, HOLDLOCK) WHERE sku = @P1); \
+    UPDATE stock SET available = @P2, reserved = @P3, sold = @P4, seq = @P5 WHERE sku = @P1 AND seq < @P5";
 pub const INSERT_DEAD_LETTER: &str = "INSERT INTO dead_letters \
     (id, consumer, event_id, event, error, attempts, dead_lettered_at_ms, recording) \
     VALUES (@P1, @P2, @P3, @P4, @P5, @P6, @P7, NULLIF(@P8, N''))";
@@ -75,9 +75,9 @@ pub const LOCK_STATE_VERSIONS: &str = "SELECT [key], version FROM step_state WIT
 pub const INSERT_STATE_IF_ABSENT: &str = "INSERT INTO step_state (step, [key], value, version) \
     SELECT @P1, @P2, @P3, @P4 WHERE NOT EXISTS \
     (SELECT 1 FROM step_state WITH (UPDLOCK, HOLDLOCK) WHERE step = @P1 AND [key] = @P2)";
-pub const UPSERT_STATE: &str = "UPDATE step_state WITH (UPDLOCK, SERIALIZABLE) SET value = @P3, version = @P4 WHERE step = @P1 AND [key] = @P2; \
-    INSERT INTO step_state (step, [key], value, version) SELECT @P1, @P2, @P3, @P4 WHERE NOT EXISTS \
-    (SELECT 1 FROM step_state WITH (UPDLOCK, HOLDLOCK) WHERE step = @P1 AND [key] = @P2)";
+pub const UPSERT_STATE: &str = "INSERT INTO step_state (step, [key], value, version) SELECT @P1, @P2, @P3, @P4 \
+    WHERE NOT EXISTS (SELECT 1 FROM step_state WITH (UPDLOCK, HOLDLOCK) WHERE step = @P1 AND [key] = @P2); \
+    UPDATE step_state SET value = @P3, version = @P4 WHERE step = @P1 AND [key] = @P2";
 pub const DELETE_STATE: &str = "DELETE FROM step_state WHERE step = @P1 AND [key] = @P2";
 /// A write of a key the batch read: applies only if the key still has the version read.
 pub const UPDATE_STATE_IF_VERSION: &str = "UPDATE step_state SET value = @P3, version = @P4 \
@@ -99,10 +99,11 @@ pub const NEXT_DUE: &str = "SELECT MIN(CASE WHEN claimed_until_ms IS NOT NULL AN
     THEN claimed_until_ms ELSE due_at_ms END) FROM deliveries WHERE consumer = @P1";
 pub const RETRY_DELIVERY: &str = "UPDATE deliveries SET attempts = attempts + @P1, due_at_ms = @P2, \
     last_error = @P3, claimed_by = NULL, claimed_until_ms = NULL WHERE id = @P4";
-pub const REQUEUE: &str = "UPDATE deliveries WITH (UPDLOCK, SERIALIZABLE) SET attempts = 0, due_at_ms = @P4, last_error = NULL, \
-    claimed_by = NULL, claimed_until_ms = NULL WHERE consumer = @P1 AND event_id = @P2; \
-    INSERT INTO deliveries (consumer, event_id, event, due_at_ms) SELECT @P1, @P2, @P3, @P4 WHERE NOT EXISTS \
-    (SELECT 1 FROM deliveries WITH (UPDLOCK, HOLDLOCK) WHERE consumer = @P1 AND event_id = @P2)";
+pub const REQUEUE: &str = "INSERT INTO deliveries (consumer, event_id, event, due_at_ms) \
+    SELECT @P1, @P2, @P3, @P4 WHERE NOT EXISTS \
+    (SELECT 1 FROM deliveries WITH (UPDLOCK, HOLDLOCK) WHERE consumer = @P1 AND event_id = @P2); \
+    UPDATE deliveries SET attempts = 0, due_at_ms = @P4, last_error = NULL, claimed_by = NULL, \
+    claimed_until_ms = NULL WHERE consumer = @P1 AND event_id = @P2";
 pub const RENEW_LEASE: &str =
     "UPDATE leases SET holder = @P2, until_ms = @P3 WHERE name = @P1 AND (holder = @P2 OR until_ms < @P4)";
 pub const INSERT_LEASE: &str = "INSERT INTO leases (name, holder, until_ms) SELECT @P1, @P2, @P3 \
@@ -132,11 +133,11 @@ pub const SELECT_SLOTS: &str = "SELECT name, current_digest, previous_digest, ge
 pub const INSERT_SLOT: &str = "INSERT INTO plugin_slots \
     (name, current_digest, previous_digest, generation, updated_at_ms, rollout_mode, rollout_digest, \
     rollout_percent, rollout_started_at_ms) SELECT @P1, @P2, NULLIF(@P3, N''), @P4, @P5, NULLIF(@P6, N''), \
-    NULLIF(@P7, N''), NULLIF(@P8, -1), NULLIF(@P9, -1) \
+    NULLIF(@P7, N''), @P8, @P9 \
     WHERE NOT EXISTS (SELECT 1 FROM plugin_slots WITH (UPDLOCK, HOLDLOCK) WHERE name = @P1)";
 pub const UPDATE_SLOT: &str = "UPDATE plugin_slots SET current_digest = @P2, previous_digest = NULLIF(@P3, N''), \
     generation = @P4, updated_at_ms = @P5, rollout_mode = NULLIF(@P6, N''), rollout_digest = NULLIF(@P7, N''), \
-    rollout_percent = NULLIF(@P8, -1), rollout_started_at_ms = NULLIF(@P9, -1) WHERE name = @P1 AND generation = @P10";
+    rollout_percent = @P8, rollout_started_at_ms = @P9 WHERE name = @P1 AND generation = @P10";
 pub const INSERT_PIN: &str = "INSERT INTO pins (step, order_id, digest, created_at_ms) \
     SELECT @P1, @P2, @P3, @P4 WHERE NOT EXISTS \
     (SELECT 1 FROM pins WITH (UPDLOCK, HOLDLOCK) WHERE step = @P1 AND order_id = @P2)";
@@ -146,9 +147,9 @@ pub const DELETE_OVERRIDES: &str = "DELETE FROM version_overrides WHERE consumer
     AND event_id IN (SELECT value FROM OPENJSON(@P2))";
 pub const SELECT_OVERRIDES: &str = "SELECT event_id, digest FROM version_overrides WHERE consumer = @P1 \
     AND event_id IN (SELECT value FROM OPENJSON(@P2))";
-pub const SET_OVERRIDE: &str = "UPDATE version_overrides WITH (UPDLOCK, SERIALIZABLE) SET digest = @P3 WHERE consumer = @P1 AND event_id = @P2; \
-    INSERT INTO version_overrides (consumer, event_id, digest) SELECT @P1, @P2, @P3 WHERE NOT EXISTS \
-    (SELECT 1 FROM version_overrides WITH (UPDLOCK, HOLDLOCK) WHERE consumer = @P1 AND event_id = @P2)";
+pub const SET_OVERRIDE: &str = "INSERT INTO version_overrides (consumer, event_id, digest) SELECT @P1, @P2, @P3 \
+    WHERE NOT EXISTS (SELECT 1 FROM version_overrides WITH (UPDLOCK, HOLDLOCK) WHERE consumer = @P1 AND event_id = @P2); \
+    UPDATE version_overrides SET digest = @P3 WHERE consumer = @P1 AND event_id = @P2";
 pub const INSERT_RECORDING: &str = "INSERT INTO recordings \
     (id, step, event_id, version, outcome, recorded_at_ms, recording) VALUES (@P1, @P2, @P3, @P4, @P5, @P6, @P7)";
 pub const SELECT_RECORDINGS: &str = "SELECT TOP (@P2) id, step, event_id, version, outcome, recorded_at_ms, \
@@ -162,10 +163,9 @@ pub const INSERT_HISTORY: &str = "INSERT INTO plugin_history (name, action, dige
     VALUES (@P1, @P2, @P3, @P4, @P5, @P6)";
 pub const SELECT_HISTORY: &str = "SELECT TOP (@P2) name, action, digest, reason, host_id, at_ms \
     FROM plugin_history WHERE name = @P1 ORDER BY id DESC";
-pub const HEARTBEAT: &str = "UPDATE hosts WITH (UPDLOCK, SERIALIZABLE) SET http_addr = @P2, started_at_ms = @P3, seen_at_ms = @P4, \
-    steps = @P5 WHERE host_id = @P1; \
-    INSERT INTO hosts (host_id, http_addr, started_at_ms, seen_at_ms, steps) SELECT @P1, @P2, @P3, @P4, @P5 \
-    WHERE NOT EXISTS (SELECT 1 FROM hosts WITH (UPDLOCK, HOLDLOCK) WHERE host_id = @P1)";
+pub const HEARTBEAT: &str = "INSERT INTO hosts (host_id, http_addr, started_at_ms, seen_at_ms, steps) \
+    SELECT @P1, @P2, @P3, @P4, @P5 WHERE NOT EXISTS (SELECT 1 FROM hosts WITH (UPDLOCK, HOLDLOCK) WHERE host_id = @P1); \
+    UPDATE hosts SET http_addr = @P2, started_at_ms = @P3, seen_at_ms = @P4, steps = @P5 WHERE host_id = @P1";
 pub const SELECT_HOSTS: &str = "SELECT host_id, http_addr, started_at_ms, seen_at_ms, steps FROM hosts \
     WHERE seen_at_ms >= @P1 ORDER BY host_id";
 pub const DELETE_HOST: &str = "DELETE FROM hosts WHERE host_id = @P1";
