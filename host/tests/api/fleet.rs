@@ -358,28 +358,14 @@ async fn two_hosts_handling_the_same_event_commit_it_once() {
 /// Deliveries queued with a commit: an event's only if the event was written, and the
 /// events written as relayed, so the relay never publishes them a second time.
 async fn deliveries_are_queued_only_for_written_events(db: Db) {
-    use wasaga_host::store::{Channel, NewOrder, OrderTransition, StoredEvent};
+    use wasaga_host::store::{Channel, OrderTransition};
     let (store, _dir) = test_store(db).await;
-    let event = |id: &str, order_id: &str| StoredEvent {
-        id: id.to_owned(),
-        kind: "k".to_owned(),
-        order_id: order_id.to_owned(),
-        payload: "{}".to_owned(),
-        step: "host".to_owned(),
-        step_version: "1".to_owned(),
-        occurred_at_ms: 1,
-        attempt: 1,
-        trace: None,
-    };
+    let event = |id: &str, order_id: &str| stored_event(id, "k", order_id);
     let queued = |id: &str| ("c".to_owned(), id.to_owned(), format!("wire {id}"));
-    let order = NewOrder {
-        id: "o-1".to_owned(),
-        customer_id: "c".to_owned(),
-        items: "[]".to_owned(),
-        total_cents: 1,
-        created_at_ms: 1,
-    };
-    store.create_order(&order, None, &event("placed", "o-1"), Some(&[queued("placed")])).await.expect("placed");
+    store
+        .create_order(&new_order("o-1"), None, &event("placed", "o-1"), Some(&[queued("placed")]))
+        .await
+        .expect("placed");
     let transition = |order_id: &str, id: &str| OrderTransition {
         order_id: order_id.to_owned(),
         from: &["pending"],
@@ -412,29 +398,12 @@ async fn deliveries_are_queued_only_for_written_events(db: Db) {
 /// An event waiting for the relay (a stock level set through the API) is not overtaken:
 /// while one waits, a commit leaves its own events to the relay too, in outbox order.
 async fn a_commit_does_not_queue_past_an_event_waiting_for_the_relay(db: Db) {
-    use wasaga_host::store::{Channel, NewOrder, StoredEvent};
+    use wasaga_host::store::Channel;
     let (store, _dir) = test_store(db).await;
-    let event = |id: &str, kind: &str| StoredEvent {
-        id: id.to_owned(),
-        kind: kind.to_owned(),
-        order_id: "o-1".to_owned(),
-        payload: "{}".to_owned(),
-        step: "host".to_owned(),
-        step_version: "1".to_owned(),
-        occurred_at_ms: 1,
-        attempt: 1,
-        trace: None,
-    };
+    let event = |id: &str, kind: &str| stored_event(id, kind, "o-1");
     store.emit(&event("stock", "stock.set")).await.expect("emitted");
-    let order = NewOrder {
-        id: "o-1".to_owned(),
-        customer_id: "c".to_owned(),
-        items: "[]".to_owned(),
-        total_cents: 1,
-        created_at_ms: 1,
-    };
     let queued = [("inventory".to_owned(), "placed".to_owned(), "wire".to_owned())];
-    store.create_order(&order, None, &event("placed", "order.placed"), Some(&queued)).await.expect("placed");
+    store.create_order(&new_order("o-1"), None, &event("placed", "order.placed"), Some(&queued)).await.expect("placed");
     let claimed = store.claim("inventory", "h", i64::MAX / 4, 30_000, 10).await.expect("claims");
     assert!(claimed.is_empty(), "{db:?}: the order was queued past the stock level: {claimed:?}");
     let waiting: Vec<String> =

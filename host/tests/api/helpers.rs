@@ -359,6 +359,60 @@ pub async fn test_store(db: Db) -> (std::sync::Arc<dyn wasaga_host::store::Store
     (wasaga_host::store::open(&url, &Default::default()).await.expect("store"), dir)
 }
 
+/// An event for the store tests: `kind` of `order_id`, written by the host.
+pub fn stored_event(id: &str, kind: &str, order_id: &str) -> wasaga_host::store::StoredEvent {
+    wasaga_host::store::StoredEvent {
+        id: id.to_owned(),
+        kind: kind.to_owned(),
+        order_id: order_id.to_owned(),
+        payload: "{}".to_owned(),
+        step: "host".to_owned(),
+        step_version: "1".to_owned(),
+        occurred_at_ms: 1,
+        attempt: 1,
+        trace: None,
+    }
+}
+
+/// A one-cent order `id` for the store tests.
+pub fn new_order(id: &str) -> wasaga_host::store::NewOrder {
+    wasaga_host::store::NewOrder {
+        id: id.to_owned(),
+        customer_id: "c".to_owned(),
+        items: "[]".to_owned(),
+        total_cents: 1,
+        created_at_ms: 1,
+    }
+}
+
+/// One test per store: `mod sqlite`, `mod postgres`, and `mod mssql`, ignored unless
+/// asked for (`cargo xtask test` runs it with `--include-ignored` when
+/// `WASAGA_TEST_MSSQL_URL` names a SQL Server, and says once that it did not run when not).
+macro_rules! on_every_store {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(crate::helpers::Db::Sqlite).await })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(crate::helpers::Db::Postgres).await })*
+        }
+        mod mssql {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[ignore = "needs a SQL Server: set WASAGA_TEST_MSSQL_URL"]
+            async fn $name() {
+                assert!(
+                    crate::helpers::mssql_admin_url().is_some(),
+                    "set WASAGA_TEST_MSSQL_URL=mssql://sa:…@host:1433/master?trust_server_certificate=true"
+                );
+                super::$name(crate::helpers::Db::Mssql).await
+            })*
+        }
+    };
+}
+pub(crate) use on_every_store;
+
 /// A server with the saga steps on a fresh store of kind `db`.
 pub async fn spawn_saga(db: Db) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -8,31 +8,11 @@
 use crate::helpers::*;
 use std::sync::Arc;
 use wasaga_host::store::{
-    BatchCommit, Created, HostRow, NewOrder, SlotRow, StockRow, Store, StoreError, StoredEvent, VersionRow,
+    BatchCommit, Created, HostRow, SlotRow, StockRow, Store, StoreError, StoredEvent, VersionRow,
 };
 
 /// Rounds per race, each on fresh keys: one round may not overlap the two writers.
 const ROUNDS: usize = 6;
-
-/// One test per store.
-macro_rules! on_every_store {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(crate::helpers::Db::Sqlite).await })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(crate::helpers::Db::Postgres).await })*
-        }
-        /// Ignored unless asked for, as the saga's SQL Server tests are.
-        mod mssql {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            #[ignore = "needs a SQL Server: set WASAGA_TEST_MSSQL_URL"]
-            async fn $name() { super::$name(crate::helpers::Db::Mssql).await })*
-        }
-    };
-}
 
 on_every_store!(racing_inserts_happen_once, racing_upserts_keep_one_row);
 
@@ -46,27 +26,7 @@ async fn race<T: Send + 'static>(
 }
 
 fn event(id: &str, order_id: &str) -> StoredEvent {
-    StoredEvent {
-        id: id.to_owned(),
-        kind: "order.placed".to_owned(),
-        order_id: order_id.to_owned(),
-        payload: "{}".to_owned(),
-        step: "host".to_owned(),
-        step_version: "1".to_owned(),
-        occurred_at_ms: 1,
-        attempt: 1,
-        trace: None,
-    }
-}
-
-fn order(id: &str) -> NewOrder {
-    NewOrder {
-        id: id.to_owned(),
-        customer_id: "c".to_owned(),
-        items: "[]".to_owned(),
-        total_cents: 1,
-        created_at_ms: 1,
-    }
+    stored_event(id, "order.placed", order_id)
 }
 
 /// A batch of `consumer` that handled `event_id`, with `edit` applied.
@@ -96,14 +56,14 @@ async fn racing_inserts_happen_once(db: Db) {
                 let (store, key) = (store.clone(), key.clone());
                 async move {
                     let placed = event(&format!("placed-a-{round}"), &format!("o-a-{round}"));
-                    store.create_order(&order(&format!("o-a-{round}")), Some((&key, "h")), &placed, None).await
+                    store.create_order(&new_order(&format!("o-a-{round}")), Some((&key, "h")), &placed, None).await
                 }
             },
             {
                 let (store, key) = (store.clone(), key.clone());
                 async move {
                     let placed = event(&format!("placed-b-{round}"), &format!("o-b-{round}"));
-                    store.create_order(&order(&format!("o-b-{round}")), Some((&key, "h")), &placed, None).await
+                    store.create_order(&new_order(&format!("o-b-{round}")), Some((&key, "h")), &placed, None).await
                 }
             },
         )

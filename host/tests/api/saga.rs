@@ -7,36 +7,7 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// One test per store.
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(crate::helpers::Db::Sqlite).await })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(crate::helpers::Db::Postgres).await })*
-        }
-        /// The same tests on SQL Server, where `WASAGA_TEST_MSSQL_URL` names one (none can
-        /// run on this project's machines). Ignored unless asked for: `cargo xtask test`
-        /// runs them with `--include-ignored` when the variable is set, and says once that
-        /// they did not run when it is not.
-        mod mssql {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            #[ignore = "needs a SQL Server: set WASAGA_TEST_MSSQL_URL"]
-            async fn $name() {
-                assert!(
-                    crate::helpers::mssql_admin_url().is_some(),
-                    "set WASAGA_TEST_MSSQL_URL=mssql://sa:…@host:1433/master?trust_server_certificate=true"
-                );
-                super::$name(crate::helpers::Db::Mssql).await
-            })*
-        }
-    };
-}
-
-on_both_stores!(
+on_every_store!(
     every_card_token_ends_as_designed,
     out_of_stock_cancels_without_taking_stock,
     cancelling_compensates,
