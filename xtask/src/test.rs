@@ -78,7 +78,7 @@ fn stages_of_test(args: &Test, stages: &mut Stages) -> anyhow::Result<()> {
         let result = run_cmd(&mut cmd);
         if !mssql {
             eprintln!(
-                "note: the SQL Server tests (saga::mssql::*, racers::mssql::*, fleet::*_on_mssql, crash::mssql_*, polyglot::orders_on_sql_server_*) did not run (shown as ignored): WASAGA_TEST_MSSQL_URL is not set"
+                "note: the SQL Server tests (saga::mssql::*, racers::mssql::*, claims::mssql::*, fleet::*_on_mssql, crash::mssql_*, polyglot::orders_on_sql_server_*) did not run (shown as ignored): WASAGA_TEST_MSSQL_URL is not set"
             );
         }
         result

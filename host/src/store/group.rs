@@ -7,6 +7,11 @@
 //! Each transaction keeps its own outcome: one that fails rolls back to its savepoint
 //! and returns its error; the others commit. A commit that fails fails them all, and
 //! none of them happened.
+//!
+//! Savepoints cost two statements per transaction, and almost every transaction
+//! succeeds: a group first runs without them, and only when one of its transactions
+//! fails is the whole group rolled back and run again, each in a savepoint. A work is
+//! therefore a function of the connection that may run twice.
 
 use super::StoreError;
 use futures::future::BoxFuture;
@@ -18,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 const MAX_GROUP: usize = 256;
 
 type Outcome = Result<Box<dyn Any + Send>, StoreError>;
-type Work = Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Outcome> + Send>;
+type Work = Box<dyn for<'c> Fn(&'c mut SqliteConnection) -> BoxFuture<'c, Outcome> + Send + Sync>;
 type Job = (Work, oneshot::Sender<Outcome>);
 
 /// Sends write transactions to the task that owns the writer connection's commits.
@@ -37,11 +42,12 @@ impl GroupWriter {
     }
 
     /// Run `work` in a write transaction (possibly shared with others) and return its
-    /// result once that transaction committed.
+    /// result once that transaction committed. `work` may run twice (the first run
+    /// rolled back), so it must not change anything but the database.
     pub async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T, StoreError>> + Send + 'static,
+        F: for<'c> Fn(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T, StoreError>> + Send + Sync + 'static,
     {
         let work: Work = Box::new(move |conn| {
             let run = work(conn);
@@ -87,7 +93,7 @@ async fn run(pool: Pool<Sqlite>, mut queue: mpsc::UnboundedReceiver<Job>) {
     }
 }
 
-/// One transaction for `works`; each in a savepoint when there are several.
+/// One transaction for `works`: together, or each in a savepoint once one failed.
 ///
 /// A work's own failure is its outcome. A failure of the transaction's own statements
 /// (begin, savepoint, rollback, commit) fails the whole group as an outage: SQLite may
@@ -95,18 +101,43 @@ async fn run(pool: Pool<Sqlite>, mut queue: mpsc::UnboundedReceiver<Job>) {
 /// connection is closed rather than reused with a transaction state sqlx no longer knows.
 async fn commit(pool: &Pool<Sqlite>, works: Vec<Work>) -> Result<Vec<Outcome>, StoreError> {
     let mut conn = pool.acquire().await?;
-    let result = run_group(&mut conn, works).await;
+    let first = if works.len() > 1 { together(&mut conn, &works).await } else { Ok(None) };
+    let result = match first {
+        Ok(Some(outcomes)) => Ok(outcomes),
+        Ok(None) => run_group(&mut conn, works).await,
+        Err(error) => Err(error),
+    };
     if result.is_err() {
         conn.close_on_drop();
     }
     result
 }
 
+fn control(what: &str, error: sqlx::Error, cause: Option<&StoreError>) -> StoreError {
+    let cause = cause.map(|c| format!(" (after: {c})")).unwrap_or_default();
+    StoreError::Unavailable(format!("SQLite {what} failed: {error}{cause}"))
+}
+
+/// Run `works` in one transaction without savepoints. `None` when one of them failed:
+/// the transaction is rolled back, and the group runs again with savepoints.
+async fn together(conn: &mut SqliteConnection, works: &[Work]) -> Result<Option<Vec<Outcome>>, StoreError> {
+    let mut tx = conn.begin().await.map_err(|e| control("begin", e, None))?;
+    let mut outcomes = Vec::with_capacity(works.len());
+    for work in works {
+        let outcome = guarded(work(&mut tx)).await;
+        if let Err(error) = &outcome {
+            tx.rollback().await.map_err(|e| control("rollback", e, Some(error)))?;
+            metrics::counter!("wasaga_sqlite_group_reruns_total").increment(1);
+            return Ok(None);
+        }
+        outcomes.push(outcome);
+    }
+    tx.commit().await.map_err(|e| control("commit", e, None))?;
+    Ok(Some(outcomes))
+}
+
+/// Run `works` in one transaction, each in a savepoint when there are several.
 async fn run_group(conn: &mut SqliteConnection, works: Vec<Work>) -> Result<Vec<Outcome>, StoreError> {
-    let control = |what: &str, error: sqlx::Error, cause: Option<&StoreError>| {
-        let cause = cause.map(|c| format!(" (after: {c})")).unwrap_or_default();
-        StoreError::Unavailable(format!("SQLite {what} failed: {error}{cause}"))
-    };
     let mut tx = conn.begin().await.map_err(|e| control("begin", e, None))?;
     let mut outcomes = Vec::with_capacity(works.len());
     let single = works.len() == 1;

@@ -9,6 +9,7 @@
 //! batch of deliveries with its inbox rows, state, emitted events and order transitions
 //! (`commit_batch`).
 
+mod claims;
 mod group;
 mod mssql;
 mod sql;

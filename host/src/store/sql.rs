@@ -19,6 +19,10 @@ pub struct SqliteStore {
     reader: Pool<Sqlite>,
     /// The hot write paths, committed in groups (see `group.rs`).
     group: super::group::GroupWriter,
+    /// One process owns the file (`_lock`), so its claims live in memory
+    claims: Option<Arc<super::claims::MemoryClaims>>,
+    /// and whether an event waits for the relay is known without asking.
+    relay: RelayIdle,
     _lock: Arc<std::fs::File>,
 }
 
@@ -34,7 +38,10 @@ impl SqliteStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(synchronous)
-            .busy_timeout(options.statement_timeout);
+            .busy_timeout(options.statement_timeout)
+            // A batch's statements differ by their number of rows (up to the batch size)
+            // or ids: keep them all prepared rather than preparing them again and again.
+            .statement_cache_capacity(1024);
         let file = connect.get_filename().to_owned();
         if let Some(dir) = file.parent()
             && !dir.as_os_str().is_empty()
@@ -56,16 +63,44 @@ impl SqliteStore {
             .await
             .map_err(|e| StoreError::Connect(crate::redact::text(&e.to_string())))?;
         let group = super::group::GroupWriter::start(writer.clone());
-        Ok(SqliteStore { writer, reader, group, _lock: Arc::new(lock) })
+        let claims = Some(Arc::default());
+        let relay = RelayIdle(Some(Arc::default()));
+        Ok(SqliteStore { writer, reader, group, claims, relay, _lock: Arc::new(lock) })
     }
 
-    /// Run `work` in a write transaction, committed with whatever else is waiting.
-    async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
+    /// Run `work` on `args` in a write transaction, committed with whatever else is
+    /// waiting (and run again should another write of its group fail: see `group.rs`).
+    async fn write<A, T, F>(&self, args: A, work: F) -> Result<T, StoreError>
     where
+        A: Send + Sync + 'static,
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut sqlx::SqliteConnection) -> BoxFuture<'c, Result<T, StoreError>> + Send + 'static,
+        F: for<'c> Fn(&'c mut sqlx::SqliteConnection, Arc<A>) -> BoxFuture<'c, Result<T, StoreError>>
+            + Send
+            + Sync
+            + 'static,
     {
-        self.group.write(work).await
+        let args = Arc::new(args);
+        self.group.write(move |conn| work(conn, args.clone())).await
+    }
+}
+
+/// Whether no outbox row waits for the transport's relay, kept in memory where one
+/// process owns the store (SQLite), so that a commit need not ask before queueing its
+/// own deliveries. Every unrelayed row is written on the one writer connection, which
+/// clears the flag first; the query that finds none sets it again (a row rolled back
+/// leaves it cleared: one query more). `None`: always ask (other hosts write too).
+#[derive(Debug, Clone, Default)]
+struct RelayIdle(Option<Arc<std::sync::atomic::AtomicBool>>);
+
+impl RelayIdle {
+    fn known_idle(&self) -> bool {
+        self.0.as_ref().is_some_and(|idle| idle.load(std::sync::atomic::Ordering::Acquire))
+    }
+
+    fn set(&self, idle: bool) {
+        if let Some(flag) = &self.0 {
+            flag.store(idle, std::sync::atomic::Ordering::Release);
+        }
     }
 }
 
@@ -101,6 +136,9 @@ fn lock_exclusively(db: &std::path::Path) -> Result<std::fs::File, StoreError> {
 pub struct PgStore {
     writer: Pool<Postgres>,
     reader: Pool<Postgres>,
+    /// Hosts of a fleet share the store: claims are rows, and the outbox is asked.
+    claims: Option<Arc<super::claims::MemoryClaims>>,
+    relay: RelayIdle,
 }
 
 impl PgStore {
@@ -117,17 +155,22 @@ impl PgStore {
             .map_err(|e| StoreError::Connect(crate::redact::text(&e.to_string())))?;
         // Hosts of a fleet start together: the first migrates, the others wait for it.
         sqlx::migrate!("../migrations/postgres").run(&pool).await.map_err(|e| StoreError::Migrate(e.to_string()))?;
-        Ok(PgStore { reader: pool.clone(), writer: pool })
+        Ok(PgStore { reader: pool.clone(), writer: pool, claims: None, relay: RelayIdle(None) })
     }
 
-    /// Run `work` in a write transaction of its own (PostgreSQL groups commits itself).
-    async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
+    /// Run `work` on `args` in a write transaction of its own (PostgreSQL groups
+    /// commits itself).
+    async fn write<A, T, F>(&self, args: A, work: F) -> Result<T, StoreError>
     where
+        A: Send + Sync + 'static,
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut sqlx::PgConnection) -> BoxFuture<'c, Result<T, StoreError>> + Send + 'static,
+        F: for<'c> Fn(&'c mut sqlx::PgConnection, Arc<A>) -> BoxFuture<'c, Result<T, StoreError>>
+            + Send
+            + Sync
+            + 'static,
     {
         let mut tx = self.writer.begin().await?;
-        let value = work(&mut tx).await?;
+        let value = work(&mut tx, Arc::new(args)).await?;
         tx.commit().await?;
         Ok(value)
     }
@@ -173,9 +216,13 @@ macro_rules! sql_store {
                 conn: &mut $conn,
                 events: &[StoredEvent],
                 relayed_at_ms: Option<i64>,
+                relay: &RelayIdle,
             ) -> Result<(), sqlx::Error> {
                 if events.is_empty() {
                     return Ok(());
+                }
+                if relayed_at_ms.is_none() {
+                    relay.set(false);
                 }
                 let mut query =
                     QueryBuilder::<$db>::new(concat!("INSERT INTO outbox (", event_columns!(), ", relayed_at_ms) "));
@@ -221,6 +268,7 @@ macro_rules! sql_store {
                 conn: &mut $conn,
                 t: &OrderTransition,
                 relayed_at_ms: Option<i64>,
+                relay: &RelayIdle,
             ) -> Result<bool, sqlx::Error> {
                 let mut query = QueryBuilder::<$db>::new("UPDATE orders SET status = ");
                 query
@@ -239,7 +287,7 @@ macro_rules! sql_store {
                 query.push(")");
                 let applied = query.build().execute(&mut *conn).await?.rows_affected() == 1;
                 if applied {
-                    Self::insert_events(conn, std::slice::from_ref(&t.event), relayed_at_ms).await?;
+                    Self::insert_events(conn, std::slice::from_ref(&t.event), relayed_at_ms, relay).await?;
                 }
                 Ok(applied)
             }
@@ -266,10 +314,14 @@ macro_rules! sql_store {
             /// Whether no event waits for the transport's relay. Only then may a commit
             /// queue its own deliveries: queued past a waiting one (a stock level set,
             /// then an order), they would reach their consumer before it.
-            async fn relay_idle(conn: &mut $conn) -> Result<bool, StoreError> {
+            async fn relay_idle(conn: &mut $conn, relay: &RelayIdle) -> Result<bool, StoreError> {
+                if relay.known_idle() {
+                    return Ok(true);
+                }
                 let waiting = sqlx::query("SELECT 1 FROM outbox WHERE relayed_at_ms IS NULL LIMIT 1")
                     .fetch_optional(&mut *conn)
                     .await?;
+                relay.set(waiting.is_none());
                 Ok(waiting.is_none())
             }
 
@@ -464,11 +516,15 @@ macro_rules! sql_store {
                 placed: &StoredEvent,
                 queued: Option<&[Queued]>,
             ) -> Result<Created, StoreError> {
-                let order = order.clone();
-                let idempotency = idempotency.map(|(key, hash)| (key.to_owned(), hash.to_owned()));
-                let placed = placed.clone();
-                let queued = queued.map(<[Queued]>::to_vec);
-                self.write(move |conn| Box::pin(async move {
+                let args = (
+                    order.clone(),
+                    idempotency.map(|(key, hash)| (key.to_owned(), hash.to_owned())),
+                    placed.clone(),
+                    queued.map(<[Queued]>::to_vec),
+                    self.relay.clone(),
+                );
+                self.write(args, |conn, args| Box::pin(async move {
+                    let (order, idempotency, placed, queued, relay) = &*args;
                     if let Some((key, hash)) = idempotency {
                         let inserted = sqlx::query(
                             "INSERT INTO idempotency_keys (key, body_hash, order_id, created_at_ms) \
@@ -502,11 +558,11 @@ macro_rules! sql_store {
                     .await?;
                     let now_ms = clock_ms();
                     let queued = match queued {
-                        Some(queued) if Self::relay_idle(&mut *conn).await? => Some(queued),
+                        Some(queued) if Self::relay_idle(&mut *conn, relay).await? => Some(queued),
                         _ => None,
                     };
                     let relayed_at_ms = queued.is_some().then_some(now_ms);
-                    Self::insert_events(&mut *conn, std::slice::from_ref(&placed), relayed_at_ms).await?;
+                    Self::insert_events(&mut *conn, std::slice::from_ref(placed), relayed_at_ms, relay).await?;
                     if let Some(queued) = &queued {
                         Self::insert_deliveries(&mut *conn, queued.iter(), now_ms).await?;
                     }
@@ -567,14 +623,14 @@ macro_rules! sql_store {
 
             async fn transition(&self, transition: &OrderTransition) -> Result<bool, StoreError> {
                 let mut tx = self.writer.begin().await?;
-                let applied = Self::apply_transition(&mut *tx, transition, None).await?;
+                let applied = Self::apply_transition(&mut *tx, transition, None, &self.relay).await?;
                 tx.commit().await?;
                 Ok(applied)
             }
 
             async fn emit(&self, event: &StoredEvent) -> Result<(), StoreError> {
                 let mut tx = self.writer.begin().await?;
-                Self::insert_events(&mut *tx, std::slice::from_ref(event), None).await?;
+                Self::insert_events(&mut *tx, std::slice::from_ref(event), None, &self.relay).await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -636,9 +692,10 @@ macro_rules! sql_store {
                 if seqs.is_empty() {
                     return Ok(());
                 }
-                let seqs = seqs.to_vec();
-                self.write(move |conn| Box::pin(async move { Self::mark(conn, channel, &seqs, now_ms).await }))
-                    .await
+                self.write(seqs.to_vec(), move |conn, seqs| {
+                    Box::pin(async move { Self::mark(conn, channel, &seqs, now_ms).await })
+                })
+                .await
             }
 
             async fn outbox_lag(&self, channel: Channel) -> Result<OutboxLag, StoreError> {
@@ -681,12 +738,12 @@ macro_rules! sql_store {
                 now_ms: i64,
                 relayed: Option<(Channel, &[i64])>,
             ) -> Result<(), StoreError> {
-                let deliveries = deliveries.to_vec();
-                let relayed = relayed.map(|(channel, seqs)| (channel, seqs.to_vec()));
-                self.write(move |conn| Box::pin(async move {
+                let args = (deliveries.to_vec(), relayed.map(|(channel, seqs)| (channel, seqs.to_vec())));
+                self.write(args, move |conn, args| Box::pin(async move {
+                    let (deliveries, relayed) = &*args;
                     Self::insert_deliveries(&mut *conn, deliveries.iter(), now_ms).await?;
                     if let Some((channel, seqs)) = relayed {
-                        Self::mark(conn, channel, &seqs, now_ms).await?;
+                        Self::mark(conn, *channel, seqs, now_ms).await?;
                     }
                     Ok(())
                 }))
@@ -701,8 +758,26 @@ macro_rules! sql_store {
                 lease_ms: i64,
                 limit: u32,
             ) -> Result<Vec<DeliveryRow>, StoreError> {
-                let (consumer, holder) = (consumer.to_owned(), holder.to_owned());
-                let rows = self.write(move |conn| Box::pin(async move {
+                let until_ms = now_ms.saturating_add(lease_ms);
+                if let Some(claims) = &self.claims {
+                    // Read past the deliveries already held; `take` skips them.
+                    claims.expire(now_ms);
+                    let (held, _) = claims.held(consumer);
+                    let rows = sqlx::query(
+                        "SELECT id, consumer, event_id, event, attempts, due_at_ms FROM deliveries \
+                         WHERE consumer = $1 AND due_at_ms <= $2 ORDER BY due_at_ms, id LIMIT $3",
+                    )
+                    .bind(consumer)
+                    .bind(now_ms)
+                    .bind(i64::from(limit).saturating_add(held.len() as i64))
+                    .fetch_all(&self.reader)
+                    .await?;
+                    let rows = rows.iter().map(delivery_row).collect::<Result<Vec<_>, sqlx::Error>>()?;
+                    return Ok(claims.take(consumer, rows, until_ms, limit as usize));
+                }
+                let args = (consumer.to_owned(), holder.to_owned());
+                let rows = self.write(args, move |conn, args| Box::pin(async move {
+                    let (consumer, holder) = &*args;
                     Ok(sqlx::query(concat!(
                         "UPDATE deliveries SET claimed_by = $2, claimed_until_ms = $3 WHERE id IN \
                          (SELECT id FROM deliveries WHERE consumer = $1 AND due_at_ms <= $4 \
@@ -713,31 +788,22 @@ macro_rules! sql_store {
                     ))
                     .bind(consumer)
                     .bind(holder)
-                    .bind(now_ms.saturating_add(lease_ms))
+                    .bind(until_ms)
                     .bind(now_ms)
                     .bind(i64::from(limit))
                     .fetch_all(&mut *conn)
                     .await?)
                 }))
                 .await?;
-                let mut claimed = rows
-                    .iter()
-                    .map(|r| {
-                        Ok(DeliveryRow {
-                            id: r.try_get(0)?,
-                            consumer: r.try_get(1)?,
-                            event_id: r.try_get(2)?,
-                            event: r.try_get(3)?,
-                            attempts: r.try_get(4)?,
-                            due_at_ms: r.try_get(5)?,
-                        })
-                    })
-                    .collect::<Result<Vec<_>, sqlx::Error>>()?;
+                let mut claimed = rows.iter().map(delivery_row).collect::<Result<Vec<_>, sqlx::Error>>()?;
                 claimed.sort_by_key(|d| (d.due_at_ms, d.id));
                 Ok(claimed)
             }
 
             async fn release_claims(&self, holder: &str) -> Result<(), StoreError> {
+                if let Some(claims) = &self.claims {
+                    claims.clear();
+                }
                 sqlx::query("UPDATE deliveries SET claimed_by = NULL, claimed_until_ms = NULL WHERE claimed_by = $1")
                     .bind(holder)
                     .execute(&self.writer)
@@ -746,6 +812,26 @@ macro_rules! sql_store {
             }
 
             async fn next_due_at(&self, consumer: &str) -> Result<Option<i64>, StoreError> {
+                if let Some(claims) = &self.claims {
+                    // The first unclaimed delivery falls due, or the first claim ends.
+                    let (held, ends) = claims.held(consumer);
+                    let mut query =
+                        QueryBuilder::<$db>::new("SELECT MIN(due_at_ms) FROM deliveries WHERE consumer = ");
+                    query.push_bind(consumer);
+                    if !held.is_empty() {
+                        query.push(" AND id NOT IN (");
+                        let mut list = query.separated(", ");
+                        for id in held {
+                            list.push_bind(id);
+                        }
+                        query.push(")");
+                    }
+                    let due: Option<i64> = query.build().fetch_one(&self.reader).await?.try_get(0)?;
+                    return Ok(match (due, ends) {
+                        (Some(due), Some(ends)) => Some(due.min(ends)),
+                        (due, ends) => due.or(ends),
+                    });
+                }
                 let row = sqlx::query(
                     "SELECT MIN(CASE WHEN claimed_until_ms IS NOT NULL AND claimed_until_ms > due_at_ms \
                      THEN claimed_until_ms ELSE due_at_ms END) FROM deliveries WHERE consumer = $1",
@@ -760,11 +846,11 @@ macro_rules! sql_store {
                 if acked.is_empty() && retries.is_empty() {
                     return Ok(());
                 }
-                let acked = acked.to_vec();
-                let retries = retries.to_vec();
-                self.write(move |conn| Box::pin(async move {
-                    Self::delete_deliveries(&mut *conn, &acked).await?;
-                    for (id, due_at_ms, error, counted) in &retries {
+                let settled: Vec<i64> = acked.iter().copied().chain(retries.iter().map(|r| r.0)).collect();
+                self.write((acked.to_vec(), retries.to_vec()), |conn, args| Box::pin(async move {
+                    let (acked, retries) = &*args;
+                    Self::delete_deliveries(&mut *conn, acked).await?;
+                    for (id, due_at_ms, error, counted) in retries {
                         sqlx::query(
                             "UPDATE deliveries SET attempts = attempts + $1, due_at_ms = $2, last_error = $3, \
                              claimed_by = NULL, claimed_until_ms = NULL WHERE id = $4",
@@ -778,7 +864,11 @@ macro_rules! sql_store {
                     }
                     Ok(())
                 }))
-                .await
+                .await?;
+                if let Some(claims) = &self.claims {
+                    claims.forget(settled);
+                }
+                Ok(())
             }
 
             async fn handled(&self, consumer: &str, event_ids: &[String]) -> Result<HashSet<String>, StoreError> {
@@ -810,23 +900,23 @@ macro_rules! sql_store {
             }
 
             async fn commit_batch(&self, batch: &BatchCommit) -> Result<(), StoreError> {
-                let batch = batch.clone();
-                self.write(move |conn| Box::pin(async move {
-                    let batch = &batch;
+                let settled = batch.settled.clone();
+                self.write((batch.clone(), self.relay.clone()), |conn, args| Box::pin(async move {
+                    let (batch, relay) = &*args;
                     Self::insert_inbox(&mut *conn, batch).await?;
                     Self::apply_state(&mut *conn, batch).await?;
                     let now_ms = clock_ms();
                     let queued = match &batch.queued {
-                        Some(queued) if Self::relay_idle(&mut *conn).await? => Some(queued),
+                        Some(queued) if Self::relay_idle(&mut *conn, relay).await? => Some(queued),
                         _ => None,
                     };
                     let relayed_at_ms = queued.is_some().then_some(now_ms);
                     for chunk in batch.outbox.chunks(500) {
-                        Self::insert_events(&mut *conn, chunk, relayed_at_ms).await?;
+                        Self::insert_events(&mut *conn, chunk, relayed_at_ms, relay).await?;
                     }
                     let mut not_written = HashSet::new();
                     for transition in &batch.transitions {
-                        if !Self::apply_transition(&mut *conn, transition, relayed_at_ms).await? {
+                        if !Self::apply_transition(&mut *conn, transition, relayed_at_ms, relay).await? {
                             not_written.insert(transition.event.id.as_str());
                         }
                     }
@@ -857,7 +947,11 @@ macro_rules! sql_store {
                     Self::delete_deliveries(&mut *conn, &batch.settled).await?;
                     Ok(())
                 }))
-                .await
+                .await?;
+                if let Some(claims) = &self.claims {
+                    claims.forget(settled);
+                }
+                Ok(())
             }
 
             async fn dead_letters(&self) -> Result<Vec<DeadLetterRow>, StoreError> {
@@ -905,17 +999,20 @@ macro_rules! sql_store {
             }
 
             async fn requeue(&self, consumer: &str, event_id: &str, event: &str, now_ms: i64) -> Result<(), StoreError> {
-                sqlx::query(
+                let row = sqlx::query(
                     "INSERT INTO deliveries (consumer, event_id, event, due_at_ms) VALUES ($1, $2, $3, $4) \
                      ON CONFLICT (consumer, event_id) DO UPDATE SET attempts = 0, due_at_ms = excluded.due_at_ms, \
-                     last_error = NULL, claimed_by = NULL, claimed_until_ms = NULL",
+                     last_error = NULL, claimed_by = NULL, claimed_until_ms = NULL RETURNING id",
                 )
                 .bind(consumer)
                 .bind(event_id)
                 .bind(event)
                 .bind(now_ms)
-                .execute(&self.writer)
+                .fetch_one(&self.writer)
                 .await?;
+                if let Some(claims) = &self.claims {
+                    claims.forget([row.try_get::<i64, _>(0)?]);
+                }
                 Ok(())
             }
 
@@ -929,8 +1026,9 @@ macro_rules! sql_store {
             }
 
             async fn try_lease(&self, name: &str, holder: &str, now_ms: i64, ttl_ms: i64) -> Result<bool, StoreError> {
-                let (name, holder) = (name.to_owned(), holder.to_owned());
-                self.write(move |conn| Box::pin(async move {
+                let args = (name.to_owned(), holder.to_owned());
+                self.write(args, move |conn, args| Box::pin(async move {
+                    let (name, holder) = &*args;
                     let taken = sqlx::query(
                         "INSERT INTO leases (name, holder, until_ms) VALUES ($1, $2, $3) \
                          ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until_ms = excluded.until_ms \
@@ -1334,6 +1432,22 @@ macro_rules! sql_store {
             }
         }
     };
+}
+
+fn delivery_row<R: Row>(r: &R) -> Result<DeliveryRow, sqlx::Error>
+where
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    usize: sqlx::ColumnIndex<R>,
+{
+    Ok(DeliveryRow {
+        id: r.try_get(0)?,
+        consumer: r.try_get(1)?,
+        event_id: r.try_get(2)?,
+        event: r.try_get(3)?,
+        attempts: r.try_get(4)?,
+        due_at_ms: r.try_get(5)?,
+    })
 }
 
 fn dead_letter_row<R: Row>(r: &R) -> Result<DeadLetterRow, sqlx::Error>

@@ -4,6 +4,7 @@
 mod admin;
 mod brokers;
 mod cache;
+mod claims;
 mod console;
 mod crash;
 mod fleet;
