@@ -308,6 +308,7 @@ async fn run(
     if let Some(url) = &store_url {
         drop_pg(&env.pg_admin, url).await;
     }
+    external::spent(dir);
     Run {
         orders_per_sec: env.orders as f64 / wall.as_secs_f64(),
         p50_ms: percentile(&latencies, 0.5),
@@ -430,6 +431,7 @@ async fn main() {
     }
     if std::env::var_os("WASAGA_BENCH_EXTERNAL_ONLY").is_some() {
         write_report(&env, head, report);
+        external::remove_spent();
         return;
     }
     let mut md = format!(
@@ -531,6 +533,7 @@ async fn main() {
         println!("brokers: {:.0}/s against {:.0}/s embedded", real.orders_per_sec, embedded.orders_per_sec);
     }
     write_report(&env, md, report);
+    external::remove_spent();
 }
 
 fn write_report(env: &Env, mut md: String, mut report: Value) {

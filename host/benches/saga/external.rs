@@ -64,11 +64,31 @@ pub struct Rig {
     pub components: PathBuf,
 }
 
+/// Folders of the runs done, removed only once the benchmark ends ([`remove_spent`]):
+/// a run leaves a hundred thousand archive files, and after deleting that many, ext4
+/// (without a journal, as here) skips the freed inodes as recently deleted for one to
+/// six minutes, which made creating files several times dearer in the runs that followed.
+static SPENT: std::sync::Mutex<Vec<tempfile::TempDir>> = std::sync::Mutex::new(Vec::new());
+
+/// Keep `dir` until [`remove_spent`].
+pub fn spent(dir: tempfile::TempDir) {
+    if let Ok(mut spent) = SPENT.lock() {
+        spent.push(dir);
+    }
+}
+
+/// Remove the folders of every run.
+pub fn remove_spent() {
+    if let Ok(mut spent) = SPENT.lock() {
+        spent.clear();
+    }
+}
+
 /// A `wasaga serve` process on a fresh folder.
 struct Server {
     child: Child,
     base: String,
-    _dir: tempfile::TempDir,
+    dir: Option<tempfile::TempDir>,
 }
 
 impl Drop for Server {
@@ -76,6 +96,9 @@ impl Drop for Server {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(20);
+        if let Some(dir) = self.dir.take() {
+            spent(dir);
+        }
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return;
@@ -117,7 +140,7 @@ async fn start(rig: &Rig, extra_env: &[(&str, &str)]) -> Server {
         command.env(name, value);
     }
     let child = command.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", rig.bin.display()));
-    let server = Server { child, base: format!("http://127.0.0.1:{port}"), _dir: dir };
+    let server = Server { child, base: format!("http://127.0.0.1:{port}"), dir: Some(dir) };
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
