@@ -88,6 +88,7 @@ pub fn remove_spent() {
 struct Server {
     child: Child,
     base: String,
+    root: PathBuf,
     dir: Option<tempfile::TempDir>,
 }
 
@@ -140,7 +141,8 @@ async fn start(rig: &Rig, extra_env: &[(&str, &str)]) -> Server {
         command.env(name, value);
     }
     let child = command.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", rig.bin.display()));
-    let server = Server { child, base: format!("http://127.0.0.1:{port}"), dir: Some(dir) };
+    let root = dir.path().to_owned();
+    let server = Server { child, base: format!("http://127.0.0.1:{port}"), root, dir: Some(dir) };
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -187,7 +189,7 @@ pub async fn drain(http: &reqwest::Client, base: &str) {
 pub async fn run(rig: &Rig, load: Load, seconds: u32, extra_env: &[(&str, &str)]) -> Figures {
     let server = start(rig, extra_env).await;
     let http = reqwest::Client::new();
-    let script = server._dir.path().join("orders.lua");
+    let script = server.root.join("orders.lua");
     std::fs::write(&script, SCRIPT).unwrap();
     let (connections, pause_ms) = match load {
         Load::Saturate { connections } => (connections, 0),
