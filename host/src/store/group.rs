@@ -17,6 +17,7 @@ use super::StoreError;
 use futures::future::BoxFuture;
 use sqlx::{Acquire, Pool, Sqlite, SqliteConnection};
 use std::any::Any;
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 /// The most transactions one commit carries.
@@ -32,12 +33,16 @@ pub struct GroupWriter {
     jobs: mpsc::UnboundedSender<Job>,
 }
 
+/// Called after any rollback, of a whole group or of one of its transactions.
+type OnRollback = Arc<dyn Fn() + Send + Sync>;
+
 impl GroupWriter {
-    /// Start committing for `pool` (the writer pool of one connection). The task ends
-    /// when the last `GroupWriter` is dropped.
-    pub fn start(pool: Pool<Sqlite>) -> GroupWriter {
+    /// Start committing for `pool` (the writer pool of one connection), calling
+    /// `rolled_back` after any rollback (what was read in the transaction may no longer
+    /// hold). The task ends when the last `GroupWriter` is dropped.
+    pub fn start(pool: Pool<Sqlite>, rolled_back: impl Fn() + Send + Sync + 'static) -> GroupWriter {
         let (jobs, queue) = mpsc::unbounded_channel();
-        tokio::spawn(run(pool, queue));
+        tokio::spawn(run(pool, queue, Arc::new(rolled_back)));
         GroupWriter { jobs }
     }
 
@@ -67,7 +72,7 @@ fn closed() -> StoreError {
     StoreError::Unavailable("the SQLite writer has stopped".into())
 }
 
-async fn run(pool: Pool<Sqlite>, mut queue: mpsc::UnboundedReceiver<Job>) {
+async fn run(pool: Pool<Sqlite>, mut queue: mpsc::UnboundedReceiver<Job>, rolled_back: OnRollback) {
     while let Some(first) = queue.recv().await {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -78,7 +83,7 @@ async fn run(pool: Pool<Sqlite>, mut queue: mpsc::UnboundedReceiver<Job>) {
         }
         metrics::histogram!("wasaga_sqlite_group_size").record(group.len() as f64);
         let (works, senders): (Vec<Work>, Vec<oneshot::Sender<Outcome>>) = group.into_iter().unzip();
-        match commit(&pool, works).await {
+        match commit(&pool, works, &rolled_back).await {
             Ok(outcomes) => {
                 for (sender, outcome) in senders.into_iter().zip(outcomes) {
                     let _ = sender.send(outcome);
@@ -99,14 +104,24 @@ async fn run(pool: Pool<Sqlite>, mut queue: mpsc::UnboundedReceiver<Job>) {
 /// (begin, savepoint, rollback, commit) fails the whole group as an outage: SQLite may
 /// have rolled the whole transaction back (a full disk, an I/O error), and the
 /// connection is closed rather than reused with a transaction state sqlx no longer knows.
-async fn commit(pool: &Pool<Sqlite>, works: Vec<Work>) -> Result<Vec<Outcome>, StoreError> {
+async fn commit(pool: &Pool<Sqlite>, works: Vec<Work>, rolled_back: &OnRollback) -> Result<Vec<Outcome>, StoreError> {
     let mut conn = pool.acquire().await?;
-    let first = if works.len() > 1 { together(&mut conn, &works).await } else { Ok(None) };
-    let result = match first {
-        Ok(Some(outcomes)) => Ok(outcomes),
-        Ok(None) => run_group(&mut conn, works).await,
-        Err(error) => Err(error),
+    let result = if works.len() > 1 {
+        match together(&mut conn, &works).await {
+            Ok(Some(outcomes)) => Ok(outcomes),
+            Ok(None) => {
+                rolled_back();
+                run_group(&mut conn, works).await
+            }
+            Err(error) => Err(error),
+        }
+    } else {
+        run_group(&mut conn, works).await
     };
+    // A group that failed, or a transaction of it that failed alone, was rolled back.
+    if !result.as_ref().is_ok_and(|outcomes| outcomes.iter().all(Result::is_ok)) {
+        rolled_back();
+    }
     if result.is_err() {
         conn.close_on_drop();
     }
@@ -181,7 +196,7 @@ mod tests {
     async fn each_write_keeps_its_own_outcome_in_a_shared_commit() {
         let pool = SqlitePoolOptions::new().max_connections(1).connect("sqlite::memory:").await.expect("sqlite");
         sqlx::query("CREATE TABLE t (k INTEGER PRIMARY KEY)").execute(&pool).await.expect("table");
-        let writer = GroupWriter::start(pool.clone());
+        let writer = GroupWriter::start(pool.clone(), || ());
         let writes = (0..60).map(|k: i64| {
             let writer = writer.clone();
             tokio::spawn(async move {
@@ -209,5 +224,36 @@ mod tests {
         }
         let kept: Vec<i64> = sqlx::query_scalar("SELECT k FROM t ORDER BY k").fetch_all(&pool).await.expect("rows");
         assert_eq!(kept, (0..60).filter(|k| k % 5 != 0).collect::<Vec<_>>());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_a_rollback_is_reported() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let pool = SqlitePoolOptions::new().max_connections(1).connect("sqlite::memory:").await.expect("sqlite");
+        sqlx::query("CREATE TABLE t (k INTEGER PRIMARY KEY)").execute(&pool).await.expect("table");
+        let rollbacks = Arc::new(AtomicUsize::new(0));
+        let counted = rollbacks.clone();
+        let writer = GroupWriter::start(pool.clone(), move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+        });
+        let insert = |k: i64| {
+            let writer = writer.clone();
+            async move {
+                writer
+                    .write(move |conn| {
+                        Box::pin(async move {
+                            sqlx::query("INSERT INTO t (k) VALUES ($1)").bind(k).execute(&mut *conn).await?;
+                            Ok(())
+                        })
+                    })
+                    .await
+            }
+        };
+        insert(1).await.expect("alone");
+        futures::future::join_all((2..40).map(insert)).await.into_iter().for_each(|r| r.expect("together"));
+        assert_eq!(rollbacks.load(Ordering::SeqCst), 0, "nothing failed, nothing rolled back");
+        // A duplicate key fails its write: rolled back, and said so.
+        assert!(insert(1).await.is_err());
+        assert!(rollbacks.load(Ordering::SeqCst) >= 1);
     }
 }

@@ -62,9 +62,12 @@ impl SqliteStore {
             .connect_with(connect.read_only(true))
             .await
             .map_err(|e| StoreError::Connect(crate::redact::text(&e.to_string())))?;
-        let group = super::group::GroupWriter::start(writer.clone());
         let claims = Some(Arc::default());
         let relay = RelayIdle(Some(Arc::default()));
+        // A rollback may undo what a query in the same transaction saw (a relay's mark):
+        // the flag is known again only after the next query.
+        let forget = relay.clone();
+        let group = super::group::GroupWriter::start(writer.clone(), move || forget.set(false));
         Ok(SqliteStore { writer, reader, group, claims, relay, _lock: Arc::new(lock) })
     }
 
@@ -86,9 +89,10 @@ impl SqliteStore {
 
 /// Whether no outbox row waits for the transport's relay, kept in memory where one
 /// process owns the store (SQLite), so that a commit need not ask before queueing its
-/// own deliveries. Every unrelayed row is written on the one writer connection, which
-/// clears the flag first; the query that finds none sets it again (a row rolled back
-/// leaves it cleared: one query more). `None`: always ask (other hosts write too).
+/// own deliveries. Every unrelayed row is written (or made unrelayed again, `redrive`)
+/// on the one writer connection, which clears the flag first; the query that finds none
+/// sets it again, and any rollback of a group clears it (the query may have seen a mark
+/// that the rollback undid). `None`: always ask (other hosts write too).
 #[derive(Debug, Clone, Default)]
 struct RelayIdle(Option<Arc<std::sync::atomic::AtomicBool>>);
 
@@ -1071,6 +1075,10 @@ macro_rules! sql_store {
 
             async fn redrive(&self, order_ids: &[String]) -> Result<u64, StoreError> {
                 let mut redriven = 0;
+                let mut conn = self.writer.acquire().await?;
+                // Events waiting for the relay again: on the writer connection, so no
+                // commit sees the flag between this and the update.
+                self.relay.set(false);
                 for chunk in order_ids.chunks(500) {
                     let mut query = QueryBuilder::<$db>::new(
                         "UPDATE outbox SET relayed_at_ms = NULL WHERE relayed_at_ms IS NOT NULL AND order_id IN (",
@@ -1080,7 +1088,7 @@ macro_rules! sql_store {
                         list.push_bind(id);
                     }
                     query.push(")");
-                    redriven += query.build().execute(&self.writer).await?.rows_affected();
+                    redriven += query.build().execute(&mut *conn).await?.rows_affected();
                 }
                 Ok(redriven)
             }
