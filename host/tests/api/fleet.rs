@@ -122,7 +122,9 @@ async fn three_hosts_never_oversell(env: Vec<(&'static str, String)>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hosts_on_postgres_rabbitmq_and_kafka_never_oversell() {
     let _shared = RABBIT.read().await;
-    let Some(brokers) = Brokers::start(false).await else { return };
+    // A durable tansu: the analytics consumer moves to another host and resumes from
+    // the committed offset (see `brokers::tansu`).
+    let Some(brokers) = Brokers::start(true).await else { return };
     three_hosts_never_oversell(brokers.env()).await;
 }
 

@@ -613,9 +613,28 @@ impl Api {
                     got.len(),
                     expected.len()
                 ));
+                problems.extend(self.dead_letters_of(&missing).await);
             }
         }
         problems
+    }
+
+    /// The dead letters of these events, if any, as lines naming the step and its error:
+    /// why an event never reached the archive.
+    async fn dead_letters_of(&self, event_ids: &[&String]) -> Vec<String> {
+        let response = self.admin_get("/api/admin/dead-letters").await;
+        let letters: serde_json::Value = response.json().await.unwrap_or_default();
+        let letters = letters.as_array().map(Vec::as_slice).unwrap_or_default();
+        letters
+            .iter()
+            .filter(|letter| event_ids.iter().any(|id| letter["event"]["id"].as_str() == Some(id.as_str())))
+            .map(|letter| {
+                format!(
+                    "  dead letter of {} at {}: {} ({} attempts)",
+                    letter["event"]["id"], letter["step"], letter["error"], letter["attempts"]
+                )
+            })
+            .collect()
     }
 }
 
