@@ -11,6 +11,7 @@
 
 mod claims;
 mod group;
+mod lane;
 mod mssql;
 mod sql;
 

@@ -10,6 +10,12 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Pool, Postgres, QueryBuilder, Row, Sqlite};
 use std::str::FromStr;
 
+/// Connections a store keeps for its hot reads (see `lane.rs`): about one per consumer
+/// reading at once.
+const LANE_WIDTH: usize = 4;
+/// SQLite readers for everything else (the API's lists, maintenance).
+const READERS: u32 = 4;
+
 /// SQLite: one writer connection (SQLite allows one writer at a time, so writes queue
 /// in the pool instead of spinning on SQLITE_BUSY) and a pool of readers over WAL. One
 /// process at a time: an exclusive lock on `<file>.lock` keeps a second one out.
@@ -17,6 +23,8 @@ use std::str::FromStr;
 pub struct SqliteStore {
     writer: Pool<Sqlite>,
     reader: Pool<Sqlite>,
+    /// The hot reads, on readers kept out of the pool (see `lane.rs`).
+    lane: Arc<super::lane::Lane<Sqlite>>,
     /// The hot write paths, committed in groups (see `group.rs`).
     group: super::group::GroupWriter,
     /// One process owns the file (`_lock`), so its claims live in memory
@@ -49,26 +57,32 @@ impl SqliteStore {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Connect(format!("{}: {e}", dir.display())))?;
         }
         let lock = lock_exclusively(&file)?;
+        // No ping before each acquire: a file cannot hang up, and on SQLite a ping is a
+        // round trip to the connection's thread, as dear as the statement it precedes.
+        // (The pool still pings a connection as it returns, which catches a bad state.)
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .acquire_timeout(options.connect_timeout)
             .connect_with(connect.clone())
             .await
             .map_err(|e| StoreError::Connect(crate::redact::text(&e.to_string())))?;
         sqlx::migrate!("../migrations/sqlite").run(&writer).await.map_err(|e| StoreError::Migrate(e.to_string()))?;
         let reader = SqlitePoolOptions::new()
-            .max_connections(4)
+            .max_connections(READERS + LANE_WIDTH as u32)
+            .test_before_acquire(false)
             .acquire_timeout(options.connect_timeout)
             .connect_with(connect.read_only(true))
             .await
             .map_err(|e| StoreError::Connect(crate::redact::text(&e.to_string())))?;
+        let lane = Arc::new(super::lane::Lane::new(reader.clone(), LANE_WIDTH));
         let claims = Some(Arc::default());
         let relay = RelayIdle(Some(Arc::default()));
         // A rollback may undo what a query in the same transaction saw (a relay's mark):
         // the flag is known again only after the next query.
         let forget = relay.clone();
         let group = super::group::GroupWriter::start(writer.clone(), move || forget.set(false));
-        Ok(SqliteStore { writer, reader, group, claims, relay, _lock: Arc::new(lock) })
+        Ok(SqliteStore { writer, reader, lane, group, claims, relay, _lock: Arc::new(lock) })
     }
 
     /// Run `work` on `args` in a write transaction, committed with whatever else is
@@ -140,6 +154,7 @@ fn lock_exclusively(db: &std::path::Path) -> Result<std::fs::File, StoreError> {
 pub struct PgStore {
     writer: Pool<Postgres>,
     reader: Pool<Postgres>,
+    lane: Arc<super::lane::Lane<Postgres>>,
     /// Hosts of a fleet share the store: claims are rows, and the outbox is asked.
     claims: Option<Arc<super::claims::MemoryClaims>>,
     relay: RelayIdle,
@@ -159,7 +174,8 @@ impl PgStore {
             .map_err(|e| StoreError::Connect(crate::redact::text(&e.to_string())))?;
         // Hosts of a fleet start together: the first migrates, the others wait for it.
         sqlx::migrate!("../migrations/postgres").run(&pool).await.map_err(|e| StoreError::Migrate(e.to_string()))?;
-        Ok(PgStore { reader: pool.clone(), writer: pool, claims: None, relay: RelayIdle(None) })
+        let lane = Arc::new(super::lane::Lane::new(pool.clone(), LANE_WIDTH));
+        Ok(PgStore { reader: pool.clone(), writer: pool, lane, claims: None, relay: RelayIdle(None) })
     }
 
     /// Run `work` on `args` in a write transaction of its own (PostgreSQL groups
@@ -173,10 +189,16 @@ impl PgStore {
             + Sync
             + 'static,
     {
-        let mut tx = self.writer.begin().await?;
-        let value = work(&mut tx, Arc::new(args)).await?;
-        tx.commit().await?;
-        Ok(value)
+        use sqlx::Connection;
+        let mut conn = self.lane.get().await?;
+        let result = async {
+            let mut tx = conn.begin().await?;
+            let value = work(&mut tx, Arc::new(args)).await?;
+            tx.commit().await?;
+            Ok(value)
+        }
+        .await;
+        conn.wrote(result)
     }
 }
 
@@ -576,10 +598,11 @@ macro_rules! sql_store {
             }
 
             async fn order(&self, id: &str) -> Result<Option<OrderRow>, StoreError> {
-                let row = sqlx::query(concat!("SELECT ", order_columns!(), " FROM orders WHERE id = $1"))
+                let mut conn = self.lane.get().await?;
+                let fetched = sqlx::query(concat!("SELECT ", order_columns!(), " FROM orders WHERE id = $1"))
                     .bind(id)
-                    .fetch_optional(&self.reader)
-                    .await?;
+                    .fetch_optional(&mut *conn).await;
+                let row = conn.read(fetched)?;
                 Ok(row.map(|r| order_row(&r)).transpose()?)
             }
 
@@ -603,13 +626,14 @@ macro_rules! sql_store {
             }
 
             async fn timeline(&self, order_id: &str) -> Result<Vec<TimelineRow>, StoreError> {
-                let rows = sqlx::query(
+                let mut conn = self.lane.get().await?;
+                let fetched = sqlx::query(
                     "SELECT event_id, kind, occurred_at_ms, step, step_version, attempt FROM outbox \
                      WHERE order_id = $1 ORDER BY seq",
                 )
                 .bind(order_id)
-                .fetch_all(&self.reader)
-                .await?;
+                .fetch_all(&mut *conn).await;
+                let rows = conn.read(fetched)?;
                 rows.iter()
                     .map(|r| {
                         Ok(TimelineRow {
@@ -640,10 +664,11 @@ macro_rules! sql_store {
             }
 
             async fn stock(&self, sku: &str) -> Result<Option<StockRow>, StoreError> {
-                let row = sqlx::query("SELECT sku, available, reserved, sold, seq FROM stock WHERE sku = $1")
+                let mut conn = self.lane.get().await?;
+                let fetched = sqlx::query("SELECT sku, available, reserved, sold, seq FROM stock WHERE sku = $1")
                     .bind(sku)
-                    .fetch_optional(&self.reader)
-                    .await?;
+                    .fetch_optional(&mut *conn).await;
+                let row = conn.read(fetched)?;
                 row.map(|r| {
                     Ok(StockRow {
                         sku: r.try_get(0)?,
@@ -670,7 +695,9 @@ macro_rules! sql_store {
                         " FROM outbox WHERE streamed_at_ms IS NULL ORDER BY seq LIMIT $1"
                     ),
                 };
-                let rows = sqlx::query(statement).bind(i64::from(limit)).fetch_all(&self.reader).await?;
+                let mut conn = self.lane.get().await?;
+                let fetched = sqlx::query(statement).bind(i64::from(limit)).fetch_all(&mut *conn).await;
+                let rows = conn.read(fetched)?;
                 rows.iter()
                     .map(|r| {
                         Ok((
@@ -767,15 +794,16 @@ macro_rules! sql_store {
                     // Read past the deliveries already held; `take` skips them.
                     claims.expire(now_ms);
                     let (held, _) = claims.held(consumer);
-                    let rows = sqlx::query(
+                    let mut conn = self.lane.get().await?;
+                    let fetched = sqlx::query(
                         "SELECT id, consumer, event_id, event, attempts, due_at_ms FROM deliveries \
                          WHERE consumer = $1 AND due_at_ms <= $2 ORDER BY due_at_ms, id LIMIT $3",
                     )
                     .bind(consumer)
                     .bind(now_ms)
                     .bind(i64::from(limit).saturating_add(held.len() as i64))
-                    .fetch_all(&self.reader)
-                    .await?;
+                    .fetch_all(&mut *conn).await;
+                    let rows = conn.read(fetched)?;
                     let rows = rows.iter().map(delivery_row).collect::<Result<Vec<_>, sqlx::Error>>()?;
                     return Ok(claims.take(consumer, rows, until_ms, limit as usize));
                 }
@@ -830,19 +858,22 @@ macro_rules! sql_store {
                         }
                         query.push(")");
                     }
-                    let due: Option<i64> = query.build().fetch_one(&self.reader).await?.try_get(0)?;
+                    let mut conn = self.lane.get().await?;
+                    let fetched = query.build().fetch_one(&mut *conn).await;
+                    let due: Option<i64> = conn.read(fetched)?.try_get(0)?;
                     return Ok(match (due, ends) {
                         (Some(due), Some(ends)) => Some(due.min(ends)),
                         (due, ends) => due.or(ends),
                     });
                 }
-                let row = sqlx::query(
+                let mut conn = self.lane.get().await?;
+                let fetched = sqlx::query(
                     "SELECT MIN(CASE WHEN claimed_until_ms IS NOT NULL AND claimed_until_ms > due_at_ms \
                      THEN claimed_until_ms ELSE due_at_ms END) FROM deliveries WHERE consumer = $1",
                 )
                 .bind(consumer)
-                .fetch_one(&self.reader)
-                .await?;
+                .fetch_one(&mut *conn).await;
+                let row = conn.read(fetched)?;
                 Ok(row.try_get(0)?)
             }
 
@@ -885,7 +916,9 @@ macro_rules! sql_store {
                         list.push_bind(id);
                     }
                     query.push(")");
-                    for row in query.build().fetch_all(&self.reader).await? {
+                    let mut conn = self.lane.get().await?;
+                    let fetched = query.build().fetch_all(&mut *conn).await;
+                    for row in conn.read(fetched)? {
                         handled.insert(row.try_get::<String, _>(0)?);
                     }
                 }
@@ -893,11 +926,12 @@ macro_rules! sql_store {
             }
 
             async fn state_get(&self, step: &str, key: &str) -> Result<Option<Versioned>, StoreError> {
-                let row = sqlx::query("SELECT value, version FROM step_state WHERE step = $1 AND key = $2")
+                let mut conn = self.lane.get().await?;
+                let fetched = sqlx::query("SELECT value, version FROM step_state WHERE step = $1 AND key = $2")
                     .bind(step)
                     .bind(key)
-                    .fetch_optional(&self.reader)
-                    .await?;
+                    .fetch_optional(&mut *conn).await;
+                let row = conn.read(fetched)?;
                 Ok(row
                     .map(|r| Ok::<_, sqlx::Error>(Versioned { value: r.try_get(0)?, version: r.try_get(1)? }))
                     .transpose()?)
@@ -1309,7 +1343,9 @@ macro_rules! sql_store {
                         list.push_bind(id);
                     }
                     query.push(")");
-                    for row in query.build().fetch_all(&self.reader).await? {
+                    let mut conn = self.lane.get().await?;
+                    let fetched = query.build().fetch_all(&mut *conn).await;
+                    for row in conn.read(fetched)? {
                         pins.insert(row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?);
                     }
                 }
@@ -1331,7 +1367,9 @@ macro_rules! sql_store {
                         list.push_bind(id);
                     }
                     query.push(")");
-                    for row in query.build().fetch_all(&self.reader).await? {
+                    let mut conn = self.lane.get().await?;
+                    let fetched = query.build().fetch_all(&mut *conn).await;
+                    for row in conn.read(fetched)? {
                         overrides.insert(row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?);
                     }
                 }
