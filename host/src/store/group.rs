@@ -15,6 +15,7 @@
 
 use super::StoreError;
 use futures::future::BoxFuture;
+use sqlx::pool::PoolConnection;
 use sqlx::{Acquire, Pool, Sqlite, SqliteConnection};
 use std::any::Any;
 use std::sync::Arc;
@@ -72,8 +73,25 @@ fn closed() -> StoreError {
     StoreError::Unavailable("the SQLite writer has stopped".into())
 }
 
+/// Groups in a row that keep the writer connection. Handing it back to the pool costs a
+/// ping (a round trip to its thread); the store's other writes wait in the pool meanwhile,
+/// so it goes back when no group waits, or after this many.
+const KEEP_FOR: usize = 16;
+
 async fn run(pool: Pool<Sqlite>, mut queue: mpsc::UnboundedReceiver<Job>, rolled_back: OnRollback) {
-    while let Some(first) = queue.recv().await {
+    let mut held: Option<PoolConnection<Sqlite>> = None;
+    let mut kept = 0;
+    loop {
+        let first = match queue.try_recv() {
+            Ok(job) => job,
+            Err(_) => {
+                held = None;
+                match queue.recv().await {
+                    Some(job) => job,
+                    None => break,
+                }
+            }
+        };
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
             match queue.try_recv() {
@@ -83,7 +101,25 @@ async fn run(pool: Pool<Sqlite>, mut queue: mpsc::UnboundedReceiver<Job>, rolled
         }
         metrics::histogram!("wasaga_sqlite_group_size").record(group.len() as f64);
         let (works, senders): (Vec<Work>, Vec<oneshot::Sender<Outcome>>) = group.into_iter().unzip();
-        match commit(&pool, works, &rolled_back).await {
+        let conn = match held.take() {
+            Some(conn) => Ok(conn),
+            None => {
+                kept = 0;
+                pool.acquire().await.map_err(StoreError::from)
+            }
+        };
+        let committed = match conn {
+            Ok(mut conn) => {
+                let committed = commit(&mut conn, works, &rolled_back).await;
+                if committed.is_ok() && kept < KEEP_FOR {
+                    kept += 1;
+                    held = Some(conn);
+                }
+                committed
+            }
+            Err(error) => Err(error),
+        };
+        match committed {
             Ok(outcomes) => {
                 for (sender, outcome) in senders.into_iter().zip(outcomes) {
                     let _ = sender.send(outcome);
@@ -104,19 +140,22 @@ async fn run(pool: Pool<Sqlite>, mut queue: mpsc::UnboundedReceiver<Job>, rolled
 /// (begin, savepoint, rollback, commit) fails the whole group as an outage: SQLite may
 /// have rolled the whole transaction back (a full disk, an I/O error), and the
 /// connection is closed rather than reused with a transaction state sqlx no longer knows.
-async fn commit(pool: &Pool<Sqlite>, works: Vec<Work>, rolled_back: &OnRollback) -> Result<Vec<Outcome>, StoreError> {
-    let mut conn = pool.acquire().await?;
+async fn commit(
+    conn: &mut PoolConnection<Sqlite>,
+    works: Vec<Work>,
+    rolled_back: &OnRollback,
+) -> Result<Vec<Outcome>, StoreError> {
     let result = if works.len() > 1 {
-        match together(&mut conn, &works).await {
+        match together(conn, &works).await {
             Ok(Some(outcomes)) => Ok(outcomes),
             Ok(None) => {
                 rolled_back();
-                run_group(&mut conn, works).await
+                run_group(conn, works).await
             }
             Err(error) => Err(error),
         }
     } else {
-        run_group(&mut conn, works).await
+        run_group(conn, works).await
     };
     // A group that failed, or a transaction of it that failed alone, was rolled back.
     if !result.as_ref().is_ok_and(|outcomes| outcomes.iter().all(Result::is_ok)) {
