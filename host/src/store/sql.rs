@@ -15,6 +15,9 @@ use std::str::FromStr;
 const LANE_WIDTH: usize = 4;
 /// SQLite readers for everything else (the API's lists, maintenance).
 const READERS: u32 = 4;
+/// Transitions written by one statement: 4 parameters each, well under either backend's
+/// limit on parameters.
+const TRANSITIONS_PER_STATEMENT: usize = 500;
 
 /// SQLite: one writer connection (SQLite allows one writer at a time, so writes queue
 /// in the pool instead of spinning on SQLITE_BUSY) and a pool of readers over WAL. One
@@ -290,32 +293,94 @@ macro_rules! sql_store {
                 Ok(())
             }
 
-            async fn apply_transition(
+            /// A batch's transitions in as few statements as it allows: one `UPDATE … FROM
+            /// (VALUES …)` per run of transitions on distinct orders from the same states (an
+            /// order changed twice in a batch waits for the next run, so the second change sees
+            /// the first), then one insert of the events of those that applied, in batch order.
+            /// Returns the events not written (their transition did not apply).
+            async fn apply_transitions<'t>(
                 conn: &mut $conn,
-                t: &OrderTransition,
+                transitions: &'t [OrderTransition],
                 relayed_at_ms: Option<i64>,
                 relay: &RelayIdle,
-            ) -> Result<bool, sqlx::Error> {
-                let mut query = QueryBuilder::<$db>::new("UPDATE orders SET status = ");
-                query
-                    .push_bind(t.to)
-                    .push(", cancel_reason = ")
-                    .push_bind(t.reason.as_deref())
-                    .push(", updated_at_ms = ")
-                    .push_bind(t.event.occurred_at_ms)
-                    .push(" WHERE id = ")
-                    .push_bind(&t.order_id)
-                    .push(" AND status IN (");
-                let mut states = query.separated(", ");
-                for from in t.from {
-                    states.push_bind(*from);
+            ) -> Result<HashSet<&'t str>, sqlx::Error> {
+                let mut not_written = HashSet::new();
+                let mut rest = transitions;
+                while !rest.is_empty() {
+                    let mut orders = HashSet::new();
+                    let len = rest
+                        .iter()
+                        .take(TRANSITIONS_PER_STATEMENT)
+                        .take_while(|t| t.from == rest[0].from && orders.insert(t.order_id.as_str()))
+                        .count();
+                    let (run, next) = rest.split_at(len);
+                    rest = next;
+                    let mut query = QueryBuilder::<$db>::new(
+                        "UPDATE orders SET status = v.column2, cancel_reason = v.column3, updated_at_ms = v.column4 \
+                         FROM (",
+                    );
+                    query.push_values(run, |mut row, t| {
+                        row.push_bind(&t.order_id)
+                            .push_bind(t.to)
+                            .push_bind(t.reason.as_deref())
+                            .push_bind(t.event.occurred_at_ms);
+                    });
+                    query.push(") AS v WHERE orders.id = v.column1 AND orders.status IN (");
+                    let mut states = query.separated(", ");
+                    for from in run[0].from {
+                        states.push_bind(*from);
+                    }
+                    query.push(") RETURNING orders.id");
+                    let applied: HashSet<String> = query
+                        .build()
+                        .fetch_all(&mut *conn)
+                        .await?
+                        .iter()
+                        .map(|row| row.try_get::<String, _>(0))
+                        .collect::<Result<_, _>>()?;
+                    let mut events = Vec::with_capacity(applied.len());
+                    for t in run {
+                        if applied.contains(&t.order_id) {
+                            events.push(t.event.clone());
+                        } else {
+                            not_written.insert(t.event.id.as_str());
+                        }
+                    }
+                    Self::insert_events(conn, &events, relayed_at_ms, relay).await?;
                 }
-                query.push(")");
-                let applied = query.build().execute(&mut *conn).await?.rows_affected() == 1;
-                if applied {
-                    Self::insert_events(conn, std::slice::from_ref(&t.event), relayed_at_ms, relay).await?;
+                Ok(not_written)
+            }
+
+            /// The read model's stock levels: the newest level of each SKU (by `seq`) wins,
+            /// whatever order they come in, so a batch writes only its newest per SKU, in one
+            /// statement (PostgreSQL refuses an upsert that touches a row twice).
+            async fn upsert_stock(conn: &mut $conn, levels: &[StockRow]) -> Result<(), sqlx::Error> {
+                // By SKU: two hosts' batches lock the rows in the same order.
+                let mut newest: std::collections::BTreeMap<&str, &StockRow> = std::collections::BTreeMap::new();
+                for level in levels {
+                    let kept = newest.entry(level.sku.as_str()).or_insert(level);
+                    if kept.seq < level.seq {
+                        *kept = level;
+                    }
                 }
-                Ok(applied)
+                let newest: Vec<&StockRow> = newest.into_values().collect();
+                for chunk in newest.chunks(500) {
+                    let mut query = QueryBuilder::<$db>::new("INSERT INTO stock (sku, available, reserved, sold, seq) ");
+                    query.push_values(chunk, |mut row, level| {
+                        row.push_bind(&level.sku)
+                            .push_bind(level.available)
+                            .push_bind(level.reserved)
+                            .push_bind(level.sold)
+                            .push_bind(level.seq);
+                    });
+                    query.push(
+                        " ON CONFLICT (sku) DO UPDATE SET available = excluded.available, \
+                         reserved = excluded.reserved, sold = excluded.sold, seq = excluded.seq \
+                         WHERE stock.seq < excluded.seq",
+                    );
+                    query.build().execute(&mut *conn).await?;
+                }
+                Ok(())
             }
 
             /// Queue deliveries (a row already there is kept: publishing twice queues once).
@@ -651,7 +716,7 @@ macro_rules! sql_store {
 
             async fn transition(&self, transition: &OrderTransition) -> Result<bool, StoreError> {
                 let mut tx = self.writer.begin().await?;
-                let applied = Self::apply_transition(&mut *tx, transition, None, &self.relay).await?;
+                let applied = Self::apply_transitions(&mut *tx, std::slice::from_ref(transition), None, &self.relay).await?.is_empty();
                 tx.commit().await?;
                 Ok(applied)
             }
@@ -952,32 +1017,14 @@ macro_rules! sql_store {
                     for chunk in batch.outbox.chunks(500) {
                         Self::insert_events(&mut *conn, chunk, relayed_at_ms, relay).await?;
                     }
-                    let mut not_written = HashSet::new();
-                    for transition in &batch.transitions {
-                        if !Self::apply_transition(&mut *conn, transition, relayed_at_ms, relay).await? {
-                            not_written.insert(transition.event.id.as_str());
-                        }
-                    }
+                    let not_written =
+                        Self::apply_transitions(&mut *conn, &batch.transitions, relayed_at_ms, relay).await?;
                     if let Some(queued) = queued {
                         // A transition that did not apply wrote no event: nothing to deliver.
                         let written = queued.iter().filter(|(_, event_id, _)| !not_written.contains(event_id.as_str()));
                         Self::insert_deliveries(&mut *conn, written, now_ms).await?;
                     }
-                    for level in &batch.stock {
-                        sqlx::query(
-                            "INSERT INTO stock (sku, available, reserved, sold, seq) VALUES ($1, $2, $3, $4, $5) \
-                             ON CONFLICT (sku) DO UPDATE SET available = excluded.available, \
-                             reserved = excluded.reserved, sold = excluded.sold, seq = excluded.seq \
-                             WHERE stock.seq < excluded.seq",
-                        )
-                        .bind(&level.sku)
-                        .bind(level.available)
-                        .bind(level.reserved)
-                        .bind(level.sold)
-                        .bind(level.seq)
-                        .execute(&mut *conn)
-                        .await?;
-                    }
+                    Self::upsert_stock(&mut *conn, &batch.stock).await?;
                     for dead in &batch.dead_letters {
                         Self::insert_dead_letter(&mut *conn, dead).await?;
                     }

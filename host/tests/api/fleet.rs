@@ -397,6 +397,64 @@ async fn deliveries_are_queued_only_for_written_events(db: Db) {
     assert!(unrelayed.is_empty(), "{db:?}: queued events are not relayed again: {unrelayed:?}");
 }
 
+/// A batch's transitions and stock levels end as if applied one at a time, in order: an
+/// order changed twice in a batch sees its first change, a transition that no longer
+/// applies writes no event, and the newest level of a SKU stays whatever the order.
+async fn a_batch_applies_its_transitions_in_order(db: Db) {
+    use wasaga_host::store::{Channel, OrderTransition, StockRow};
+    let (store, _dir) = test_store(db).await;
+    for n in 1..=2 {
+        let (order, placed) = (format!("o-{n}"), format!("placed-{n}"));
+        store.create_order(&new_order(&order), None, &stored_event(&placed, "k", &order), None).await.expect("placed");
+    }
+    let transition = |order_id: &str, from: &'static [&'static str], to: &'static str, id: &str| OrderTransition {
+        order_id: order_id.to_owned(),
+        from,
+        to,
+        reason: (to == "cancelled").then(|| format!("reason of {id}")),
+        event: stored_event(id, "k", order_id),
+    };
+    let level =
+        |sku: &str, seq: i64| StockRow { sku: sku.to_owned(), available: 10 - seq, reserved: seq, sold: 0, seq };
+    let commit = BatchCommit {
+        consumer: "host".to_owned(),
+        transitions: vec![
+            transition("o-1", &["pending"], "completed", "t1"),
+            transition("o-2", &["pending"], "cancelled", "t2"),
+            // o-1 is completed by now: this one does not apply.
+            transition("o-1", &["pending"], "cancelled", "t3"),
+            // and this one does, from the state t1 left.
+            transition("o-1", &["completed"], "refunded", "t4"),
+            transition("o-missing", &["pending"], "completed", "t5"),
+        ],
+        stock: vec![level("SKU-A", 2), level("SKU-A", 1), level("SKU-B", 1), level("SKU-A", 3), level("SKU-B", 0)],
+        ..BatchCommit::default()
+    };
+    store.commit_batch(&commit).await.expect("committed");
+
+    let o1 = store.order("o-1").await.expect("reads").expect("o-1");
+    assert_eq!((o1.status.as_str(), o1.cancel_reason.as_deref()), ("refunded", None), "{db:?}: {o1:?}");
+    let o2 = store.order("o-2").await.expect("reads").expect("o-2");
+    assert_eq!((o2.status.as_str(), o2.cancel_reason.as_deref()), ("cancelled", Some("reason of t2")), "{db:?}");
+    let written: Vec<String> =
+        store.unrelayed(Channel::Transport, 10).await.expect("reads").into_iter().map(|(_, e)| e.id).collect();
+    assert_eq!(written, ["placed-1", "placed-2", "t1", "t2", "t4"], "{db:?}: the applied ones' events, in order");
+    let a = store.stock("SKU-A").await.expect("reads").expect("SKU-A");
+    assert_eq!((a.seq, a.available), (3, 7), "{db:?}: the newest level stays: {a:?}");
+    let b = store.stock("SKU-B").await.expect("reads").expect("SKU-B");
+    assert_eq!((b.seq, b.available), (1, 9), "{db:?}: the newest level stays: {b:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_applies_its_transitions_in_order_on_sqlite() {
+    a_batch_applies_its_transitions_in_order(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_applies_its_transitions_in_order_on_postgres() {
+    a_batch_applies_its_transitions_in_order(Db::Postgres).await;
+}
+
 /// An event waiting for the relay (a stock level set through the API) is not overtaken:
 /// while one waits, a commit leaves its own events to the relay too, in outbox order.
 async fn a_commit_does_not_queue_past_an_event_waiting_for_the_relay(db: Db) {
