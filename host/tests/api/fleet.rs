@@ -397,6 +397,8 @@ async fn deliveries_are_queued_only_for_written_events(db: Db) {
     assert!(unrelayed.is_empty(), "{db:?}: queued events are not relayed again: {unrelayed:?}");
 }
 
+on_every_store!(a_batch_applies_its_transitions_in_order);
+
 /// A batch's transitions and stock levels end as if applied one at a time, in order: an
 /// order changed twice in a batch sees its first change, a transition that no longer
 /// applies writes no event, and the newest level of a SKU stays whatever the order.
@@ -443,16 +445,6 @@ async fn a_batch_applies_its_transitions_in_order(db: Db) {
     assert_eq!((a.seq, a.available), (3, 7), "{db:?}: the newest level stays: {a:?}");
     let b = store.stock("SKU-B").await.expect("reads").expect("SKU-B");
     assert_eq!((b.seq, b.available), (1, 9), "{db:?}: the newest level stays: {b:?}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_applies_its_transitions_in_order_on_sqlite() {
-    a_batch_applies_its_transitions_in_order(Db::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_applies_its_transitions_in_order_on_postgres() {
-    a_batch_applies_its_transitions_in_order(Db::Postgres).await;
 }
 
 /// An event waiting for the relay (a stock level set through the API) is not overtaken:
