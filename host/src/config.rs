@@ -87,6 +87,12 @@ pub struct Settings {
     /// Per call: state keys a step may write or delete.
     #[serde(default = "defaults::step_max_state_keys")]
     pub step_max_state_keys: u64,
+    /// Per call: state reads a step may make.
+    #[serde(default = "defaults::step_max_state_reads")]
+    pub step_max_state_reads: u64,
+    /// Per call: bytes of state values a step may read.
+    #[serde(default = "defaults::step_max_state_read_bytes")]
+    pub step_max_state_read_bytes: u64,
     /// Per call: archive objects a step may write.
     #[serde(default = "defaults::step_max_archive_objects")]
     pub step_max_archive_objects: u64,
@@ -172,6 +178,11 @@ pub struct StepSettings {
     /// replay against a candidate; 0 by default.
     #[serde(default)]
     pub record_sample: f64,
+    /// Kinds (`ns.name`) or namespaces (`ns.*`) of the saga this step owns besides its
+    /// own `<name>.*`: only it may emit them. Default: `payment.*` for payment,
+    /// `stock.*` for inventory; a claim here replaces the default owner.
+    #[serde(default)]
+    pub owns: Vec<String>,
 }
 
 /// Which version handles an order's later events.
@@ -190,7 +201,7 @@ pub const COMPENSATING_STEPS: [&str; 2] = ["payment", "inventory"];
 
 /// Every key of [`Settings`], as in `wasaga.toml` and (upper-cased, `WASAGA_`-prefixed)
 /// in the environment.
-const SETTING_KEYS: [&str; 38] = [
+const SETTING_KEYS: [&str; 40] = [
     "console_session_secs",
     "auto_rollback_failure_rate",
     "auto_rollback_min_calls",
@@ -206,6 +217,8 @@ const SETTING_KEYS: [&str; 38] = [
     "compile_timeout_ms",
     "step_max_state_bytes",
     "step_max_state_keys",
+    "step_max_state_reads",
+    "step_max_state_read_bytes",
     "step_max_archive_objects",
     "step_max_archive_bytes",
     "step_max_log_lines",
@@ -286,6 +299,12 @@ mod defaults {
     pub fn step_max_state_keys() -> u64 {
         1000
     }
+    pub fn step_max_state_reads() -> u64 {
+        10_000
+    }
+    pub fn step_max_state_read_bytes() -> u64 {
+        16 * 1024 * 1024
+    }
     pub fn step_max_archive_objects() -> u64 {
         100
     }
@@ -364,6 +383,8 @@ impl Default for Settings {
             compile_timeout_ms: defaults::compile_timeout_ms(),
             step_max_state_bytes: defaults::step_max_state_bytes(),
             step_max_state_keys: defaults::step_max_state_keys(),
+            step_max_state_reads: defaults::step_max_state_reads(),
+            step_max_state_read_bytes: defaults::step_max_state_read_bytes(),
             step_max_archive_objects: defaults::step_max_archive_objects(),
             step_max_archive_bytes: defaults::step_max_archive_bytes(),
             step_max_log_lines: defaults::step_max_log_lines(),
@@ -444,6 +465,8 @@ impl Settings {
             ("WASAGA_COMPILE_TIMEOUT_MS", self.compile_timeout_ms, 100, 3_600_000),
             ("WASAGA_STEP_MAX_STATE_BYTES", self.step_max_state_bytes, 1, 1 << 30),
             ("WASAGA_STEP_MAX_STATE_KEYS", self.step_max_state_keys, 1, 1_000_000),
+            ("WASAGA_STEP_MAX_STATE_READS", self.step_max_state_reads, 1, 1_000_000),
+            ("WASAGA_STEP_MAX_STATE_READ_BYTES", self.step_max_state_read_bytes, 1, 1 << 30),
             ("WASAGA_STEP_MAX_ARCHIVE_OBJECTS", self.step_max_archive_objects, 0, 100_000),
             ("WASAGA_STEP_MAX_ARCHIVE_BYTES", self.step_max_archive_bytes, 0, 1 << 30),
             ("WASAGA_STEP_MAX_LOG_LINES", self.step_max_log_lines, 0, 1_000_000),
@@ -477,6 +500,11 @@ impl Settings {
             && !(1..=16).contains(&replication)
         {
             return invalid("WASAGA_STREAM_REPLICATION", "must be between 1 and 16 (unset: the broker's default)");
+        }
+        self.owners()?;
+        if u128::from(self.redrive_after_ms) * 2 >= u128::from(self.retain_inbox_secs) * 1000 {
+            // A redriven event must still have its inbox row wherever it was handled.
+            return invalid("WASAGA_REDRIVE_AFTER_MS", "must be under half of WASAGA_RETAIN_INBOX_SECS");
         }
         for (step, mapping) in &self.steps {
             if let Some(store) = &mapping.store
@@ -528,6 +556,13 @@ impl Settings {
         format!("{}-{}", if host.is_empty() { "wasaga" } else { host }, &hex::encode(digest)[..8])
     }
 
+    /// Who owns which event kind: the defaults with `[steps.NAME] owns` on top.
+    pub fn owners(&self) -> Result<crate::event::Owners, ConfigError> {
+        let claims = self.steps.iter().map(|(step, s)| (step.as_str(), s.owns.as_slice()));
+        crate::event::Owners::with_claims(claims)
+            .map_err(|error| ConfigError::Invalid { name: "steps", reason: error.to_string() })
+    }
+
     /// Whether `step` compensates (see [`StepSettings::compensates`]).
     pub fn compensates(&self, step: &str) -> bool {
         self.steps.get(step).and_then(|s| s.compensates).unwrap_or(COMPENSATING_STEPS.contains(&step))
@@ -562,6 +597,8 @@ impl Settings {
         crate::runtime::CallLimits {
             state_bytes: size(self.step_max_state_bytes),
             state_keys: size(self.step_max_state_keys),
+            state_reads: size(self.step_max_state_reads),
+            state_read_bytes: size(self.step_max_state_read_bytes),
             archive_objects: size(self.step_max_archive_objects),
             archive_bytes: size(self.step_max_archive_bytes),
             log_lines: size(self.step_max_log_lines),

@@ -43,6 +43,7 @@ const FIXTURES: &[Build] = &[
         installs: &[("sockets", "sockets"), ("echo", "echo-v1"), ("observer", "observer")],
     },
     Build { packages: &["echo"], features: &["echo/v2"], installs: &[("echo", "echo-v2")] },
+    Build { packages: &["hostile"], features: &["hostile/forger"], installs: &[("hostile", "forger")] },
     Build { packages: &["payment"], features: &["payment/v2"], installs: &[("payment", "payment-v2")] },
     Build { packages: &["payment"], features: &["payment/strict"], installs: &[("payment", "payment-strict")] },
     Build { packages: &["payment"], features: &["payment/half-trap"], installs: &[("payment", "payment-half-trap")] },

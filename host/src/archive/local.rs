@@ -152,6 +152,17 @@ fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
     }
 }
 
+/// A name the file system cannot hold (too long, invalid, a file where a folder should be)
+/// is refused; anything else is the storage's failure.
+fn refused_or_storage(error: std::io::Error) -> ArchiveError {
+    use rustix::io::Errno;
+    let refused = matches!(error.kind(), ErrorKind::InvalidFilename | ErrorKind::NotADirectory)
+        || error.raw_os_error().is_some_and(|code| {
+            [Errno::NAMETOOLONG, Errno::INVAL, Errno::NOTDIR, Errno::ISDIR].iter().any(|e| e.raw_os_error() == code)
+        });
+    if refused { ArchiveError::Refused(error.to_string()) } else { storage(error) }
+}
+
 fn storage(error: impl std::fmt::Display) -> ArchiveError {
     ArchiveError::Storage(error.to_string())
 }
@@ -168,7 +179,7 @@ impl Archive for LocalArchive {
             .map(|(name, body, _)| Ok((self.inner.path(&name)?, body)))
             .collect::<Result<_, ArchiveError>>()?;
         let folder = self.inner.clone();
-        tokio::task::spawn_blocking(move || folder.put_all(&writes)).await.map_err(storage)?.map_err(storage)
+        tokio::task::spawn_blocking(move || folder.put_all(&writes)).await.map_err(storage)?.map_err(refused_or_storage)
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, ArchiveError> {

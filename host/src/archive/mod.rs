@@ -40,8 +40,28 @@ pub enum ArchiveError {
     Url { url: String, reason: String },
     #[error("archive object name {0:?} is invalid")]
     Name(String),
+    /// The storage cannot answer now (connection, timeout, 5xx): an outage.
     #[error("archive storage failed: {0}")]
     Storage(String),
+    /// The storage refused this object (a name too long or invalid for it, a 4xx): the
+    /// event's fault, which the same write would meet again.
+    #[error("the archive refused the object: {0}")]
+    Refused(String),
+}
+
+impl ArchiveError {
+    /// Whether the same write can only fail again: the data's fault, not an outage.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, ArchiveError::Refused(_) | ArchiveError::Name(_))
+    }
+}
+
+/// A client error status (4xx other than a timeout or a throttle) in an HTTP storage
+/// error's message: object_store keeps its retry error's status private.
+fn client_error_status(message: &str) -> Option<u16> {
+    let (_, rest) = message.split_once("status code: ")?;
+    let status: u16 = rest.get(..3)?.parse().ok()?;
+    ((400..500).contains(&status) && !matches!(status, 401 | 403 | 408 | 429)).then_some(status)
 }
 
 /// Create-only object storage.

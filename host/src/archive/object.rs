@@ -126,6 +126,18 @@ fn container_access(builder: &MicrosoftAzureBuilder, container: &str) -> Option<
     Some(ContainerAccess { endpoint, account, key, container: container.to_owned() })
 }
 
+/// A write's failure: a refusal of this object by the storage, or an outage.
+fn classify(name: &str, error: object_store::Error) -> ArchiveError {
+    let message = error.to_string();
+    match &error {
+        object_store::Error::InvalidPath { .. } => ArchiveError::Refused(format!("{name}: {message}")),
+        _ => match super::client_error_status(&message) {
+            Some(status) => ArchiveError::Refused(format!("{name}: status {status}: {message}")),
+            None => ArchiveError::Storage(message),
+        },
+    }
+}
+
 pub(super) fn object_path(name: &str) -> Result<ObjectPath, ArchiveError> {
     // Reject names that object_store would silently normalise (`..`, empty segments).
     ObjectPath::parse(name)
@@ -151,7 +163,7 @@ impl Archive for ObjectArchive {
                 {
                     tracing::warn!(container = %access.container, %error, "cannot create the archive container");
                 }
-                Err(ArchiveError::Storage(e.to_string()))
+                Err(classify(name, e))
             }
         }
     }

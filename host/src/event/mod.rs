@@ -5,7 +5,10 @@
 //! `transport`, `stream`, `outbox` and `runtime` can all use it without reaching up into
 //! `saga`.
 
+pub mod owner;
 pub mod wire;
+
+pub use owner::{Owner, Owners};
 
 /// An event as stored in the outbox and carried by every transport.
 #[derive(Debug, Clone, PartialEq, Eq)]

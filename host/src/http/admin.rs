@@ -53,12 +53,16 @@ pub struct StatsView {
     pub calls: u64,
     /// Traps, timeouts, memory, limits, fatal errors, invalid output.
     pub failures: u64,
+    /// Failures on events the version it was judged against (the one it replaced, or
+    /// the serving version for a candidate) handled without failing: what automatic
+    /// rollback counts.
+    pub regressions: u64,
     pub p99_ms: Option<f64>,
 }
 
 impl From<VersionSummary> for StatsView {
     fn from(s: VersionSummary) -> Self {
-        StatsView { calls: s.calls, failures: s.failures, p99_ms: s.p99_ms }
+        StatsView { calls: s.calls, failures: s.failures, regressions: s.regressions, p99_ms: s.p99_ms }
     }
 }
 
@@ -81,6 +85,9 @@ pub struct PluginView {
     pub current: VersionView,
     pub previous: Option<VersionView>,
     pub rollout: Option<RolloutView>,
+    /// The event kinds only this step may emit: its own namespace and the saga's kinds
+    /// the configuration gives it (`payment.*`, `stock.*` by default).
+    pub owns: Vec<String>,
 }
 
 impl VersionView {
@@ -96,8 +103,10 @@ impl VersionView {
 }
 
 impl PluginView {
-    pub(crate) fn of(slot: &Slot, registry: &StepRegistry) -> Self {
+    pub(crate) fn of(slot: &Slot, state: &AppState) -> Self {
+        let registry = &state.registry;
         PluginView {
+            owns: state.saga.config.owners.owned_by(&slot.current.name),
             name: slot.current.name.to_string(),
             current: VersionView::of(&slot.current, registry),
             previous: slot.previous.as_deref().map(|p| VersionView::of(p, registry)),
@@ -122,7 +131,7 @@ impl PluginView {
     security(("admin_token" = []))
 )]
 pub async fn list_plugins(State(state): State<AppState>) -> Json<Vec<PluginView>> {
-    Json(state.registry.snapshot().values().map(|slot| PluginView::of(slot, &state.registry)).collect())
+    Json(state.registry.snapshot().values().map(|slot| PluginView::of(slot, &state)).collect())
 }
 
 /// Content types accepted for a component upload.
@@ -210,7 +219,7 @@ pub async fn put_plugin(
         None => state.registry.install(&name, body, Source::Upload).await.map(|installed| installed.slot().clone()),
         Some(mode) => state.registry.start_rollout(&name, body, mode).await,
     };
-    slot.map(|slot| Json(PluginView::of(&slot, &state.registry))).map_err(registry_error)
+    slot.map(|slot| Json(PluginView::of(&slot, &state))).map_err(registry_error)
 }
 
 #[utoipa::path(
@@ -231,12 +240,7 @@ pub async fn rollback_plugin(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<PluginView>, ApiError> {
-    state
-        .registry
-        .rollback(&name)
-        .await
-        .map(|slot| Json(PluginView::of(&slot, &state.registry)))
-        .map_err(registry_error)
+    state.registry.rollback(&name).await.map(|slot| Json(PluginView::of(&slot, &state))).map_err(registry_error)
 }
 
 #[utoipa::path(
@@ -257,7 +261,7 @@ pub async fn promote_plugin(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<PluginView>, ApiError> {
-    state.registry.promote(&name).await.map(|slot| Json(PluginView::of(&slot, &state.registry))).map_err(registry_error)
+    state.registry.promote(&name).await.map(|slot| Json(PluginView::of(&slot, &state))).map_err(registry_error)
 }
 
 #[utoipa::path(

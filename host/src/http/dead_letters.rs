@@ -84,6 +84,9 @@ pub struct DryRunView {
     /// `{"key","value"}` per state write (`value` null for a delete).
     #[schema(value_type = Vec<Object>)]
     writes: Vec<Value>,
+    /// Why a run that did nothing did nothing, when the host can tell (the order ended).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
 }
 
 #[utoipa::path(
@@ -132,6 +135,7 @@ pub async fn replay(
             version: run.version,
             emits: run.emits,
             writes: run.writes,
+            note: run.note,
         };
         return Ok((StatusCode::OK, Json(view)).into_response());
     }

@@ -63,6 +63,7 @@ impl Fleet {
         name: &str,
         action: &str,
         reason: &str,
+        recorded: Option<&str>,
         change: impl Fn(&SlotRow) -> Result<SlotRow, RegistryError>,
     ) -> Result<SlotRow, RegistryError> {
         for _ in 0..CAS_ROUNDS {
@@ -72,7 +73,7 @@ impl Fleet {
             next.updated_at_ms = now_ms();
             if self.store.set_slot(&next, slot.generation).await? {
                 let digest = next.rollout.as_ref().map_or(next.current.clone(), |r| r.digest.clone());
-                self.record(name, action, &digest, reason).await;
+                self.record(name, action, recorded.unwrap_or(&digest), reason).await;
                 return Ok(next);
             }
         }
@@ -95,7 +96,7 @@ impl Fleet {
             started_at_ms,
         };
         let reason = format!("{} {}%", mode.name(), mode.percent());
-        self.change_slot(name, mode.name(), &reason, |slot| {
+        self.change_slot(name, mode.name(), &reason, None, |slot| {
             Ok(SlotRow { rollout: Some(rollout.clone()), ..slot.clone() })
         })
         .await
@@ -104,7 +105,7 @@ impl Fleet {
 
     /// Make the rollout's candidate (`digest`) the fleet's serving version.
     pub(super) async fn record_promote(&self, name: &str, digest: &str) -> Result<(), RegistryError> {
-        self.change_slot(name, "promote", "", |slot| match &slot.rollout {
+        self.change_slot(name, "promote", "", None, |slot| match &slot.rollout {
             Some(rollout) if rollout.digest == digest => Ok(SlotRow {
                 current: rollout.digest.clone(),
                 previous: Some(slot.current.clone()),
@@ -125,7 +126,7 @@ impl Fleet {
         action: &str,
         reason: &str,
     ) -> Result<(), RegistryError> {
-        self.change_slot(name, action, reason, |slot| match &slot.rollout {
+        self.change_slot(name, action, reason, Some(digest), |slot| match &slot.rollout {
             Some(rollout) if rollout.digest == digest => Ok(SlotRow { rollout: None, ..slot.clone() }),
             _ => Err(RegistryError::NoRollout(name.to_owned())),
         })
@@ -190,6 +191,42 @@ impl Fleet {
             }
         }
         Err(RegistryError::Contended(name.to_owned()))
+    }
+
+    /// Reject `digest` of `name` for the fleet, once: abort its rollout if it is the
+    /// candidate, or serve the previous version if it serves (dropping it from the slot, so
+    /// no later rollback serves it again). A compare-and-set on the digest: false when it
+    /// no longer runs (another host or an operator decided first).
+    pub(super) async fn reject(&self, name: &str, digest: &str, reason: &str) -> Result<bool, RegistryError> {
+        for _ in 0..CAS_ROUNDS {
+            let slot = self.slot(name).await?.ok_or_else(|| RegistryError::UnknownStep(name.to_owned()))?;
+            let mut next = if slot.rollout.as_ref().is_some_and(|r| r.digest == digest) {
+                SlotRow { rollout: None, ..slot.clone() }
+            } else if slot.current == digest {
+                let Some(previous) = slot.previous.clone() else { return Ok(false) };
+                SlotRow { current: previous, previous: None, rollout: None, ..slot.clone() }
+            } else {
+                return Ok(false);
+            };
+            next.generation = slot.generation + 1;
+            next.updated_at_ms = now_ms();
+            if self.store.set_slot(&next, slot.generation).await? {
+                self.record(name, "auto-rollback", digest, reason).await;
+                return Ok(true);
+            }
+        }
+        Err(RegistryError::Contended(name.to_owned()))
+    }
+
+    /// Versions of `name` the history says were rejected (rolled back by a host or
+    /// aborted), so a restarted host releases pins to them too.
+    pub(super) async fn rejected(&self, name: &str) -> Result<Vec<String>, RegistryError> {
+        let entries = self.store.history(name, 1000).await?;
+        Ok(entries
+            .into_iter()
+            .filter(|h| matches!(h.action.as_str(), "auto-rollback" | "rollout-aborted"))
+            .map(|h| h.digest)
+            .collect())
     }
 
     /// Add to the history; a failure only loses the entry, so it is logged.
@@ -263,7 +300,12 @@ impl Fleet {
                 },
                 None => None,
             };
-            registry.adopt(&slot.name, Slot { current, previous, rollout }).await;
+            // The fleet's time of the change that made this version serve, not this host's.
+            let since_ms = match &local {
+                Some(local) if *local.current.digest == slot.current => local.since_ms,
+                _ => slot.updated_at_ms,
+            };
+            registry.adopt(&slot.name, Slot { current, previous, rollout, since_ms }).await;
         }
         Ok(())
     }

@@ -35,11 +35,14 @@ pub struct Slot {
     pub current: Arc<LoadedStep>,
     pub previous: Option<Arc<LoadedStep>>,
     pub rollout: Option<Rollout>,
+    /// When the slot last changed (the fleet's record of it when there is a fleet): a
+    /// version is new, and judged against the one it replaced, for a while after.
+    pub since_ms: i64,
 }
 
 impl Slot {
     fn serving(current: Arc<LoadedStep>, previous: Option<Arc<LoadedStep>>) -> Slot {
-        Slot { current, previous, rollout: None }
+        Slot { current, previous, rollout: None, since_ms: crate::event::now_ms() }
     }
 }
 
@@ -124,6 +127,9 @@ pub struct StepRegistry {
     retained: parking_lot::Mutex<std::collections::VecDeque<Arc<LoadedStep>>>,
     /// Calls, failures and latency per version since it was loaded here.
     stats: stats::Stats,
+    /// Versions rolled back or aborted (by a host's decision or an operator's): orders
+    /// pinned to one go on on the serving version.
+    rejected: parking_lot::Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for StepRegistry {
@@ -153,7 +159,18 @@ impl StepRegistry {
             fleet,
             retained: parking_lot::Mutex::new(std::collections::VecDeque::new()),
             stats: stats::Stats::default(),
+            rejected: parking_lot::Mutex::new(std::collections::HashSet::new()),
         })
+    }
+
+    /// Remember that `digest` was rejected: no pin holds an order to it any more.
+    pub(crate) fn mark_rejected(&self, digest: &str) {
+        self.rejected.lock().insert(digest.to_owned());
+    }
+
+    /// Whether `digest` was rolled back or aborted (here, or by the fleet).
+    pub fn is_rejected(&self, digest: &str) -> bool {
+        self.rejected.lock().contains(digest)
     }
 
     pub fn runtime(&self) -> &Arc<Runtime> {
@@ -209,10 +226,16 @@ impl StepRegistry {
     /// fleet back. Components load concurrently; a refused one is logged and skipped.
     pub async fn load_dir(&self, dir: &Path) -> Vec<(String, RegistryError)> {
         let mut refused = Vec::new();
-        if let Some(fleet) = &self.fleet
-            && let Err(error) = fleet.sync(self).await
-        {
-            refused.push(("*".to_owned(), error));
+        if let Some(fleet) = &self.fleet {
+            if let Err(error) = fleet.sync(self).await {
+                refused.push(("*".to_owned(), error));
+            }
+            for name in self.snapshot().keys() {
+                match fleet.rejected(name).await {
+                    Ok(digests) => digests.iter().for_each(|d| self.mark_rejected(d)),
+                    Err(error) => tracing::warn!(step = %name, %error, "cannot read which versions were rejected"),
+                }
+            }
         }
         let files: Vec<PathBuf> = match std::fs::read_dir(dir) {
             Ok(entries) => entries.filter_map(|e| e.ok().map(|e| e.path())).collect(),
@@ -331,6 +354,19 @@ impl StepRegistry {
         let mut steps = BTreeMap::clone(&self.snapshot.load());
         if steps.get(name).is_some_and(|known| same_slot(known, &slot)) {
             return;
+        }
+        if let Some(known) = steps.get(name) {
+            // A version that served (or ran as a candidate) and left the slot without
+            // being promoted was rejected by another host or an operator.
+            let kept = |digest: &str| {
+                *slot.current.digest == *digest
+                    || slot.previous.as_ref().is_some_and(|p| *p.digest == *digest)
+                    || slot.rollout.as_ref().is_some_and(|r| *r.candidate.digest == *digest)
+            };
+            let left = std::iter::once(&known.current).chain(known.rollout.iter().map(|r| &r.candidate));
+            for step in left.filter(|s| !kept(&s.digest)) {
+                self.mark_rejected(&step.digest);
+            }
         }
         tracing::info!(step = %name, step_version = %slot.current.digest, version = %slot.current.version,
             rollout = ?slot.rollout.as_ref().map(|r| (&r.mode, &r.candidate.digest)), "serving the fleet's version");

@@ -8,6 +8,7 @@ use super::{RegistryError, Slot, Source, StepRegistry};
 use crate::runtime::LoadedStep;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -130,7 +131,7 @@ impl StepRegistry {
         if let Some(fleet) = &self.fleet {
             fleet.record_promote(name, &rollout.candidate.digest).await?;
         }
-        let promoted = Slot { current: rollout.candidate.clone(), previous: Some(slot.current.clone()), rollout: None };
+        let promoted = Slot::serving(rollout.candidate.clone(), Some(slot.current.clone()));
         self.set_slot(name, promoted.clone()).await;
         tracing::info!(step = %name, step_version = %rollout.candidate.digest, "rollout promoted");
         Ok(promoted)
@@ -144,34 +145,65 @@ impl StepRegistry {
         if let Some(fleet) = &self.fleet {
             fleet.record_abort(name, &rollout.candidate.digest, action, reason).await?;
         }
+        // An aborted candidate's pinned orders go on on the serving version.
+        self.mark_rejected(&rollout.candidate.digest);
         let aborted = Slot { rollout: None, ..slot };
         self.set_slot(name, aborted.clone()).await;
         tracing::warn!(step = %name, step_version = %rollout.candidate.digest, %reason, "rollout stopped");
         Ok(aborted)
     }
 
-    /// Count a call of `step` and roll the version back if it is new and failing. The
-    /// decision is each host's, on its own calls; the first host to decide changes the
-    /// fleet, and the others follow on their next sync.
-    pub fn observe(self: &Arc<Self>, step: &LoadedStep, failed: bool, took: Duration, policy: &AutoRollback) {
-        let stats = self.stats.record(&step.digest, failed, took);
-        if stats.calls < policy.min_calls || (stats.failures as f64) / (stats.calls as f64) <= policy.failure_rate {
+    /// The version `step` is judged against, while it is new: the serving version for a
+    /// rollout's candidate, the version it replaced for a serving version swapped in
+    /// within `policy.window` (by the fleet's clock of the change, not this host's load).
+    pub fn baseline(&self, step: &LoadedStep, policy: &AutoRollback) -> Option<Arc<LoadedStep>> {
+        let steps = self.snapshot.load();
+        let slot = steps.get(&*step.name)?;
+        if slot.rollout.as_ref().is_some_and(|r| r.candidate.digest == step.digest) {
+            return Some(slot.current.clone());
+        }
+        let age = crate::event::now_ms().saturating_sub(slot.since_ms);
+        let new = u128::try_from(age).unwrap_or(0) < policy.window.as_millis();
+        match &slot.previous {
+            Some(previous) if slot.current.digest == step.digest && new && previous.digest != step.digest => {
+                Some(previous.clone())
+            }
+            _ => None,
+        }
+    }
+
+    /// Count a call of `step`: `failed` by the step's fault, `regressed` when its baseline
+    /// handled the same event without failing. A new version whose regressions breach
+    /// the policy is rolled back (a candidate aborted) with one compare-and-set on its
+    /// digest, so however many hosts decide at once, it happens once; the version is
+    /// marked rejected and no automatic step serves it again.
+    pub fn observe(
+        self: &Arc<Self>,
+        step: &LoadedStep,
+        failed: bool,
+        regressed: bool,
+        took: Duration,
+        policy: &AutoRollback,
+    ) {
+        let stats = self.stats.record(&step.digest, failed, regressed, took);
+        if !regressed
+            || stats.calls < policy.min_calls
+            || (stats.regressions as f64) / (stats.calls as f64) <= policy.failure_rate
+        {
             return;
         }
         let steps = self.snapshot.load();
         let Some(slot) = steps.get(&*step.name) else { return };
         let is_candidate = slot.rollout.as_ref().is_some_and(|r| r.candidate.digest == step.digest);
-        let is_new_current = slot.current.digest == step.digest
-            && slot.previous.is_some()
-            && time::OffsetDateTime::now_utc() - step.loaded_at < policy.window;
-        if !is_candidate && !is_new_current {
+        if !is_candidate && self.baseline(step, policy).is_none() {
             return;
         }
         let reason = format!(
-            "failure rate {:.0}% over {} calls is above {:.0}%",
-            100.0 * stats.failures as f64 / stats.calls as f64,
+            "failure rate {:.0}% over {} calls is above {:.0}%, counting only events the {} handled",
+            100.0 * stats.regressions as f64 / stats.calls as f64,
             stats.calls,
-            100.0 * policy.failure_rate
+            100.0 * policy.failure_rate,
+            if is_candidate { "serving version" } else { "version it replaced" },
         );
         let registry = self.clone();
         let (name, digest) = (step.name.to_string(), step.digest.to_string());
@@ -180,30 +212,68 @@ impl StepRegistry {
         tokio::spawn(async move {
             let breached = std::time::Instant::now();
             let result = if is_candidate {
-                registry.abort_rollout(&name, "auto-rollback", &reason).await.map(|_| ())
+                registry.reject_candidate(&name, &digest, &reason).await
             } else {
-                registry.auto_rollback_current(&name, &digest, &reason).await
+                registry.reject_current(&name, &digest, &reason).await
             };
             match result {
-                Ok(()) => {
+                Ok(true) => {
                     metrics::counter!("wasaga_auto_rollbacks_total", "step" => name.clone()).increment(1);
                     tracing::warn!(step = %name, step_version = %digest, %reason,
                         took_ms = breached.elapsed().as_millis() as u64, "rolled back automatically");
                 }
+                Ok(false) => tracing::info!(step = %name, step_version = %digest,
+                    "already rolled back (by another host or an operator)"),
                 Err(error) => tracing::warn!(step = %name, %error, "automatic rollback failed"),
             }
         });
     }
 
-    async fn auto_rollback_current(&self, name: &str, digest: &str, reason: &str) -> Result<(), RegistryError> {
-        if self.current(name).is_none_or(|c| *c.digest != *digest) {
-            return Ok(());
-        }
-        let rolled = self.rollback(name).await?;
+    /// Abort the rollout of candidate `digest`, if it still runs: false if another host
+    /// or an operator got there first.
+    async fn reject_candidate(&self, name: &str, digest: &str, reason: &str) -> Result<bool, RegistryError> {
+        let running = |slot: &Slot| slot.rollout.as_ref().is_some_and(|r| *r.candidate.digest == *digest);
         if let Some(fleet) = &self.fleet {
-            fleet.record(name, "auto-rollback", &rolled.current.digest, reason).await;
+            if !fleet.reject(name, digest, reason).await? {
+                self.mark_rejected(digest);
+                return Ok(false);
+            }
+        } else if !self.snapshot.load().get(name).is_some_and(running) {
+            return Ok(false);
         }
-        Ok(())
+        self.mark_rejected(digest);
+        let _guard = self.write.lock().await;
+        let mut steps = BTreeMap::clone(&self.snapshot.load());
+        if let Some(slot) = steps.get_mut(name)
+            && running(slot)
+        {
+            slot.rollout = None;
+            slot.since_ms = crate::event::now_ms();
+            self.publish(steps);
+        }
+        Ok(true)
+    }
+
+    /// Serve the previous version instead of `digest`, if `digest` still serves; the
+    /// rejected version is dropped from the slot, so no later rollback brings it back.
+    async fn reject_current(&self, name: &str, digest: &str, reason: &str) -> Result<bool, RegistryError> {
+        if let Some(fleet) = &self.fleet {
+            let rejected = fleet.reject(name, digest, reason).await?;
+            self.mark_rejected(digest);
+            // Serve what the fleet decided, whoever decided it.
+            fleet.sync(self).await?;
+            return Ok(rejected);
+        }
+        let _guard = self.write.lock().await;
+        let mut steps = BTreeMap::clone(&self.snapshot.load());
+        let Some(slot) = steps.get(name) else { return Ok(false) };
+        let (true, Some(previous)) = (*slot.current.digest == *digest, slot.previous.clone()) else {
+            return Ok(false);
+        };
+        self.mark_rejected(digest);
+        steps.insert(name.to_owned(), Slot::serving(previous, None));
+        self.publish(steps);
+        Ok(true)
     }
 
     /// Version `digest` of `name`, for a pinned order or a replay: loaded from the

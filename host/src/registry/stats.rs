@@ -22,6 +22,9 @@ pub struct VersionStats {
     /// Calls that failed by the step's fault: trap, timeout, memory, limit, fatal,
     /// invalid output (not a `retryable` answer, which is a business outcome).
     pub failures: u64,
+    /// Failures on events the version it is judged against did not fail: what
+    /// automatic rollback counts. An input that fails on every version is no regression.
+    pub regressions: u64,
     latencies: VecDeque<Duration>,
 }
 
@@ -30,16 +33,20 @@ pub struct VersionStats {
 pub struct VersionSummary {
     pub calls: u64,
     pub failures: u64,
+    /// Failures the baseline version did not have on the same event.
+    pub regressions: u64,
     pub p99_ms: Option<f64>,
 }
 
 impl Stats {
-    /// Count one call of `digest` that took `took`; `failed` when it failed by the step's fault.
-    pub fn record(&self, digest: &Arc<str>, failed: bool, took: Duration) -> VersionStats {
+    /// Count one call of `digest` that took `took`; `failed` when it failed by the step's
+    /// fault, `regressed` when the baseline did not fail the same event.
+    pub fn record(&self, digest: &Arc<str>, failed: bool, regressed: bool, took: Duration) -> VersionStats {
         let mut versions = self.versions.lock();
         let stats = versions.entry(digest.clone()).or_default();
         stats.calls += 1;
         stats.failures += u64::from(failed);
+        stats.regressions += u64::from(failed && regressed);
         if stats.latencies.len() == WINDOW {
             stats.latencies.pop_front();
         }
@@ -53,7 +60,7 @@ impl Stats {
         let mut sorted: Vec<Duration> = stats.latencies.iter().copied().collect();
         sorted.sort();
         let p99 = sorted.get(((sorted.len() as f64 - 1.0) * 0.99).round() as usize).map(|d| d.as_secs_f64() * 1000.0);
-        VersionSummary { calls: stats.calls, failures: stats.failures, p99_ms: p99 }
+        VersionSummary { calls: stats.calls, failures: stats.failures, regressions: stats.regressions, p99_ms: p99 }
     }
 
     /// Forget a version's numbers (it starts again, as a fresh rollout does).

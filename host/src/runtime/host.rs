@@ -5,7 +5,7 @@
 use super::bindings::{archive, log, provenance, state, types};
 use super::limits::{CallBudget, CallLimiter, truncate};
 use super::recorder::Recorder;
-use super::state::StepState;
+use super::state::{StateError, StepState};
 use crate::archive::{Archive, ArchiveError};
 use bytes::Bytes;
 use std::sync::Arc;
@@ -31,9 +31,13 @@ pub struct StepStore {
     table: ResourceTable,
     pub(super) limiter: CallLimiter,
     pub(super) budget: CallBudget,
-    /// Set while the host serves a state or archive import: a deadline that passes then
-    /// is the store's slowness, not the step's.
-    pub(super) in_host_call: bool,
+    /// Set when a state or archive import met an outage of its storage: a deadline that
+    /// passes in such a call is the host's failure. Any other time, even time spent
+    /// serving the step's imports, is the step's.
+    pub(super) host_outage: bool,
+    /// When the import waiting for its storage now started waiting: one answer that
+    /// takes most of the deadline is the storage's slowness, many quick ones the step's.
+    pub(super) waiting_since: Option<std::time::Instant>,
     state: Arc<dyn StepState>,
     archive: Option<Arc<dyn Archive>>,
     origin: provenance::Origin,
@@ -64,7 +68,8 @@ impl StepStore {
             table: ResourceTable::new(),
             limiter,
             budget,
-            in_host_call: false,
+            host_outage: false,
+            waiting_since: None,
             state,
             archive,
             origin,
@@ -123,10 +128,20 @@ impl types::Host for StepStore {}
 
 impl state::Host for StepStore {
     async fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
-        self.in_host_call = true;
+        // Reads have budgets as writes do: the host's memory must not follow the guest.
+        self.budget.state_read_key(&key)?;
+        if key.contains('\0') {
+            return Err(wasmtime::Error::new(StateError::Refused(format!(
+                "state key \"{}\" holds a NUL character, which no store can hold",
+                key.replace('\0', "\\0")
+            ))));
+        }
+        self.waiting_since = Some(std::time::Instant::now());
         let value = self.state.get(&key).await;
-        self.in_host_call = false;
+        self.waiting_since = None;
+        self.host_outage |= matches!(value, Err(StateError::Unavailable(_)));
         let value = value?;
+        self.budget.state_read_bytes(value.as_ref().map_or(0, Vec::len))?;
         self.record(|| HostCall::StateGet { key, value: value.clone().map(RecordedBytes) });
         Ok(value)
     }
@@ -175,9 +190,10 @@ impl archive::Host for StepStore {
         };
         self.budget.archive_put(body.len())?;
         let size = body.len();
-        self.in_host_call = true;
+        self.waiting_since = Some(std::time::Instant::now());
         let put = archive.put_once(&name, Bytes::from(body), &content_type).await;
-        self.in_host_call = false;
+        self.waiting_since = None;
+        self.host_outage |= matches!(put, Err(ArchiveError::Storage(_)));
         let error = put.as_ref().err().map(ToString::to_string);
         self.record(|| HostCall::ArchivePut { name, bytes: size, content_type, error });
         match put {

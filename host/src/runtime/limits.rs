@@ -44,6 +44,10 @@ pub struct CallLimits {
     pub state_keys: usize,
     /// Bytes of one state key.
     pub state_key_bytes: usize,
+    /// State reads one call may make (`WASAGA_STEP_MAX_STATE_READS`).
+    pub state_reads: usize,
+    /// Bytes of state values one call may read (`WASAGA_STEP_MAX_STATE_READ_BYTES`).
+    pub state_read_bytes: usize,
     /// Archive objects written (`WASAGA_STEP_MAX_ARCHIVE_OBJECTS`).
     pub archive_objects: usize,
     /// Bytes of archive objects written (`WASAGA_STEP_MAX_ARCHIVE_BYTES`).
@@ -64,6 +68,8 @@ impl Default for CallLimits {
             state_bytes: 1024 * 1024,
             state_keys: 1000,
             state_key_bytes: 1024,
+            state_reads: 10_000,
+            state_read_bytes: 16 * 1024 * 1024,
             archive_objects: 100,
             archive_bytes: 8 * 1024 * 1024,
             log_lines: 100,
@@ -89,6 +95,8 @@ pub struct CallBudget {
     limits: CallLimits,
     state_bytes: usize,
     state_keys: std::collections::HashSet<String>,
+    state_reads: usize,
+    state_read_bytes: usize,
     archive_objects: usize,
     archive_bytes: usize,
     pub log_lines: usize,
@@ -126,6 +134,39 @@ impl CallBudget {
                 what: "state bytes written",
                 limit: self.limits.state_bytes,
                 setting: "WASAGA_STEP_MAX_STATE_BYTES",
+            });
+        }
+        Ok(())
+    }
+
+    /// Account for a state read of `key`, before it is made.
+    pub fn state_read_key(&mut self, key: &str) -> Result<(), LimitExceeded> {
+        if key.len() > self.limits.state_key_bytes {
+            return Err(LimitExceeded {
+                what: "state key bytes",
+                limit: self.limits.state_key_bytes,
+                setting: "a state key is at most this long",
+            });
+        }
+        self.state_reads += 1;
+        if self.state_reads > self.limits.state_reads {
+            return Err(LimitExceeded {
+                what: "state reads",
+                limit: self.limits.state_reads,
+                setting: "WASAGA_STEP_MAX_STATE_READS",
+            });
+        }
+        Ok(())
+    }
+
+    /// Account for `bytes` of a value read.
+    pub fn state_read_bytes(&mut self, bytes: usize) -> Result<(), LimitExceeded> {
+        self.state_read_bytes = self.state_read_bytes.saturating_add(bytes);
+        if self.state_read_bytes > self.limits.state_read_bytes {
+            return Err(LimitExceeded {
+                what: "state bytes read",
+                limit: self.limits.state_read_bytes,
+                setting: "WASAGA_STEP_MAX_STATE_READ_BYTES",
             });
         }
         Ok(())
@@ -193,6 +234,18 @@ mod tests {
         budget.state_write("b", None).expect("delete");
         let error = budget.state_write("c", None).expect_err("a third key");
         assert!(error.to_string().contains("WASAGA_STEP_MAX_STATE_KEYS"), "{error}");
+    }
+
+    #[test]
+    fn state_reads_are_bounded_by_count_bytes_and_key_size() {
+        let limits = CallLimits { state_reads: 2, state_read_bytes: 10, state_key_bytes: 4, ..CallLimits::default() };
+        let mut budget = CallBudget::new(limits);
+        assert!(budget.state_read_key("toolong").is_err());
+        budget.state_read_key("a").expect("first");
+        budget.state_read_bytes(6).expect("6 bytes");
+        assert!(budget.state_read_bytes(6).unwrap_err().to_string().contains("WASAGA_STEP_MAX_STATE_READ_BYTES"));
+        budget.state_read_key("b").expect("second");
+        assert!(budget.state_read_key("c").unwrap_err().to_string().contains("WASAGA_STEP_MAX_STATE_READS"));
     }
 
     #[test]

@@ -177,6 +177,10 @@ pub enum CallError {
     InvalidKind(String),
     #[error("step emitted {0} with a payload that is not JSON")]
     InvalidPayload(String),
+    /// Every kind has one owner (`event::owner`); a step emitting another's could, say,
+    /// complete an order by itself.
+    #[error("step emitted {kind}, a kind it does not own: {owner} owns it")]
+    NotOwner { kind: String, owner: String },
     #[error("host failed during the call: {0}")]
     Host(String),
 }
@@ -186,7 +190,11 @@ impl CallError {
     pub fn is_retryable(&self) -> bool {
         !matches!(
             self,
-            CallError::Fatal(_) | CallError::TooLarge(_) | CallError::InvalidKind(_) | CallError::InvalidPayload(_)
+            CallError::Fatal(_)
+                | CallError::TooLarge(_)
+                | CallError::InvalidKind(_)
+                | CallError::InvalidPayload(_)
+                | CallError::NotOwner { .. }
         )
     }
 
@@ -202,6 +210,7 @@ impl CallError {
             CallError::TooLarge(_) => "too_large",
             CallError::InvalidKind(_) => "invalid_kind",
             CallError::InvalidPayload(_) => "invalid_payload",
+            CallError::NotOwner { .. } => "not_owner",
             CallError::Host(_) => "host",
         }
     }

@@ -6,10 +6,17 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 
-/// A failure of the storage behind a step's state; it traps the call, which is retried.
+/// A failure of the storage behind a step's state.
 #[derive(Debug, thiserror::Error)]
-#[error("state storage failed: {0}")]
-pub struct StateError(pub String);
+pub enum StateError {
+    /// The storage cannot answer now: the host's outage, retried without an attempt.
+    #[error("state storage is unavailable: {0}")]
+    Unavailable(String),
+    /// The storage refused what the step asked for (a key it cannot hold): the step's
+    /// fault, which uses an attempt like a trap.
+    #[error("the state store refused the step's request: {0}")]
+    Refused(String),
+}
 
 /// One step's namespace of state, bound to the transaction of the event being handled.
 #[async_trait]

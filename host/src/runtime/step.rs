@@ -386,8 +386,9 @@ pub(super) async fn call(
         Ok(Ok(Err(handler::StepError::Retryable(reason)))) => return Err(CallError::Retryable(reason)),
         Ok(Ok(Err(handler::StepError::Fatal(reason)))) => return Err(CallError::Fatal(reason)),
         Ok(Err(error)) => return Err(classify(runtime, &store, error)),
-        Err(_) if store.data().in_host_call => {
-            // The time ran out while the host was serving the step (a slow store).
+        Err(_) if store.data().host_outage || waited_most_of(&store, runtime.config.deadline) => {
+            // The storage reported an outage in this call, or one answer took most of
+            // the deadline: the host's failure. Time spent in many quick imports is the step's.
             return Err(CallError::Host("the store did not answer within the step's deadline".to_owned()));
         }
         Err(_) => return Err(CallError::Timeout { deadline_ms: runtime.config.deadline.as_millis() }),
@@ -420,10 +421,17 @@ fn check_emits(runtime: &Runtime, emits: Vec<handler::Emit>) -> Result<Vec<Emitt
         .collect()
 }
 
+/// Whether the import waiting when the deadline passed had waited for most of it.
+fn waited_most_of(store: &Store<StepStore>, deadline: std::time::Duration) -> bool {
+    store.data().waiting_since.is_some_and(|since| since.elapsed() * 2 >= deadline)
+}
+
 /// Name what went wrong in a failed call.
 fn classify(runtime: &Runtime, store: &Store<StepStore>, error: wasmtime::Error) -> CallError {
-    if let Some(state_error) = error.downcast_ref::<StateError>() {
-        return CallError::Host(state_error.to_string());
+    match error.downcast_ref::<StateError>() {
+        Some(outage @ StateError::Unavailable(_)) => return CallError::Host(outage.to_string()),
+        Some(refused @ StateError::Refused(_)) => return CallError::Limit(refused.to_string()),
+        None => {}
     }
     if let Some(archive_error) = error.downcast_ref::<crate::archive::ArchiveError>() {
         return CallError::Host(archive_error.to_string());

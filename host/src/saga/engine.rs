@@ -6,7 +6,7 @@
 //!   re-run the batch on fresh state at once; no attempt is used;
 //! - **outages** (the store or the archive unavailable, a lock timeout) hand the batch
 //!   back and wait; nobody's attempts are used and nothing is dead-lettered;
-//! - **refusals** (the store refused the data of the batch) split the batch into single
+//! - **refusals** (the store or the archive refused the data of the batch) split the batch into single
 //!   deliveries; one refused [`STRIKES`] times alone is dead-lettered, so one bad event
 //!   never blocks a queue.
 
@@ -49,7 +49,12 @@ pub(super) enum BatchError {
 impl BatchError {
     /// Whether the batch can only be refused by its data (counts a strike).
     fn is_refusal(&self) -> bool {
-        matches!(self, BatchError::Store(error) if !error.is_transient())
+        match self {
+            BatchError::Store(error) => !error.is_transient(),
+            // A name or object the archive refuses fails its event alone, as a store refusal does.
+            BatchError::Archive(error) => error.is_refusal(),
+            _ => false,
+        }
     }
 }
 
@@ -123,7 +128,7 @@ pub(super) async fn run(handler: Arc<dyn Handler>, ctx: Arc<SagaContext>, mut st
         }
         let mut kept = kept;
         if error.is_refusal() {
-            tracing::warn!(%consumer, %error, "the store refused a batch; its deliveries go one at a time");
+            tracing::warn!(%consumer, %error, "a batch was refused (by the store or the archive); its deliveries go one at a time");
             match single {
                 None => one_at_a_time = count,
                 Some(id) => {
@@ -131,7 +136,7 @@ pub(super) async fn run(handler: Arc<dyn Handler>, ctx: Arc<SagaContext>, mut st
                     *n += 1;
                     if *n >= STRIKES {
                         strikes.remove(&id);
-                        let reason = format!("the store refused this event's changes {STRIKES} times: {error}");
+                        let reason = format!("this event's changes were refused {STRIKES} times: {error}");
                         let delivery = kept.remove(0);
                         if let Err(give_up_error) = give_up(&*handler, &ctx, &*source, delivery.clone(), &reason).await
                         {

@@ -2,18 +2,24 @@
 //! host at a time (the holder of the `maintenance` lease in the host store), the redrive
 //! of stalled orders and the retention job.
 //!
-//! **Redrive:** a pending order with no progress for `redrive_after` has the events of
-//! its outbox rows published again (in every store); consumers' inboxes absorb what they
-//! handled, so only a message a broker lost (a deleted queue, a broker restarted without
-//! its log) has an effect. Each order's next redrive waits longer.
+//! **Redrive:** an order of any status unchanged for `redrive_after` has its events
+//! compared with the inboxes of every consumer subscribed to them; an event a consumer
+//! has neither handled nor dead-lettered (a message a broker lost: a deleted queue, a
+//! broker restarted without its log) is published again to that consumer alone. A
+//! pending order is checked again later, each time waiting longer; an ended order found
+//! complete is not checked again until it changes. Only events younger than half the
+//! inbox retention are looked at, so an event published again still has its inbox row
+//! wherever it was handled: nothing is handled twice.
 //!
 //! **Retention:** handled inbox rows, relayed outbox rows and idempotency keys older than
 //! their settings are removed in bounded chunks; dead letters and their inbox marks never
 //! are. Compiled components no loaded version uses are removed from the compile cache.
 
 use super::SagaContext;
+use crate::event::StoredEvent;
 use crate::event::now_ms;
-use crate::store::{Cutoffs, HostRow};
+use crate::store::{CheckedOrder, Cutoffs, HostRow};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -78,24 +84,88 @@ async fn holds_lease(ctx: &SagaContext) -> bool {
 
 async fn redrive(ctx: &SagaContext) {
     let stall = i64::try_from(ctx.config.redrive_after.as_millis()).unwrap_or(i64::MAX);
-    let stalled = match ctx.host_store().stalled_orders(now_ms(), stall, REDRIVE_BATCH).await {
-        Ok(stalled) if stalled.is_empty() => return,
-        Ok(stalled) => stalled,
+    let now = now_ms();
+    let since = now.saturating_sub(i64::try_from((ctx.config.retain_inbox / 2).as_millis()).unwrap_or(i64::MAX));
+    let orders = match ctx.host_store().stalled_orders(now, stall, since, REDRIVE_BATCH).await {
+        Ok(orders) if orders.is_empty() => return,
+        Ok(orders) => orders,
         Err(error) => {
-            tracing::warn!(%error, "cannot look for stalled orders");
+            tracing::warn!(%error, "cannot look for orders to check");
             return;
         }
     };
-    let mut events = 0;
+    let ids: Vec<String> = orders.iter().map(|o| o.id.clone()).collect();
+    let mut events = Vec::new();
     for store in ctx.stores.all() {
-        match store.redrive(&stalled).await {
-            Ok(n) => events += n,
-            Err(error) => tracing::warn!(%error, "cannot redrive stalled orders in a store"),
+        match store.events_of(&ids, since).await {
+            Ok(found) => events.extend(found),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the events of orders to check");
+                return;
+            }
         }
     }
-    metrics::counter!("wasaga_redriven_orders_total").increment(stalled.len() as u64);
-    tracing::warn!(orders = stalled.len(), events, "pending orders made no progress; their events are published again");
-    ctx.relay.notify();
+    // Event ids by the consumer that should have handled them.
+    let mut expected: BTreeMap<String, Vec<&StoredEvent>> = BTreeMap::new();
+    for event in &events {
+        for consumer in consumers_of(ctx, &event.kind) {
+            expected.entry(consumer).or_default().push(event);
+        }
+    }
+    let mut incomplete: HashSet<&str> = HashSet::new();
+    let mut published = 0u64;
+    for (consumer, events) in &expected {
+        let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
+        let handled = match ctx.stores.for_consumer(consumer).handled(consumer, &ids).await {
+            Ok(handled) => handled,
+            Err(error) => {
+                tracing::warn!(%consumer, %error, "cannot read a consumer's inbox for the redrive");
+                events.iter().for_each(|e| _ = incomplete.insert(&e.order_id));
+                continue;
+            }
+        };
+        for event in events.iter().filter(|e| !handled.contains(&e.id)) {
+            incomplete.insert(&event.order_id);
+            match ctx.source_for(consumer).redeliver(consumer, event).await {
+                Ok(()) => published += 1,
+                Err(error) => {
+                    tracing::warn!(%consumer, event_id = %event.id, %error, "cannot publish a lost event again")
+                }
+            }
+        }
+    }
+    // Ended orders whose every event is handled need no check until they change again.
+    let complete: Vec<CheckedOrder> = orders
+        .into_iter()
+        .filter(|o| o.status != super::orders::PENDING && !incomplete.contains(o.id.as_str()))
+        .collect();
+    if let Err(error) = ctx.host_store().mark_checked(&complete).await {
+        tracing::warn!(%error, "cannot record checked orders; they will be checked again");
+    }
+    if published > 0 {
+        metrics::counter!("wasaga_redriven_events_total").increment(published);
+        tracing::warn!(
+            orders = incomplete.len(),
+            events = published,
+            "events no consumer handled were published again to their consumers"
+        );
+    }
+}
+
+/// The consumers subscribed to `kind`: the steps (those reading the transport) and the
+/// host's order logic.
+fn consumers_of(ctx: &SagaContext, kind: &str) -> Vec<String> {
+    let mut consumers: Vec<String> = ctx
+        .registry
+        .subscribers(kind)
+        .iter()
+        .map(|step| step.name.to_string())
+        .filter(|step| !ctx.reads_stream(step))
+        .collect();
+    if super::orders::HOST_KINDS.contains(&kind) {
+        consumers.push(super::HOST_CONSUMER.to_owned());
+    }
+    consumers
 }
 
 async fn prune(ctx: &SagaContext) {

@@ -61,6 +61,8 @@ pub struct SagaConfig {
     pub recording_max_bytes: usize,
     /// How long an order's pins (and sampled recordings) are kept.
     pub retain_pins: Duration,
+    /// Who may emit which kind.
+    pub owners: crate::event::Owners,
 }
 
 impl Default for SagaConfig {
@@ -81,6 +83,7 @@ impl Default for SagaConfig {
             auto_rollback: Default::default(),
             recording_max_bytes: 256 * 1024,
             retain_pins: Duration::from_secs(30 * 24 * 3600),
+            owners: crate::event::Owners::default(),
         }
     }
 }
@@ -123,6 +126,22 @@ impl SagaContext {
         match &self.stream {
             Some(stream) if self.reads_stream(consumer) => stream.clone(),
             _ => self.transport.clone(),
+        }
+    }
+
+    /// A call's emissions, refused as invalid output when one is of a kind `step` does not own.
+    pub(crate) fn owned(
+        &self,
+        step: &str,
+        result: Result<Vec<crate::runtime::Emitted>, crate::runtime::CallError>,
+    ) -> Result<Vec<crate::runtime::Emitted>, crate::runtime::CallError> {
+        let emits = result?;
+        match emits.iter().find(|e| !self.config.owners.owns(step, &e.kind)) {
+            Some(foreign) => Err(crate::runtime::CallError::NotOwner {
+                kind: foreign.kind.clone(),
+                owner: self.config.owners.owner(&foreign.kind).to_string(),
+            }),
+            None => Ok(emits),
         }
     }
 

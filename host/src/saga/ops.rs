@@ -101,6 +101,8 @@ pub struct DryRun {
     pub emits: Vec<serde_json::Value>,
     /// State writes: `{"key","value"}`, value `null` for a delete.
     pub writes: Vec<serde_json::Value>,
+    /// Why a run that did nothing did nothing, when the host can tell (the order ended).
+    pub note: Option<String>,
 }
 
 /// Run a dead letter's event against live state on `version` (or the serving version)
@@ -112,10 +114,7 @@ pub async fn dry_run(ctx: &SagaContext, id: &str, version: Option<&str>) -> Resu
         wire::decode(&row.event).map_err(|e| OpError::Unreadable { id: id.to_owned(), reason: e.to_string() })?;
     let step = match version {
         Some(digest) => ctx.registry.retained(&row.consumer, digest).await?,
-        None => ctx
-            .registry
-            .current(&row.consumer)
-            .ok_or_else(|| crate::registry::RegistryError::UnknownStep(row.consumer.clone()))?,
+        None => super::step::version_for(ctx, &row.consumer, &event).await?,
     };
     let store = ctx.stores.for_consumer(&row.consumer).clone();
     let state = super::state::BatchState::new(store, &row.consumer).call();
@@ -133,8 +132,9 @@ pub async fn dry_run(ctx: &SagaContext, id: &str, version: Option<&str>) -> Resu
     };
     let recorder = Recorder::new(ctx.config.recording_max_bytes);
     let result = ctx.executor.call(&step, input, state, Some(archive), Some(recorder.clone())).await;
+    let result = ctx.owned(&row.consumer, result);
     let (calls, _) = recorder.take();
-    let writes = super::shadow::writes_of(&calls)
+    let writes: Vec<serde_json::Value> = super::shadow::writes_of(&calls)
         .into_iter()
         .map(|(key, value)| {
             let value = value.map(|v| {
@@ -159,7 +159,15 @@ pub async fn dry_run(ctx: &SagaContext, id: &str, version: Option<&str>) -> Resu
         ),
         Err(error) => (error.label().to_owned(), Some(error.to_string()), Vec::new()),
     };
-    Ok(DryRun { outcome, error, version: step.digest.to_string(), emits, writes })
+    // "ok" with no effect is often a step ignoring an event of an order that ended.
+    let mut note = None;
+    if outcome == "ok" && emits.is_empty() && writes.is_empty() && !event.order_id.is_empty() {
+        let order = ctx.host_store().order(&event.order_id).await?;
+        if let Some(order) = order.filter(|o| o.status != super::orders::PENDING) {
+            note = Some(format!("the order is already {}: the step did nothing", order.status));
+        }
+    }
+    Ok(DryRun { outcome, error, version: step.digest.to_string(), emits, writes, note })
 }
 
 /// Remove a dead letter for good.

@@ -193,6 +193,16 @@ impl Handler for HostHandler {
                 kind = %event.kind, step = "host");
             crate::telemetry::set_parent(&span, event.trace.as_deref());
             let _entered = span.enter();
+            if !self.ctx.config.owners.owns(&event.step, &event.kind) {
+                // Whoever published it (a step, another program on the broker) does not
+                // own the kind: acting on it would let anyone complete orders or set stock.
+                tracing::warn!(emitter = %event.step, owner = %self.ctx.config.owners.owner(&event.kind),
+                    "ignoring an event of a kind its emitter does not own");
+                metrics::counter!("wasaga_foreign_events_total", "kind" => event.kind.clone()).increment(1);
+                commit.inbox.push((event.id.clone(), HOST_VERSION.to_owned()));
+                settlements.push(Settlement::Ack(delivery));
+                continue;
+            }
             match event.kind.as_str() {
                 kinds::PAYMENT_CAPTURED => commit.transitions.push(complete_transition(order_id)),
                 kinds::PAYMENT_DECLINED => {
@@ -206,7 +216,7 @@ impl Handler for HostHandler {
                 }
                 _ => {}
             }
-            // Only the inventory step's stock events carry levels for the read model.
+            // Only the stock owner's events carry levels for the read model.
             let levels = if event.kind.starts_with("stock.") { levels_of(&event.payload) } else { Vec::new() };
             for level in levels {
                 let row = StockRow {

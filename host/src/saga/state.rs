@@ -64,7 +64,9 @@ impl BatchState {
             // One value per key for the whole batch: the version checked at commit.
             return Ok(value.clone());
         }
-        let found = self.store.state_get(&self.step, key).await.map_err(|e| StateError(e.to_string()))?;
+        let found = self.store.state_get(&self.step, key).await.map_err(|e| {
+            if e.is_transient() { StateError::Unavailable(e.to_string()) } else { StateError::Refused(e.to_string()) }
+        })?;
         let (version, value) = match found {
             Some(versioned) => (Some(versioned.version), Some(versioned.value)),
             None => (None, None),

@@ -139,6 +139,14 @@ impl StepHandler {
         }
         if routing.pinned && !event.order_id.is_empty() {
             if let Some(digest) = routing.pins.get(&event.order_id).cloned() {
+                if registry.is_rejected(&digest) {
+                    // Retrying on a version that was rolled back or aborted would go on
+                    // failing: the order's later events run on the serving version.
+                    metrics::counter!("wasaga_pins_released_total", "step" => self.step.clone()).increment(1);
+                    tracing::warn!(step = %self.step, order_id = %event.order_id, step_version = %digest,
+                        "the order's pinned version was rejected; using the serving one");
+                    return fallback();
+                }
                 match registry.retained(&self.step, &digest).await {
                     Ok(step) => return Some(step),
                     Err(error) => {
@@ -184,9 +192,18 @@ impl StepHandler {
             .executor
             .call(step, input, call_state.clone(), Some(call_archive.clone()), Some(recorder.clone()))
             .await;
-        let failed_by_step = matches!(&result, Err(e) if !matches!(e, CallError::Host(_) | CallError::Retryable(_)));
+        let result = ctx.owned(&self.step, result);
+        let took = started.elapsed();
+        let failed_by_step = failed_by_step(&result);
         if !matches!(result, Err(CallError::Host(_))) {
-            ctx.registry.observe(step, failed_by_step, started.elapsed(), &ctx.config.auto_rollback);
+            // A failure counts against a new version only if the version it is judged
+            // against handles the same event (effects discarded): an input that fails on
+            // every version rolls nothing back.
+            let regressed = match ctx.registry.baseline(step, &ctx.config.auto_rollback) {
+                Some(baseline) if failed_by_step => self.baseline_handles(&baseline, event, delivery.attempt).await,
+                _ => false,
+            };
+            ctx.registry.observe(step, failed_by_step, regressed, took, &ctx.config.auto_rollback);
         }
         let (calls, truncated) = recorder.take();
         let span = tracing::Span::current();
@@ -290,6 +307,28 @@ impl StepHandler {
         }
     }
 
+    /// Whether `baseline` handles `event` without failing by its own fault, run on live
+    /// state with every effect discarded, as a dry run.
+    async fn baseline_handles(&self, baseline: &Arc<LoadedStep>, event: &StoredEvent, attempt: u32) -> bool {
+        let origin = Origin { step: event.step.clone(), step_version: event.step_version.clone() };
+        let input = CallInput {
+            id: &event.id,
+            kind: &event.kind,
+            order_id: &event.order_id,
+            occurred_at_ms: u64::try_from(event.occurred_at_ms).unwrap_or(0),
+            payload: &event.payload,
+            origin: &origin,
+            attempt,
+        };
+        let state = BatchState::new(self.store(), &self.step).call();
+        let archive = CallArchive::new(self.ctx.archive.clone());
+        let result = self.ctx.executor.call(baseline, input, state, Some(archive), None).await;
+        let result = self.ctx.owned(&self.step, result);
+        tracing::info!(baseline = %baseline.digest, outcome = result.as_ref().map_or_else(|e| e.label(), |_| "ok"),
+            "the version judged against ran the failed event");
+        !failed_by_step(&result)
+    }
+
     /// Whether `event` finishes or undoes an order's effects (`order.completed` commits a
     /// reservation, `order.cancelled` releases stock and refunds) for a step that
     /// compensates: abandoning it would leave stock reserved or a charge unrefunded, so a
@@ -299,4 +338,33 @@ impl StepHandler {
         let compensation = event.kind == kinds::ORDER_CANCELLED || event.kind == kinds::ORDER_COMPLETED;
         compensation && self.ctx.compensates(&self.step)
     }
+}
+
+/// Whether a call failed by the step's own fault: not a `retryable` answer (a business
+/// outcome) and not the host's failure.
+fn failed_by_step(result: &Result<Vec<crate::runtime::Emitted>, CallError>) -> bool {
+    matches!(result, Err(e) if !matches!(e, CallError::Host(_) | CallError::Retryable(_)))
+}
+
+/// The version a delivery of `event` to `step` runs on now, chosen as the handler does
+/// without a replay's version: the order's pin (unless that version was rejected), the
+/// canary's share, or the serving version. A dry run uses it to run what a replay would.
+pub(super) async fn version_for(
+    ctx: &SagaContext,
+    step: &str,
+    event: &StoredEvent,
+) -> Result<Arc<LoadedStep>, super::ops::OpError> {
+    let registry = &ctx.registry;
+    if ctx.config.pinned.contains(step) && !event.order_id.is_empty() {
+        let store = ctx.stores.for_consumer(step);
+        let pins = store.pins(step, std::slice::from_ref(&event.order_id)).await?;
+        if let Some(digest) = pins.get(&event.order_id).filter(|d| !registry.is_rejected(d))
+            && let Ok(pinned) = registry.retained(step, digest).await
+        {
+            return Ok(pinned);
+        }
+    }
+    registry
+        .route(step, &event.order_id)
+        .ok_or_else(|| crate::registry::RegistryError::UnknownStep(step.to_owned()).into())
 }

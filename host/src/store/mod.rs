@@ -282,6 +282,14 @@ pub struct Versioned {
     pub version: i64,
 }
 
+/// An order the redrive looks at: its id, status and last change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckedOrder {
+    pub id: String,
+    pub status: String,
+    pub updated_at_ms: i64,
+}
+
 /// Rows older than these are removed by [`Store::prune`].
 #[derive(Debug, Clone, Copy)]
 pub struct Cutoffs {
@@ -486,12 +494,22 @@ pub trait Store: Send + Sync {
     /// The newest `limit` sampled recordings of `step`.
     async fn recordings(&self, step: &str, limit: u32) -> Result<Vec<RecordingRow>, StoreError>;
 
-    /// Pending orders with no progress since `stalled_before_ms` whose redrive is due;
-    /// each returned order's next redrive is pushed back by `backoff_ms` × its redrives.
-    async fn stalled_orders(&self, now_ms: i64, stall_ms: i64, limit: u32) -> Result<Vec<String>, StoreError>;
-    /// Mark the outbox rows of `order_ids` unrelayed again, so the relay publishes them
-    /// once more; consumers' inboxes absorb what they already handled.
-    async fn redrive(&self, order_ids: &[String]) -> Result<u64, StoreError>;
+    /// Orders of any status unchanged for `stall_ms` but changed since `since_ms` whose
+    /// check is due and that were not found complete since their last change; each
+    /// returned order's next check is pushed back by `stall_ms` × its checks.
+    async fn stalled_orders(
+        &self,
+        now_ms: i64,
+        stall_ms: i64,
+        since_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<CheckedOrder>, StoreError>;
+    /// The relayed events of `order_ids` that occurred since `since_ms`, for the redrive
+    /// to compare with its consumers' inboxes.
+    async fn events_of(&self, order_ids: &[String], since_ms: i64) -> Result<Vec<StoredEvent>, StoreError>;
+    /// Record that every event of these ended orders was handled or dead-lettered by all
+    /// its consumers: no more checks until the order changes again.
+    async fn mark_checked(&self, orders: &[CheckedOrder]) -> Result<(), StoreError>;
     /// Remove rows older than the cutoffs, at most `limit` of each kind per call.
     async fn prune(&self, cutoffs: &Cutoffs, limit: u32) -> Result<Pruned, StoreError>;
 

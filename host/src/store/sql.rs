@@ -316,8 +316,8 @@ macro_rules! sql_store {
                     let (run, next) = rest.split_at(len);
                     rest = next;
                     let mut query = QueryBuilder::<$db>::new(
-                        "UPDATE orders SET status = v.column2, cancel_reason = v.column3, updated_at_ms = v.column4 \
-                         FROM (",
+                        "UPDATE orders SET status = v.column2, cancel_reason = v.column3, updated_at_ms = v.column4, \
+                         redrives = 0, next_redrive_at_ms = NULL FROM (",
                     );
                     query.push_values(run, |mut row, t| {
                         row.push_bind(&t.order_id)
@@ -1140,38 +1140,75 @@ macro_rules! sql_store {
                 Ok(())
             }
 
-            async fn stalled_orders(&self, now_ms: i64, stall_ms: i64, limit: u32) -> Result<Vec<String>, StoreError> {
+            async fn stalled_orders(
+                &self,
+                now_ms: i64,
+                stall_ms: i64,
+                since_ms: i64,
+                limit: u32,
+            ) -> Result<Vec<CheckedOrder>, StoreError> {
+                // `redrives = -1`: found complete since its last change (a transition sets 0).
                 let rows = sqlx::query(
                     "UPDATE orders SET redrives = redrives + 1, next_redrive_at_ms = $1 + $2 * (redrives + 1) \
-                     WHERE id IN (SELECT id FROM orders WHERE status = 'pending' AND updated_at_ms <= $1 - $2 \
-                     AND COALESCE(next_redrive_at_ms, 0) <= $1 ORDER BY updated_at_ms LIMIT $3) RETURNING id",
+                     WHERE id IN (SELECT id FROM orders WHERE redrives >= 0 AND updated_at_ms <= $1 - $2 \
+                     AND updated_at_ms >= $4 AND COALESCE(next_redrive_at_ms, 0) <= $1 \
+                     ORDER BY updated_at_ms LIMIT $3) RETURNING id, status, updated_at_ms",
                 )
                 .bind(now_ms)
                 .bind(stall_ms)
                 .bind(i64::from(limit))
+                .bind(since_ms)
                 .fetch_all(&self.writer)
                 .await?;
-                rows.iter().map(|r| r.try_get::<String, _>(0)).collect::<Result<_, _>>().map_err(Into::into)
+                rows.iter()
+                    .map(|r| Ok(CheckedOrder { id: r.try_get(0)?, status: r.try_get(1)?, updated_at_ms: r.try_get(2)? }))
+                    .collect::<Result<_, sqlx::Error>>()
+                    .map_err(Into::into)
             }
 
-            async fn redrive(&self, order_ids: &[String]) -> Result<u64, StoreError> {
-                let mut redriven = 0;
-                let mut conn = self.writer.acquire().await?;
-                // Events waiting for the relay again: on the writer connection, so no
-                // commit sees the flag between this and the update.
-                self.relay.set(false);
+            async fn events_of(&self, order_ids: &[String], since_ms: i64) -> Result<Vec<StoredEvent>, StoreError> {
+                let mut events = Vec::new();
                 for chunk in order_ids.chunks(500) {
-                    let mut query = QueryBuilder::<$db>::new(
-                        "UPDATE outbox SET relayed_at_ms = NULL WHERE relayed_at_ms IS NOT NULL AND order_id IN (",
-                    );
+                    let mut query = QueryBuilder::<$db>::new(concat!("SELECT ", event_columns!(), " FROM outbox WHERE "));
+                    query.push("relayed_at_ms IS NOT NULL AND occurred_at_ms >= ").push_bind(since_ms);
+                    query.push(" AND order_id IN (");
                     let mut list = query.separated(", ");
                     for id in chunk {
                         list.push_bind(id);
                     }
-                    query.push(")");
-                    redriven += query.build().execute(&mut *conn).await?.rows_affected();
+                    query.push(") ORDER BY seq");
+                    let rows = query.build().fetch_all(&self.reader).await?;
+                    for r in &rows {
+                        events.push(StoredEvent {
+                            id: r.try_get(0)?,
+                            kind: r.try_get(1)?,
+                            order_id: r.try_get(2)?,
+                            payload: r.try_get(3)?,
+                            step: r.try_get(4)?,
+                            step_version: r.try_get(5)?,
+                            occurred_at_ms: r.try_get(6)?,
+                            attempt: u32::try_from(r.try_get::<Option<i64>, _>(7)?.unwrap_or(1)).unwrap_or(1),
+                            trace: r.try_get(8)?,
+                        });
+                    }
                 }
-                Ok(redriven)
+                Ok(events)
+            }
+
+            async fn mark_checked(&self, orders: &[CheckedOrder]) -> Result<(), StoreError> {
+                for chunk in orders.chunks(200) {
+                    // Only if unchanged since the check: a later transition needs a check of its own.
+                    let mut query = QueryBuilder::<$db>::new("UPDATE orders SET redrives = -1 WHERE ");
+                    for (i, order) in chunk.iter().enumerate() {
+                        if i > 0 {
+                            query.push(" OR ");
+                        }
+                        query.push("(id = ").push_bind(&order.id);
+                        query.push(" AND updated_at_ms = ").push_bind(order.updated_at_ms).push(")");
+                    }
+                    query.build().execute(&self.writer).await?;
+                }
+                Ok(())
             }
 
             async fn prune(&self, cutoffs: &Cutoffs, limit: u32) -> Result<Pruned, StoreError> {

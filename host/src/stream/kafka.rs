@@ -201,13 +201,13 @@ impl KafkaStream {
             return Ok(group.clone());
         }
         let group_id = format!("{}.{consumer}", self.settings.namespace);
-        // Static membership, the same id on every host: whichever host holds the lease
-        // takes the partitions at once instead of waiting for a dead member's session.
-        let instance = format!("{group_id}.member");
+        // Dynamic membership: a member that stops leaves the group, and one that dies is
+        // dropped after its session, so a host replaced by another (a new host id, a
+        // fresh folder) never finds the partitions held by a member that is gone. Only
+        // the lease holder consumes, so the group has one live member at a time.
         let kafka: StreamConsumer = self
             .client_config()
             .set("group.id", &group_id)
-            .set("group.instance.id", &instance)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")

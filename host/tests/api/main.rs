@@ -2,11 +2,13 @@
 //! loaded into the real runtime, and a real server on a random port.
 
 mod admin;
+mod authority;
 mod brokers;
 mod cache;
 mod claims;
 mod console;
 mod crash;
+mod faults;
 mod fleet;
 mod helpers;
 mod hostile;

@@ -22,7 +22,8 @@ fn hostile_event(kind: &str, order_id: &str) -> StoredEvent {
 }
 
 async fn dead_letters(api: &Api) -> Vec<Value> {
-    api.admin_get("/api/admin/dead-letters").await.json().await.expect("dead letters are JSON")
+    let body: Value = api.admin_get("/api/admin/dead-letters").await.json().await.expect("dead letters are JSON");
+    body.as_array().cloned().unwrap_or_else(|| panic!("a list of dead letters: {body}"))
 }
 
 /// A PostgreSQL-backed server with the saga steps and `extra` fixtures, plus a second
@@ -201,7 +202,10 @@ async fn messages_lost_after_the_relay_are_published_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_in_the_hosts_own_consumer_is_set_aside_alone() {
-    let (app, store) = pg_app(&["hostile"], |_| {}).await;
+    let (app, store) = pg_app(&["hostile"], |settings| {
+        settings.steps.entry("hostile".to_owned()).or_default().owns = vec!["stock.poisoned".to_owned()];
+    })
+    .await;
     app.stock_up("SKU-1", 100).await;
     store.emit(&hostile_event("hostile.poison-stock", "o-poison")).await.expect("emit");
     let ids: Vec<String> = futures::future::join_all((0..10).map(|_| app.place(&[("SKU-1", 1)], "tok_ok"))).await;
@@ -209,7 +213,7 @@ async fn poison_in_the_hosts_own_consumer_is_set_aside_alone() {
         eventually(WAIT, "the order completes", async || app.order(id).await["status"] == "completed").await;
     }
     eventually(WAIT, "the poison is dead-lettered by the host", async || {
-        dead_letters(&app).await.iter().any(|d| d["step"] == "host" && d["event"]["kind"] == "stock.updated")
+        dead_letters(&app).await.iter().any(|d| d["step"] == "host" && d["event"]["kind"] == "stock.poisoned")
     })
     .await;
     app.stop().await;
@@ -352,6 +356,8 @@ async fn retention_keeps_tables_bounded_under_sustained_traffic() {
     settings.retain_outbox_secs = 2;
     settings.retain_idempotency_secs = 2;
     settings.maintenance_interval_ms = 300;
+    // The redrive looks only within half the inbox retention.
+    settings.redrive_after_ms = 500;
     let db = dir.path().join("data/wasaga.db");
     let app = spawn_with(dir, settings).await;
     let stocked = 10_000u64;

@@ -108,7 +108,11 @@ pub async fn dry_run(State(state): State<AppState>, Path(id): Path<String>) -> R
                 "outcome": run.outcome, "error": run.error, "emits": run.emits, "writes": run.writes,
             }))
             .unwrap_or_default();
-            Flash::Details(format!("Dry run on {}: {} (nothing committed)", run.version, run.outcome), details)
+            let said = match &run.note {
+                Some(note) => format!("{} ({note})", run.outcome),
+                None => run.outcome.clone(),
+            };
+            Flash::Details(format!("Dry run on {}: {said} (nothing committed)", run.version), details)
         })
         .map_err(UiError::from);
     after(&state, result).await

@@ -96,7 +96,7 @@ async fn section(state: &AppState, flash: Option<Flash>) -> Result<Markup, UiErr
     let slots = state.registry.snapshot();
     let mut cards = Vec::new();
     for slot in slots.values() {
-        let plugin = PluginView::of(slot, &state.registry);
+        let plugin = PluginView::of(slot, &state);
         let history = state.saga.host_store().history(&plugin.name, 5).await?;
         cards.push(step_card(&plugin, &history));
     }
@@ -167,7 +167,7 @@ pub async fn upload(State(state): State<AppState>, Path(name): Path<String>, for
             None => state.registry.install(&name, upload.file, Source::Upload).await.map(|i| i.slot().clone())?,
             Some(mode) => state.registry.start_rollout(&name, upload.file, mode).await?,
         };
-        let view = PluginView::of(&slot, &state.registry);
+        let view = PluginView::of(&slot, &state);
         Ok(match &view.rollout {
             Some(rollout) => Flash::Done(format!("{name}: {} {} started", rollout.mode, rollout.digest)),
             None => Flash::Done(format!("{name} now serves {} ({})", view.current.version, view.current.digest)),

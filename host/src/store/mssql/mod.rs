@@ -25,7 +25,7 @@ use tokio::net::TcpStream;
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
 /// The migrations of `migrations/mssql`, in order: (version, description, T-SQL).
-pub const MIGRATIONS: [(i64, &str, &str); 6] = [
+pub const MIGRATIONS: [(i64, &str, &str); 7] = [
     (
         20261126000000,
         "create_saga_tables",
@@ -55,6 +55,11 @@ pub const MIGRATIONS: [(i64, &str, &str); 6] = [
         20261128010000,
         "add_event_attempt_and_trace",
         include_str!("../../../../migrations/mssql/20261128010000_add_event_attempt_and_trace.sql"),
+    ),
+    (
+        20261205000000,
+        "check_every_order",
+        include_str!("../../../../migrations/mssql/20261205000000_check_every_order.sql"),
     ),
 ];
 

@@ -354,17 +354,53 @@ impl Store for MssqlStore {
         exec(&mut *self.conn().await?, sql::RELEASE_LEASE, &[&name, &holder]).await.map(|_| ())
     }
 
-    async fn stalled_orders(&self, now_ms: i64, stall_ms: i64, limit: u32) -> Result<Vec<String>, StoreError> {
+    async fn stalled_orders(
+        &self,
+        now_ms: i64,
+        stall_ms: i64,
+        since_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<CheckedOrder>, StoreError> {
         let limit = i64::from(limit);
-        let found = rows(&mut *self.conn().await?, sql::STALLED_ORDERS, &[&now_ms, &stall_ms, &limit]).await?;
-        found.iter().map(|r| text(r, 0)).collect()
+        let args: [&dyn tiberius::ToSql; 4] = [&now_ms, &stall_ms, &limit, &since_ms];
+        let found = rows(&mut *self.conn().await?, sql::STALLED_ORDERS, &args).await?;
+        found
+            .iter()
+            .map(|r| Ok(CheckedOrder { id: text(r, 0)?, status: text(r, 1)?, updated_at_ms: int(r, 2)? }))
+            .collect()
     }
 
-    async fn redrive(&self, order_ids: &[String]) -> Result<u64, StoreError> {
+    async fn events_of(&self, order_ids: &[String], since_ms: i64) -> Result<Vec<StoredEvent>, StoreError> {
         if order_ids.is_empty() {
-            return Ok(0);
+            return Ok(Vec::new());
         }
-        exec(&mut *self.conn().await?, sql::REDRIVE, &[&json_list(order_ids)]).await
+        let found = rows(&mut *self.conn().await?, sql::EVENTS_OF_ORDERS, &[&json_list(order_ids), &since_ms]).await?;
+        found
+            .iter()
+            .map(|r| {
+                Ok(StoredEvent {
+                    id: text(r, 0)?,
+                    kind: text(r, 1)?,
+                    order_id: text(r, 2)?,
+                    payload: text(r, 3)?,
+                    step: text(r, 4)?,
+                    step_version: text(r, 5)?,
+                    occurred_at_ms: int(r, 6)?,
+                    attempt: u32::try_from(opt_int(r, 7)?.unwrap_or(1)).unwrap_or(1),
+                    trace: opt_text(r, 8)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn mark_checked(&self, orders: &[CheckedOrder]) -> Result<(), StoreError> {
+        if orders.is_empty() {
+            return Ok(());
+        }
+        let list: Vec<serde_json::Value> =
+            orders.iter().map(|o| serde_json::json!({ "id": o.id, "updated_at_ms": o.updated_at_ms })).collect();
+        let list = serde_json::Value::Array(list).to_string();
+        exec(&mut *self.conn().await?, sql::MARK_CHECKED, &[&list]).await.map(|_| ())
     }
 
     async fn prune(&self, cutoffs: &Cutoffs, limit: u32) -> Result<Pruned, StoreError> {

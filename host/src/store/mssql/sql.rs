@@ -23,7 +23,7 @@ pub const SELECT_ORDERS: &str = "SELECT TOP (@P1) seq, id, customer_id, status, 
 pub const SELECT_TIMELINE: &str = "SELECT event_id, kind, occurred_at_ms, step, step_version, attempt FROM outbox \
     WHERE order_id = @P1 ORDER BY seq";
 pub const UPDATE_ORDER_STATUS: &str = "UPDATE orders SET status = @P1, cancel_reason = NULLIF(@P2, N''), \
-    updated_at_ms = @P3 WHERE id = @P4 AND status IN (SELECT value FROM OPENJSON(@P5))";
+    updated_at_ms = @P3, redrives = 0, next_redrive_at_ms = NULL WHERE id = @P4 AND status IN (SELECT value FROM OPENJSON(@P5))";
 pub const SELECT_STOCK: &str = "SELECT sku, available, reserved, sold, seq FROM stock WHERE sku = @P1";
 pub const SELECT_UNRELAYED: &str = "SELECT TOP (@P1) seq, event_id, kind, order_id, payload, step, \
     step_version, occurred_at_ms, attempt, trace FROM outbox WITH (READPAST) WHERE relayed_at_ms IS NULL ORDER BY seq";
@@ -110,11 +110,15 @@ pub const INSERT_LEASE: &str = "INSERT INTO leases (name, holder, until_ms) SELE
     WHERE NOT EXISTS (SELECT 1 FROM leases WITH (UPDLOCK, HOLDLOCK) WHERE name = @P1)";
 pub const RELEASE_LEASE: &str = "DELETE FROM leases WHERE name = @P1 AND holder = @P2";
 pub const STALLED_ORDERS: &str = "UPDATE orders SET redrives = redrives + 1, \
-    next_redrive_at_ms = @P1 + @P2 * (redrives + 1) OUTPUT INSERTED.id \
-    WHERE id IN (SELECT TOP (@P3) id FROM orders WHERE status = 'pending' AND updated_at_ms <= @P1 - @P2 \
-    AND COALESCE(next_redrive_at_ms, 0) <= @P1 ORDER BY updated_at_ms)";
-pub const REDRIVE: &str = "UPDATE outbox SET relayed_at_ms = NULL WHERE relayed_at_ms IS NOT NULL \
-    AND order_id IN (SELECT value FROM OPENJSON(@P1))";
+    next_redrive_at_ms = @P1 + @P2 * (redrives + 1) OUTPUT INSERTED.id, INSERTED.status, INSERTED.updated_at_ms \
+    WHERE id IN (SELECT TOP (@P3) id FROM orders WHERE redrives >= 0 AND updated_at_ms <= @P1 - @P2 \
+    AND updated_at_ms >= @P4 AND COALESCE(next_redrive_at_ms, 0) <= @P1 ORDER BY updated_at_ms)";
+pub const EVENTS_OF_ORDERS: &str = "SELECT event_id, kind, order_id, payload, step, step_version, occurred_at_ms, \
+    attempt, trace FROM outbox WHERE relayed_at_ms IS NOT NULL AND occurred_at_ms >= @P2 \
+    AND order_id IN (SELECT value FROM OPENJSON(@P1)) ORDER BY seq";
+pub const MARK_CHECKED: &str = "UPDATE orders SET redrives = -1 FROM orders \
+    JOIN OPENJSON(@P1) WITH (id NVARCHAR(450) '$.id', updated_at_ms BIGINT '$.updated_at_ms') AS c \
+    ON orders.id = c.id AND orders.updated_at_ms = c.updated_at_ms";
 pub const PRUNE_INBOX: &str = "DELETE FROM inbox WHERE handled_at_ms < @P1 \
     AND step_version NOT LIKE 'dead-lettered:%' AND event_id IN (SELECT TOP (@P2) event_id FROM inbox \
     WHERE handled_at_ms < @P1 AND step_version NOT LIKE 'dead-lettered:%')";
@@ -222,7 +226,8 @@ pub const ALL: &[&str] = &[
     INSERT_LEASE,
     RELEASE_LEASE,
     STALLED_ORDERS,
-    REDRIVE,
+    EVENTS_OF_ORDERS,
+    MARK_CHECKED,
     PRUNE_INBOX,
     PRUNE_OUTBOX,
     PRUNE_IDEMPOTENCY,
