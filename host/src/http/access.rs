@@ -85,9 +85,9 @@ impl Access {
         self.failures.blocked(peer)
     }
 
-    /// Count a wrong token or sign-in from `peer`.
-    pub fn failed(&self, peer: IpAddr) {
-        self.failures.failed(peer);
+    /// Count a wrong token or sign-in from `peer`; over the budget, how long it must wait.
+    pub fn failed(&self, peer: IpAddr) -> Option<Duration> {
+        self.failures.failed(peer)
     }
 }
 
@@ -118,19 +118,19 @@ impl Failures {
         None
     }
 
-    fn failed(&self, peer: IpAddr) {
-        if let Err(not_until) = self.limiter.check_key(&peer) {
-            let wait = not_until.wait_time_from(self.limiter.clock().now());
-            let now = Instant::now();
-            let mut blocked = self.blocked.lock();
-            blocked.retain(|_, until| *until > now);
-            blocked.insert(peer, now + wait);
-            metrics::counter!("wasaga_auth_blocked_total").increment(1);
-            tracing::warn!(%peer, wait_ms = wait.as_millis() as u64, "too many failed credentials from one address");
-        }
+    fn failed(&self, peer: IpAddr) -> Option<Duration> {
         if self.limiter.len() > TRACKED_ADDRESSES {
             self.limiter.retain_recent();
         }
+        let not_until = self.limiter.check_key(&peer).err()?;
+        let wait = not_until.wait_time_from(self.limiter.clock().now());
+        let now = Instant::now();
+        let mut blocked = self.blocked.lock();
+        blocked.retain(|_, until| *until > now);
+        blocked.insert(peer, now + wait);
+        metrics::counter!("wasaga_auth_blocked_total").increment(1);
+        tracing::warn!(%peer, wait_ms = wait.as_millis() as u64, "too many failed credentials from one address");
+        Some(wait)
     }
 }
 
@@ -168,10 +168,10 @@ pub async fn require_admin(State(state): State<AppState>, request: Request, next
             ApiError::NotAllowed(format!("client {} may not do this: it needs the admin token", client.name))
                 .into_response()
         }
-        Caller::Unknown => {
-            state.access.failed(peer);
-            ApiError::Forbidden.into_response()
-        }
+        Caller::Unknown => match state.access.failed(peer) {
+            Some(wait) => ApiError::TooManyFailures(retry_secs(wait)).into_response(),
+            None => ApiError::Forbidden.into_response(),
+        },
     }
 }
 
@@ -199,11 +199,11 @@ async fn require(state: &AppState, scope: Scope, request: Request, next: Next) -
             ApiError::NotAllowed(format!("client {} does not have the {} scope", client.name, scope.as_str()))
                 .into_response()
         }
-        Caller::Unknown => {
-            state.access.failed(peer);
-            ApiError::NotAllowed("the bearer token is neither a client key nor the admin token".to_owned())
-                .into_response()
-        }
+        Caller::Unknown => match state.access.failed(peer) {
+            Some(wait) => ApiError::TooManyFailures(retry_secs(wait)).into_response(),
+            None => ApiError::NotAllowed("the bearer token is neither a client key nor the admin token".to_owned())
+                .into_response(),
+        },
     }
 }
 
@@ -251,11 +251,11 @@ mod tests {
     fn an_address_over_its_budget_waits_and_others_do_not() {
         let failures = Failures::new(2);
         let (a, b): (IpAddr, IpAddr) = ([10, 0, 0, 1].into(), [10, 0, 0, 2].into());
-        failures.failed(a);
-        failures.failed(a);
+        assert_eq!(failures.failed(a), None);
+        assert_eq!(failures.failed(a), None);
         assert_eq!(failures.blocked(a), None, "two failures are within the budget");
-        failures.failed(a);
-        let wait = failures.blocked(a).expect("the third is over it");
+        assert!(failures.failed(a).is_some(), "the third is over it");
+        let wait = failures.blocked(a).expect("and it waits");
         assert!(wait <= Duration::from_secs(30), "{wait:?}");
         assert_eq!(failures.blocked(b), None);
     }

@@ -50,16 +50,21 @@ pub async fn login(
 ) -> Response {
     let next = safe_next(form.next.as_deref());
     let peer = access::peer(&extensions);
-    if let Some(wait) = state.access.blocked(peer) {
+    let too_many = |wait| {
         let secs = access::retry_secs(wait);
         let message = format!("Too many failed sign-ins: try again in {secs} s.");
         let page = layout::sign_in(&next, Some(message.as_str()));
         let retry_after = [(header::RETRY_AFTER, secs.to_string())];
-        return (StatusCode::TOO_MANY_REQUESTS, retry_after, layout::headers(), page).into_response();
+        (StatusCode::TOO_MANY_REQUESTS, retry_after, layout::headers(), page).into_response()
+    };
+    if let Some(wait) = state.access.blocked(peer) {
+        return too_many(wait);
     }
     // Compare digests, so the time taken says nothing about the token.
     if !constant_time_eq(&access::token_digest(&form.token), &state.admin_token_digest) {
-        state.access.failed(peer);
+        if let Some(wait) = state.access.failed(peer) {
+            return too_many(wait);
+        }
         tracing::warn!(%peer, "console sign-in refused: not the admin token");
         let page = layout::sign_in(&next, Some("That is not the admin token."));
         return (StatusCode::UNAUTHORIZED, layout::headers(), page).into_response();
