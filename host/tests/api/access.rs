@@ -306,3 +306,27 @@ async fn metrics_may_have_an_address_of_their_own() {
     let _ = tx.send(());
     server.await.expect("joins").expect("stops cleanly");
 }
+
+#[tokio::test]
+async fn the_openapi_description_says_who_may_call_each_order_route() {
+    let app = spawn_app().await;
+    let doc: serde_json::Value = app.get("/api/openapi.json").await.json().await.expect("json");
+    let schemes = &doc["components"]["securitySchemes"];
+    assert!(schemes["admin_token"].is_object() && schemes["client_key"].is_object(), "{schemes}");
+    let security = |path: &str, method: &str| doc["paths"][path][method]["security"].clone();
+    assert_eq!(security("/api/orders", "get"), serde_json::json!([{"admin_token": []}]), "the list");
+    for (path, method, scope) in [
+        ("/api/orders", "post", "place"),
+        ("/api/orders/{id}", "get", "read"),
+        ("/api/orders/{id}/cancel", "post", "cancel"),
+    ] {
+        let security = security(path, method);
+        let allows = |wanted: &serde_json::Value| security.as_array().is_some_and(|s| s.contains(wanted));
+        assert!(allows(&serde_json::json!({"client_key": [scope]})), "{method} {path}: {security}");
+        assert!(allows(&serde_json::json!({"admin_token": []})), "{method} {path}: {security}");
+        let refusals = &doc["paths"][path][method]["responses"];
+        for status in ["401", "403", "429"] {
+            assert!(refusals[status].is_object(), "{method} {path} documents {status}");
+        }
+    }
+}
