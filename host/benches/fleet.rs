@@ -165,8 +165,15 @@ async fn run(
         .for_each(|_| async {})
         .await;
     loop {
-        let page: Value =
-            http.get(format!("{base0}/api/orders?status=pending&limit=1")).send().await.unwrap().json().await.unwrap();
+        let page: Value = http
+            .get(format!("{base0}/api/orders?status=pending&limit=1"))
+            .bearer_auth("bench")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         if page["orders"].as_array().is_some_and(|o| o.is_empty()) {
             break;
         }

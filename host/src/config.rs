@@ -138,6 +138,22 @@ pub struct Settings {
     /// Replication factor of the Kafka topic the stream creates; unset: the broker's default.
     #[serde(default)]
     pub stream_replication: Option<i32>,
+    /// Whether the console's cookie is `Secure`: `auto` (when a proxy in front says the
+    /// request came over HTTPS, `X-Forwarded-Proto: https`), `always` or `never`.
+    #[serde(default)]
+    pub console_secure_cookie: SecureCookie,
+    /// Failed bearer checks and console sign-ins one client address may make per minute
+    /// (also the burst); more are answered 429 until the budget refills.
+    #[serde(default = "defaults::auth_failures_per_minute")]
+    pub auth_failures_per_minute: u32,
+    /// Serve `/metrics` here instead of on `http_addr` (unset: on `http_addr`).
+    #[serde(default)]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Who may use the order API (`[clients.NAME] token = "env:VAR"`, `scopes = [...]`;
+    /// in the TOML file only). With none, the order API is open, which is allowed only
+    /// while `http_addr` is a loopback address.
+    #[serde(default)]
+    pub clients: BTreeMap<String, ClientSettings>,
     /// Named stores (`[stores.NAME] url = "…"`; in the TOML file only).
     #[serde(default)]
     pub stores: BTreeMap<String, StoreSettings>,
@@ -185,6 +201,58 @@ pub struct StepSettings {
     pub owns: Vec<String>,
 }
 
+/// A client of the order API and what it may do.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSettings {
+    /// `env:VAR` (the key is read from that environment variable, so it stays out of the
+    /// file), or the key itself; at least 16 characters. Sent as `Authorization: Bearer`.
+    pub token: SecretString,
+    /// Any of `place`, `read`, `cancel`.
+    pub scopes: Vec<Scope>,
+}
+
+/// What a client key allows on the order API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// `POST /api/orders`.
+    Place,
+    /// `GET /api/orders/{id}`.
+    Read,
+    /// `POST /api/orders/{id}/cancel`.
+    Cancel,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Place => "place",
+            Scope::Read => "read",
+            Scope::Cancel => "cancel",
+        }
+    }
+}
+
+/// When the console's session cookie carries `Secure`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecureCookie {
+    /// When the request came over HTTPS as a proxy in front reports it.
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+/// A client key, resolved from its settings.
+#[derive(Debug, Clone)]
+pub struct ClientKey {
+    pub name: String,
+    pub token: SecretString,
+    pub scopes: Vec<Scope>,
+}
+
 /// Which version handles an order's later events.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -201,8 +269,11 @@ pub const COMPENSATING_STEPS: [&str; 2] = ["payment", "inventory"];
 
 /// Every key of [`Settings`], as in `wasaga.toml` and (upper-cased, `WASAGA_`-prefixed)
 /// in the environment.
-const SETTING_KEYS: [&str; 40] = [
+const SETTING_KEYS: [&str; 43] = [
     "console_session_secs",
+    "console_secure_cookie",
+    "auth_failures_per_minute",
+    "metrics_addr",
     "auto_rollback_failure_rate",
     "auto_rollback_min_calls",
     "auto_rollback_window_secs",
@@ -335,6 +406,9 @@ mod defaults {
     pub fn console_session_secs() -> u64 {
         8 * 3600
     }
+    pub fn auth_failures_per_minute() -> u32 {
+        10
+    }
     pub fn maintenance_interval_ms() -> u64 {
         5_000
     }
@@ -400,6 +474,10 @@ impl Default for Settings {
             retain_outbox_secs: defaults::retain_outbox_secs(),
             retain_idempotency_secs: defaults::retain_idempotency_secs(),
             stream_replication: None,
+            console_secure_cookie: SecureCookie::default(),
+            auth_failures_per_minute: defaults::auth_failures_per_minute(),
+            metrics_addr: None,
+            clients: BTreeMap::new(),
             step_concurrency_per_step: None,
             stores: BTreeMap::new(),
             steps: BTreeMap::new(),
@@ -536,11 +614,58 @@ impl Settings {
                 return invalid("WASAGA_ARCHIVE_URL", "expected file://<dir>, az://<container> or s3://<bucket>");
             }
         }
+        if !(1..=10_000).contains(&self.auth_failures_per_minute) {
+            return invalid("WASAGA_AUTH_FAILURES_PER_MINUTE", "must be between 1 and 10000");
+        }
+        let clients = self.client_keys()?;
+        if clients.is_empty() && !self.http_addr.ip().is_loopback() {
+            return Err(ConfigError::Invalid {
+                name: "WASAGA_HTTP_ADDR",
+                reason: format!(
+                    "{} is reachable from other machines, but no client key is configured, so anyone \
+                     there could place and cancel orders: add [clients.NAME] with token = \"env:VAR\" and \
+                     scopes to the config file, or listen on a loopback address such as 127.0.0.1",
+                    self.http_addr
+                ),
+            });
+        }
         let name_ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
         if self.namespace.is_empty() || self.namespace.len() > 64 || !self.namespace.chars().all(name_ok) {
             return invalid("WASAGA_NAMESPACE", "1 to 64 letters, digits, '.', '_' or '-'");
         }
         Ok(())
+    }
+
+    /// The client keys of `[clients]`, each `env:VAR` read from the environment.
+    pub fn client_keys(&self) -> Result<Vec<ClientKey>, ConfigError> {
+        use secrecy::ExposeSecret;
+        let mut keys: Vec<ClientKey> = Vec::with_capacity(self.clients.len());
+        for (name, client) in &self.clients {
+            let invalid =
+                |reason: String| ConfigError::Invalid { name: "clients", reason: format!("[clients.{name}] {reason}") };
+            let configured = client.token.expose_secret();
+            let token = match configured.strip_prefix("env:") {
+                Some(var) => std::env::var(var)
+                    .map_err(|_| invalid(format!("token names the environment variable {var}, which is not set")))?,
+                None => configured.to_owned(),
+            };
+            // Compared trimmed, as a presented token is (see `http::access::token_digest`).
+            if token.trim().chars().count() < 16 {
+                return Err(invalid("token must have at least 16 characters".to_owned()));
+            }
+            if client.scopes.is_empty() {
+                return Err(invalid("scopes must name at least one of place, read, cancel".to_owned()));
+            }
+            if let Some(other) = keys.iter().find(|k| k.token.expose_secret().trim() == token.trim()) {
+                return Err(invalid(format!("token is the same as [clients.{}]'s", other.name)));
+            }
+            keys.push(ClientKey {
+                name: name.clone(),
+                token: SecretString::from(token),
+                scopes: client.scopes.clone(),
+            });
+        }
+        Ok(keys)
     }
 
     /// This host's name in the fleet: the configured one, or the host name and a digest
@@ -684,10 +809,11 @@ mod tests {
             "redrive_after_ms": 100, "maintenance_interval_ms": 100, "retain_inbox_secs": 1,
             "auto_rollback_failure_rate": 0.5, "auto_rollback_min_calls": 1, "auto_rollback_window_secs": 1,
             "recording_max_bytes": 1024, "retain_pins_secs": 1, "retain_outbox_secs": 1, "console_session_secs": 1,
-            "retain_idempotency_secs": 1, "stream_replication": 1, "step_concurrency_per_step": 1
+            "retain_idempotency_secs": 1, "stream_replication": 1, "step_concurrency_per_step": 1,
+            "console_secure_cookie": "always", "auth_failures_per_minute": 5, "metrics_addr": "127.0.0.1:2"
         });
         let keys: Vec<&str> = fields.as_object().expect("object").keys().map(String::as_str).collect();
-        // `stores` and `steps` are maps, set in the TOML file only.
+        // `stores`, `steps` and `clients` are maps, set in the TOML file only.
         assert_eq!(keys.len(), SETTING_KEYS.len());
         assert!(keys.iter().all(|k| SETTING_KEYS.contains(k)));
         serde_json::from_value::<Settings>(fields).expect("every key is a field");
@@ -738,7 +864,9 @@ mod tests {
     #[allow(clippy::result_large_err)] // figment's Jail fixes the closure's error type.
     fn the_shipped_examples_load() {
         // Inside a jail: the jails of other tests set WASAGA_ variables process-wide.
-        figment::Jail::expect_with(|_jail| {
+        figment::Jail::expect_with(|jail| {
+            // compose.yml sets the shop's client key.
+            jail.set_env("WASAGA_SHOP_TOKEN", "a-client-key-of-the-shop");
             for example in ["wasaga.toml", "polyglot.toml"] {
                 let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples").join(example);
                 let settings = Settings::load(Some(&path)).map_err(|e| format!("{example}: {e}"))?;
@@ -748,6 +876,42 @@ mod tests {
             }
             Ok(())
         });
+    }
+
+    #[test]
+    fn a_server_reachable_from_other_machines_needs_a_client_key() {
+        let open = Settings { http_addr: "0.0.0.0:8080".parse().expect("address"), ..Settings::default() };
+        let error = open.validate().expect_err("refused").to_string();
+        assert!(error.contains("WASAGA_HTTP_ADDR") && error.contains("[clients.NAME]"), "{error}");
+        let client = ClientSettings { token: "a-key-of-sixteen-chars".to_owned().into(), scopes: vec![Scope::Place] };
+        let guarded = Settings { clients: BTreeMap::from([("shop".to_owned(), client)]), ..open };
+        assert!(guarded.validate().is_ok());
+        let ipv6 = Settings { http_addr: "[::1]:8080".parse().expect("address"), ..Settings::default() };
+        assert!(ipv6.validate().is_ok(), "loopback needs no client key");
+    }
+
+    #[test]
+    fn client_keys_are_long_scoped_distinct_and_read_from_the_environment() {
+        let check = |clients: &[(&str, &str, &[Scope])], expected: &str| {
+            let clients = clients
+                .iter()
+                .map(|(name, token, scopes)| {
+                    ((*name).to_owned(), ClientSettings { token: (*token).to_owned().into(), scopes: scopes.to_vec() })
+                })
+                .collect();
+            let error = Settings { clients, ..Settings::default() }.validate().expect_err("refused").to_string();
+            assert!(error.contains(expected), "{error} lacks {expected}");
+        };
+        check(&[("shop", "short", &[Scope::Read])], "[clients.shop] token must have at least 16");
+        check(&[("shop", "sixteen-chars-and-more", &[])], "[clients.shop] scopes");
+        check(
+            &[("a", "sixteen-chars-and-more", &[Scope::Read]), ("b", "sixteen-chars-and-more", &[Scope::Place])],
+            "same as [clients.a]",
+        );
+        check(
+            &[("shop", "env:WASAGA_TEST_NO_SUCH_VARIABLE", &[Scope::Read])],
+            "WASAGA_TEST_NO_SUCH_VARIABLE, which is not set",
+        );
     }
 
     #[test]

@@ -20,7 +20,6 @@ use axum::Router;
 use parking_lot::Mutex;
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
-use sha2::{Digest, Sha256};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -78,6 +77,8 @@ pub struct App {
     settings: Settings,
     executor: Option<Arc<dyn StepExecutor>>,
     token: SecretString,
+    /// `WASAGA_METRICS_ADDR`, bound.
+    metrics_listener: Option<TcpListener>,
     started: Option<Started>,
     /// Why the server is not started yet.
     waiting: String,
@@ -105,6 +106,14 @@ impl App {
             .await
             .map_err(|source| StartError::Bind { addr: settings.http_addr, source })?;
         let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: settings.http_addr, source })?;
+        let metrics_listener = match settings.metrics_addr {
+            Some(metrics_addr) => Some(
+                TcpListener::bind(metrics_addr)
+                    .await
+                    .map_err(|source| StartError::Bind { addr: metrics_addr, source })?,
+            ),
+            None => None,
+        };
         let (started, waiting) = match start(&settings, executor.clone(), &token, addr).await {
             Ok(started) => (Some(started), String::new()),
             Err(error) if error.is_waitable() => {
@@ -113,7 +122,12 @@ impl App {
             }
             Err(error) => return Err(error),
         };
-        Ok(App { listener, settings, executor, token, started, waiting })
+        Ok(App { listener, settings, executor, token, metrics_listener, started, waiting })
+    }
+
+    /// The address `/metrics` is served on when it has one of its own (port 0 resolved).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().and_then(|listener| listener.local_addr().ok())
     }
 
     /// The address actually bound (port 0 resolved).
@@ -132,11 +146,13 @@ impl App {
         let addr = self.local_addr();
         let bound = Duration::from_millis(self.settings.shutdown_timeout_ms);
         let slot: Arc<Mutex<Option<Started>>> = Arc::new(Mutex::new(None));
+        let metrics_state: Arc<ArcSwapOption<AppState>> = Arc::new(ArcSwapOption::empty());
         let router = match self.started {
             Some(started) => {
                 let steps: Vec<String> = started.state.registry.snapshot().keys().cloned().collect();
                 tracing::info!(%addr, ?steps, "wasaga is listening");
                 let router = http::router(started.state.clone());
+                metrics_state.store(Some(Arc::new(started.state.clone())));
                 *slot.lock() = Some(started);
                 router
             }
@@ -150,11 +166,25 @@ impl App {
                     addr,
                     gate.clone(),
                     slot.clone(),
+                    metrics_state.clone(),
                 ));
                 gate.router()
             }
         };
-        let served = axum::serve(self.listener, router).with_graceful_shutdown(shutdown).await;
+        let metrics_server = self.metrics_listener.map(|listener| {
+            tracing::info!(addr = ?listener.local_addr().ok(), "serving /metrics on its own address");
+            tokio::spawn(async move {
+                if let Err(error) = axum::serve(listener, http::metrics_router(metrics_state)).await {
+                    tracing::error!(%error, "the metrics listener failed");
+                }
+            })
+        });
+        // The peer address keys the budget of failed credentials.
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        let served = axum::serve(self.listener, service).with_graceful_shutdown(shutdown).await;
+        if let Some(metrics_server) = metrics_server {
+            metrics_server.abort();
+        }
         let started = slot.lock().take();
         if let Some(started) = started {
             started.watcher.stop().await;
@@ -209,6 +239,7 @@ async fn keep_starting(
     addr: SocketAddr,
     gate: Gate,
     slot: Arc<Mutex<Option<Started>>>,
+    metrics_state: Arc<ArcSwapOption<AppState>>,
 ) {
     let mut backoff = crate::backoff::Backoff::new(Duration::from_millis(500), Duration::from_secs(5));
     loop {
@@ -217,6 +248,7 @@ async fn keep_starting(
             Ok(started) => {
                 tracing::info!("the store answers: wasaga is starting to serve");
                 gate.inner.store(Some(Arc::new(http::router(started.state.clone()))));
+                metrics_state.store(Some(Arc::new(started.state.clone())));
                 *slot.lock() = Some(started);
                 return;
             }
@@ -326,12 +358,20 @@ async fn start(
         started_at_ms: crate::event::now_ms(),
     });
     let saga = Saga::start(saga_ctx.clone()).await;
-    let token_digest = Sha256::digest(token.expose_secret().as_bytes()).to_vec();
+    // Digested as a presented token is, so the two compare the same way.
+    let token_digest = http::access::token_digest(token.expose_secret()).to_vec();
     let session_ms = i64::try_from(settings.console_session_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let access = http::access::Access::new(
+        &settings.client_keys()?,
+        settings.auth_failures_per_minute,
+        settings.console_secure_cookie,
+    );
     let state = AppState {
         registry,
         sessions: crate::http::ui::Sessions::new(&token_digest, session_ms),
         charts: Arc::default(),
+        access: Arc::new(access),
+        metrics_on_api: settings.metrics_addr.is_none(),
         admin_token_digest: token_digest.into(),
         required_steps: SAGA_STEPS.iter().map(|s| (*s).to_owned()).collect(),
         saga: saga_ctx,

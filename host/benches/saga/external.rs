@@ -175,8 +175,15 @@ async fn start(rig: &Rig, extra_env: &[(&str, &str)]) -> Server {
 pub async fn drain(http: &reqwest::Client, base: &str) {
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        let page: Value =
-            http.get(format!("{base}/api/orders?status=pending&limit=1")).send().await.unwrap().json().await.unwrap();
+        let page: Value = http
+            .get(format!("{base}/api/orders?status=pending&limit=1"))
+            .bearer_auth("bench")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         if page["orders"].as_array().is_some_and(|o| o.is_empty()) {
             return;
         }

@@ -38,7 +38,7 @@ pub async fn latencies(http: &reqwest::Client, base: &str) -> Vec<f64> {
             Some(c) => format!("{base}/api/orders?status=completed&limit=500&after={c}"),
             None => format!("{base}/api/orders?status=completed&limit=500"),
         };
-        let page: Value = http.get(url).send().await.unwrap().json().await.unwrap();
+        let page: Value = http.get(url).bearer_auth("bench").send().await.unwrap().json().await.unwrap();
         for order in page["orders"].as_array().unwrap() {
             let at = |kind: &str| {
                 order["timeline"]

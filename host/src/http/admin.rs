@@ -8,31 +8,11 @@ use super::problem::Problem;
 use crate::registry::{RegistryError, RolloutMode, Slot, Source, StepRegistry, VersionSummary};
 use crate::runtime::LoadedStep;
 use axum::Json;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
-
-/// Refuse admin requests without the admin token: 401 without one, 403 with a wrong one.
-pub async fn require_admin(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
-    match presented {
-        None => ApiError::Unauthorized.into_response(),
-        // Compare digests, so the time taken says nothing about the token.
-        Some(token) if Sha256::digest(token.trim().as_bytes()).as_slice() != &state.admin_token_digest[..] => {
-            ApiError::Forbidden.into_response()
-        }
-        Some(_) => next.run(request).await,
-    }
-}
 
 /// One version of a step, as the API shows it, with its calls on this host.
 #[derive(Debug, Serialize, ToSchema)]

@@ -7,7 +7,7 @@ use crate::store::Channel;
 use axum::Json;
 use axum::extract::State;
 use axum::http::header;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 #[utoipa::path(
@@ -68,10 +68,17 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
 )]
 /// Prometheus text format.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    if let Ok(counts) = state.saga.host_store().order_counts().await {
+    render_metrics(Some(&state)).await
+}
+
+/// Every metric, with the gauges read from the store refreshed once the server started.
+pub async fn render_metrics(state: Option<&AppState>) -> Response {
+    if let Some(state) = state
+        && let Ok(counts) = state.saga.host_store().order_counts().await
+    {
         for (status, count) in counts {
             metrics::gauge!("wasaga_orders", "status" => status).set(count as f64);
         }
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::telemetry::metrics().render())
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::telemetry::metrics().render()).into_response()
 }

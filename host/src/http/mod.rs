@@ -3,6 +3,7 @@
 //! **API Boundary:** paths, bodies and status codes here are relied on by clients and
 //! tests outside the project; change them only by adding.
 
+pub mod access;
 mod admin;
 mod archive;
 pub mod body;
@@ -43,6 +44,10 @@ pub struct AppState {
     pub sessions: ui::Sessions,
     /// The console's overview samples.
     pub charts: Arc<ui::Charts>,
+    /// Client keys, failed-credential budgets, the cookie policy.
+    pub access: Arc<access::Access>,
+    /// Whether `/metrics` is served here (not on an address of its own).
+    pub metrics_on_api: bool,
 }
 
 impl AppState {
@@ -51,6 +56,19 @@ impl AppState {
         let steps = self.registry.snapshot();
         self.required_steps.iter().filter(|name| !steps.contains_key(*name)).cloned().collect()
     }
+}
+
+/// `/metrics` alone, on `WASAGA_METRICS_ADDR`; it answers before the server started too.
+pub fn metrics_router(state: Arc<arc_swap::ArcSwapOption<AppState>>) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let state = state.load_full();
+                async move { health::render_metrics(state.as_deref()).await }
+            }),
+        )
+        .layer(TraceLayer::new_for_http())
 }
 
 pub fn router(state: AppState) -> Router {
@@ -71,19 +89,28 @@ pub fn router(state: AppState) -> Router {
         .route("/dead-letters/{id}", axum::routing::delete(dead_letters::discard))
         .route("/dead-letters/{id}/replay", post(dead_letters::replay))
         .route("/archive", get(archive::list))
-        .route_layer(middleware::from_fn_with_state(state.clone(), admin::require_admin));
+        .route_layer(middleware::from_fn_with_state(state.clone(), access::require_admin));
     let stock_admin = Router::new()
         .route("/api/stock/{sku}", axum::routing::put(stock::put))
-        .route_layer(middleware::from_fn_with_state(state.clone(), admin::require_admin));
-    Router::new()
-        .route("/api/orders", get(orders::list).post(orders::place))
-        .route("/api/orders/{id}", get(orders::get))
-        .route("/api/orders/{id}/cancel", post(orders::cancel))
+        .route_layer(middleware::from_fn_with_state(state.clone(), access::require_admin));
+    // The cross-customer list is the admin's; the rest of the order API needs a scope.
+    let list = get(orders::list).route_layer(middleware::from_fn_with_state(state.clone(), access::require_admin));
+    let place = post(orders::place).route_layer(middleware::from_fn_with_state(state.clone(), access::require_place));
+    let read = get(orders::get).route_layer(middleware::from_fn_with_state(state.clone(), access::require_read));
+    let cancel =
+        post(orders::cancel).route_layer(middleware::from_fn_with_state(state.clone(), access::require_cancel));
+    let mut router = Router::new()
+        .route("/api/orders", list.merge(place))
+        .route("/api/orders/{id}", read)
+        .route("/api/orders/{id}/cancel", cancel)
         .route("/api/stock/{sku}", get(stock::get))
         .merge(stock_admin)
         .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
+        .route("/readyz", get(health::readyz));
+    if state.metrics_on_api {
+        router = router.route("/metrics", get(health::metrics));
+    }
+    router
         .route("/api/openapi.json", get(openapi::openapi_json))
         .nest("/api/admin", admin)
         .merge(ui::router(state.clone()))

@@ -11,7 +11,12 @@ use utoipa::{Modify, OpenApi};
     info(
         title = "wasaga",
         description = "Runs the business steps of an order saga as sandboxed WebAssembly components. \
-            Errors are application/problem+json (RFC 9457); /api/admin/* needs the admin token."
+            Errors are application/problem+json (RFC 9457). /api/admin/*, setting stock and the \
+            cross-customer order list need the admin token. Placing, reading and cancelling an \
+            order need a client key with the scope place, read or cancel (or the admin token), sent \
+            as Authorization: Bearer; with no client configured they are open, which the server \
+            allows only while it listens on a loopback address. Failed tokens are limited per \
+            client address (429 with Retry-After)."
     ),
     paths(
         orders::place,
@@ -51,13 +56,21 @@ use utoipa::{Modify, OpenApi};
 )]
 pub struct ApiDoc;
 
-/// The bearer token of `/api/admin/*`.
+/// The bearer tokens: the admin token, and the client keys of `[clients.NAME]`.
 struct AdminToken;
 
 impl Modify for AdminToken {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme("admin_token", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+        let client_key = Http::builder()
+            .scheme(HttpAuthScheme::Bearer)
+            .description(Some(
+                "A client key from [clients.NAME] in the configuration; its scopes (place, read, cancel) \
+                 say which order endpoints it may call",
+            ))
+            .build();
+        components.add_security_scheme("client_key", SecurityScheme::Http(client_key));
     }
 }
 

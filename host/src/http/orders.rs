@@ -168,7 +168,11 @@ impl Drop for InFlight<'_> {
     post, path = "/api/orders", tag = "orders",
     params(("Idempotency-Key" = Option<String>, Header, description = "The same key and body return the same order")),
     request_body(content = PlaceOrderRequest, content_type = "application/json"),
+    security((), ("client_key" = ["place"]), ("admin_token" = [])),
     responses(
+        (status = 401, description = "No credential, and client keys are configured", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The bearer token is not a client key with the place scope, nor the admin token", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed tokens from this address; see Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 202, description = "Accepted; follow the Location header", body = Accepted, headers(("Location" = String, description = "/api/orders/{id}"))),
         (status = 400, description = "Malformed JSON or Idempotency-Key", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A request with this Idempotency-Key is in flight", body = Problem, content_type = "application/problem+json"),
@@ -235,7 +239,11 @@ pub async fn place(
 #[utoipa::path(
     get, path = "/api/orders/{id}", tag = "orders",
     params(("id" = String, Path, description = "The order id")),
+    security((), ("client_key" = ["read"]), ("admin_token" = [])),
     responses(
+        (status = 401, description = "No credential, and client keys are configured", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The bearer token is not a client key with the read scope, nor the admin token", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed tokens from this address; see Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 200, description = "The order with its timeline", body = OrderView),
         (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
         (status = 400, description = "A control character in the path or query", body = Problem, content_type = "application/problem+json")
@@ -271,8 +279,12 @@ pub struct OrderList {
 #[utoipa::path(
     get, path = "/api/orders", tag = "orders",
     params(ListQuery),
+    security(("admin_token" = [])),
     responses(
-        (status = 200, description = "Orders, newest first", body = OrderList),
+        (status = 200, description = "Orders, newest first, of every customer: the admin token only", body = OrderList),
+        (status = 401, description = "No bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The bearer token is not the admin token (a client key is not enough)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed tokens from this address; see Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "An invalid filter", body = Problem, content_type = "application/problem+json"),
         (status = 400, description = "A control character in the path or query", body = Problem, content_type = "application/problem+json")
     )
@@ -319,7 +331,11 @@ pub async fn list(State(state): State<AppState>, Query(query): Query<ListQuery>)
 #[utoipa::path(
     post, path = "/api/orders/{id}/cancel", tag = "orders",
     params(("id" = String, Path, description = "The order id")),
+    security((), ("client_key" = ["cancel"]), ("admin_token" = [])),
     responses(
+        (status = 401, description = "No credential, and client keys are configured", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The bearer token is not a client key with the cancel scope, nor the admin token", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed tokens from this address; see Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 202, description = "Cancelled; the steps compensate", body = Accepted),
         (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Already cancelled", body = Problem, content_type = "application/problem+json"),

@@ -57,6 +57,15 @@ pub enum ApiError {
     Unauthorized,
     #[error("the bearer token is not the admin token")]
     Forbidden,
+    /// No credential where one is needed (the detail says which).
+    #[error("{0}")]
+    NoCredential(String),
+    /// A credential that does not allow this request.
+    #[error("{0}")]
+    NotAllowed(String),
+    /// Too many failed credentials from this client: try again after this many seconds.
+    #[error("too many failed sign-ins or bearer tokens from this address; try again in {0} s")]
+    TooManyFailures(u64),
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("{detail}")]
@@ -79,6 +88,9 @@ impl ApiError {
             ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::NoCredential(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::NotAllowed(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::TooManyFailures(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_failures"),
             ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             ApiError::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
@@ -143,6 +155,10 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
+        let retry_after = match &self {
+            ApiError::TooManyFailures(secs) => Some(*secs),
+            _ => None,
+        };
         let errors = match self {
             ApiError::Invalid(errors) => errors,
             _ => Vec::new(),
@@ -155,6 +171,9 @@ impl IntoResponse for ApiError {
             && let Ok(value) = "Bearer".parse()
         {
             response.headers_mut().insert(axum::http::header::WWW_AUTHENTICATE, value);
+        }
+        if let Some(secs) = retry_after {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, secs.into());
         }
         response
     }

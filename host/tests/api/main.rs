@@ -1,6 +1,7 @@
 //! Integration tests of the host: the real components built by `cargo xtask test`,
 //! loaded into the real runtime, and a real server on a random port.
 
+mod access;
 mod admin;
 mod authority;
 mod brokers;

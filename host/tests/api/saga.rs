@@ -210,7 +210,7 @@ async fn bad_input_is_refused_and_stores_nothing(db: Db) {
         ("/api/orders?status=lost", 422),
         ("/api/orders?after=x", 422),
     ] {
-        assert_eq!(app.get(path).await.status().as_u16(), status, "{path}");
+        assert_eq!(app.admin_get(path).await.status().as_u16(), status, "{path}");
     }
     let response = app.http.put(app.url("/api/stock/SKU-1")).json(&json!({"available": 5})).send().await.expect("sent");
     assert_eq!(response.status(), 401, "stock is admin-only");

@@ -3,16 +3,17 @@
 
 use super::layout;
 use super::session::{COOKIE, Session, constant_time_eq};
+use crate::config::SecureCookie;
 use crate::event::now_ms;
 use crate::http::AppState;
-use axum::Form;
+use crate::http::access;
 use axum::extract::{Query, Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{Extensions, HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
+use axum::{Extension, Form};
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 /// The header htmx sends the CSRF token in (set on `<body hx-headers>`).
 pub const CSRF_HEADER: &str = "x-csrf-token";
@@ -40,26 +41,53 @@ pub struct SignIn {
     next: Option<String>,
 }
 
-pub async fn login(State(state): State<AppState>, jar: CookieJar, Form(form): Form<SignIn>) -> Response {
+pub async fn login(
+    State(state): State<AppState>,
+    extensions: Extensions,
+    headers: HeaderMap,
+    jar: CookieJar,
+    Form(form): Form<SignIn>,
+) -> Response {
     let next = safe_next(form.next.as_deref());
+    let peer = access::peer(&extensions);
+    let too_many = |wait| {
+        let secs = access::retry_secs(wait);
+        let message = format!("Too many failed sign-ins: try again in {secs} s.");
+        let page = layout::sign_in(&next, Some(message.as_str()));
+        let retry_after = [(header::RETRY_AFTER, secs.to_string())];
+        (StatusCode::TOO_MANY_REQUESTS, retry_after, layout::headers(), page).into_response()
+    };
+    if let Some(wait) = state.access.blocked(peer) {
+        return too_many(wait);
+    }
     // Compare digests, so the time taken says nothing about the token.
-    let digest = Sha256::digest(form.token.trim().as_bytes());
-    if !constant_time_eq(digest.as_slice(), &state.admin_token_digest) {
-        tracing::warn!("console sign-in refused: not the admin token");
+    if !constant_time_eq(&access::token_digest(&form.token), &state.admin_token_digest) {
+        if let Some(wait) = state.access.failed(peer) {
+            return too_many(wait);
+        }
+        tracing::warn!(%peer, "console sign-in refused: not the admin token");
         let page = layout::sign_in(&next, Some("That is not the admin token."));
         return (StatusCode::UNAUTHORIZED, layout::headers(), page).into_response();
     }
     let (value, session) = state.sessions.issue(now_ms());
+    let secure = match state.access.secure_cookie {
+        SecureCookie::Always => true,
+        SecureCookie::Never => false,
+        SecureCookie::Auto => access::forwarded_https(&headers),
+    };
     let cookie = Cookie::build((COOKIE, value))
         .path("/ui")
         .http_only(true)
+        .secure(secure)
         .same_site(SameSite::Strict)
         .max_age(time::Duration::milliseconds(session.expires_ms - now_ms()))
         .build();
     (jar.add(cookie), Redirect::to(&next)).into_response()
 }
 
-pub async fn logout(jar: CookieJar) -> Response {
+/// Sign out: the session is revoked here, not only forgotten by the browser.
+pub async fn logout(State(state): State<AppState>, Extension(session): Extension<Session>, jar: CookieJar) -> Response {
+    state.sessions.revoke(&session, now_ms());
     let gone = Cookie::build((COOKIE, "")).path("/ui").build();
     (jar.remove(gone), [("HX-Redirect", "/ui/login")], StatusCode::NO_CONTENT).into_response()
 }
