@@ -243,9 +243,11 @@ mod tests {
         assert!(budget.state_read_key("toolong").is_err());
         budget.state_read_key("a").expect("first");
         budget.state_read_bytes(6).expect("6 bytes");
-        assert!(budget.state_read_bytes(6).unwrap_err().to_string().contains("WASAGA_STEP_MAX_STATE_READ_BYTES"));
+        let error = budget.state_read_bytes(6).expect_err("over 10 bytes");
+        assert!(error.to_string().contains("WASAGA_STEP_MAX_STATE_READ_BYTES"), "{error}");
         budget.state_read_key("b").expect("second");
-        assert!(budget.state_read_key("c").unwrap_err().to_string().contains("WASAGA_STEP_MAX_STATE_READS"));
+        let error = budget.state_read_key("c").expect_err("a third read");
+        assert!(error.to_string().contains("WASAGA_STEP_MAX_STATE_READS"), "{error}");
     }
 
     #[test]

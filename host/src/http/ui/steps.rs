@@ -96,7 +96,7 @@ async fn section(state: &AppState, flash: Option<Flash>) -> Result<Markup, UiErr
     let slots = state.registry.snapshot();
     let mut cards = Vec::new();
     for slot in slots.values() {
-        let plugin = PluginView::of(slot, &state);
+        let plugin = PluginView::of(slot, state);
         let history = state.saga.host_store().history(&plugin.name, 5).await?;
         cards.push(step_card(&plugin, &history));
     }
