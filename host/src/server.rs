@@ -21,7 +21,7 @@ use parking_lot::Mutex;
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -127,7 +127,8 @@ impl App {
     }
 
     /// Serve until `shutdown` resolves; requests in flight finish first, then consumers
-    /// finish the batch in hand (at most `WASAGA_SHUTDOWN_TIMEOUT_MS`).
+    /// finish the batch in hand, all within `WASAGA_SHUTDOWN_TIMEOUT_MS` of the signal:
+    /// what is still open at that bound is abandoned.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
         let addr = self.local_addr();
         let bound = Duration::from_millis(self.settings.shutdown_timeout_ms);
@@ -154,11 +155,40 @@ impl App {
                 gate.router()
             }
         };
-        let served = axum::serve(self.listener, router).with_graceful_shutdown(shutdown).await;
+        // The bound counts from the signal and covers everything after it: open
+        // connections may use all of it, the saga gets what they leave.
+        let (signalled, signal) = tokio::sync::watch::channel(None::<tokio::time::Instant>);
+        let graceful = async move {
+            shutdown.await;
+            let _ = signalled.send(Some(tokio::time::Instant::now() + bound));
+        };
+        let mut serve = Box::pin(axum::serve(self.listener, router).with_graceful_shutdown(graceful).into_future());
+        let mut at_bound = signal.clone();
+        let bounded = async move {
+            let deadline = at_bound.wait_for(Option::is_some).await.ok().and_then(|deadline| *deadline);
+            match deadline {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
+        };
+        let served = tokio::select! {
+            served = &mut serve => served,
+            () = bounded => {
+                tracing::warn!(bound_ms = bound.as_millis() as u64, "closing connections still open at the shutdown bound");
+                Ok(())
+            }
+        };
+        // Dropping the server closes its listener; connections still open end with the
+        // process (or with their request and body timeouts).
+        drop(serve);
+        let deadline = (*signal.borrow()).unwrap_or_else(|| tokio::time::Instant::now() + bound);
         let started = slot.lock().take();
         if let Some(started) = started {
-            started.watcher.stop().await;
-            started.saga.stop(bound).await;
+            let left = || deadline.saturating_duration_since(tokio::time::Instant::now());
+            if tokio::time::timeout(left(), started.watcher.stop()).await.is_err() {
+                tracing::warn!("stopping without waiting longer for the plugin watcher");
+            }
+            started.saga.stop(left()).await;
         }
         served.map_err(StartError::Serve)?;
         tracing::info!("wasaga stopped");
@@ -335,6 +365,7 @@ async fn start(
         required_steps: SAGA_STEPS.iter().map(|s| (*s).to_owned()).collect(),
         saga: saga_ctx,
         in_flight: Arc::default(),
+        request_timeout: Duration::from_millis(settings.request_timeout_ms),
     };
     Ok(Started { state, saga, watcher })
 }

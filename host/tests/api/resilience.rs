@@ -90,6 +90,65 @@ async fn sigterm_stops_a_host_whose_step_is_blocked_and_loses_nothing() {
     server.kill();
 }
 
+/// Open a connection to `addr` and send the headers of a `PUT /api/stock/SKU-1` with a
+/// 64-byte body, then half of it; returns once the server has started reading the body
+/// (it answered `100 Continue`).
+async fn half_sent_request(addr: std::net::SocketAddr, token: &str) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "PUT /api/stock/SKU-1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: 64\r\nExpect: 100-continue\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.expect("headers");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains("100 Continue") {
+        let n = tokio::time::timeout(WAIT, stream.read(&mut buf)).await.expect("100 Continue in time").expect("read");
+        assert!(n > 0, "the server closed the connection: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    stream.write_all(br#"{"available": 1, "#).await.expect("half a body");
+    stream
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_a_half_sent_request_exits_within_the_bound() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir_all(dir.path().join("plugins")).expect("plugins folder");
+    let token = format!("t-{}", rand_id());
+    // The request timeout is far away: only the shutdown bound can end this.
+    let env = [("WASAGA_SHUTDOWN_TIMEOUT_MS", "1500".to_owned()), ("WASAGA_REQUEST_TIMEOUT_MS", "600000".to_owned())];
+    let mut server = Server::start_env(dir.path(), None, &token, &env);
+    let _stream = half_sent_request(server.api.addr, &token).await;
+    let started = std::time::Instant::now();
+    let status = server.terminate_and_wait(Duration::from_secs(10));
+    let status = status.expect("SIGTERM did not stop the host within 10 s of a 1.5 s bound");
+    assert!(status.success(), "the host exited with {status}");
+    eprintln!("exited {} ms after SIGTERM", started.elapsed().as_millis());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_stops_coming_is_refused_after_the_request_timeout() {
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir_all(dir.path().join("plugins")).expect("plugins folder");
+    let mut settings = test_settings(&dir, None);
+    settings.request_timeout_ms = 300;
+    let app = spawn_with(dir, settings).await;
+    let mut stream = half_sent_request(app.addr, &app.token).await;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut answer))
+        .await
+        .expect("an answer within 20 s")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer);
+    let status_line = answer.lines().find(|l| l.starts_with("HTTP/1.1 4")).unwrap_or_default();
+    assert!(status_line.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliveries_wait_for_a_step_that_is_not_loaded() {
     use wasaga_host::transport::{EmbeddedTransport, Transport};
