@@ -402,6 +402,72 @@ async fn secrets_never_reach_an_error_message() {
     }
 }
 
+/// Start `wasaga serve` with `env` and collect what it writes to stderr until `done`
+/// says enough (or it exits); returns every line.
+fn stderr_of_serve(dir: &std::path::Path, env: &[(&str, &str)], done: impl Fn(&[String]) -> bool) -> Vec<String> {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wasaga"))
+        .arg("serve")
+        .env("WASAGA_HTTP_ADDR", "127.0.0.1:0")
+        .env("WASAGA_DATA_DIR", dir.join("data"))
+        .env("WASAGA_PLUGINS_DIR", dir.join("plugins"))
+        .env("RUST_LOG", "debug")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("wasaga starts");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut lines = Vec::new();
+    while !done(&lines) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => lines.push(line),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("waited 60 s; saw:\n{}", lines.join("\n")),
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    lines
+}
+
+#[test]
+fn a_password_with_url_delimiters_never_reaches_a_log_line() {
+    let password = "pa/ss#w?rd";
+    let pieces = ["pa/ss", "ss#w", "w?rd", "#w?"];
+    let leaked = |lines: &[String]| {
+        lines.iter().find(|line| pieces.iter().any(|piece| line.contains(piece))).cloned()
+    };
+    // A broker that does not answer: the host retries and says why, with the URL.
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir_all(dir.path().join("plugins")).expect("plugins folder");
+    let transport = format!("amqp://guest:{password}@127.0.0.1:1/%2f");
+    let lines = stderr_of_serve(dir.path(), &[("WASAGA_TRANSPORT_URL", &transport)], |lines| {
+        lines.iter().filter(|line| line.contains("RabbitMQ")).count() >= 2
+    });
+    assert_eq!(leaked(&lines), None, "the password reached a log line");
+    assert!(lines.iter().any(|line| line.contains("guest:***@")), "{}", lines.join("\n"));
+    // A store that does not answer: the host waits for it and says why.
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir_all(dir.path().join("plugins")).expect("plugins folder");
+    let store = format!("postgres://app:{password}@127.0.0.1:1/db");
+    let lines = stderr_of_serve(dir.path(), &[("WASAGA_STORE_URL", &store)], |lines| {
+        lines.iter().any(|line| line.contains("waiting for the store") || line.starts_with("error:"))
+    });
+    assert_eq!(leaked(&lines), None, "the password reached a log line or error");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_keeps_tables_bounded_under_sustained_traffic() {
     let dir = tempfile::tempdir().expect("temp dir");
