@@ -124,7 +124,7 @@ async fn three_hosts_on_postgres_rabbitmq_and_kafka_never_oversell() {
     let _shared = RABBIT.read().await;
     // A durable tansu: the analytics consumer moves to another host and resumes from
     // the committed offset (see `brokers::tansu`).
-    let Some(brokers) = Brokers::start(true).await else { return };
+    let brokers = Brokers::start(true).await;
     three_hosts_never_oversell(brokers.env()).await;
 }
 
