@@ -69,10 +69,13 @@ pub struct Settings {
     /// delivered again after the restart).
     #[serde(default = "defaults::shutdown_timeout_ms")]
     pub shutdown_timeout_ms: u64,
-    /// Longest a request may take to be answered, and longest its body may pause
-    /// between two reads (a client that stops sending is cut off).
+    /// Longest a request may take to be answered.
     #[serde(default = "defaults::request_timeout_ms")]
     pub request_timeout_ms: u64,
+    /// Longest a request body may pause between two reads (a client that stops sending
+    /// is cut off).
+    #[serde(default = "defaults::body_timeout_ms")]
+    pub body_timeout_ms: u64,
     /// SQLite durability: `full` (a 202 survives a power cut) or `normal`.
     #[serde(default = "defaults::sqlite_synchronous")]
     pub sqlite_synchronous: crate::store::SqliteSync,
@@ -194,7 +197,7 @@ pub const COMPENSATING_STEPS: [&str; 2] = ["payment", "inventory"];
 
 /// Every key of [`Settings`], as in `wasaga.toml` and (upper-cased, `WASAGA_`-prefixed)
 /// in the environment.
-const SETTING_KEYS: [&str; 39] = [
+const SETTING_KEYS: [&str; 40] = [
     "console_session_secs",
     "auto_rollback_failure_rate",
     "auto_rollback_min_calls",
@@ -205,6 +208,7 @@ const SETTING_KEYS: [&str; 39] = [
     "host_id",
     "shutdown_timeout_ms",
     "request_timeout_ms",
+    "body_timeout_ms",
     "sqlite_synchronous",
     "store_timeout_ms",
     "max_component_mib",
@@ -275,6 +279,9 @@ mod defaults {
     }
     pub fn request_timeout_ms() -> u64 {
         30_000
+    }
+    pub fn body_timeout_ms() -> u64 {
+        10_000
     }
     pub fn sqlite_synchronous() -> crate::store::SqliteSync {
         crate::store::SqliteSync::Full
@@ -367,6 +374,7 @@ impl Default for Settings {
             host_id: None,
             shutdown_timeout_ms: defaults::shutdown_timeout_ms(),
             request_timeout_ms: defaults::request_timeout_ms(),
+            body_timeout_ms: defaults::body_timeout_ms(),
             sqlite_synchronous: defaults::sqlite_synchronous(),
             store_timeout_ms: defaults::store_timeout_ms(),
             max_component_mib: defaults::max_component_mib(),
@@ -449,6 +457,7 @@ impl Settings {
         for (name, value, low, high) in [
             ("WASAGA_SHUTDOWN_TIMEOUT_MS", self.shutdown_timeout_ms, 0, 3_600_000),
             ("WASAGA_REQUEST_TIMEOUT_MS", self.request_timeout_ms, 100, 3_600_000),
+            ("WASAGA_BODY_TIMEOUT_MS", self.body_timeout_ms, 100, 3_600_000),
             ("WASAGA_STORE_TIMEOUT_MS", self.store_timeout_ms, 100, 3_600_000),
             ("WASAGA_MAX_COMPONENT_MIB", self.max_component_mib, 1, 1024),
             ("WASAGA_COMPILE_TIMEOUT_MS", self.compile_timeout_ms, 100, 3_600_000),

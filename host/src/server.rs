@@ -366,6 +366,7 @@ async fn start(
         saga: saga_ctx,
         in_flight: Arc::default(),
         request_timeout: Duration::from_millis(settings.request_timeout_ms),
+        body_timeout: Duration::from_millis(settings.body_timeout_ms),
     };
     Ok(Started { state, saga, watcher })
 }

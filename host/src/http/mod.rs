@@ -27,6 +27,7 @@ use parking_lot::Mutex;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
+use tower_http::map_request_body::MapRequestBodyLayer;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
@@ -47,6 +48,8 @@ pub struct AppState {
     pub charts: Arc<ui::Charts>,
     /// Longest a request may take to be answered (`WASAGA_REQUEST_TIMEOUT_MS`).
     pub request_timeout: Duration,
+    /// Longest a request body may pause (`WASAGA_BODY_TIMEOUT_MS`).
+    pub body_timeout: Duration,
 }
 
 impl AppState {
@@ -58,7 +61,7 @@ impl AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    let request_timeout = state.request_timeout;
+    let body_timeout = state.body_timeout;
     // A little over the runtime's limit, so an oversized upload gets the runtime's
     // message naming the setting rather than a bare 413.
     let max_component = state.registry.runtime().config().max_component_bytes.saturating_add(1024);
@@ -98,7 +101,8 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), bound_request))
         // A body that pauses longer than this fails to read (400): a client that sends
         // headers and stops holds no handler, and no shutdown, for longer.
-        .layer(RequestBodyTimeoutLayer::new(request_timeout))
+        .layer(MapRequestBodyLayer::new(axum::body::Body::new))
+        .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
