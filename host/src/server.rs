@@ -51,6 +51,8 @@ pub enum StartError {
     Archive(#[from] ArchiveError),
     #[error(transparent)]
     Transport(#[from] TransportError),
+    #[error(transparent)]
+    Identity(#[from] crate::saga::maintenance::IdentityError),
 }
 
 impl StartError {
@@ -60,6 +62,7 @@ impl StartError {
         match self {
             StartError::Store(error) => error.is_transient(),
             StartError::Transport(TransportError::Store(error)) => error.is_transient(),
+            StartError::Identity(crate::saga::maintenance::IdentityError::Store(error)) => error.is_transient(),
             _ => false,
         }
     }
@@ -271,6 +274,8 @@ async fn start(
         settings.steps.iter().filter_map(|(step, s)| s.store.clone().map(|store| (step.clone(), store))).collect();
     let stores = Stores::open(&settings.store_url(), &named, routes, &settings.store_options()).await?;
     let host_id = settings.host_id();
+    // Before anything acts as this host (its claims are released below).
+    let instance = crate::saga::maintenance::claim_host_id(stores.host(), &host_id).await?;
     let per_step = settings.step_concurrency_per_step.unwrap_or((settings.step_concurrency / 2).max(1));
     let runtime = Runtime::new(RuntimeConfig {
         deadline: settings.step_deadline(),
@@ -351,6 +356,7 @@ async fn start(
         shadows: crate::saga::shadow::Shadows::start(executor.clone()),
         executor,
         host_id,
+        instance,
         http_addr: addr.to_string(),
         started_at_ms: crate::event::now_ms(),
     });

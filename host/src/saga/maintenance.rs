@@ -33,6 +33,7 @@ pub(super) async fn run(ctx: Arc<SagaContext>, mut stopped: watch::Receiver<bool
     // A swap is reported at once, so the fleet's list of hosts says what each serves.
     let mut swaps = ctx.registry.watch();
     loop {
+        renew_host_id(&ctx).await;
         heartbeat(&ctx).await;
         if last_upkeep.elapsed() >= ctx.config.maintenance_every {
             last_upkeep = tokio::time::Instant::now();
@@ -50,6 +51,76 @@ pub(super) async fn run(ctx: Arc<SagaContext>, mut stopped: watch::Receiver<bool
     }
     // A clean stop leaves the list at once; a killed host ages out of it.
     let _ = ctx.host_store().remove_host(&ctx.host_id).await;
+    let _ = ctx.host_store().release_lease(&identity_lease(&ctx.host_id), &ctx.instance).await;
+}
+
+/// How long a host id stays taken after its process last renewed it: a host killed
+/// without a clean stop frees its id after this.
+pub const IDENTITY_TTL: Duration = Duration::from_secs(8);
+
+fn identity_lease(host_id: &str) -> String {
+    format!("host.{host_id}")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error(
+        "another host is running with WASAGA_HOST_ID={0} on this store (it renewed its id within the last {1} s): \
+         give every host its own WASAGA_HOST_ID, or stop the other one first"
+    )]
+    Taken(String, u64),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Take `host_id` in the fleet for this process: its lease in the store (by the store's
+/// clock) names a fresh instance, renewed with every heartbeat. Two processes sharing an
+/// id would share every claim, lease and Kafka membership, so a second one is refused.
+/// An id still held by a process that stopped without releasing it (killed) is free once
+/// its lease ends, so a restart after a crash waits at most [`IDENTITY_TTL`]. Returns the
+/// instance.
+pub async fn claim_host_id(store: &Arc<dyn crate::store::Store>, host_id: &str) -> Result<String, IdentityError> {
+    let mut bytes = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+    let instance = hex::encode(bytes);
+    if store.exclusive() {
+        // One process owns the store: no other host can share it, nor the id.
+        return Ok(instance);
+    }
+    let lease = identity_lease(host_id);
+    let ttl = i64::try_from(IDENTITY_TTL.as_millis()).unwrap_or(8_000);
+    // Held for a whole TTL by someone else means renewed meanwhile: a live process.
+    let give_up = tokio::time::Instant::now() + IDENTITY_TTL + HEARTBEAT;
+    let mut said = false;
+    loop {
+        if store.try_lease(&lease, &instance, ttl).await? {
+            return Ok(instance);
+        }
+        if tokio::time::Instant::now() >= give_up {
+            return Err(IdentityError::Taken(host_id.to_owned(), IDENTITY_TTL.as_secs()));
+        }
+        if !said {
+            said = true;
+            tracing::warn!(%host_id, "this host id is held by another process (or by this host's run before a crash); \
+                waiting for its lease to end");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Renew this process's hold on its host id; losing it means another process took the
+/// id while this one did not renew (paused, cut off from the store).
+async fn renew_host_id(ctx: &SagaContext) {
+    if ctx.host_store().exclusive() {
+        return;
+    }
+    let ttl = i64::try_from(IDENTITY_TTL.as_millis()).unwrap_or(8_000);
+    match ctx.host_store().try_lease(&identity_lease(&ctx.host_id), &ctx.instance, ttl).await {
+        Ok(true) => {}
+        Ok(false) => tracing::error!(host_id = %ctx.host_id,
+            "another process now runs with this host id: give every host its own WASAGA_HOST_ID"),
+        Err(error) => tracing::warn!(%error, "cannot renew this host's id"),
+    }
 }
 
 async fn heartbeat(ctx: &SagaContext) {
@@ -73,7 +144,7 @@ async fn heartbeat(ctx: &SagaContext) {
 
 async fn holds_lease(ctx: &SagaContext) -> bool {
     let ttl = i64::try_from((ctx.config.maintenance_every * 3).as_millis()).unwrap_or(i64::MAX);
-    ctx.host_store().try_lease("maintenance", &ctx.host_id, now_ms(), ttl).await.unwrap_or(false)
+    ctx.host_store().try_lease("maintenance", &ctx.host_id, ttl).await.unwrap_or(false)
 }
 
 async fn redrive(ctx: &SagaContext) {

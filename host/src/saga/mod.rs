@@ -10,7 +10,7 @@
 //! commit leaves nothing; after it, the redelivery finds the inbox row.
 
 mod engine;
-mod maintenance;
+pub mod maintenance;
 pub mod ops;
 pub mod orders;
 pub mod shadow;
@@ -102,6 +102,9 @@ pub struct SagaContext {
     pub shadows: Arc<shadow::Shadows>,
     /// This host's name in the fleet (claims, leases, heartbeats, history).
     pub host_id: String,
+    /// This process, among any that ever ran as `host_id`: the holder of the host id's
+    /// lease (see [`maintenance::claim_host_id`]).
+    pub instance: String,
     /// The address this host serves HTTP on, for the fleet's list of hosts.
     pub http_addr: String,
     pub started_at_ms: i64,
