@@ -179,7 +179,16 @@ pub struct StepSettings {
     /// replay against a candidate; 0 by default.
     #[serde(default)]
     pub record_sample: f64,
+    /// The key prefix of the step's per-order state (`<prefix><order id>`), which
+    /// retention may remove once the order finished and its events are past the inbox
+    /// and outbox retention; `""` keeps it forever. Default: `order/` for `inventory`,
+    /// `payment/` for `payment`, none for every other step.
+    #[serde(default)]
+    pub order_state: Option<String>,
 }
+
+/// The per-order state prefixes of the saga's own steps.
+pub const ORDER_STATE_PREFIXES: [(&str, &str); 2] = [("inventory", "order/"), ("payment", "payment/")];
 
 /// Which version handles an order's later events.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -550,6 +559,19 @@ impl Settings {
     /// Whether `step` compensates (see [`StepSettings::compensates`]).
     pub fn compensates(&self, step: &str) -> bool {
         self.steps.get(step).and_then(|s| s.compensates).unwrap_or(COMPENSATING_STEPS.contains(&step))
+    }
+
+    /// `(step, key prefix)` of every step whose per-order state retention may remove.
+    pub fn order_state(&self) -> Vec<(String, String)> {
+        let mut steps: std::collections::BTreeMap<String, String> =
+            ORDER_STATE_PREFIXES.iter().map(|(step, prefix)| ((*step).to_owned(), (*prefix).to_owned())).collect();
+        for (name, step) in &self.steps {
+            if let Some(prefix) = &step.order_state {
+                steps.insert(name.clone(), prefix.clone());
+            }
+        }
+        // An empty prefix would match every key of the step.
+        steps.into_iter().filter(|(_, prefix)| !prefix.is_empty()).collect()
     }
 
     /// Steps whose orders are pinned to a version.

@@ -332,6 +332,7 @@ async fn start(
         auto_rollback: settings.auto_rollback(),
         recording_max_bytes: usize::try_from(settings.recording_max_bytes).unwrap_or(usize::MAX),
         retain_pins: Duration::from_secs(settings.retain_pins_secs),
+        order_state: settings.order_state(),
         ..SagaConfig::default()
     };
     let transport: Arc<dyn Transport> = if settings.transport_url == "embedded" {

@@ -8,8 +8,9 @@
 //! its log) has an effect. Each order's next redrive waits longer.
 //!
 //! **Retention:** handled inbox rows, relayed outbox rows and idempotency keys older than
-//! their settings are removed in bounded chunks; dead letters and their inbox marks never
-//! are. Compiled components no loaded version uses are removed from the compile cache.
+//! their settings are removed in bounded chunks; so are the per-order state of finished
+//! orders past both (steps that allow it), plugin versions nothing can need any more,
+//! and hosts gone for an hour; dead letters and their inbox marks never are. Compiled components no loaded version uses are removed from the compile cache.
 
 use super::SagaContext;
 use crate::event::now_ms;
@@ -25,6 +26,8 @@ pub const HOST_TTL: Duration = Duration::from_secs(10);
 const PRUNE_CHUNK: u32 = 10_000;
 /// Orders one redrive round looks at.
 const REDRIVE_BATCH: u32 = 200;
+/// Host rows not seen for this long (and leases ended this long ago) are removed.
+const DEAD_HOSTS: Duration = Duration::from_secs(3600);
 /// Compile cache entries younger than this are kept even if unused (an upload in flight).
 const CACHE_GRACE: Duration = Duration::from_secs(3600);
 
@@ -171,24 +174,43 @@ async fn redrive(ctx: &SagaContext) {
 
 async fn prune(ctx: &SagaContext) {
     let before = |keep: Duration| now_ms().saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX));
+    let pins_before_ms = before(ctx.config.retain_pins);
+    let stores = ctx.stores.all();
     let cutoffs = Cutoffs {
         inbox_before_ms: before(ctx.config.retain_inbox),
         outbox_before_ms: before(ctx.config.retain_outbox),
         idempotency_before_ms: before(ctx.config.retain_idempotency),
-        pins_before_ms: before(ctx.config.retain_pins),
+        pins_before_ms,
         stream: ctx.stream.is_some(),
+        // Past both retentions no event of the order is delivered or redriven again:
+        // its state cannot be asked for.
+        finished_before_ms: before(ctx.config.retain_inbox.max(ctx.config.retain_outbox)),
+        order_state: ctx.config.order_state.clone(),
+        // Pins and overrides are kept in each step's store: with one store, every
+        // reference to a version is seen by the statement that removes it.
+        versions_before_ms: (stores.len() == 1).then_some(pins_before_ms),
+        hosts_before_ms: before(DEAD_HOSTS),
     };
-    for store in ctx.stores.all() {
+    for store in stores {
         match store.prune(&cutoffs, PRUNE_CHUNK).await {
             Ok(pruned) if pruned != Default::default() => {
-                metrics::counter!("wasaga_pruned_rows_total", "table" => "inbox").increment(pruned.inbox);
-                metrics::counter!("wasaga_pruned_rows_total", "table" => "outbox").increment(pruned.outbox);
-                metrics::counter!("wasaga_pruned_rows_total", "table" => "idempotency_keys")
-                    .increment(pruned.idempotency_keys);
+                for (table, n) in [
+                    ("inbox", pruned.inbox),
+                    ("outbox", pruned.outbox),
+                    ("idempotency_keys", pruned.idempotency_keys),
+                    ("step_state", pruned.step_state),
+                    ("plugin_versions", pruned.plugin_versions),
+                    ("hosts", pruned.hosts),
+                ] {
+                    metrics::counter!("wasaga_pruned_rows_total", "table" => table).increment(n);
+                }
                 tracing::info!(
                     inbox = pruned.inbox,
                     outbox = pruned.outbox,
                     idempotency_keys = pruned.idempotency_keys,
+                    step_state = pruned.step_state,
+                    plugin_versions = pruned.plugin_versions,
+                    hosts = pruned.hosts,
                     "retention removed old rows"
                 );
             }

@@ -61,6 +61,8 @@ pub struct SagaConfig {
     pub recording_max_bytes: usize,
     /// How long an order's pins (and sampled recordings) are kept.
     pub retain_pins: Duration,
+    /// `(step, key prefix)` of per-order state retention may remove.
+    pub order_state: Vec<(String, String)>,
 }
 
 impl Default for SagaConfig {
@@ -81,6 +83,7 @@ impl Default for SagaConfig {
             auto_rollback: Default::default(),
             recording_max_bytes: 256 * 1024,
             retain_pins: Duration::from_secs(30 * 24 * 3600),
+            order_state: Vec::new(),
         }
     }
 }

@@ -283,7 +283,7 @@ pub struct Versioned {
 }
 
 /// Rows older than these are removed by [`Store::prune`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Default)]
 pub struct Cutoffs {
     /// Inbox rows of handled events (never the marks of dead-lettered ones).
     pub inbox_before_ms: i64,
@@ -294,6 +294,19 @@ pub struct Cutoffs {
     pub pins_before_ms: i64,
     /// Whether the outbox also has a stream cursor that must have passed a row.
     pub stream: bool,
+    /// Step state of orders that finished (completed or cancelled) before this: for
+    /// each `(step, prefix)` in `order_state`, the step's keys `<prefix><order id>`,
+    /// tombstones included. Only orders in the same store are seen, so a step whose
+    /// state lives in a store of its own keeps it.
+    pub finished_before_ms: i64,
+    /// Steps that allow it, with the key prefix of their per-order state.
+    pub order_state: Vec<(String, String)>,
+    /// Plugin versions kept before this that nothing in this store names (a slot's
+    /// serving, previous or rollout version, a pin, an override, a recording); `None`
+    /// keeps every version (pins may live in other stores).
+    pub versions_before_ms: Option<i64>,
+    /// Host rows not seen since, and leases that ended before it.
+    pub hosts_before_ms: i64,
 }
 
 /// How many rows a prune removed.
@@ -302,6 +315,22 @@ pub struct Pruned {
     pub inbox: u64,
     pub outbox: u64,
     pub idempotency_keys: u64,
+    pub step_state: u64,
+    pub plugin_versions: u64,
+    pub hosts: u64,
+}
+
+/// `prefix` as a LIKE pattern matching every key that starts with it (`\` escapes).
+pub fn like_prefix(prefix: &str) -> String {
+    let mut pattern = String::with_capacity(prefix.len() + 1);
+    for c in prefix.chars() {
+        if matches!(c, '\\' | '%' | '_' | '[') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
 }
 
 /// A component version kept in the fleet's registry.

@@ -1252,7 +1252,51 @@ macro_rules! sql_store {
                 ] {
                     sqlx::query(statement).bind(cutoffs.pins_before_ms).bind(limit).execute(&self.writer).await?;
                 }
-                Ok(Pruned { inbox, outbox, idempotency_keys })
+                let mut step_state = 0;
+                for (step, prefix) in &cutoffs.order_state {
+                    // The order id follows the prefix; SUBSTR counts characters from 1.
+                    let start = i64::try_from(prefix.chars().count()).unwrap_or(i64::MAX - 1) + 1;
+                    step_state += sqlx::query(
+                        "DELETE FROM step_state WHERE step = $1 AND key IN (SELECT s.key FROM step_state s \
+                         JOIN orders o ON o.id = SUBSTR(s.key, CAST($5 AS INTEGER)) WHERE s.step = $1 AND s.key LIKE $2 ESCAPE '\\' \
+                         AND o.status IN ('completed', 'cancelled') AND o.updated_at_ms < $3 LIMIT $4)",
+                    )
+                    .bind(step)
+                    .bind(like_prefix(prefix))
+                    .bind(cutoffs.finished_before_ms)
+                    .bind(limit)
+                    .bind(start)
+                    .execute(&self.writer)
+                    .await?
+                    .rows_affected();
+                }
+                let plugin_versions = match cutoffs.versions_before_ms {
+                    Some(before) => sqlx::query(
+                        "DELETE FROM plugin_versions WHERE digest IN (SELECT v.digest FROM plugin_versions v \
+                         WHERE v.created_at_ms < $1 \
+                         AND NOT EXISTS (SELECT 1 FROM plugin_slots s \
+                             WHERE v.digest IN (s.current_digest, s.previous_digest, s.rollout_digest)) \
+                         AND NOT EXISTS (SELECT 1 FROM pins p WHERE p.digest = v.digest) \
+                         AND NOT EXISTS (SELECT 1 FROM version_overrides o WHERE o.digest = v.digest) \
+                         AND NOT EXISTS (SELECT 1 FROM recordings r WHERE r.version = v.digest) LIMIT $2)",
+                    )
+                    .bind(before)
+                    .bind(limit)
+                    .execute(&self.writer)
+                    .await?
+                    .rows_affected(),
+                    None => 0,
+                };
+                let hosts = sqlx::query("DELETE FROM hosts WHERE seen_at_ms < $1")
+                    .bind(cutoffs.hosts_before_ms)
+                    .execute(&self.writer)
+                    .await?
+                    .rows_affected();
+                sqlx::query("DELETE FROM leases WHERE until_ms < $1")
+                    .bind(cutoffs.hosts_before_ms)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(Pruned { inbox, outbox, idempotency_keys, step_state, plugin_versions, hosts })
             }
 
             async fn put_version(&self, version: &VersionRow) -> Result<(), StoreError> {

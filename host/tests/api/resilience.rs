@@ -542,3 +542,101 @@ async fn retention_keeps_tables_bounded_under_sustained_traffic() {
     assert_eq!(level["reserved"], 0, "{level}");
     app.stop().await;
 }
+
+on_every_store!(retention_removes_what_nothing_can_need_any_more);
+
+/// Retention removes the per-order state of finished orders (tombstones included) for
+/// the steps that allow it, plugin versions nothing names, and hosts long gone; it keeps
+/// what an open order, a rollback, a pin or a recent upload may still need.
+async fn retention_removes_what_nothing_can_need_any_more(db: Db) {
+    use wasaga_host::store::{BatchCommit, Cutoffs, HostRow, OrderTransition, SlotRow, VersionRow};
+    let (store, _dir) = test_store(db).await;
+    for id in ["o-done", "o-gone", "o-open"] {
+        store
+            .create_order(&new_order(id), None, &stored_event(&format!("placed-{id}"), "order.placed", id), None)
+            .await
+            .expect("placed");
+    }
+    for (id, to) in [("o-done", "completed"), ("o-gone", "cancelled")] {
+        let transition = OrderTransition {
+            order_id: id.to_owned(),
+            from: &["pending"],
+            to,
+            reason: None,
+            event: stored_event(&format!("{to}-{id}"), &format!("order.{to}"), id),
+        };
+        assert!(store.transition(&transition).await.expect("transition"), "{db:?}: {id} {to}");
+    }
+    let put = |key: &str| (key.to_owned(), Some(b"{}".to_vec()));
+    let state =
+        vec![put("order/o-done"), put("order/o-gone"), put("order/o-open"), put("sku/A"), put("order/o-unknown")];
+    let reads = state.iter().map(|(key, _)| (key.clone(), None)).collect();
+    let commit = BatchCommit { consumer: "inventory".to_owned(), state, state_reads: reads, ..BatchCommit::default() };
+    store.commit_batch(&commit).await.expect("state written");
+    let other = BatchCommit {
+        consumer: "analytics".to_owned(),
+        state: vec![put("order/o-done")],
+        state_reads: vec![("order/o-done".to_owned(), None)],
+        pins: vec![("o-open".to_owned(), "sha256:pinned".to_owned())],
+        ..BatchCommit::default()
+    };
+    store.commit_batch(&other).await.expect("state written");
+
+    let now = wasaga_host::event::now_ms();
+    let version = |digest: &str, created_at_ms: i64| VersionRow {
+        digest: digest.to_owned(),
+        name: "inventory".to_owned(),
+        version: "1.0.0".to_owned(),
+        subscribes: vec![],
+        bytes: vec![0],
+        created_at_ms,
+    };
+    for (digest, at) in
+        [("sha256:serving", 1), ("sha256:previous", 1), ("sha256:pinned", 1), ("sha256:old", 1), ("sha256:young", now)]
+    {
+        store.put_version(&version(digest, at)).await.expect("kept");
+    }
+    let slot = SlotRow {
+        name: "inventory".to_owned(),
+        current: "sha256:serving".to_owned(),
+        previous: Some("sha256:previous".to_owned()),
+        generation: 1,
+        updated_at_ms: 1,
+        rollout: None,
+    };
+    assert!(store.set_slot(&slot, 0).await.expect("slot"), "{db:?}");
+    let host = |id: &str, seen_at_ms: i64| HostRow {
+        host_id: id.to_owned(),
+        http_addr: "127.0.0.1:1".to_owned(),
+        started_at_ms: 1,
+        seen_at_ms,
+        steps: "{}".to_owned(),
+    };
+    store.heartbeat(&host("gone", 1)).await.expect("heartbeat");
+    store.heartbeat(&host("alive", now)).await.expect("heartbeat");
+
+    let cutoffs = Cutoffs {
+        finished_before_ms: 1_000,
+        order_state: vec![("inventory".to_owned(), "order/".to_owned())],
+        versions_before_ms: Some(now - 60_000),
+        hosts_before_ms: now - 60_000,
+        ..Cutoffs::default()
+    };
+    let pruned = store.prune(&cutoffs, 100).await.expect("pruned");
+    assert_eq!((pruned.step_state, pruned.plugin_versions, pruned.hosts), (2, 1, 1), "{db:?}: {pruned:?}");
+    let present = async |step: &str, key: &str| store.state_get(step, key).await.expect("reads").is_some();
+    assert!(!present("inventory", "order/o-done").await, "{db:?}: a completed order's state stays");
+    assert!(!present("inventory", "order/o-gone").await, "{db:?}: a cancelled order's tombstone stays");
+    assert!(present("inventory", "order/o-open").await, "{db:?}: an open order's state is gone");
+    assert!(present("inventory", "sku/A").await, "{db:?}: state of no order is gone");
+    assert!(present("inventory", "order/o-unknown").await, "{db:?}: state of an unknown order is gone");
+    assert!(present("analytics", "order/o-done").await, "{db:?}: a step that did not allow it lost state");
+    let mut kept = store.version_digests("inventory").await.expect("digests");
+    kept.sort();
+    assert_eq!(kept, ["sha256:pinned", "sha256:previous", "sha256:serving", "sha256:young"], "{db:?}");
+    let hosts: Vec<String> = store.hosts(0).await.expect("hosts").into_iter().map(|h| h.host_id).collect();
+    assert_eq!(hosts, ["alive"], "{db:?}");
+    // A second pass finds nothing more.
+    let again = store.prune(&cutoffs, 100).await.expect("pruned");
+    assert_eq!((again.step_state, again.plugin_versions, again.hosts), (0, 0, 0), "{db:?}: {again:?}");
+}

@@ -184,6 +184,21 @@ pub const PRUNE_PINS: &str = "DELETE FROM pins WHERE created_at_ms < @P1 AND ord
     (SELECT TOP (@P2) order_id FROM pins WHERE created_at_ms < @P1)";
 pub const PRUNE_RECORDINGS: &str = "DELETE FROM recordings WHERE id IN \
     (SELECT TOP (@P2) id FROM recordings WHERE recorded_at_ms < @P1)";
+/// A step's per-order state (`<prefix><order id>`) of orders finished before @P3.
+pub const PRUNE_ORDER_STATE: &str = "DELETE FROM step_state WHERE step = @P1 AND [key] IN \
+    (SELECT TOP (@P4) s.[key] FROM step_state s JOIN orders o ON o.id = SUBSTRING(s.[key], @P5, 4000) \
+    WHERE s.step = @P1 AND s.[key] LIKE @P2 ESCAPE '\\' AND o.status IN ('completed', 'cancelled') \
+    AND o.updated_at_ms < @P3)";
+/// Versions kept before @P1 that no slot, pin, override or recording names.
+pub const PRUNE_VERSIONS: &str = "DELETE FROM plugin_versions WHERE digest IN (SELECT TOP (@P2) v.digest \
+    FROM plugin_versions v WHERE v.created_at_ms < @P1 \
+    AND NOT EXISTS (SELECT 1 FROM plugin_slots s \
+        WHERE v.digest IN (s.current_digest, s.previous_digest, s.rollout_digest)) \
+    AND NOT EXISTS (SELECT 1 FROM pins p WHERE p.digest = v.digest) \
+    AND NOT EXISTS (SELECT 1 FROM version_overrides o WHERE o.digest = v.digest) \
+    AND NOT EXISTS (SELECT 1 FROM recordings r WHERE r.version = v.digest))";
+pub const PRUNE_HOSTS: &str = "DELETE FROM hosts WHERE seen_at_ms < @P1";
+pub const PRUNE_LEASES: &str = "DELETE FROM leases WHERE until_ms < @P1";
 pub const INSERT_HISTORY: &str = "INSERT INTO plugin_history (name, action, digest, reason, host_id, at_ms) \
     VALUES (@P1, @P2, @P3, @P4, @P5, @P6)";
 pub const SELECT_HISTORY: &str = "SELECT TOP (@P2) name, action, digest, reason, host_id, at_ms \
@@ -274,5 +289,9 @@ pub const ALL: &[&str] = &[
     SELECT_DEAD_LETTER_RECORDING,
     PRUNE_PINS,
     PRUNE_RECORDINGS,
+    PRUNE_ORDER_STATE,
+    PRUNE_VERSIONS,
+    PRUNE_HOSTS,
+    PRUNE_LEASES,
     "SELECT 1",
 ];
