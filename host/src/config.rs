@@ -688,7 +688,8 @@ mod tests {
             "redrive_after_ms": 100, "maintenance_interval_ms": 100, "retain_inbox_secs": 1,
             "auto_rollback_failure_rate": 0.5, "auto_rollback_min_calls": 1, "auto_rollback_window_secs": 1,
             "recording_max_bytes": 1024, "retain_pins_secs": 1, "retain_outbox_secs": 1, "console_session_secs": 1,
-            "retain_idempotency_secs": 1, "stream_replication": 1, "step_concurrency_per_step": 1
+            "retain_idempotency_secs": 1, "stream_replication": 1, "step_concurrency_per_step": 1,
+            "request_timeout_ms": 100, "body_timeout_ms": 100
         });
         let keys: Vec<&str> = fields.as_object().expect("object").keys().map(String::as_str).collect();
         // `stores` and `steps` are maps, set in the TOML file only.
