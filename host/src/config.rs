@@ -69,6 +69,13 @@ pub struct Settings {
     /// delivered again after the restart).
     #[serde(default = "defaults::shutdown_timeout_ms")]
     pub shutdown_timeout_ms: u64,
+    /// Longest a request may take to be answered.
+    #[serde(default = "defaults::request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Longest a request body may pause between two reads (a client that stops sending
+    /// is cut off).
+    #[serde(default = "defaults::body_timeout_ms")]
+    pub body_timeout_ms: u64,
     /// SQLite durability: `full` (a 202 survives a power cut) or `normal`.
     #[serde(default = "defaults::sqlite_synchronous")]
     pub sqlite_synchronous: crate::store::SqliteSync,
@@ -199,6 +206,12 @@ pub struct StepSettings {
     /// `stock.*` for inventory; a claim here replaces the default owner.
     #[serde(default)]
     pub owns: Vec<String>,
+    /// The key prefix of the step's per-order state (`<prefix><order id>`), which
+    /// retention may remove once the order finished and its events are past the inbox
+    /// and outbox retention; `""` keeps it forever. Default: `order/` for `inventory`,
+    /// `payment/` for `payment`, none for every other step.
+    #[serde(default)]
+    pub order_state: Option<String>,
 }
 
 /// A client of the order API and what it may do.
@@ -253,6 +266,9 @@ pub struct ClientKey {
     pub scopes: Vec<Scope>,
 }
 
+/// The per-order state prefixes of the saga's own steps.
+pub const ORDER_STATE_PREFIXES: [(&str, &str); 2] = [("inventory", "order/"), ("payment", "payment/")];
+
 /// Which version handles an order's later events.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -269,7 +285,7 @@ pub const COMPENSATING_STEPS: [&str; 2] = ["payment", "inventory"];
 
 /// Every key of [`Settings`], as in `wasaga.toml` and (upper-cased, `WASAGA_`-prefixed)
 /// in the environment.
-const SETTING_KEYS: [&str; 43] = [
+const SETTING_KEYS: [&str; 45] = [
     "console_session_secs",
     "console_secure_cookie",
     "auth_failures_per_minute",
@@ -282,6 +298,8 @@ const SETTING_KEYS: [&str; 43] = [
     "maintenance_interval_ms",
     "host_id",
     "shutdown_timeout_ms",
+    "request_timeout_ms",
+    "body_timeout_ms",
     "sqlite_synchronous",
     "store_timeout_ms",
     "max_component_mib",
@@ -350,6 +368,12 @@ mod defaults {
         "wasaga".to_owned()
     }
     pub fn shutdown_timeout_ms() -> u64 {
+        10_000
+    }
+    pub fn request_timeout_ms() -> u64 {
+        30_000
+    }
+    pub fn body_timeout_ms() -> u64 {
         10_000
     }
     pub fn sqlite_synchronous() -> crate::store::SqliteSync {
@@ -451,6 +475,8 @@ impl Default for Settings {
             namespace: defaults::namespace(),
             host_id: None,
             shutdown_timeout_ms: defaults::shutdown_timeout_ms(),
+            request_timeout_ms: defaults::request_timeout_ms(),
+            body_timeout_ms: defaults::body_timeout_ms(),
             sqlite_synchronous: defaults::sqlite_synchronous(),
             store_timeout_ms: defaults::store_timeout_ms(),
             max_component_mib: defaults::max_component_mib(),
@@ -538,6 +564,8 @@ impl Settings {
         }
         for (name, value, low, high) in [
             ("WASAGA_SHUTDOWN_TIMEOUT_MS", self.shutdown_timeout_ms, 0, 3_600_000),
+            ("WASAGA_REQUEST_TIMEOUT_MS", self.request_timeout_ms, 100, 3_600_000),
+            ("WASAGA_BODY_TIMEOUT_MS", self.body_timeout_ms, 100, 3_600_000),
             ("WASAGA_STORE_TIMEOUT_MS", self.store_timeout_ms, 100, 3_600_000),
             ("WASAGA_MAX_COMPONENT_MIB", self.max_component_mib, 1, 1024),
             ("WASAGA_COMPILE_TIMEOUT_MS", self.compile_timeout_ms, 100, 3_600_000),
@@ -693,6 +721,19 @@ impl Settings {
         self.steps.get(step).and_then(|s| s.compensates).unwrap_or(COMPENSATING_STEPS.contains(&step))
     }
 
+    /// `(step, key prefix)` of every step whose per-order state retention may remove.
+    pub fn order_state(&self) -> Vec<(String, String)> {
+        let mut steps: std::collections::BTreeMap<String, String> =
+            ORDER_STATE_PREFIXES.iter().map(|(step, prefix)| ((*step).to_owned(), (*prefix).to_owned())).collect();
+        for (name, step) in &self.steps {
+            if let Some(prefix) = &step.order_state {
+                steps.insert(name.clone(), prefix.clone());
+            }
+        }
+        // An empty prefix would match every key of the step.
+        steps.into_iter().filter(|(_, prefix)| !prefix.is_empty()).collect()
+    }
+
     /// Steps whose orders are pinned to a version.
     pub fn pinned_steps(&self) -> std::collections::BTreeSet<String> {
         self.steps.iter().filter(|(_, s)| s.versioning == Versioning::Pinned).map(|(n, _)| n.clone()).collect()
@@ -810,7 +851,8 @@ mod tests {
             "auto_rollback_failure_rate": 0.5, "auto_rollback_min_calls": 1, "auto_rollback_window_secs": 1,
             "recording_max_bytes": 1024, "retain_pins_secs": 1, "retain_outbox_secs": 1, "console_session_secs": 1,
             "retain_idempotency_secs": 1, "stream_replication": 1, "step_concurrency_per_step": 1,
-            "console_secure_cookie": "always", "auth_failures_per_minute": 5, "metrics_addr": "127.0.0.1:2"
+            "console_secure_cookie": "always", "auth_failures_per_minute": 5, "metrics_addr": "127.0.0.1:2",
+            "request_timeout_ms": 100, "body_timeout_ms": 100
         });
         let keys: Vec<&str> = fields.as_object().expect("object").keys().map(String::as_str).collect();
         // `stores`, `steps` and `clients` are maps, set in the TOML file only.

@@ -36,14 +36,22 @@ async fn main() -> std::process::ExitCode {
             }
         };
     }
-    match run(cli).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+    let serving = matches!(cli.command, Command::Serve { .. });
+    let code: u8 = match run(cli).await {
+        Ok(()) => 0,
         Err(error) => {
             // One readable line with its causes; no backtrace for an expected failure.
             eprintln!("error: {error:#}");
-            std::process::ExitCode::FAILURE
+            1
         }
+    };
+    if serving {
+        // Leave now: dropping the runtime would wait for every blocking thread (a
+        // compile that does not end, a driver stuck in a call), and the shutdown bound
+        // is already spent.
+        std::process::exit(i32::from(code));
     }
+    std::process::ExitCode::from(code)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

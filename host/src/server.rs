@@ -20,7 +20,7 @@ use axum::Router;
 use parking_lot::Mutex;
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -50,6 +50,8 @@ pub enum StartError {
     Archive(#[from] ArchiveError),
     #[error(transparent)]
     Transport(#[from] TransportError),
+    #[error(transparent)]
+    Identity(#[from] crate::saga::maintenance::IdentityError),
 }
 
 impl StartError {
@@ -59,6 +61,7 @@ impl StartError {
         match self {
             StartError::Store(error) => error.is_transient(),
             StartError::Transport(TransportError::Store(error)) => error.is_transient(),
+            StartError::Identity(crate::saga::maintenance::IdentityError::Store(error)) => error.is_transient(),
             _ => false,
         }
     }
@@ -141,7 +144,8 @@ impl App {
     }
 
     /// Serve until `shutdown` resolves; requests in flight finish first, then consumers
-    /// finish the batch in hand (at most `WASAGA_SHUTDOWN_TIMEOUT_MS`).
+    /// finish the batch in hand, all within `WASAGA_SHUTDOWN_TIMEOUT_MS` of the signal:
+    /// what is still open at that bound is abandoned.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
         let addr = self.local_addr();
         let bound = Duration::from_millis(self.settings.shutdown_timeout_ms);
@@ -179,16 +183,45 @@ impl App {
                 }
             })
         });
+        // The bound counts from the signal and covers everything after it: open
+        // connections may use all of it, the saga gets what they leave.
+        let (signalled, signal) = tokio::sync::watch::channel(None::<tokio::time::Instant>);
+        let graceful = async move {
+            shutdown.await;
+            let _ = signalled.send(Some(tokio::time::Instant::now() + bound));
+        };
         // The peer address keys the budget of failed credentials.
         let service = router.into_make_service_with_connect_info::<SocketAddr>();
-        let served = axum::serve(self.listener, service).with_graceful_shutdown(shutdown).await;
+        let mut serve = Box::pin(axum::serve(self.listener, service).with_graceful_shutdown(graceful).into_future());
+        let mut at_bound = signal.clone();
+        let bounded = async move {
+            let deadline = at_bound.wait_for(Option::is_some).await.ok().and_then(|deadline| *deadline);
+            match deadline {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
+        };
+        let served = tokio::select! {
+            served = &mut serve => served,
+            () = bounded => {
+                tracing::warn!(bound_ms = bound.as_millis() as u64, "closing connections still open at the shutdown bound");
+                Ok(())
+            }
+        };
+        // Dropping the server closes its listener; connections still open end with the
+        // process (or with their request and body timeouts).
+        drop(serve);
         if let Some(metrics_server) = metrics_server {
             metrics_server.abort();
         }
+        let deadline = (*signal.borrow()).unwrap_or_else(|| tokio::time::Instant::now() + bound);
         let started = slot.lock().take();
         if let Some(started) = started {
-            started.watcher.stop().await;
-            started.saga.stop(bound).await;
+            let left = || deadline.saturating_duration_since(tokio::time::Instant::now());
+            if tokio::time::timeout(left(), started.watcher.stop()).await.is_err() {
+                tracing::warn!("stopping without waiting longer for the plugin watcher");
+            }
+            started.saga.stop(left()).await;
         }
         served.map_err(StartError::Serve)?;
         tracing::info!("wasaga stopped");
@@ -273,6 +306,8 @@ async fn start(
         settings.steps.iter().filter_map(|(step, s)| s.store.clone().map(|store| (step.clone(), store))).collect();
     let stores = Stores::open(&settings.store_url(), &named, routes, &settings.store_options()).await?;
     let host_id = settings.host_id();
+    // Before anything acts as this host (its claims are released below).
+    let instance = crate::saga::maintenance::claim_host_id(stores.host(), &host_id).await?;
     let per_step = settings.step_concurrency_per_step.unwrap_or((settings.step_concurrency / 2).max(1));
     let runtime = Runtime::new(RuntimeConfig {
         deadline: settings.step_deadline(),
@@ -330,6 +365,7 @@ async fn start(
         recording_max_bytes: usize::try_from(settings.recording_max_bytes).unwrap_or(usize::MAX),
         retain_pins: Duration::from_secs(settings.retain_pins_secs),
         owners: settings.owners()?,
+        order_state: settings.order_state(),
         ..SagaConfig::default()
     };
     let transport: Arc<dyn Transport> = if settings.transport_url == "embedded" {
@@ -354,6 +390,7 @@ async fn start(
         shadows: crate::saga::shadow::Shadows::start(executor.clone()),
         executor,
         host_id,
+        instance,
         http_addr: addr.to_string(),
         started_at_ms: crate::event::now_ms(),
     });
@@ -376,6 +413,8 @@ async fn start(
         required_steps: SAGA_STEPS.iter().map(|s| (*s).to_owned()).collect(),
         saga: saga_ctx,
         in_flight: Arc::default(),
+        request_timeout: Duration::from_millis(settings.request_timeout_ms),
+        body_timeout: Duration::from_millis(settings.body_timeout_ms),
     };
     Ok(Started { state, saga, watcher })
 }

@@ -27,6 +27,9 @@ use axum::routing::{get, post};
 use parking_lot::Mutex;
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
+use tower_http::map_request_body::MapRequestBodyLayer;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 /// What every handler can reach.
@@ -48,6 +51,10 @@ pub struct AppState {
     pub access: Arc<access::Access>,
     /// Whether `/metrics` is served here (not on an address of its own).
     pub metrics_on_api: bool,
+    /// Longest a request may take to be answered (`WASAGA_REQUEST_TIMEOUT_MS`).
+    pub request_timeout: Duration,
+    /// Longest a request body may pause (`WASAGA_BODY_TIMEOUT_MS`).
+    pub body_timeout: Duration,
 }
 
 impl AppState {
@@ -72,6 +79,7 @@ pub fn metrics_router(state: Arc<arc_swap::ArcSwapOption<AppState>>) -> Router {
 }
 
 pub fn router(state: AppState) -> Router {
+    let body_timeout = state.body_timeout;
     // A little over the runtime's limit, so an oversized upload gets the runtime's
     // message naming the setting rather than a bare 413.
     let max_component = state.registry.runtime().config().max_component_bytes.saturating_add(1024);
@@ -117,6 +125,34 @@ pub fn router(state: AppState) -> Router {
         .fallback(admin::not_found)
         .layer(middleware::from_fn(guard::reject_control_characters))
         .layer(DefaultBodyLimit::max(body::MAX_JSON_BYTES))
+        .layer(middleware::from_fn_with_state(state.clone(), bound_request))
+        // A body that pauses longer than this fails to read (400): a client that sends
+        // headers and stops holds no handler, and no shutdown, for longer.
+        .layer(MapRequestBodyLayer::new(axum::body::Body::new))
+        .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Answer within `WASAGA_REQUEST_TIMEOUT_MS` (503 after it); an upload also gets its
+/// compile's own bound, `WASAGA_COMPILE_TIMEOUT_MS`. Handlers are cancel-safe: what they
+/// commit is one store transaction.
+async fn bound_request(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut bound = state.request_timeout;
+    if request.method() == axum::http::Method::PUT && request.uri().path().starts_with("/api/admin/plugins/") {
+        bound = bound.saturating_add(state.registry.runtime().config().compile_timeout);
+    }
+    match tokio::time::timeout(bound, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => problem::ApiError::Unavailable(format!(
+            "no answer within {} ms (WASAGA_REQUEST_TIMEOUT_MS)",
+            bound.as_millis()
+        ))
+        .into_response(),
+    }
 }

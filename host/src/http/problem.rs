@@ -120,6 +120,9 @@ impl From<crate::registry::RegistryError> for ApiError {
             RegistryError::Refused(crate::runtime::LoadError::TooLarge { .. }) => {
                 ApiError::PayloadTooLarge(error.to_string())
             }
+            RegistryError::Refused(crate::runtime::LoadError::CompilesBusy(_)) => {
+                ApiError::Unavailable(error.to_string())
+            }
             RegistryError::Refused(reason) => {
                 ApiError::Unprocessable { code: "step_refused", detail: format!("component refused: {reason}") }
             }

@@ -79,7 +79,7 @@ impl Relay {
                 Ok(true)
             } else {
                 let now = tokio::time::Instant::now();
-                let taken = store.try_lease(&lease, &holder, now_ms(), ttl).await;
+                let taken = store.try_lease(&lease, &holder, ttl).await;
                 if matches!(taken, Ok(true)) {
                     renewed = now;
                 }

@@ -73,6 +73,8 @@ pub struct RuntimeConfig {
     pub max_component_bytes: usize,
     /// Longest a compilation may take before the component is refused.
     pub compile_timeout: Duration,
+    /// Compilations that may run at once (see `compile_with` in `step.rs`).
+    pub compile_slots: usize,
     /// Components of at least this size serve first on Winch's code, then on
     /// Cranelift's once compiled; `None` compiles everything with Cranelift alone.
     pub baseline_min_bytes: Option<usize>,
@@ -97,6 +99,7 @@ impl Default for RuntimeConfig {
             limits: CallLimits::default(),
             max_component_bytes: 64 * 1024 * 1024,
             compile_timeout: Duration::from_secs(120),
+            compile_slots: 2,
             baseline_min_bytes: Some(4 * 1024 * 1024),
             baseline_only: false,
         }
@@ -116,6 +119,8 @@ pub enum LoadError {
     Compile(String),
     #[error("compiling took longer than {0:?}: refused")]
     CompileTimeout(Duration),
+    #[error("every compile slot stayed busy for {0:?} (earlier compiles still running): try again later")]
+    CompilesBusy(Duration),
     #[error(
         "imports `{0}`, which steps may not use (allowed: wasaga:saga/* and wasi:cli, io, clocks, random, filesystem @0.2){hint}",
         hint = forbidden_import_hint(.0)
@@ -254,6 +259,9 @@ pub struct Runtime {
     config: RuntimeConfig,
     deadline_ticks: u64,
     permits: Semaphore,
+    /// Compile slots: a compile holds one until its thread really ends (see
+    /// `compile_with` in `step.rs`).
+    compiles: Arc<Semaphore>,
     /// Each step's share of the pool.
     step_permits: Mutex<HashMap<Arc<str>, Arc<Semaphore>>>,
     cache: Option<CompileCache>,
@@ -331,6 +339,7 @@ impl Runtime {
         let cache = config.cache_dir.as_deref().map(|dir| CompileCache::new(dir, &engine));
         Ok(Arc::new(Runtime {
             permits: Semaphore::new(config.concurrency as usize),
+            compiles: Arc::new(Semaphore::new(config.compile_slots.max(1))),
             step_permits: Mutex::new(HashMap::new()),
             engine,
             linker,
@@ -348,6 +357,11 @@ impl Runtime {
 
     pub fn config(&self) -> &RuntimeConfig {
         &self.config
+    }
+
+    /// Compilations running now, including ones given up on that have not ended yet.
+    pub fn compiles_running(&self) -> usize {
+        self.config.compile_slots.max(1).saturating_sub(self.compiles.available_permits())
     }
 
     /// The compile cache, if there is one.

@@ -187,11 +187,26 @@ pub(super) async fn load(runtime: &Arc<Runtime>, name: &str, bytes: Bytes) -> Re
 
 /// Compile on `engine` off the async workers (seconds for a large component), giving up
 /// on one that takes too long.
+///
+/// Giving up cannot stop the compiler: Cranelift has no interruption (epochs and fuel
+/// apply to running code, not to compiling it), and a thread cannot be killed. So each
+/// compile holds one of a few slots until its thread really ends, not until it is given
+/// up on: repeated uploads of a component that compiles for minutes wait for a slot (at
+/// most `compile_timeout` again) and are refused as busy, instead of piling up threads.
+/// Every compile does end, since a component's size is bounded
+/// (`WASAGA_MAX_COMPONENT_MIB`). A child process would free the slot at once, at the
+/// cost of a second engine and a process per compile; the slots bound the same harm.
 async fn compile_with(runtime: &Runtime, engine: &wasmtime::Engine, bytes: Bytes) -> Result<Component, LoadError> {
     let timeout = runtime.config.compile_timeout;
+    let slot = tokio::time::timeout(timeout, runtime.compiles.clone().acquire_owned())
+        .await
+        .map_err(|_| LoadError::CompilesBusy(timeout))?
+        .map_err(|_| LoadError::CompilesBusy(timeout))?;
     let engine = engine.clone();
     let compile = tokio::task::spawn_blocking(move || {
-        Component::new(&engine, &bytes).map_err(|e| LoadError::Compile(error_chain(&e)))
+        let compiled = Component::new(&engine, &bytes).map_err(|e| LoadError::Compile(error_chain(&e)));
+        drop(slot);
+        compiled
     });
     match tokio::time::timeout(timeout, compile).await {
         Err(_) => Err(LoadError::CompileTimeout(timeout)),

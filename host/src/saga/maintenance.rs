@@ -12,8 +12,9 @@
 //! wherever it was handled: nothing is handled twice.
 //!
 //! **Retention:** handled inbox rows, relayed outbox rows and idempotency keys older than
-//! their settings are removed in bounded chunks; dead letters and their inbox marks never
-//! are. Compiled components no loaded version uses are removed from the compile cache.
+//! their settings are removed in bounded chunks; so are the per-order state of finished
+//! orders past both (steps that allow it), plugin versions nothing can need any more,
+//! and hosts gone for an hour; dead letters and their inbox marks never are. Compiled components no loaded version uses are removed from the compile cache.
 
 use super::SagaContext;
 use crate::event::StoredEvent;
@@ -31,6 +32,8 @@ pub const HOST_TTL: Duration = Duration::from_secs(10);
 const PRUNE_CHUNK: u32 = 10_000;
 /// Orders one redrive round looks at.
 const REDRIVE_BATCH: u32 = 200;
+/// Host rows not seen for this long (and leases ended this long ago) are removed.
+const DEAD_HOSTS: Duration = Duration::from_secs(3600);
 /// Compile cache entries younger than this are kept even if unused (an upload in flight).
 const CACHE_GRACE: Duration = Duration::from_secs(3600);
 
@@ -39,6 +42,7 @@ pub(super) async fn run(ctx: Arc<SagaContext>, mut stopped: watch::Receiver<bool
     // A swap is reported at once, so the fleet's list of hosts says what each serves.
     let mut swaps = ctx.registry.watch();
     loop {
+        renew_host_id(&ctx).await;
         heartbeat(&ctx).await;
         if last_upkeep.elapsed() >= ctx.config.maintenance_every {
             last_upkeep = tokio::time::Instant::now();
@@ -56,6 +60,76 @@ pub(super) async fn run(ctx: Arc<SagaContext>, mut stopped: watch::Receiver<bool
     }
     // A clean stop leaves the list at once; a killed host ages out of it.
     let _ = ctx.host_store().remove_host(&ctx.host_id).await;
+    let _ = ctx.host_store().release_lease(&identity_lease(&ctx.host_id), &ctx.instance).await;
+}
+
+/// How long a host id stays taken after its process last renewed it: a host killed
+/// without a clean stop frees its id after this.
+pub const IDENTITY_TTL: Duration = Duration::from_secs(8);
+
+fn identity_lease(host_id: &str) -> String {
+    format!("host.{host_id}")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error(
+        "another host is running with WASAGA_HOST_ID={0} on this store (it renewed its id within the last {1} s): \
+         give every host its own WASAGA_HOST_ID, or stop the other one first"
+    )]
+    Taken(String, u64),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Take `host_id` in the fleet for this process: its lease in the store (by the store's
+/// clock) names a fresh instance, renewed with every heartbeat. Two processes sharing an
+/// id would share every claim, lease and Kafka membership, so a second one is refused.
+/// An id still held by a process that stopped without releasing it (killed) is free once
+/// its lease ends, so a restart after a crash waits at most [`IDENTITY_TTL`]. Returns the
+/// instance.
+pub async fn claim_host_id(store: &Arc<dyn crate::store::Store>, host_id: &str) -> Result<String, IdentityError> {
+    let mut bytes = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+    let instance = hex::encode(bytes);
+    if store.exclusive() {
+        // One process owns the store: no other host can share it, nor the id.
+        return Ok(instance);
+    }
+    let lease = identity_lease(host_id);
+    let ttl = i64::try_from(IDENTITY_TTL.as_millis()).unwrap_or(8_000);
+    // Held for a whole TTL by someone else means renewed meanwhile: a live process.
+    let give_up = tokio::time::Instant::now() + IDENTITY_TTL + HEARTBEAT;
+    let mut said = false;
+    loop {
+        if store.try_lease(&lease, &instance, ttl).await? {
+            return Ok(instance);
+        }
+        if tokio::time::Instant::now() >= give_up {
+            return Err(IdentityError::Taken(host_id.to_owned(), IDENTITY_TTL.as_secs()));
+        }
+        if !said {
+            said = true;
+            tracing::warn!(%host_id, "this host id is held by another process (or by this host's run before a crash); \
+                waiting for its lease to end");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Renew this process's hold on its host id; losing it means another process took the
+/// id while this one did not renew (paused, cut off from the store).
+async fn renew_host_id(ctx: &SagaContext) {
+    if ctx.host_store().exclusive() {
+        return;
+    }
+    let ttl = i64::try_from(IDENTITY_TTL.as_millis()).unwrap_or(8_000);
+    match ctx.host_store().try_lease(&identity_lease(&ctx.host_id), &ctx.instance, ttl).await {
+        Ok(true) => {}
+        Ok(false) => tracing::error!(host_id = %ctx.host_id,
+            "another process now runs with this host id: give every host its own WASAGA_HOST_ID"),
+        Err(error) => tracing::warn!(%error, "cannot renew this host's id"),
+    }
 }
 
 async fn heartbeat(ctx: &SagaContext) {
@@ -79,7 +153,7 @@ async fn heartbeat(ctx: &SagaContext) {
 
 async fn holds_lease(ctx: &SagaContext) -> bool {
     let ttl = i64::try_from((ctx.config.maintenance_every * 3).as_millis()).unwrap_or(i64::MAX);
-    ctx.host_store().try_lease("maintenance", &ctx.host_id, now_ms(), ttl).await.unwrap_or(false)
+    ctx.host_store().try_lease("maintenance", &ctx.host_id, ttl).await.unwrap_or(false)
 }
 
 async fn redrive(ctx: &SagaContext) {
@@ -170,24 +244,43 @@ fn consumers_of(ctx: &SagaContext, kind: &str) -> Vec<String> {
 
 async fn prune(ctx: &SagaContext) {
     let before = |keep: Duration| now_ms().saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX));
+    let pins_before_ms = before(ctx.config.retain_pins);
+    let stores = ctx.stores.all();
     let cutoffs = Cutoffs {
         inbox_before_ms: before(ctx.config.retain_inbox),
         outbox_before_ms: before(ctx.config.retain_outbox),
         idempotency_before_ms: before(ctx.config.retain_idempotency),
-        pins_before_ms: before(ctx.config.retain_pins),
+        pins_before_ms,
         stream: ctx.stream.is_some(),
+        // Past both retentions no event of the order is delivered or redriven again:
+        // its state cannot be asked for.
+        finished_before_ms: before(ctx.config.retain_inbox.max(ctx.config.retain_outbox)),
+        order_state: ctx.config.order_state.clone(),
+        // Pins and overrides are kept in each step's store: with one store, every
+        // reference to a version is seen by the statement that removes it.
+        versions_before_ms: (stores.len() == 1).then_some(pins_before_ms),
+        hosts_before_ms: before(DEAD_HOSTS),
     };
-    for store in ctx.stores.all() {
+    for store in stores {
         match store.prune(&cutoffs, PRUNE_CHUNK).await {
             Ok(pruned) if pruned != Default::default() => {
-                metrics::counter!("wasaga_pruned_rows_total", "table" => "inbox").increment(pruned.inbox);
-                metrics::counter!("wasaga_pruned_rows_total", "table" => "outbox").increment(pruned.outbox);
-                metrics::counter!("wasaga_pruned_rows_total", "table" => "idempotency_keys")
-                    .increment(pruned.idempotency_keys);
+                for (table, n) in [
+                    ("inbox", pruned.inbox),
+                    ("outbox", pruned.outbox),
+                    ("idempotency_keys", pruned.idempotency_keys),
+                    ("step_state", pruned.step_state),
+                    ("plugin_versions", pruned.plugin_versions),
+                    ("hosts", pruned.hosts),
+                ] {
+                    metrics::counter!("wasaga_pruned_rows_total", "table" => table).increment(n);
+                }
                 tracing::info!(
                     inbox = pruned.inbox,
                     outbox = pruned.outbox,
                     idempotency_keys = pruned.idempotency_keys,
+                    step_state = pruned.step_state,
+                    plugin_versions = pruned.plugin_versions,
+                    hosts = pruned.hosts,
                     "retention removed old rows"
                 );
             }

@@ -10,7 +10,7 @@
 //! commit leaves nothing; after it, the redelivery finds the inbox row.
 
 mod engine;
-mod maintenance;
+pub mod maintenance;
 pub mod ops;
 pub mod orders;
 pub mod shadow;
@@ -63,6 +63,8 @@ pub struct SagaConfig {
     pub retain_pins: Duration,
     /// Who may emit which kind.
     pub owners: crate::event::Owners,
+    /// `(step, key prefix)` of per-order state retention may remove.
+    pub order_state: Vec<(String, String)>,
 }
 
 impl Default for SagaConfig {
@@ -84,6 +86,7 @@ impl Default for SagaConfig {
             recording_max_bytes: 256 * 1024,
             retain_pins: Duration::from_secs(30 * 24 * 3600),
             owners: crate::event::Owners::default(),
+            order_state: Vec::new(),
         }
     }
 }
@@ -105,6 +108,9 @@ pub struct SagaContext {
     pub shadows: Arc<shadow::Shadows>,
     /// This host's name in the fleet (claims, leases, heartbeats, history).
     pub host_id: String,
+    /// This process, among any that ever ran as `host_id`: the holder of the host id's
+    /// lease (see [`maintenance::claim_host_id`]).
+    pub instance: String,
     /// The address this host serves HTTP on, for the fleet's list of hosts.
     pub http_addr: String,
     pub started_at_ms: i64,

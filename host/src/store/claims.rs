@@ -48,6 +48,18 @@ impl MemoryClaims {
         claimed
     }
 
+    /// Extend every claim to `until_ms` (the batches in hand are still running).
+    pub fn renew(&self, until_ms: i64) {
+        for (_, until) in self.held.lock().values_mut() {
+            *until = (*until).max(until_ms);
+        }
+    }
+
+    /// Whether delivery `id` is claimed.
+    pub fn holds(&self, id: i64) -> bool {
+        self.held.lock().contains_key(&id)
+    }
+
     /// Drop the claims on `ids` (settled, rescheduled or requeued deliveries).
     pub fn forget(&self, ids: impl IntoIterator<Item = i64>) {
         let mut held = self.held.lock();

@@ -291,7 +291,7 @@ pub struct CheckedOrder {
 }
 
 /// Rows older than these are removed by [`Store::prune`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Default)]
 pub struct Cutoffs {
     /// Inbox rows of handled events (never the marks of dead-lettered ones).
     pub inbox_before_ms: i64,
@@ -302,6 +302,19 @@ pub struct Cutoffs {
     pub pins_before_ms: i64,
     /// Whether the outbox also has a stream cursor that must have passed a row.
     pub stream: bool,
+    /// Step state of orders that finished (completed or cancelled) before this: for
+    /// each `(step, prefix)` in `order_state`, the step's keys `<prefix><order id>`,
+    /// tombstones included. Only orders in the same store are seen, so a step whose
+    /// state lives in a store of its own keeps it.
+    pub finished_before_ms: i64,
+    /// Steps that allow it, with the key prefix of their per-order state.
+    pub order_state: Vec<(String, String)>,
+    /// Plugin versions kept before this that nothing in this store names (a slot's
+    /// serving, previous or rollout version, a pin, an override, a recording); `None`
+    /// keeps every version (pins may live in other stores).
+    pub versions_before_ms: Option<i64>,
+    /// Host rows not seen since, and leases that ended before it.
+    pub hosts_before_ms: i64,
 }
 
 /// How many rows a prune removed.
@@ -310,6 +323,22 @@ pub struct Pruned {
     pub inbox: u64,
     pub outbox: u64,
     pub idempotency_keys: u64,
+    pub step_state: u64,
+    pub plugin_versions: u64,
+    pub hosts: u64,
+}
+
+/// `prefix` as a LIKE pattern matching every key that starts with it (`\` escapes).
+pub fn like_prefix(prefix: &str) -> String {
+    let mut pattern = String::with_capacity(prefix.len() + 1);
+    for c in prefix.chars() {
+        if matches!(c, '\\' | '%' | '_' | '[') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
 }
 
 /// A component version kept in the fleet's registry.
@@ -439,9 +468,10 @@ pub trait Store: Send + Sync {
         now_ms: i64,
         relayed: Option<(Channel, &[i64])>,
     ) -> Result<(), StoreError>;
-    /// Claim up to `limit` due deliveries of `consumer` for `holder` until
-    /// `now_ms + lease_ms`; a delivery claimed by someone else is skipped until its claim
-    /// expires. Returned in queue order.
+    /// Claim up to `limit` deliveries of `consumer` due by `now_ms` for `holder`, for
+    /// `lease_ms`; a delivery claimed by someone else is skipped until its claim expires.
+    /// Claims start and expire by the store's clock, so hosts whose clocks disagree
+    /// agree on them. Returned in queue order.
     async fn claim(
         &self,
         consumer: &str,
@@ -452,11 +482,17 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<DeliveryRow>, StoreError>;
     /// Drop every claim of `holder` (at its start: the claims of its previous run).
     async fn release_claims(&self, holder: &str) -> Result<(), StoreError>;
+    /// Extend every claim of `holder` to `lease_ms` from now (store clock): a batch
+    /// that runs longer than a lease keeps its deliveries.
+    async fn renew_claims(&self, holder: &str, lease_ms: i64) -> Result<(), StoreError>;
     /// When the next delivery of `consumer` falls due (or its claim expires).
     async fn next_due_at(&self, consumer: &str) -> Result<Option<i64>, StoreError>;
     /// Remove acknowledged deliveries and reschedule failed ones
-    /// `(id, due at, error, whether the attempt counts)`, dropping their claims.
-    async fn settle(&self, acked: &[i64], retries: &[(i64, i64, String, bool)]) -> Result<(), StoreError>;
+    /// `(id, due at, error, whether the attempt counts)`, dropping their claims. Only
+    /// deliveries `holder` still claims are touched: one whose claim passed to another
+    /// host is that host's to settle.
+    async fn settle(&self, holder: &str, acked: &[i64], retries: &[(i64, i64, String, bool)])
+    -> Result<(), StoreError>;
 
     /// Which of `event_ids` `consumer` has already handled.
     async fn handled(&self, consumer: &str, event_ids: &[String]) -> Result<HashSet<String>, StoreError>;
@@ -477,8 +513,14 @@ pub trait Store: Send + Sync {
     /// Orders per status, for metrics.
     async fn order_counts(&self) -> Result<Vec<(String, i64)>, StoreError>;
 
-    /// Take or renew the lease `name` for `holder` until `now_ms + ttl_ms`; true if held.
-    async fn try_lease(&self, name: &str, holder: &str, now_ms: i64, ttl_ms: i64) -> Result<bool, StoreError>;
+    /// Take or renew the lease `name` for `holder` for `ttl_ms`, by the store's clock
+    /// (hosts' clocks may disagree); true if held.
+    async fn try_lease(&self, name: &str, holder: &str, ttl_ms: i64) -> Result<bool, StoreError>;
+    /// Whether one process owns this store (SQLite's lock file), so no other host can
+    /// share it.
+    fn exclusive(&self) -> bool {
+        false
+    }
     /// Give the lease up, if `holder` has it.
     async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError>;
 

@@ -238,7 +238,7 @@ macro_rules! event_columns {
 }
 
 macro_rules! sql_store {
-    ($store:ty, $db:ty, $conn:ty, $name:literal, $lock:literal, $skip_locked:literal) => {
+    ($store:ty, $db:ty, $conn:ty, $name:literal, $lock:literal, $skip_locked:literal, $now:literal) => {
         impl $store {
             /// Outbox rows; `relayed_at_ms` when their deliveries are queued with them.
             async fn insert_events(
@@ -416,10 +416,14 @@ macro_rules! sql_store {
                 Ok(waiting.is_none())
             }
 
-            /// Remove settled deliveries.
-            async fn delete_deliveries(conn: &mut $conn, ids: &[i64]) -> Result<(), StoreError> {
+            /// Remove settled deliveries (only those `holder` claims, if given).
+            async fn delete_deliveries(conn: &mut $conn, ids: &[i64], holder: Option<&str>) -> Result<(), StoreError> {
                 for chunk in ids.chunks(500) {
-                    let mut query = QueryBuilder::<$db>::new("DELETE FROM deliveries WHERE id IN (");
+                    let mut query = QueryBuilder::<$db>::new("DELETE FROM deliveries WHERE ");
+                    if let Some(holder) = holder {
+                        query.push("claimed_by = ").push_bind(holder.to_owned()).push(" AND ");
+                    }
+                    query.push("id IN (");
                     let mut list = query.separated(", ");
                     for id in chunk {
                         list.push_bind(*id);
@@ -598,6 +602,10 @@ macro_rules! sql_store {
 
             fn queues_with_commit(&self) -> bool {
                 true
+            }
+
+            fn exclusive(&self) -> bool {
+                self.claims.is_some()
             }
 
             async fn create_order(
@@ -854,8 +862,9 @@ macro_rules! sql_store {
                 lease_ms: i64,
                 limit: u32,
             ) -> Result<Vec<DeliveryRow>, StoreError> {
-                let until_ms = now_ms.saturating_add(lease_ms);
                 if let Some(claims) = &self.claims {
+                    // One process owns the store: its clock is the store's.
+                    let until_ms = now_ms.saturating_add(lease_ms);
                     // Read past the deliveries already held; `take` skips them.
                     claims.expire(now_ms);
                     let (held, _) = claims.held(consumer);
@@ -876,16 +885,16 @@ macro_rules! sql_store {
                 let rows = self.write(args, move |conn, args| Box::pin(async move {
                     let (consumer, holder) = &*args;
                     Ok(sqlx::query(concat!(
-                        "UPDATE deliveries SET claimed_by = $2, claimed_until_ms = $3 WHERE id IN \
+                        "UPDATE deliveries SET claimed_by = $2, claimed_until_ms = ", $now, " + $3 WHERE id IN \
                          (SELECT id FROM deliveries WHERE consumer = $1 AND due_at_ms <= $4 \
-                         AND (claimed_until_ms IS NULL OR claimed_until_ms <= $4) \
+                         AND (claimed_until_ms IS NULL OR claimed_until_ms <= ", $now, ") \
                          ORDER BY due_at_ms, id LIMIT $5",
                         $skip_locked,
                         ") RETURNING id, consumer, event_id, event, attempts, due_at_ms"
                     ))
                     .bind(consumer)
                     .bind(holder)
-                    .bind(until_ms)
+                    .bind(lease_ms)
                     .bind(now_ms)
                     .bind(i64::from(limit))
                     .fetch_all(&mut *conn)
@@ -903,6 +912,19 @@ macro_rules! sql_store {
                 }
                 sqlx::query("UPDATE deliveries SET claimed_by = NULL, claimed_until_ms = NULL WHERE claimed_by = $1")
                     .bind(holder)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(())
+            }
+
+            async fn renew_claims(&self, holder: &str, lease_ms: i64) -> Result<(), StoreError> {
+                if let Some(claims) = &self.claims {
+                    claims.renew(clock_ms().saturating_add(lease_ms));
+                    return Ok(());
+                }
+                sqlx::query(concat!("UPDATE deliveries SET claimed_until_ms = ", $now, " + $2 WHERE claimed_by = $1"))
+                    .bind(holder)
+                    .bind(lease_ms)
                     .execute(&self.writer)
                     .await?;
                 Ok(())
@@ -942,23 +964,40 @@ macro_rules! sql_store {
                 Ok(row.try_get(0)?)
             }
 
-            async fn settle(&self, acked: &[i64], retries: &[(i64, i64, String, bool)]) -> Result<(), StoreError> {
+            async fn settle(
+                &self,
+                holder: &str,
+                acked: &[i64],
+                retries: &[(i64, i64, String, bool)],
+            ) -> Result<(), StoreError> {
+                let (mut acked, mut retries) = (acked.to_vec(), retries.to_vec());
+                // Claims in memory: the ones this process still holds are its own.
+                let in_rows = match &self.claims {
+                    Some(claims) => {
+                        acked.retain(|id| claims.holds(*id));
+                        retries.retain(|retry| claims.holds(retry.0));
+                        None
+                    }
+                    None => Some(holder.to_owned()),
+                };
                 if acked.is_empty() && retries.is_empty() {
                     return Ok(());
                 }
                 let settled: Vec<i64> = acked.iter().copied().chain(retries.iter().map(|r| r.0)).collect();
-                self.write((acked.to_vec(), retries.to_vec()), |conn, args| Box::pin(async move {
-                    let (acked, retries) = &*args;
-                    Self::delete_deliveries(&mut *conn, acked).await?;
+                self.write((acked, retries, in_rows), |conn, args| Box::pin(async move {
+                    let (acked, retries, holder) = &*args;
+                    Self::delete_deliveries(&mut *conn, acked, holder.as_deref()).await?;
                     for (id, due_at_ms, error, counted) in retries {
                         sqlx::query(
                             "UPDATE deliveries SET attempts = attempts + $1, due_at_ms = $2, last_error = $3, \
-                             claimed_by = NULL, claimed_until_ms = NULL WHERE id = $4",
+                             claimed_by = NULL, claimed_until_ms = NULL WHERE id = $4 \
+                             AND ($5 IS NULL OR claimed_by = $5)",
                         )
                         .bind(i64::from(*counted))
                         .bind(*due_at_ms)
                         .bind(error)
                         .bind(*id)
+                        .bind(holder.as_deref())
                         .execute(&mut *conn)
                         .await?;
                     }
@@ -1029,7 +1068,7 @@ macro_rules! sql_store {
                         Self::insert_dead_letter(&mut *conn, dead).await?;
                     }
                     Self::apply_versions(&mut *conn, batch).await?;
-                    Self::delete_deliveries(&mut *conn, &batch.settled).await?;
+                    Self::delete_deliveries(&mut *conn, &batch.settled, None).await?;
                     Ok(())
                 }))
                 .await?;
@@ -1110,19 +1149,18 @@ macro_rules! sql_store {
                     .map_err(Into::into)
             }
 
-            async fn try_lease(&self, name: &str, holder: &str, now_ms: i64, ttl_ms: i64) -> Result<bool, StoreError> {
+            async fn try_lease(&self, name: &str, holder: &str, ttl_ms: i64) -> Result<bool, StoreError> {
                 let args = (name.to_owned(), holder.to_owned());
                 self.write(args, move |conn, args| Box::pin(async move {
                     let (name, holder) = &*args;
-                    let taken = sqlx::query(
-                        "INSERT INTO leases (name, holder, until_ms) VALUES ($1, $2, $3) \
+                    let taken = sqlx::query(concat!(
+                        "INSERT INTO leases (name, holder, until_ms) VALUES ($1, $2, ", $now, " + $3) \
                          ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until_ms = excluded.until_ms \
-                         WHERE leases.holder = excluded.holder OR leases.until_ms < $4",
-                    )
+                         WHERE leases.holder = excluded.holder OR leases.until_ms < ", $now
+                    ))
                     .bind(name)
                     .bind(holder)
-                    .bind(now_ms.saturating_add(ttl_ms))
-                    .bind(now_ms)
+                    .bind(ttl_ms)
                     .execute(&mut *conn)
                     .await?
                     .rows_affected();
@@ -1251,7 +1289,51 @@ macro_rules! sql_store {
                 ] {
                     sqlx::query(statement).bind(cutoffs.pins_before_ms).bind(limit).execute(&self.writer).await?;
                 }
-                Ok(Pruned { inbox, outbox, idempotency_keys })
+                let mut step_state = 0;
+                for (step, prefix) in &cutoffs.order_state {
+                    // The order id follows the prefix; SUBSTR counts characters from 1.
+                    let start = i64::try_from(prefix.chars().count()).unwrap_or(i64::MAX - 1) + 1;
+                    step_state += sqlx::query(
+                        "DELETE FROM step_state WHERE step = $1 AND key IN (SELECT s.key FROM step_state s \
+                         JOIN orders o ON o.id = SUBSTR(s.key, CAST($5 AS INTEGER)) WHERE s.step = $1 AND s.key LIKE $2 ESCAPE '\\' \
+                         AND o.status IN ('completed', 'cancelled') AND o.updated_at_ms < $3 LIMIT $4)",
+                    )
+                    .bind(step)
+                    .bind(like_prefix(prefix))
+                    .bind(cutoffs.finished_before_ms)
+                    .bind(limit)
+                    .bind(start)
+                    .execute(&self.writer)
+                    .await?
+                    .rows_affected();
+                }
+                let plugin_versions = match cutoffs.versions_before_ms {
+                    Some(before) => sqlx::query(
+                        "DELETE FROM plugin_versions WHERE digest IN (SELECT v.digest FROM plugin_versions v \
+                         WHERE v.created_at_ms < $1 \
+                         AND NOT EXISTS (SELECT 1 FROM plugin_slots s \
+                             WHERE v.digest IN (s.current_digest, s.previous_digest, s.rollout_digest)) \
+                         AND NOT EXISTS (SELECT 1 FROM pins p WHERE p.digest = v.digest) \
+                         AND NOT EXISTS (SELECT 1 FROM version_overrides o WHERE o.digest = v.digest) \
+                         AND NOT EXISTS (SELECT 1 FROM recordings r WHERE r.version = v.digest) LIMIT $2)",
+                    )
+                    .bind(before)
+                    .bind(limit)
+                    .execute(&self.writer)
+                    .await?
+                    .rows_affected(),
+                    None => 0,
+                };
+                let hosts = sqlx::query("DELETE FROM hosts WHERE seen_at_ms < $1")
+                    .bind(cutoffs.hosts_before_ms)
+                    .execute(&self.writer)
+                    .await?
+                    .rows_affected();
+                sqlx::query("DELETE FROM leases WHERE until_ms < $1")
+                    .bind(cutoffs.hosts_before_ms)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(Pruned { inbox, outbox, idempotency_keys, step_state, plugin_versions, hosts })
             }
 
             async fn put_version(&self, version: &VersionRow) -> Result<(), StoreError> {
@@ -1598,5 +1680,23 @@ where
     })
 }
 
-sql_store!(SqliteStore, Sqlite, sqlx::SqliteConnection, "sqlite", "", "");
-sql_store!(PgStore, Postgres, sqlx::PgConnection, "postgres", " FOR UPDATE", " FOR UPDATE SKIP LOCKED");
+// The last argument is the store's clock in milliseconds since the epoch: leases and
+// claims compare it, never a host's clock.
+sql_store!(
+    SqliteStore,
+    Sqlite,
+    sqlx::SqliteConnection,
+    "sqlite",
+    "",
+    "",
+    "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)"
+);
+sql_store!(
+    PgStore,
+    Postgres,
+    sqlx::PgConnection,
+    "postgres",
+    " FOR UPDATE",
+    " FOR UPDATE SKIP LOCKED",
+    "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
+);

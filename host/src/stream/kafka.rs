@@ -242,7 +242,7 @@ impl KafkaStream {
         }
         let ttl = i64::try_from(LEASE_TTL.as_millis()).unwrap_or(3000);
         let lease = format!("stream.{consumer}");
-        let held = store.try_lease(&lease, &self.settings.instance, crate::event::now_ms(), ttl).await.unwrap_or(false);
+        let held = store.try_lease(&lease, &self.settings.instance, ttl).await.unwrap_or(false);
         match (&existing, held) {
             (Some(group), true) => *group.renewed.lock() = Some(Instant::now()),
             (Some(_), false) => {

@@ -20,8 +20,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::Notify;
 
-/// How long a claimed delivery stays with the host that claimed it.
+/// How long a claimed delivery stays with the host that claimed it, unless renewed.
 const CLAIM_LEASE: Duration = Duration::from_secs(30);
+/// How often a host renews its claims while their batches run: well within a lease, so
+/// a slow batch (a long deadline, a store that stalls) keeps its deliveries.
+const CLAIM_RENEW: Duration = Duration::from_secs(10);
+/// Least wait after a claim that found nothing although something looked due: what
+/// looked due by this host's clock may still be claimed by the store's.
+const EMPTY_CLAIM_PAUSE: Duration = Duration::from_millis(50);
 
 pub struct EmbeddedTransport {
     /// Each consumer's deliveries live in that consumer's store.
@@ -30,6 +36,14 @@ pub struct EmbeddedTransport {
     holder: String,
     queues: Mutex<HashMap<String, Arc<Queue>>>,
     subscriptions: Mutex<SubscriptionCache>,
+    /// Renews this host's claims every [`CLAIM_RENEW`]; stopped on drop.
+    renewer: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for EmbeddedTransport {
+    fn drop(&mut self) {
+        self.renewer.abort();
+    }
 }
 
 /// A consumer's queue as this host sees it.
@@ -63,11 +77,13 @@ impl EmbeddedTransport {
         for store in stores.all() {
             store.release_claims(&holder).await?;
         }
+        let renewer = tokio::spawn(renew_claims(stores.clone(), holder.clone()));
         Ok(EmbeddedTransport {
             stores,
             holder,
             queues: Mutex::new(HashMap::new()),
             subscriptions: Mutex::new(SubscriptionCache::default()),
+            renewer,
         })
     }
 
@@ -247,7 +263,7 @@ impl Transport for EmbeddedTransport {
                                 // Only hosts write these rows; an unreadable one is dropped
                                 // rather than blocking the queue forever.
                                 tracing::error!(%consumer, delivery = row.id, %error, "dropping an unreadable delivery");
-                                store.settle(&[row.id], &[]).await?;
+                                store.settle(&self.holder, &[row.id], &[]).await?;
                             }
                         }
                     }
@@ -257,6 +273,9 @@ impl Transport for EmbeddedTransport {
                     continue;
                 }
                 next_due = store.next_due_at(consumer).await?;
+                if next_due.is_some_and(|due| due <= now) {
+                    next_due = Some(now + i64::try_from(EMPTY_CLAIM_PAUSE.as_millis()).unwrap_or(50));
+                }
             }
             if news {
                 // The permit is taken and the queue looked at: wait on a fresh registration.
@@ -288,7 +307,7 @@ impl Transport for EmbeddedTransport {
                 }
             }
         }
-        self.stores.for_consumer(consumer).settle(&acked, &retries).await?;
+        self.stores.for_consumer(consumer).settle(&self.holder, &acked, &retries).await?;
         if !retries.is_empty() {
             // A retry due at once (a batch handed back) must not wait for the next poll.
             self.queue(consumer).notify.notify_one();
@@ -300,5 +319,21 @@ impl Transport for EmbeddedTransport {
         self.stores.for_consumer(consumer).requeue(consumer, &event.id, &wire::encode(event), now_ms()).await?;
         self.queue(consumer).notify.notify_one();
         Ok(())
+    }
+}
+
+/// Keep this host's claims alive while their batches run: a claim that lapsed mid-batch
+/// would let another host take the same deliveries.
+async fn renew_claims(stores: Arc<Stores>, holder: String) {
+    let lease_ms = i64::try_from(CLAIM_LEASE.as_millis()).unwrap_or(30_000);
+    let mut every = tokio::time::interval(CLAIM_RENEW);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        for store in stores.all() {
+            if let Err(error) = store.renew_claims(&holder, lease_ms).await {
+                tracing::warn!(%error, "cannot renew this host's claims; they lapse if this lasts");
+            }
+        }
     }
 }

@@ -5,7 +5,8 @@
 //! DESIGN.md hold, the archive included (read back through the archive API).
 //!
 //! `cargo xtask test` installs tansu and Azurite and names them in `WASAGA_TANSU_BIN`
-//! and `WASAGA_AZURITE_BIN`; without them each test here says so and passes.
+//! and `WASAGA_AZURITE_BIN`; without them each test here fails, saying what to set: a
+//! test that cannot run never passes.
 
 use crate::crash::{Server, kill_mid_traffic};
 use crate::helpers::*;
@@ -29,14 +30,14 @@ fn tool(variable: &str) -> Option<PathBuf> {
     std::env::var_os(variable).map(PathBuf::from).filter(|p| p.exists())
 }
 
-/// The binaries, or `None` (and a note) when the tests run outside `cargo xtask test`.
-fn tools() -> Option<(PathBuf, PathBuf)> {
+/// The binaries; a test that needs them fails without them.
+fn tools() -> (PathBuf, PathBuf) {
     match (tool("WASAGA_TANSU_BIN"), tool("WASAGA_AZURITE_BIN")) {
-        (Some(tansu), Some(azurite)) => Some((tansu, azurite)),
-        _ => {
-            eprintln!("not run: set WASAGA_TANSU_BIN and WASAGA_AZURITE_BIN (cargo xtask test does)");
-            None
-        }
+        (Some(tansu), Some(azurite)) => (tansu, azurite),
+        _ => panic!(
+            "this test needs tansu and Azurite: set WASAGA_TANSU_BIN and WASAGA_AZURITE_BIN to their binaries \
+             (`cargo xtask test` installs both and sets them)"
+        ),
     }
 }
 
@@ -132,12 +133,12 @@ pub(crate) struct Brokers {
 }
 
 impl Brokers {
-    pub(crate) async fn start(durable_kafka: bool) -> Option<Brokers> {
-        let (tansu_bin, azurite_bin) = tools()?;
+    pub(crate) async fn start(durable_kafka: bool) -> Brokers {
+        let (tansu_bin, azurite_bin) = tools();
         remove_stale_names().await;
         let tansu = tansu(&tansu_bin, durable_kafka).await;
         let azurite = azurite(&azurite_bin).await;
-        Some(Brokers { tansu, azurite, namespace: format!("t{}", rand_id()) })
+        Brokers { tansu, azurite, namespace: format!("t{}", rand_id()) }
     }
 
     pub(crate) fn archive_url(&self) -> String {
@@ -270,7 +271,7 @@ async fn rabbitmqctl(args: &[&str]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_saga_runs_on_rabbitmq_kafka_and_azure_blob() {
     let _shared = RABBIT.read().await;
-    let Some(brokers) = Brokers::start(false).await else { return };
+    let brokers = Brokers::start(false).await;
     let app = brokers.spawn(Db::Postgres).await;
     let ready: serde_json::Value = app.get("/readyz").await.json().await.expect("json");
     assert_eq!(ready["transport"], "rabbitmq", "{ready}");
@@ -300,7 +301,7 @@ async fn the_saga_runs_on_rabbitmq_kafka_and_azure_blob() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_deleted_while_orders_flow_loses_no_order() {
     let _shared = RABBIT.read().await;
-    let Some(brokers) = Brokers::start(false).await else { return };
+    let brokers = Brokers::start(false).await;
     let dir = tempfile::tempdir().expect("temp dir");
     install_saga_steps(&dir.path().join("plugins"));
     let mut settings = brokers.settings(&dir, store_url(Db::Postgres).await);
@@ -326,7 +327,7 @@ async fn a_queue_deleted_while_orders_flow_loses_no_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_stopped_and_started_during_traffic_loses_nothing() {
     let _alone = RABBIT.write().await;
-    let Some(brokers) = Brokers::start(false).await else { return };
+    let brokers = Brokers::start(false).await;
     let app = brokers.spawn(Db::Sqlite).await;
     let stocked = stocked();
     for (sku, n) in &stocked {
@@ -362,7 +363,7 @@ async fn rabbitmq_stopped_and_started_during_traffic_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_killed_and_restarted_the_saga_goes_on_and_the_archive_catches_up() {
     let _shared = RABBIT.read().await;
-    let Some(mut brokers) = Brokers::start(true).await else { return };
+    let mut brokers = Brokers::start(true).await;
     let app = brokers.spawn(Db::Postgres).await;
     let stocked = stocked();
     for (sku, n) in &stocked {
@@ -382,7 +383,7 @@ async fn kafka_killed_and_restarted_the_saga_goes_on_and_the_archive_catches_up(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn azure_blob_down_then_up_the_archive_lags_and_catches_up() {
     let _shared = RABBIT.read().await;
-    let Some(mut brokers) = Brokers::start(false).await else { return };
+    let mut brokers = Brokers::start(false).await;
     let app = brokers.spawn(Db::Sqlite).await;
     let stocked = stocked();
     for (sku, n) in &stocked {
@@ -405,7 +406,7 @@ async fn azure_blob_down_then_up_the_archive_lags_and_catches_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_host_killed_mid_traffic_on_the_brokers_handles_nothing_twice() {
     let _shared = RABBIT.read().await;
-    let Some(brokers) = Brokers::start(true).await else { return };
+    let brokers = Brokers::start(true).await;
     let dir = tempfile::tempdir().expect("temp dir");
     install_saga_steps(&dir.path().join("plugins"));
     let url = fresh_pg_database().await;
@@ -426,7 +427,7 @@ async fn a_poison_message_is_dead_lettered_without_blocking_its_queue() {
     use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
     use lapin::types::FieldTable;
     let _shared = RABBIT.read().await;
-    let Some(brokers) = Brokers::start(false).await else { return };
+    let brokers = Brokers::start(false).await;
     let app = brokers.spawn(Db::Sqlite).await;
     app.stock_up("SKU-1", 100).await;
     app.stock_up("SKU-2", 100).await;
@@ -472,7 +473,7 @@ async fn a_poison_message_is_dead_lettered_without_blocking_its_queue() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_added_at_run_time_gets_a_queue_bound_to_its_subscriptions() {
     let _shared = RABBIT.read().await;
-    let Some(brokers) = Brokers::start(false).await else { return };
+    let brokers = Brokers::start(false).await;
     let app = brokers.spawn(Db::Sqlite).await;
     let bindings = async || {
         let output = tokio::process::Command::new("rabbitmqctl")

@@ -1,9 +1,13 @@
 //! Claims on the embedded transport's deliveries, as the store keeps them (rows on
 //! PostgreSQL, memory on SQLite, which one process owns): a claimed delivery goes to no
-//! one else until it is settled, rescheduled, released or its claim ends, and the next
-//! due time never points at a delivery someone holds (a consumer would spin on it).
+//! one else until it is settled, rescheduled, released or its claim ends by the store's
+//! clock; a claim is renewed while its batch runs; a settle touches only what its host
+//! still claims; and the next due time never points at a delivery someone holds (a
+//! consumer would spin on it).
 
 use crate::helpers::*;
+use std::time::Duration;
+use wasaga_host::event::now_ms;
 
 on_every_store!(a_claimed_delivery_waits_for_its_holder);
 
@@ -14,34 +18,57 @@ async fn a_claimed_delivery_waits_for_its_holder(db: Db) {
     let ids =
         |claimed: &[wasaga_host::store::DeliveryRow]| claimed.iter().map(|d| d.event_id.clone()).collect::<Vec<_>>();
 
-    let first = store.claim("c", "h", 10, 1_000, 2).await.expect("claims");
+    let started = now_ms();
+    let first = store.claim("c", "h", started, 60_000, 2).await.expect("claims");
     assert_eq!(ids(&first), ["e-1", "e-2"], "{db:?}: in queue order, up to the limit");
-    let second = store.claim("c", "h", 10, 1_000, 10).await.expect("claims");
+    let second = store.claim("c", "h", started, 60_000, 10).await.expect("claims");
     assert_eq!(ids(&second), ["e-3"], "{db:?}: what the first claim holds is skipped");
-    assert!(store.claim("c", "h", 10, 1_000, 10).await.expect("claims").is_empty());
-    assert_eq!(store.next_due_at("c").await.expect("due"), Some(1_010), "{db:?}: due when the claims end");
-    assert!(store.claim("other", "h", 10, 1_000, 10).await.expect("claims").is_empty(), "{db:?}: per consumer");
+    assert!(store.claim("c", "h", started, 60_000, 10).await.expect("claims").is_empty());
+    let ends = store.next_due_at("c").await.expect("due").expect("claims end");
+    assert!(ends >= started + 59_000 && ends <= now_ms() + 60_000, "{db:?}: due when the claims end: {ends}");
+    assert!(store.claim("other", "h", started, 60_000, 10).await.expect("claims").is_empty(), "{db:?}: per consumer");
+    if !store.exclusive() {
+        // A host whose clock runs far ahead still sees the claims live: the store's
+        // clock decides.
+        let ahead = store.claim("c", "h2", i64::MAX / 4, 60_000, 10).await.expect("claims");
+        assert!(ahead.is_empty(), "{db:?}: a host's clock ended another's claim: {ahead:?}");
+    }
 
     // A retry drops its claim and is due again later, with its attempt counted.
-    store.settle(&[], &[(first[0].id, 500, "flaky".to_owned(), true)]).await.expect("settles");
+    store.settle("h", &[], &[(first[0].id, 500, "flaky".to_owned(), true)]).await.expect("settles");
     assert_eq!(store.next_due_at("c").await.expect("due"), Some(500));
-    assert!(store.claim("c", "h", 400, 1_000, 10).await.expect("claims").is_empty(), "{db:?}: not due yet");
-    let retried = store.claim("c", "h", 600, 1_000, 10).await.expect("claims");
+    assert!(store.claim("c", "h", 400, 60_000, 10).await.expect("claims").is_empty(), "{db:?}: not due yet");
+    let retried = store.claim("c", "h", 600, 60_000, 10).await.expect("claims");
     assert_eq!(ids(&retried), ["e-1"]);
     assert_eq!(retried[0].attempts, 1);
 
-    // Claims end: e-2 and e-3 (held until 1,010) go to whoever claims after that.
-    let after = store.claim("c", "h", 1_100, 1_000, 10).await.expect("claims");
-    assert_eq!(ids(&after), ["e-2", "e-3"], "{db:?}: ended claims are taken again");
-
-    // A restarted host drops its claims: everything unsettled is due at once.
+    // A restarted host drops its claims: everything unsettled is due at once, and what
+    // its earlier run settles late (no longer claimed) stays queued.
     store.release_claims("h").await.expect("releases");
-    let again = store.claim("c", "h", 1_200, 1_000, 10).await.expect("claims");
-    assert_eq!(ids(&again), ["e-2", "e-3", "e-1"], "{db:?}: in (due, id) order");
+    let unclaimed: Vec<i64> = first.iter().chain(&second).map(|d| d.id).collect();
+    store.settle("h", &unclaimed, &[]).await.expect("settles");
+    store.settle("h", &[], &[(first[1].id, 1, "late".to_owned(), true)]).await.expect("settles");
+    let again = store.claim("c", "h", now_ms(), 200, 10).await.expect("claims");
+    assert_eq!(ids(&again), ["e-2", "e-3", "e-1"], "{db:?}: in (due, id) order, none settled");
+    assert_eq!(again[0].attempts, 0, "{db:?}: a late retry counted nothing");
 
-    // Settled deliveries are gone, claimed or not.
+    // Short claims end by themselves (by the store's clock); renewed ones later.
+    eventually(Duration::from_secs(10), "ended claims are taken again", async || {
+        store.claim("c", "h", now_ms(), 60_000, 10).await.expect("claims").len() == 3
+    })
+    .await;
+    let before = now_ms();
+    store.renew_claims("h", 120_000).await.expect("renews");
+    let ends = store.next_due_at("c").await.expect("due").expect("claims end");
+    assert!(ends >= before + 119_000, "{db:?}: renewed claims end later: {ends}");
+
+    // A settle by another host leaves the deliveries alone (on SQLite one process owns
+    // the store, so there is no other host); the holder's settles them.
     let all: Vec<i64> = again.iter().map(|d| d.id).collect();
-    store.settle(&all, &[]).await.expect("settles");
-    assert!(store.claim("c", "h", 5_000, 1_000, 10).await.expect("claims").is_empty());
+    if !store.exclusive() {
+        store.settle("h2", &all, &[]).await.expect("settles");
+        assert!(store.next_due_at("c").await.expect("due").is_some(), "{db:?}: another host settled our claims");
+    }
+    store.settle("h", &all, &[]).await.expect("settles");
     assert_eq!(store.next_due_at("c").await.expect("due"), None, "{db:?}: nothing queued");
 }

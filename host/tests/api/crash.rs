@@ -39,7 +39,7 @@ impl Server {
         token: &str,
         env: &[(&str, String)],
     ) -> Server {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_wasaga"));
+        let mut command = Command::new(wasaga_bin());
         command.envs(env.iter().map(|(k, v)| (k, v)));
         command.arg("serve");
         if let Some(config) = config {

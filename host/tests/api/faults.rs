@@ -129,3 +129,47 @@ async fn compensations_lost_for_ended_orders_are_published_again() {
     .await;
     app.stop().await;
 }
+
+/// A host replaced by one with a new id and a fresh folder (the first one gone for good,
+/// SIGKILLed) while orders flow: the new host takes the stream's partitions over, and
+/// every event is archived once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_replaced_by_one_with_a_new_id_keeps_the_archive_complete() {
+    use crate::brokers::{Brokers, RABBIT};
+    use crate::crash::Server;
+    let _shared = RABBIT.read().await;
+    let brokers = Brokers::start(true).await;
+    let url = fresh_pg_database().await;
+    let token = format!("t-{}", rand_id());
+    let folder = || {
+        let dir = tempfile::tempdir().expect("temp dir");
+        install_saga_steps(&dir.path().join("plugins"));
+        dir
+    };
+    let (first_dir, second_dir) = (folder(), folder());
+    let env_of = |id: &str| {
+        let mut env = brokers.env();
+        env.push(("WASAGA_HOST_ID", id.to_owned()));
+        env
+    };
+    let first = Server::start_env(first_dir.path(), Some(&url), &token, &env_of("first"));
+    first.api.wait_ready().await;
+    let stocked = std::collections::BTreeMap::from([("SKU-1".to_owned(), 200)]);
+    first.api.stock_up("SKU-1", 200).await;
+    let before: Vec<String> =
+        futures::future::join_all((0..15).map(|_| first.api.place(&[("SKU-1", 1)], "tok_ok"))).await;
+    for id in &before {
+        eventually(WAIT, "the order completes", async || first.api.order(id).await["status"] == "completed").await;
+    }
+    first.kill();
+    let second = Server::start_env(second_dir.path(), Some(&url), &token, &env_of("second"));
+    second.api.wait_ready().await;
+    let after: Vec<String> =
+        futures::future::join_all((0..15).map(|_| second.api.place(&[("SKU-1", 1)], "tok_ok"))).await;
+    for id in &after {
+        eventually(WAIT, "the order completes", async || second.api.order(id).await["status"] == "completed").await;
+    }
+    // Every event of every order, before and after the replacement, archived once.
+    second.api.assert_invariants(&stocked).await;
+    second.kill();
+}

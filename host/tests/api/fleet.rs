@@ -124,7 +124,7 @@ async fn three_hosts_on_postgres_rabbitmq_and_kafka_never_oversell() {
     let _shared = RABBIT.read().await;
     // A durable tansu: the analytics consumer moves to another host and resumes from
     // the committed offset (see `brokers::tansu`).
-    let Some(brokers) = Brokers::start(true).await else { return };
+    let brokers = Brokers::start(true).await;
     three_hosts_never_oversell(brokers.env()).await;
 }
 
@@ -153,6 +153,53 @@ async fn a_second_process_on_the_same_sqlite_data_refuses_to_start() {
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert!(stderr.contains("wasaga.db.lock") && stderr.contains("another wasaga process"), "{stderr}");
     first.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_host_with_a_live_host_id_is_refused() {
+    let url = fresh_pg_database().await;
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("temp dir")).collect();
+    for dir in &dirs {
+        std::fs::create_dir_all(dir.path().join("plugins")).expect("plugins folder");
+    }
+    let token = format!("t-{}", rand_id());
+    let id = [("WASAGA_HOST_ID", format!("twin-{}", rand_id()))];
+    let first = Server::start_env(dirs[0].path(), Some(&url), &token, &id);
+    // Another folder, another machine perhaps: the same id while the first is alive.
+    let mut second = std::process::Command::new(wasaga_bin())
+        .arg("serve")
+        .env("WASAGA_HTTP_ADDR", "127.0.0.1:0")
+        .env("WASAGA_DATA_DIR", dirs[1].path().join("data"))
+        .env("WASAGA_PLUGINS_DIR", dirs[1].path().join("plugins"))
+        .env("WASAGA_ADMIN_TOKEN", &token)
+        .env("WASAGA_STORE_URL", &url)
+        .env("WASAGA_HOST_ID", &id[0].1)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("runs");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = second.try_wait().expect("waits") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = second.kill();
+            panic!("a second host with a live host id still runs after 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().expect("stderr"), &mut stderr).expect("reads");
+    assert!(!status.success(), "a second host with the same id started: {stderr}");
+    assert!(stderr.contains("another host is running with WASAGA_HOST_ID"), "{stderr}");
+    // The first host is unharmed; once it is killed, its id is free again after its
+    // lease ends (a restart after a crash is not refused).
+    first.api.get("/healthz").await.error_for_status().expect("the first host still serves");
+    first.kill();
+    let third = Server::start_env(dirs[2].path(), Some(&url), &token, &id);
+    third.api.get("/healthz").await.error_for_status().expect("the id is taken over after a crash");
+    third.kill();
 }
 
 /// How long until every host in `hosts` serves `digest` for `step`.
@@ -478,7 +525,7 @@ async fn a_commit_does_not_queue_past_an_event_waiting_for_the_relay(db: Db) {
     store.create_order(&new, None, &placed, Some(&queued)).await.expect("placed");
     let claimed = store.claim("inventory", "h", i64::MAX / 4, 30_000, 10).await.expect("claims");
     assert_eq!(claimed.iter().map(|d| d.event_id.as_str()).collect::<Vec<_>>(), ["placed-2"], "{db:?}");
-    store.settle(&[claimed[0].id], &[]).await.expect("settles");
+    store.settle("h", &[claimed[0].id], &[]).await.expect("settles");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -667,3 +667,9 @@ pub async fn fresh_mssql_database(admin: &str) -> String {
     url.set_path(&name);
     url.to_string()
 }
+
+/// The `wasaga` binary the process tests run: `WASAGA_TEST_BIN` if set (worktrees that
+/// share one target folder overwrite each other's `target/debug/wasaga`), else Cargo's.
+pub fn wasaga_bin() -> std::ffi::OsString {
+    std::env::var_os("WASAGA_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_wasaga").into())
+}

@@ -99,7 +99,7 @@ async fn racing_inserts_happen_once(db: Db) {
         b.expect("racer b queues");
         let claimed = store.claim("c", "h", i64::MAX / 4, 60_000, 100).await.expect("claims");
         assert_eq!(claimed.len(), 1, "{db:?}: one delivery: {claimed:?}");
-        store.settle(&[claimed[0].id], &[]).await.expect("settles");
+        store.settle("h", &[claimed[0].id], &[]).await.expect("settles");
 
         // The same event handled on two hosts: one commit, the other a conflict.
         let (a, b) = commit_both(
@@ -149,11 +149,11 @@ async fn racing_inserts_happen_once(db: Db) {
         let (a, b) = race(
             {
                 let (store, lease) = (store.clone(), lease.clone());
-                async move { store.try_lease(&lease, "host-a", 1_000, 60_000).await }
+                async move { store.try_lease(&lease, "host-a", 60_000).await }
             },
             {
                 let (store, lease) = (store.clone(), lease.clone());
-                async move { store.try_lease(&lease, "host-b", 1_000, 60_000).await }
+                async move { store.try_lease(&lease, "host-b", 60_000).await }
             },
         )
         .await;
@@ -326,7 +326,7 @@ async fn racing_upserts_keep_one_row(db: Db) {
         b.expect("racer b requeues");
         let claimed = store.claim("rq", "h", i64::MAX / 4, 60_000, 100).await.expect("claims");
         assert_eq!(claimed.len(), 1, "{db:?}: one delivery: {claimed:?}");
-        store.settle(&[claimed[0].id], &[]).await.expect("settles");
+        store.settle("h", &[claimed[0].id], &[]).await.expect("settles");
     }
 }
 

@@ -91,6 +91,69 @@ async fn sigterm_stops_a_host_whose_step_is_blocked_and_loses_nothing() {
     server.kill();
 }
 
+/// Open a connection to `addr` and send the headers of a `PUT /api/stock/SKU-1` with a
+/// 64-byte body, then half of it; returns once the server has started reading the body
+/// (it answered `100 Continue`).
+async fn half_sent_request(addr: std::net::SocketAddr, token: &str) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "PUT /api/stock/SKU-1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: 64\r\nExpect: 100-continue\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.expect("headers");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains("100 Continue") {
+        let n = tokio::time::timeout(WAIT, stream.read(&mut buf)).await.expect("100 Continue in time").expect("read");
+        assert!(n > 0, "the server closed the connection: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    stream.write_all(br#"{"available": 1, "#).await.expect("half a body");
+    stream
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_a_half_sent_request_exits_within_the_bound() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir_all(dir.path().join("plugins")).expect("plugins folder");
+    let token = format!("t-{}", rand_id());
+    // The request and body timeouts are far away: only the shutdown bound can end this.
+    let env = [
+        ("WASAGA_SHUTDOWN_TIMEOUT_MS", "1500".to_owned()),
+        ("WASAGA_REQUEST_TIMEOUT_MS", "600000".to_owned()),
+        ("WASAGA_BODY_TIMEOUT_MS", "600000".to_owned()),
+    ];
+    let mut server = Server::start_env(dir.path(), None, &token, &env);
+    let _stream = half_sent_request(server.api.addr, &token).await;
+    let started = std::time::Instant::now();
+    let status = server.terminate_and_wait(Duration::from_secs(10));
+    let status = status.expect("SIGTERM did not stop the host within 10 s of a 1.5 s bound");
+    assert!(status.success(), "the host exited with {status}");
+    eprintln!("exited {} ms after SIGTERM", started.elapsed().as_millis());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_stops_coming_is_refused_after_the_request_timeout() {
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir_all(dir.path().join("plugins")).expect("plugins folder");
+    let mut settings = test_settings(&dir, None);
+    settings.body_timeout_ms = 300;
+    let app = spawn_with(dir, settings).await;
+    let mut stream = half_sent_request(app.addr, &app.token).await;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut answer))
+        .await
+        .expect("an answer within 20 s")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer);
+    let status_line = answer.lines().find(|l| l.starts_with("HTTP/1.1 4")).unwrap_or_default();
+    assert!(status_line.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliveries_wait_for_a_step_that_is_not_loaded() {
     use wasaga_host::transport::{EmbeddedTransport, Transport};
@@ -347,6 +410,80 @@ async fn secrets_never_reach_an_error_message() {
     }
 }
 
+/// Start `wasaga serve` with `env` and collect what it writes to stderr until `done`
+/// says enough (or it exits); returns every line.
+fn stderr_of_serve(dir: &std::path::Path, env: &[(&str, &str)], done: impl Fn(&[String]) -> bool) -> Vec<String> {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(wasaga_bin())
+        .arg("serve")
+        .env("WASAGA_HTTP_ADDR", "127.0.0.1:0")
+        .env("WASAGA_DATA_DIR", dir.join("data"))
+        .env("WASAGA_PLUGINS_DIR", dir.join("plugins"))
+        .env("RUST_LOG", "debug")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("wasaga starts");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut lines = Vec::new();
+    while !done(&lines) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => lines.push(line),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("waited 60 s; saw:\n{}", lines.join("\n")),
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    lines
+}
+
+#[test]
+fn a_password_with_url_delimiters_never_reaches_a_log_line() {
+    let leaked = |lines: &[String], pieces: &[&str]| {
+        lines.iter().find(|line| pieces.iter().any(|piece| line.contains(piece))).cloned()
+    };
+    // A URL parsers misread (host `guest`, port 12, the rest path and fragment): the
+    // host takes it, cannot reach the broker, and says so, with the URL, again and again.
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir_all(dir.path().join("plugins")).expect("plugins folder");
+    let transport = "amqp://guest:12/secretA#secretB?secretC@127.0.0.1:1/%2f";
+    let lines = stderr_of_serve(dir.path(), &[("WASAGA_TRANSPORT_URL", transport)], |lines| {
+        lines.iter().filter(|line| line.contains("RabbitMQ")).count() >= 2
+            || lines.iter().any(|l| l.starts_with("error:"))
+    });
+    assert_eq!(leaked(&lines, &["secretA", "secretB", "secretC"]), None, "the password reached a log line");
+    assert!(lines.iter().any(|line| line.contains("guest:***@")), "{}", lines.join("\n"));
+    // One no parser takes: refused at start, without the password.
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir_all(dir.path().join("plugins")).expect("plugins folder");
+    for (variable, url) in [
+        ("WASAGA_TRANSPORT_URL", "amqp://guest:pa/ss#w?rd@127.0.0.1:1/%2f"),
+        ("WASAGA_STORE_URL", "postgres://app:pa/ss#w?rd@127.0.0.1:1/db"),
+    ] {
+        let lines = stderr_of_serve(dir.path(), &[(variable, url)], |lines| {
+            lines.iter().any(|line| line.contains("waiting for the store") || line.starts_with("error:"))
+        });
+        assert_eq!(
+            leaked(&lines, &["pa/ss", "ss#w", "w?rd", "#w?"]),
+            None,
+            "{variable}: the password reached a log line"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_keeps_tables_bounded_under_sustained_traffic() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -410,4 +547,102 @@ async fn retention_keeps_tables_bounded_under_sustained_traffic() {
     assert_eq!(level["available"], stocked - completed, "{level}");
     assert_eq!(level["reserved"], 0, "{level}");
     app.stop().await;
+}
+
+on_every_store!(retention_removes_what_nothing_can_need_any_more);
+
+/// Retention removes the per-order state of finished orders (tombstones included) for
+/// the steps that allow it, plugin versions nothing names, and hosts long gone; it keeps
+/// what an open order, a rollback, a pin or a recent upload may still need.
+async fn retention_removes_what_nothing_can_need_any_more(db: Db) {
+    use wasaga_host::store::{BatchCommit, Cutoffs, HostRow, OrderTransition, SlotRow, VersionRow};
+    let (store, _dir) = test_store(db).await;
+    for id in ["o-done", "o-gone", "o-open"] {
+        store
+            .create_order(&new_order(id), None, &stored_event(&format!("placed-{id}"), "order.placed", id), None)
+            .await
+            .expect("placed");
+    }
+    for (id, to) in [("o-done", "completed"), ("o-gone", "cancelled")] {
+        let transition = OrderTransition {
+            order_id: id.to_owned(),
+            from: &["pending"],
+            to,
+            reason: None,
+            event: stored_event(&format!("{to}-{id}"), &format!("order.{to}"), id),
+        };
+        assert!(store.transition(&transition).await.expect("transition"), "{db:?}: {id} {to}");
+    }
+    let put = |key: &str| (key.to_owned(), Some(b"{}".to_vec()));
+    let state =
+        vec![put("order/o-done"), put("order/o-gone"), put("order/o-open"), put("sku/A"), put("order/o-unknown")];
+    let reads = state.iter().map(|(key, _)| (key.clone(), None)).collect();
+    let commit = BatchCommit { consumer: "inventory".to_owned(), state, state_reads: reads, ..BatchCommit::default() };
+    store.commit_batch(&commit).await.expect("state written");
+    let other = BatchCommit {
+        consumer: "analytics".to_owned(),
+        state: vec![put("order/o-done")],
+        state_reads: vec![("order/o-done".to_owned(), None)],
+        pins: vec![("o-open".to_owned(), "sha256:pinned".to_owned())],
+        ..BatchCommit::default()
+    };
+    store.commit_batch(&other).await.expect("state written");
+
+    let now = wasaga_host::event::now_ms();
+    let version = |digest: &str, created_at_ms: i64| VersionRow {
+        digest: digest.to_owned(),
+        name: "inventory".to_owned(),
+        version: "1.0.0".to_owned(),
+        subscribes: vec![],
+        bytes: vec![0],
+        created_at_ms,
+    };
+    for (digest, at) in
+        [("sha256:serving", 1), ("sha256:previous", 1), ("sha256:pinned", 1), ("sha256:old", 1), ("sha256:young", now)]
+    {
+        store.put_version(&version(digest, at)).await.expect("kept");
+    }
+    let slot = SlotRow {
+        name: "inventory".to_owned(),
+        current: "sha256:serving".to_owned(),
+        previous: Some("sha256:previous".to_owned()),
+        generation: 1,
+        updated_at_ms: 1,
+        rollout: None,
+    };
+    assert!(store.set_slot(&slot, 0).await.expect("slot"), "{db:?}");
+    let host = |id: &str, seen_at_ms: i64| HostRow {
+        host_id: id.to_owned(),
+        http_addr: "127.0.0.1:1".to_owned(),
+        started_at_ms: 1,
+        seen_at_ms,
+        steps: "{}".to_owned(),
+    };
+    store.heartbeat(&host("gone", 1)).await.expect("heartbeat");
+    store.heartbeat(&host("alive", now)).await.expect("heartbeat");
+
+    let cutoffs = Cutoffs {
+        finished_before_ms: 1_000,
+        order_state: vec![("inventory".to_owned(), "order/".to_owned())],
+        versions_before_ms: Some(now - 60_000),
+        hosts_before_ms: now - 60_000,
+        ..Cutoffs::default()
+    };
+    let pruned = store.prune(&cutoffs, 100).await.expect("pruned");
+    assert_eq!((pruned.step_state, pruned.plugin_versions, pruned.hosts), (2, 1, 1), "{db:?}: {pruned:?}");
+    let present = async |step: &str, key: &str| store.state_get(step, key).await.expect("reads").is_some();
+    assert!(!present("inventory", "order/o-done").await, "{db:?}: a completed order's state stays");
+    assert!(!present("inventory", "order/o-gone").await, "{db:?}: a cancelled order's tombstone stays");
+    assert!(present("inventory", "order/o-open").await, "{db:?}: an open order's state is gone");
+    assert!(present("inventory", "sku/A").await, "{db:?}: state of no order is gone");
+    assert!(present("inventory", "order/o-unknown").await, "{db:?}: state of an unknown order is gone");
+    assert!(present("analytics", "order/o-done").await, "{db:?}: a step that did not allow it lost state");
+    let mut kept = store.version_digests("inventory").await.expect("digests");
+    kept.sort();
+    assert_eq!(kept, ["sha256:pinned", "sha256:previous", "sha256:serving", "sha256:young"], "{db:?}");
+    let hosts: Vec<String> = store.hosts(0).await.expect("hosts").into_iter().map(|h| h.host_id).collect();
+    assert_eq!(hosts, ["alive"], "{db:?}");
+    // A second pass finds nothing more.
+    let again = store.prune(&cutoffs, 100).await.expect("pruned");
+    assert_eq!((again.step_state, again.plugin_versions, again.hosts), (0, 0, 0), "{db:?}: {again:?}");
 }

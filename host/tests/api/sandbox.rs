@@ -124,6 +124,30 @@ async fn oversized_and_slow_to_compile_components_are_refused() {
     assert!(matches!(error, LoadError::CompileTimeout(_)), "{error}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compiles_given_up_on_cannot_pile_up() {
+    // Every compile is given up on at once, but its thread goes on: repeated uploads
+    // must wait for a slot (and be refused as busy), not start a thread each.
+    let hasty = Runtime::new(RuntimeConfig {
+        compile_timeout: Duration::from_millis(1),
+        compile_slots: 2,
+        cache_dir: None,
+        ..runtime_config()
+    })
+    .expect("runtime");
+    let loads = (0..8).map(|_| hasty.load("payment", component("payment")));
+    let errors: Vec<LoadError> =
+        futures::future::join_all(loads).await.into_iter().map(|r| r.expect_err("too slow")).collect();
+    assert!(
+        errors.iter().all(|e| matches!(e, LoadError::CompileTimeout(_) | LoadError::CompilesBusy(_))),
+        "{errors:?}"
+    );
+    let running = hasty.compiles_running();
+    assert!(running <= 2, "{running} compiles run after their uploads were refused");
+    assert!(errors.iter().any(|e| matches!(e, LoadError::CompilesBusy(_))), "{errors:?}");
+    eventually(Duration::from_secs(60), "the abandoned compiles end", async || hasty.compiles_running() == 0).await;
+}
+
 #[tokio::test]
 async fn a_forbidden_import_is_refused_before_compiling() {
     // No cache, so a compile would show; the refusal comes from reading the imports.

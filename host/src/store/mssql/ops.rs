@@ -187,8 +187,8 @@ impl Store for MssqlStore {
         limit: u32,
     ) -> Result<Vec<DeliveryRow>, StoreError> {
         let limit = i64::from(limit);
-        let until = now_ms.saturating_add(lease_ms);
-        let found = rows(&mut *self.conn().await?, sql::CLAIM, &[&consumer, &holder, &until, &now_ms, &limit]).await?;
+        let found =
+            rows(&mut *self.conn().await?, sql::CLAIM, &[&consumer, &holder, &lease_ms, &now_ms, &limit]).await?;
         let mut claimed = found
             .iter()
             .map(|r| {
@@ -210,22 +210,31 @@ impl Store for MssqlStore {
         exec(&mut *self.conn().await?, sql::RELEASE_CLAIMS, &[&holder]).await.map(|_| ())
     }
 
+    async fn renew_claims(&self, holder: &str, lease_ms: i64) -> Result<(), StoreError> {
+        exec(&mut *self.conn().await?, sql::RENEW_CLAIMS, &[&holder, &lease_ms]).await.map(|_| ())
+    }
+
     async fn next_due_at(&self, consumer: &str) -> Result<Option<i64>, StoreError> {
         let found = rows(&mut *self.conn().await?, sql::NEXT_DUE, &[&consumer]).await?;
         found.first().map(|r| opt_int(r, 0)).transpose().map(Option::flatten)
     }
 
-    async fn settle(&self, acked: &[i64], retries: &[(i64, i64, String, bool)]) -> Result<(), StoreError> {
+    async fn settle(
+        &self,
+        holder: &str,
+        acked: &[i64],
+        retries: &[(i64, i64, String, bool)],
+    ) -> Result<(), StoreError> {
         if acked.is_empty() && retries.is_empty() {
             return Ok(());
         }
         in_tx!(self, |conn| {
             if !acked.is_empty() {
-                exec(conn, sql::DELETE_DELIVERIES, &[&json_list(acked)]).await?;
+                exec(conn, sql::SETTLE_DELIVERIES, &[&json_list(acked), &holder]).await?;
             }
             for (id, due_at_ms, error, counted) in retries {
                 let step = i64::from(*counted);
-                exec(conn, sql::RETRY_DELIVERY, &[&step, due_at_ms, error, id]).await?;
+                exec(conn, sql::RETRY_DELIVERY, &[&step, due_at_ms, error, id, &holder]).await?;
             }
             Ok(())
         })
@@ -341,13 +350,12 @@ impl Store for MssqlStore {
         found.iter().map(|r| Ok((text(r, 0)?, int(r, 1)?))).collect()
     }
 
-    async fn try_lease(&self, name: &str, holder: &str, now_ms: i64, ttl_ms: i64) -> Result<bool, StoreError> {
-        let until = now_ms.saturating_add(ttl_ms);
+    async fn try_lease(&self, name: &str, holder: &str, ttl_ms: i64) -> Result<bool, StoreError> {
         let mut conn = self.conn().await?;
-        if exec(&mut conn, sql::RENEW_LEASE, &[&name, &holder, &until, &now_ms]).await? == 1 {
+        if exec(&mut conn, sql::RENEW_LEASE, &[&name, &holder, &ttl_ms]).await? == 1 {
             return Ok(true);
         }
-        Ok(insert_guarded(&mut conn, sql::INSERT_LEASE, &[&name, &holder, &until]).await? == 1)
+        Ok(insert_guarded(&mut conn, sql::INSERT_LEASE, &[&name, &holder, &ttl_ms]).await? == 1)
     }
 
     async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
@@ -409,11 +417,28 @@ impl Store for MssqlStore {
         let mut conn = self.conn().await?;
         exec(&mut conn, sql::PRUNE_PINS, &[&cutoffs.pins_before_ms, &limit]).await?;
         exec(&mut conn, sql::PRUNE_RECORDINGS, &[&cutoffs.pins_before_ms, &limit]).await?;
+        let mut step_state = 0;
+        for (step, prefix) in &cutoffs.order_state {
+            let start = i64::try_from(prefix.chars().count()).unwrap_or(i64::MAX - 1) + 1;
+            let pattern = crate::store::like_prefix(prefix);
+            step_state +=
+                exec(&mut conn, sql::PRUNE_ORDER_STATE, &[step, &pattern, &cutoffs.finished_before_ms, &limit, &start])
+                    .await?;
+        }
+        let plugin_versions = match cutoffs.versions_before_ms {
+            Some(before) => exec(&mut conn, sql::PRUNE_VERSIONS, &[&before, &limit]).await?,
+            None => 0,
+        };
+        let hosts = exec(&mut conn, sql::PRUNE_HOSTS, &[&cutoffs.hosts_before_ms]).await?;
+        exec(&mut conn, sql::PRUNE_LEASES, &[&cutoffs.hosts_before_ms]).await?;
         Ok(Pruned {
             inbox: exec(&mut conn, sql::PRUNE_INBOX, &[&cutoffs.inbox_before_ms, &limit]).await?,
             outbox: exec(&mut conn, sql::PRUNE_OUTBOX, &[&cutoffs.outbox_before_ms, &limit, &stream]).await?,
             idempotency_keys: exec(&mut conn, sql::PRUNE_IDEMPOTENCY, &[&cutoffs.idempotency_before_ms, &limit])
                 .await?,
+            step_state,
+            plugin_versions,
+            hosts,
         })
     }
 

@@ -41,6 +41,9 @@ pub const ENQUEUE: &str = "INSERT INTO deliveries (consumer, event_id, event, du
     (SELECT 1 FROM deliveries WITH (UPDLOCK, HOLDLOCK) WHERE consumer = @P1 AND event_id = @P2)";
 pub const DELETE_DELIVERIES: &str =
     "DELETE FROM deliveries WHERE id IN (SELECT CAST(value AS BIGINT) FROM OPENJSON(@P1))";
+/// Settles only what the holder still claims.
+pub const SETTLE_DELIVERIES: &str = "DELETE FROM deliveries WHERE claimed_by = @P2 \
+    AND id IN (SELECT CAST(value AS BIGINT) FROM OPENJSON(@P1))";
 pub const SELECT_HANDLED: &str = "SELECT event_id FROM inbox WHERE consumer = @P1 \
     AND event_id IN (SELECT value FROM OPENJSON(@P2))";
 pub const UPSERT_STOCK: &str = "INSERT INTO stock (sku, available, reserved, sold, seq) \
@@ -87,27 +90,49 @@ pub const DELETE_SUBSCRIPTIONS: &str = "DELETE FROM subscriptions WHERE consumer
 pub const INSERT_SUBSCRIPTION: &str = "INSERT INTO subscriptions (consumer, pattern) SELECT @P1, @P2 \
     WHERE NOT EXISTS (SELECT 1 FROM subscriptions WITH (UPDLOCK, HOLDLOCK) WHERE consumer = @P1 AND pattern = @P2)";
 pub const SELECT_SUBSCRIPTIONS: &str = "SELECT consumer, pattern FROM subscriptions ORDER BY consumer, pattern";
+/// The store's clock, in milliseconds since the epoch: leases and claims compare it,
+/// never a host's clock.
+macro_rules! store_now {
+    () => {
+        "DATEDIFF_BIG(millisecond, '19700101', SYSUTCDATETIME())"
+    };
+}
 /// Claims skip rows another host is claiming right now (READPAST) and rows it holds.
-pub const CLAIM: &str = "UPDATE deliveries SET claimed_by = @P2, claimed_until_ms = @P3 \
+pub const CLAIM: &str = concat!(
+    "UPDATE deliveries SET claimed_by = @P2, claimed_until_ms = ",
+    store_now!(),
+    " + @P3 \
     OUTPUT INSERTED.id, INSERTED.consumer, INSERTED.event_id, INSERTED.event, INSERTED.attempts, INSERTED.due_at_ms \
     WHERE id IN (SELECT TOP (@P5) id FROM deliveries WITH (UPDLOCK, READPAST, ROWLOCK) \
-    WHERE consumer = @P1 AND due_at_ms <= @P4 AND (claimed_until_ms IS NULL OR claimed_until_ms <= @P4) \
-    ORDER BY due_at_ms, id)";
+    WHERE consumer = @P1 AND due_at_ms <= @P4 AND (claimed_until_ms IS NULL OR claimed_until_ms <= ",
+    store_now!(),
+    ") ORDER BY due_at_ms, id)"
+);
 pub const RELEASE_CLAIMS: &str =
     "UPDATE deliveries SET claimed_by = NULL, claimed_until_ms = NULL WHERE claimed_by = @P1";
+pub const RENEW_CLAIMS: &str =
+    concat!("UPDATE deliveries SET claimed_until_ms = ", store_now!(), " + @P2 WHERE claimed_by = @P1");
 pub const NEXT_DUE: &str = "SELECT MIN(CASE WHEN claimed_until_ms IS NOT NULL AND claimed_until_ms > due_at_ms \
     THEN claimed_until_ms ELSE due_at_ms END) FROM deliveries WHERE consumer = @P1";
 pub const RETRY_DELIVERY: &str = "UPDATE deliveries SET attempts = attempts + @P1, due_at_ms = @P2, \
-    last_error = @P3, claimed_by = NULL, claimed_until_ms = NULL WHERE id = @P4";
+    last_error = @P3, claimed_by = NULL, claimed_until_ms = NULL WHERE id = @P4 AND claimed_by = @P5";
 pub const REQUEUE: &str = "INSERT INTO deliveries (consumer, event_id, event, due_at_ms) \
     SELECT @P1, @P2, @P3, @P4 WHERE NOT EXISTS \
     (SELECT 1 FROM deliveries WITH (UPDLOCK, HOLDLOCK) WHERE consumer = @P1 AND event_id = @P2); \
     UPDATE deliveries SET attempts = 0, due_at_ms = @P4, last_error = NULL, claimed_by = NULL, \
     claimed_until_ms = NULL WHERE consumer = @P1 AND event_id = @P2";
-pub const RENEW_LEASE: &str =
-    "UPDATE leases SET holder = @P2, until_ms = @P3 WHERE name = @P1 AND (holder = @P2 OR until_ms < @P4)";
-pub const INSERT_LEASE: &str = "INSERT INTO leases (name, holder, until_ms) SELECT @P1, @P2, @P3 \
-    WHERE NOT EXISTS (SELECT 1 FROM leases WITH (UPDLOCK, HOLDLOCK) WHERE name = @P1)";
+pub const RENEW_LEASE: &str = concat!(
+    "UPDATE leases SET holder = @P2, until_ms = ",
+    store_now!(),
+    " + @P3 WHERE name = @P1 AND (holder = @P2 OR until_ms < ",
+    store_now!(),
+    ")"
+);
+pub const INSERT_LEASE: &str = concat!(
+    "INSERT INTO leases (name, holder, until_ms) SELECT @P1, @P2, ",
+    store_now!(),
+    " + @P3 WHERE NOT EXISTS (SELECT 1 FROM leases WITH (UPDLOCK, HOLDLOCK) WHERE name = @P1)"
+);
 pub const RELEASE_LEASE: &str = "DELETE FROM leases WHERE name = @P1 AND holder = @P2";
 pub const STALLED_ORDERS: &str = "UPDATE orders SET redrives = redrives + 1, \
     next_redrive_at_ms = @P1 + @P2 * (redrives + 1) OUTPUT INSERTED.id, INSERTED.status, INSERTED.updated_at_ms \
@@ -163,6 +188,21 @@ pub const PRUNE_PINS: &str = "DELETE FROM pins WHERE created_at_ms < @P1 AND ord
     (SELECT TOP (@P2) order_id FROM pins WHERE created_at_ms < @P1)";
 pub const PRUNE_RECORDINGS: &str = "DELETE FROM recordings WHERE id IN \
     (SELECT TOP (@P2) id FROM recordings WHERE recorded_at_ms < @P1)";
+/// A step's per-order state (`<prefix><order id>`) of orders finished before @P3.
+pub const PRUNE_ORDER_STATE: &str = "DELETE FROM step_state WHERE step = @P1 AND [key] IN \
+    (SELECT TOP (@P4) s.[key] FROM step_state s JOIN orders o ON o.id = SUBSTRING(s.[key], @P5, 4000) \
+    WHERE s.step = @P1 AND s.[key] LIKE @P2 ESCAPE '\\' AND o.status IN ('completed', 'cancelled') \
+    AND o.updated_at_ms < @P3)";
+/// Versions kept before @P1 that no slot, pin, override or recording names.
+pub const PRUNE_VERSIONS: &str = "DELETE FROM plugin_versions WHERE digest IN (SELECT TOP (@P2) v.digest \
+    FROM plugin_versions v WHERE v.created_at_ms < @P1 \
+    AND NOT EXISTS (SELECT 1 FROM plugin_slots s \
+        WHERE v.digest IN (s.current_digest, s.previous_digest, s.rollout_digest)) \
+    AND NOT EXISTS (SELECT 1 FROM pins p WHERE p.digest = v.digest) \
+    AND NOT EXISTS (SELECT 1 FROM version_overrides o WHERE o.digest = v.digest) \
+    AND NOT EXISTS (SELECT 1 FROM recordings r WHERE r.version = v.digest))";
+pub const PRUNE_HOSTS: &str = "DELETE FROM hosts WHERE seen_at_ms < @P1";
+pub const PRUNE_LEASES: &str = "DELETE FROM leases WHERE until_ms < @P1";
 pub const INSERT_HISTORY: &str = "INSERT INTO plugin_history (name, action, digest, reason, host_id, at_ms) \
     VALUES (@P1, @P2, @P3, @P4, @P5, @P6)";
 pub const SELECT_HISTORY: &str = "SELECT TOP (@P2) name, action, digest, reason, host_id, at_ms \
@@ -219,6 +259,8 @@ pub const ALL: &[&str] = &[
     SELECT_SUBSCRIPTIONS,
     CLAIM,
     RELEASE_CLAIMS,
+    RENEW_CLAIMS,
+    SETTLE_DELIVERIES,
     NEXT_DUE,
     RETRY_DELIVERY,
     REQUEUE,
@@ -252,5 +294,9 @@ pub const ALL: &[&str] = &[
     SELECT_DEAD_LETTER_RECORDING,
     PRUNE_PINS,
     PRUNE_RECORDINGS,
+    PRUNE_ORDER_STATE,
+    PRUNE_VERSIONS,
+    PRUNE_HOSTS,
+    PRUNE_LEASES,
     "SELECT 1",
 ];

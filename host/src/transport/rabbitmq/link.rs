@@ -46,7 +46,7 @@ pub(super) async fn supervise(inner: Arc<Inner>, stop: CancellationToken) {
                             return;
                         }
                         event = events.next() => match event {
-                            Some(lapin::Event::Error(error)) => break error.to_string(),
+                            Some(lapin::Event::Error(error)) => break crate::redact::text(&error.to_string()),
                             Some(_) => {}
                             None => break "the connection closed".to_owned(),
                         },
@@ -69,9 +69,11 @@ pub(super) async fn supervise(inner: Arc<Inner>, stop: CancellationToken) {
                 let _ = link.connection.close(200, ShortString::from("reconnecting")).await;
             }
             Err(error) => {
+                // The client's message may quote the URL it was given.
+                let error = crate::redact::text(&error.to_string());
                 tracing::warn!(url = %inner.settings.redacted_url(), %error, retry_in_ms = backoff.peek().as_millis() as u64,
                     "cannot reach RabbitMQ");
-                *inner.last_error.lock() = Some(crate::redact::text(&error.to_string()));
+                *inner.last_error.lock() = Some(error);
             }
         }
         tokio::select! {

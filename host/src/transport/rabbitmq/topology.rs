@@ -57,15 +57,7 @@ impl RabbitSettings {
 
     /// The URL without its password, for logs and errors.
     pub(super) fn redacted_url(&self) -> String {
-        match url::Url::parse(&self.url) {
-            Ok(mut url) => {
-                if url.password().is_some() {
-                    let _ = url.set_password(Some("***"));
-                }
-                url.to_string()
-            }
-            Err(_) => "<invalid amqp URL>".to_owned(),
-        }
+        crate::redact::url(&self.url)
     }
 }
 
