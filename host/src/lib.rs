@@ -42,3 +42,6 @@ pub mod store;
 pub mod stream;
 pub mod telemetry;
 pub mod transport;
+
+#[cfg(test)]
+mod layering;

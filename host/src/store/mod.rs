@@ -687,7 +687,7 @@ impl Stores {
 
     /// The store holding the orders.
     pub fn host(&self) -> &Arc<dyn Store> {
-        self.for_consumer(crate::saga::HOST_CONSUMER)
+        self.for_consumer(crate::event::HOST_CONSUMER)
     }
 
     /// Every distinct store, the default first.

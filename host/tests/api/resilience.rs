@@ -266,7 +266,7 @@ async fn messages_lost_after_the_relay_are_published_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_in_the_hosts_own_consumer_is_set_aside_alone() {
     let (app, store) = pg_app(&["hostile"], |settings| {
-        settings.steps.entry("hostile".to_owned()).or_default().owns = vec!["stock.poisoned".to_owned()];
+        settings.steps.entry("hostile".to_owned()).or_default().owns = vec!["stock.released".to_owned()];
     })
     .await;
     app.stock_up("SKU-1", 100).await;
@@ -276,7 +276,7 @@ async fn poison_in_the_hosts_own_consumer_is_set_aside_alone() {
         eventually(WAIT, "the order completes", async || app.order(id).await["status"] == "completed").await;
     }
     eventually(WAIT, "the poison is dead-lettered by the host", async || {
-        dead_letters(&app).await.iter().any(|d| d["step"] == "host" && d["event"]["kind"] == "stock.poisoned")
+        dead_letters(&app).await.iter().any(|d| d["step"] == "host" && d["event"]["kind"] == "stock.released")
     })
     .await;
     app.stop().await;
