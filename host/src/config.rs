@@ -172,6 +172,11 @@ pub struct StepSettings {
     /// replay against a candidate; 0 by default.
     #[serde(default)]
     pub record_sample: f64,
+    /// JSON pointers (RFC 6901, e.g. `/payment/card_token`) of payload fields replaced
+    /// by `"[redacted]"` in this step's recordings (dead letters and samples) when they
+    /// are written; empty by default.
+    #[serde(default)]
+    pub redact: Vec<String>,
 }
 
 /// Which version handles an order's later events.
@@ -470,6 +475,14 @@ impl Settings {
                 return Err(ConfigError::Invalid {
                     name: "steps",
                     reason: format!("[steps.{step}] record_sample must be between 0 and 1"),
+                });
+            }
+            if let Some(pointer) = mapping.redact.iter().find(|p| !p.starts_with('/')) {
+                return Err(ConfigError::Invalid {
+                    name: "steps",
+                    reason: format!(
+                        "[steps.{step}] redact: {pointer:?} is not a JSON pointer to a field (e.g. \"/payment/card_token\")"
+                    ),
                 });
             }
         }
