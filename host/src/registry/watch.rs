@@ -7,11 +7,14 @@
 //!
 //! The fleet's registry outranks a folder: a file installs only if its digest is new to
 //! the fleet ([`StepRegistry::install_from_folder`], the one rule at start and on every
-//! change), and a change of metadata alone (a `touch`, a `chmod`) is not a change at all.
+//! change), and a change of metadata alone (a `touch`, a `chmod`) is not a change at all:
+//! attribute events are dropped, and a file whose bytes are those last judged (an mtime
+//! alone arrives as a data event) is read and left alone.
 //! An operator who wants an older version back says so through the admin API (upload or
 //! rollback), never by a file.
 
 use super::{Installed, RegistryError, Source, StepRegistry};
+use crate::event::Digest;
 use crate::runtime::LoadError;
 use bytes::Bytes;
 use notify::event::ModifyKind;
@@ -118,12 +121,17 @@ fn fingerprint(path: &Path) -> Option<(u64, SystemTime)> {
 /// Per file: whether an install runs, and whether the file changed again meanwhile.
 type InFlight = Arc<Mutex<HashMap<PathBuf, bool>>>;
 
+/// Per file: the digest of the bytes last judged, so a change of metadata alone (an
+/// mtime set by `touch -m` arrives as a data event) costs a read and nothing more.
+type LastRead = Arc<Mutex<HashMap<PathBuf, Digest>>>;
+
 async fn dispatch(
     mut rx: mpsc::UnboundedReceiver<PathBuf>,
     registry: Arc<StepRegistry>,
     mut stopped: tokio::sync::oneshot::Receiver<()>,
 ) {
     let in_flight: InFlight = Arc::default();
+    let last_read: LastRead = Arc::default();
     let mut installs = tokio::task::JoinSet::new();
     loop {
         let path = tokio::select! {
@@ -146,12 +154,12 @@ async fn dispatch(
             }
             running.insert(path.clone(), false);
         }
-        installs.spawn(install_until_settled(path, registry.clone(), in_flight.clone()));
+        installs.spawn(install_until_settled(path, registry.clone(), in_flight.clone(), last_read.clone()));
     }
     installs.shutdown().await;
 }
 
-async fn install_until_settled(path: PathBuf, registry: Arc<StepRegistry>, in_flight: InFlight) {
+async fn install_until_settled(path: PathBuf, registry: Arc<StepRegistry>, in_flight: InFlight, last_read: LastRead) {
     loop {
         // The debouncer saw no event for a while; make sure the file agrees.
         let mut seen = fingerprint(&path);
@@ -164,7 +172,7 @@ async fn install_until_settled(path: PathBuf, registry: Arc<StepRegistry>, in_fl
             seen = now;
         }
         if seen.is_some() {
-            install_file(&registry, &path).await;
+            install_file(&registry, &path, &last_read).await;
         }
         let mut running = in_flight.lock();
         match running.get_mut(&path) {
@@ -177,12 +185,24 @@ async fn install_until_settled(path: PathBuf, registry: Arc<StepRegistry>, in_fl
     }
 }
 
-async fn install_file(registry: &StepRegistry, path: &Path) {
+async fn install_file(registry: &StepRegistry, path: &Path, last_read: &LastRead) {
     let Some(name) = step_name(path) else { return };
     match read_component(path, registry.runtime().config().max_component_bytes).await {
-        // The registry logs refusals with their reason; the old version keeps serving.
         Ok(bytes) => {
-            let _ = registry.install_from_folder(&name, path, bytes, Source::File).await;
+            let digest = Digest::of(&bytes);
+            if last_read.lock().get(path) == Some(&digest) {
+                count(&name, FileOutcome::MetadataOnly);
+                return;
+            }
+            // The registry logs refusals with their reason; the old version keeps serving.
+            let judged = match registry.install_from_folder(&name, path, bytes, Source::File).await {
+                Ok(_) | Err(RegistryError::Refused(_)) => true,
+                // The fleet could not be asked or changed: the next event tries again.
+                Err(_) => false,
+            };
+            if judged {
+                last_read.lock().insert(path.to_owned(), digest);
+            }
         }
         Err(error) => {
             count(&name, FileOutcome::Refused);
@@ -203,7 +223,8 @@ pub(super) enum FileOutcome {
     Known,
     /// Unreadable, or refused by validation.
     Refused,
-    /// A change of metadata only (mtime, mode): ignored.
+    /// A change of metadata only (mode, times; or bytes the same as when last read):
+    /// ignored.
     MetadataOnly,
 }
 
@@ -239,7 +260,7 @@ impl StepRegistry {
         bytes: Bytes,
         source: Source,
     ) -> Result<FileOutcome, RegistryError> {
-        let digest = crate::event::Digest::of(&bytes);
+        let digest = Digest::of(&bytes);
         if self.current(name).is_some_and(|current| *current.digest == *digest.as_str()) {
             count(name, FileOutcome::Unchanged);
             return Ok(FileOutcome::Unchanged);
