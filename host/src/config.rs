@@ -706,6 +706,9 @@ mod tests {
             jail.create_file("bad.toml", "[steps.payment]\nstore = \"nowhere\"\n")?;
             let error = Settings::load(Some(Path::new("bad.toml"))).expect_err("unknown store").to_string();
             assert!(error.contains("nowhere"), "{error}");
+            jail.create_file("redact.toml", "[steps.payment]\nredact = [\"/payment/card_token\", \"card_token\"]\n")?;
+            let error = Settings::load(Some(Path::new("redact.toml"))).expect_err("not a pointer").to_string();
+            assert!(error.contains("redact") && error.contains("\"card_token\""), "{error}");
             Ok(())
         });
     }
@@ -720,6 +723,7 @@ mod tests {
                 let settings = Settings::load(Some(&path)).map_err(|e| format!("{example}: {e}"))?;
                 if example == "wasaga.toml" {
                     assert_eq!(settings.pinned_steps().into_iter().collect::<Vec<_>>(), ["payment"]);
+                    assert_eq!(settings.steps["inventory"].redact, ["/payment/card_token"]);
                 }
             }
             Ok(())
