@@ -212,6 +212,11 @@ pub struct StepSettings {
     /// `payment/` for `payment`, none for every other step.
     #[serde(default)]
     pub order_state: Option<String>,
+    /// JSON pointers (RFC 6901, e.g. `/payment/card_token`) of payload fields replaced
+    /// by `"[redacted]"` in this step's recordings (dead letters and samples) when they
+    /// are written; empty by default.
+    #[serde(default)]
+    pub redact: Vec<String>,
 }
 
 /// A client of the order API and what it may do.
@@ -601,6 +606,14 @@ impl Settings {
                     reason: format!("[steps.{step}] record_sample must be between 0 and 1"),
                 });
             }
+            if let Some(pointer) = mapping.redact.iter().find(|p| !p.starts_with('/')) {
+                return Err(ConfigError::Invalid {
+                    name: "steps",
+                    reason: format!(
+                        "[steps.{step}] redact: {pointer:?} is not a JSON pointer to a field (e.g. \"/payment/card_token\")"
+                    ),
+                });
+            }
         }
         if let Some(replication) = self.stream_replication
             && !(1..=16).contains(&replication)
@@ -905,6 +918,9 @@ mod tests {
             jail.create_file("bad.toml", "[steps.payment]\nstore = \"nowhere\"\n")?;
             let error = Settings::load(Some(Path::new("bad.toml"))).expect_err("unknown store").to_string();
             assert!(error.contains("nowhere"), "{error}");
+            jail.create_file("redact.toml", "[steps.payment]\nredact = [\"/payment/card_token\", \"card_token\"]\n")?;
+            let error = Settings::load(Some(Path::new("redact.toml"))).expect_err("not a pointer").to_string();
+            assert!(error.contains("redact") && error.contains("\"card_token\""), "{error}");
             Ok(())
         });
     }
@@ -921,6 +937,7 @@ mod tests {
                 let settings = Settings::load(Some(&path)).map_err(|e| format!("{example}: {e}"))?;
                 if example == "wasaga.toml" {
                     assert_eq!(settings.pinned_steps().into_iter().collect::<Vec<_>>(), ["payment"]);
+                    assert_eq!(settings.steps["inventory"].redact, ["/payment/card_token"]);
                 }
             }
             Ok(())

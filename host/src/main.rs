@@ -83,13 +83,26 @@ async fn recordings(client: &Client, command: RecordingsCommand) -> anyhow::Resu
         RecordingsCommand::Pull { step, out, limit } => {
             let recordings = client.recordings(&step, limit).await?;
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            let mut saved = 0;
+            let mut refused = Vec::new();
             for recording in &recordings {
-                let id = recording["event"]["id"].as_str().unwrap_or("recording");
-                let file = out.join(format!("{id}.json"));
+                // What the server sends names files here: only a checked id does.
+                let file_name = match wasaga_host::cli::recording_file_name(recording) {
+                    Ok(file_name) => file_name,
+                    Err(reason) => {
+                        refused.push(reason);
+                        continue;
+                    }
+                };
+                let file = out.join(file_name);
                 std::fs::write(&file, serde_json::to_string_pretty(recording)?)
                     .with_context(|| format!("writing {}", file.display()))?;
+                saved += 1;
             }
-            println!("saved {} recordings of {step} in {}", recordings.len(), out.display());
+            println!("saved {saved} recordings of {step} in {}", out.display());
+            if !refused.is_empty() {
+                anyhow::bail!("{} recordings were not saved: {}", refused.len(), refused.join("; "));
+            }
         }
     }
     Ok(())
@@ -225,7 +238,7 @@ async fn dead_letters(client: &Client, command: DeadLettersCommand) -> anyhow::R
             }
         }
         DeadLettersCommand::Replay { id, version, dry_run } => {
-            let answer = client.replay_dead_letter(&id, version.as_deref(), dry_run).await?;
+            let answer = client.replay_dead_letter(&id, version.as_ref().map(|v| v.as_str()), dry_run).await?;
             if dry_run {
                 println!("dry run of {id} on {} (nothing committed):", text(&answer, "version"));
                 println!("  outcome: {}", text(&answer, "outcome"));

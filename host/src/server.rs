@@ -361,6 +361,12 @@ async fn start(
             .filter(|(_, s)| s.record_sample > 0.0)
             .map(|(name, s)| (name.clone(), s.record_sample))
             .collect(),
+        redact: settings
+            .steps
+            .iter()
+            .filter(|(_, s)| !s.redact.is_empty())
+            .map(|(name, s)| (name.clone(), s.redact.clone()))
+            .collect(),
         auto_rollback: settings.auto_rollback(),
         recording_max_bytes: usize::try_from(settings.recording_max_bytes).unwrap_or(usize::MAX),
         retain_pins: Duration::from_secs(settings.retain_pins_secs),

@@ -96,7 +96,7 @@ pub enum DeadLettersCommand {
         id: String,
         /// Run it on this kept version (a digest from `plugins list`) instead of the serving one.
         #[arg(long)]
-        version: Option<String>,
+        version: Option<crate::event::Digest>,
         /// Only show what it would do: outcome, events, state writes; nothing is committed.
         #[arg(long)]
         dry_run: bool,
@@ -193,4 +193,24 @@ impl ServerArgs {
             .map(|t| t.trim().to_owned())
             .map_err(|e| ClientError::Token(format!("{}: {e}; pass --token or set WASAGA_ADMIN_TOKEN", path.display())))
     }
+}
+
+/// The file name `wasaga recordings pull` saves `recording` (JSON from the server) under:
+/// `<event id>.json`, only for an id of letters, digits, `-` and `_` (a UUID, as the
+/// host makes them) and a recording whose step and version are valid names, so nothing
+/// the server sends can name a file outside the folder.
+pub fn recording_file_name(recording: &serde_json::Value) -> Result<String, String> {
+    let id = recording["event"]["id"].as_str().unwrap_or_default();
+    let safe = (1..=128).contains(&id.len())
+        && !id.starts_with('-')
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    let shown: String = id.chars().take(80).collect();
+    if !safe {
+        return Err(format!("event id {shown:?} cannot name a file"));
+    }
+    let parsed = serde_json::from_value::<wasaga_sdk::recording::Recording>(recording.clone())
+        .map_err(|e| format!("event {id}: not a recording: {e}"))?;
+    replay::CheckedRecording::check(parsed)
+        .map_err(|(field, reason)| format!("event {id}: field `{field}`: {reason}"))?;
+    Ok(format!("{id}.json"))
 }

@@ -5,9 +5,11 @@
 //!
 //! Exit codes: 0 when every replay reproduced its recording (same host calls, same
 //! outcome); 1 when one diverged (a fix that now succeeds, a regression that now fails);
-//! 2 when a replay could not run (an unreadable file, no component for the version).
+//! 2 when a replay could not run (an unreadable file, a recording whose step or version
+//! is not a valid name, no component for the version).
 
 use crate::archive::{Archive, ArchiveError};
+use crate::event::Digest;
 use crate::runtime::{CallInput, LoadedStep, Origin, Recorder, Runtime, RuntimeConfig, StateError, StepState};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -25,6 +27,8 @@ pub enum ReplayError {
     Read { path: PathBuf, reason: String },
     #[error("{path}: {reason}")]
     NotARecording { path: PathBuf, reason: String },
+    #[error("{path}: the recording's field `{field}` is refused: {reason}")]
+    BadField { path: PathBuf, field: &'static str, reason: String },
     #[error(
         "no component for {step} {version}: pass --plugin FILE, or run where the plugins folder or compile cache has it"
     )]
@@ -54,7 +58,14 @@ pub struct Replayed {
 }
 
 /// Replay `path` (a recording, or a folder of them); the text to print and the exit code.
+///
+/// Every recording is read and checked before anything else is touched: a recording is
+/// untrusted input, and one whose `version` is not a digest (a path, say) is refused
+/// before any plugins folder, compile cache or component file is looked at.
 pub async fn run(path: &Path, sources: &Sources) -> Result<(String, i32), ReplayError> {
+    let single = !path.is_dir();
+    let files = if single { vec![path.to_owned()] } else { recording_files(path)? };
+    let recordings = files.iter().map(|file| read_recording(file)).collect::<Result<Vec<_>, _>>()?;
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir: Some(sources.data_dir.join("compile-cache")),
         // A replay is a handful of calls: the baseline compiler's code serves them sooner
@@ -63,59 +74,91 @@ pub async fn run(path: &Path, sources: &Sources) -> Result<(String, i32), Replay
         ..RuntimeConfig::default()
     })
     .map_err(|e| ReplayError::Refused(e.to_string()))?;
-    if path.is_dir() {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-            .map_err(|e| ReplayError::Read { path: path.to_owned(), reason: e.to_string() })?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "json"))
-            .collect();
-        files.sort();
-        if files.is_empty() {
-            return Err(ReplayError::Empty(path.to_owned()));
-        }
-        let (mut same, mut different, mut failed) = (0, 0, 0);
-        let mut out = String::new();
-        for file in &files {
-            let replayed = replay_file(&runtime, file, sources).await?;
-            if replayed.reproduced {
-                same += 1;
-            } else if replayed.newly_failed {
-                failed += 1;
-                let _ = writeln!(out, "{}: FAILED\n{}", file.display(), indent(&replayed.report));
-            } else {
-                different += 1;
-                let _ = writeln!(out, "{}: DIFFERENT\n{}", file.display(), indent(&replayed.report));
-            }
-        }
-        let _ = writeln!(out, "{} recordings: {same} same, {different} different, {failed} failed", files.len());
-        let code = if different + failed == 0 { 0 } else { 1 };
-        return Ok((out, code));
+    if single {
+        let replayed = replay_checked(&runtime, &recordings[0], sources).await?;
+        return Ok((replayed.report, if replayed.reproduced { 0 } else { 1 }));
     }
-    let replayed = replay_file(&runtime, path, sources).await?;
-    Ok((replayed.report, if replayed.reproduced { 0 } else { 1 }))
+    let (mut same, mut different, mut failed) = (0, 0, 0);
+    let mut out = String::new();
+    for (file, checked) in files.iter().zip(&recordings) {
+        let replayed = replay_checked(&runtime, checked, sources).await?;
+        if replayed.reproduced {
+            same += 1;
+        } else if replayed.newly_failed {
+            failed += 1;
+            let _ = writeln!(out, "{}: FAILED\n{}", file.display(), indent(&replayed.report));
+        } else {
+            different += 1;
+            let _ = writeln!(out, "{}: DIFFERENT\n{}", file.display(), indent(&replayed.report));
+        }
+    }
+    let _ = writeln!(out, "{} recordings: {same} same, {different} different, {failed} failed", files.len());
+    let code = if different + failed == 0 { 0 } else { 1 };
+    Ok((out, code))
+}
+
+/// The `*.json` files in `dir`, sorted.
+fn recording_files(dir: &Path) -> Result<Vec<PathBuf>, ReplayError> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| ReplayError::Read { path: dir.to_owned(), reason: e.to_string() })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(ReplayError::Empty(dir.to_owned()));
+    }
+    Ok(files)
 }
 
 fn indent(text: &str) -> String {
     text.lines().map(|l| format!("    {l}\n")).collect()
 }
 
-async fn replay_file(runtime: &Arc<Runtime>, path: &Path, sources: &Sources) -> Result<Replayed, ReplayError> {
+/// A recording whose names were checked: its step is a step name, its version a digest.
+pub struct CheckedRecording {
+    pub recording: Recording,
+    pub version: Digest,
+}
+
+impl CheckedRecording {
+    /// Check the fields of `recording` that name something on this machine.
+    pub fn check(recording: Recording) -> Result<CheckedRecording, (&'static str, String)> {
+        crate::event::check_step_name(&recording.step).map_err(|e| ("step", e.to_string()))?;
+        let version = recording.version.parse::<Digest>().map_err(|e| ("version", e.to_string()))?;
+        Ok(CheckedRecording { recording, version })
+    }
+}
+
+fn read_recording(path: &Path) -> Result<CheckedRecording, ReplayError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ReplayError::Read { path: path.to_owned(), reason: e.to_string() })?;
     let recording =
         Recording::from_json(&text).map_err(|reason| ReplayError::NotARecording { path: path.to_owned(), reason })?;
-    let (step, from) = component(runtime, &recording, sources).await?;
-    Ok(replay(runtime, &recording, &step, &from).await)
+    CheckedRecording::check(recording).map_err(|(field, reason)| ReplayError::BadField {
+        path: path.to_owned(),
+        field,
+        reason,
+    })
+}
+
+async fn replay_checked(
+    runtime: &Arc<Runtime>,
+    checked: &CheckedRecording,
+    sources: &Sources,
+) -> Result<Replayed, ReplayError> {
+    let (step, from) = component(runtime, checked, sources).await?;
+    Ok(replay(runtime, &checked.recording, &step, &from).await)
 }
 
 /// The component to run: the given file, or the recorded version from the plugins
 /// folder or the compile cache.
 async fn component(
     runtime: &Arc<Runtime>,
-    recording: &Recording,
+    checked: &CheckedRecording,
     sources: &Sources,
 ) -> Result<(LoadedStep, String), ReplayError> {
-    let name = &recording.step;
+    let name = &checked.recording.step;
     if let Some(file) = &sources.plugin {
         let bytes = std::fs::read(file).map_err(|e| ReplayError::Read { path: file.clone(), reason: e.to_string() })?;
         let step = runtime.load(name, Bytes::from(bytes)).await.map_err(|e| ReplayError::Refused(e.to_string()))?;
@@ -124,16 +167,16 @@ async fn component(
     if let Ok(entries) = std::fs::read_dir(&sources.plugins_dir) {
         for file in entries.filter_map(|e| e.ok().map(|e| e.path())) {
             let Ok(bytes) = std::fs::read(&file) else { continue };
-            if crate::runtime::digest_of(&bytes) == recording.version {
+            if Digest::of(&bytes) == checked.version {
                 let step =
                     runtime.load(name, Bytes::from(bytes)).await.map_err(|e| ReplayError::Refused(e.to_string()))?;
                 return Ok((step, file.display().to_string()));
             }
         }
     }
-    match runtime.load_cached(name, &recording.version).await {
+    match runtime.load_cached(name, &checked.version).await {
         Ok(step) => Ok((step, format!("the compile cache in {}", sources.data_dir.display()))),
-        Err(_) => Err(ReplayError::NoComponent { step: name.clone(), version: recording.version.clone() }),
+        Err(_) => Err(ReplayError::NoComponent { step: name.clone(), version: checked.version.to_string() }),
     }
 }
 
@@ -197,6 +240,13 @@ pub async fn replay(runtime: &Runtime, recording: &Recording, step: &LoadedStep,
     }
     if recording.truncated {
         let _ = writeln!(report, "note: the recording was truncated; calls past its end are not compared");
+    }
+    if !recording.redacted.is_empty() {
+        let _ = writeln!(
+            report,
+            "note: {} redacted when recorded; the replay saw the placeholder, so a step that depends on it may diverge",
+            recording.redacted.join(", ")
+        );
     }
     let same_outcome = outcome.label() == recording.outcome.label()
         && match (&outcome, &recording.outcome) {

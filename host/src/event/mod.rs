@@ -1,13 +1,16 @@
 //! The event vocabulary every layer shares: the event as stored and carried, its wire
-//! JSON, ids, the clock, consumer and step names, and the subscription matcher.
+//! JSON, ids, component digests, the clock, consumer and step names, and the
+//! subscription matcher.
 //!
 //! **Architecture Invariant:** this module imports nothing else of the host, so `store`,
 //! `transport`, `stream`, `outbox` and `runtime` can all use it without reaching up into
 //! `saga`.
 
+mod digest;
 pub mod owner;
 pub mod wire;
 
+pub use digest::{Digest, DigestError};
 pub use owner::{Owner, Owners};
 
 /// An event as stored in the outbox and carried by every transport.

@@ -5,6 +5,7 @@ use super::AppState;
 use super::body::Checker;
 use super::problem::ApiError;
 use super::problem::Problem;
+use crate::event::Digest;
 use crate::saga::ops;
 use crate::store::DeadLetterRow;
 use axum::Json;
@@ -64,7 +65,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<DeadLetterVi
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ReplayQuery {
-    /// A kept version (`sha256:` and 64 hex digits) to run it on.
+    /// A kept version (`sha256:` and 64 lowercase hex digits) to run it on.
     version: Option<String>,
     /// `true`: run against live state and answer what it would do; nothing is committed.
     dry_run: Option<String>,
@@ -110,14 +111,14 @@ pub async fn replay(
     Query(query): Query<ReplayQuery>,
 ) -> Result<Response, ApiError> {
     let mut check = Checker::default();
-    let version = query.version.filter(|v| !v.is_empty());
-    if let Some(version) = &version
-        && !(version.len() == 71
-            && version.starts_with("sha256:")
-            && version[7..].bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
-    {
-        check.fail("version", "must be a digest as the plugin list shows it: sha256:<64 hex digits>");
-    }
+    let version = match query.version.as_deref().filter(|v| !v.is_empty()).map(str::parse::<Digest>) {
+        None => None,
+        Some(Ok(digest)) => Some(digest),
+        Some(Err(_)) => {
+            check.fail("version", "must be a digest as the plugin list shows it: sha256:<64 lowercase hex digits>");
+            None
+        }
+    };
     let dry_run = match query.dry_run.as_deref() {
         None | Some("" | "false") => false,
         Some("true") => true,
@@ -128,7 +129,7 @@ pub async fn replay(
     };
     check.finish(Some(()))?;
     if dry_run {
-        let run = ops::dry_run(&state.saga, &id, version.as_deref()).await?;
+        let run = ops::dry_run(&state.saga, &id, version.as_ref().map(Digest::as_str)).await?;
         let view = DryRunView {
             outcome: run.outcome,
             error: run.error,
@@ -139,7 +140,7 @@ pub async fn replay(
         };
         return Ok((StatusCode::OK, Json(view)).into_response());
     }
-    let row = ops::replay(&state.saga, &id, version.as_deref()).await?;
+    let row = ops::replay(&state.saga, &id, version.as_ref().map(Digest::as_str)).await?;
     Ok((StatusCode::ACCEPTED, Json(view(row))).into_response())
 }
 

@@ -5,7 +5,7 @@
 //! [`SYNC_INTERVAL`], so a change made on one host serves everywhere within about that.
 
 use super::{RegistryError, Rollout, RolloutMode, Slot, Source, StepRegistry};
-use crate::event::now_ms;
+use crate::event::{Digest, now_ms};
 use crate::runtime::LoadedStep;
 use crate::store::{HistoryRow, RolloutRow, SlotRow, Store, VersionRow};
 use bytes::Bytes;
@@ -17,6 +17,9 @@ pub const SYNC_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Compare-and-set rounds before giving up on a step many hosts change at once.
 const CAS_ROUNDS: usize = 8;
+
+/// History entries read to tell whether the fleet has seen a digest.
+const HISTORY_LOOKBACK: u32 = 10_000;
 
 /// The store holding the fleet's registry, and who this host is.
 #[derive(Clone)]
@@ -244,17 +247,15 @@ impl Fleet {
         }
     }
 
-    /// Whether `bytes` are a version of `name` the fleet has kept but no longer serves
-    /// (a restarted host's older file): such a file must not roll the fleet back.
-    pub(super) async fn superseded(&self, name: &str, bytes: &[u8], registry: &StepRegistry) -> bool {
-        let digest = crate::runtime::digest_of(bytes);
-        if registry.current(name).is_some_and(|current| *current.digest == digest) {
-            return false;
+    /// Whether the fleet has seen `digest` as a version of `name`: kept in its versions,
+    /// or named by its history (which outlives versions pruned as no longer needed). A
+    /// refusal does not count: refused bytes were never a version.
+    pub(super) async fn has_seen(&self, name: &str, digest: &Digest) -> Result<bool, RegistryError> {
+        if self.store.version_digests(name).await?.iter().any(|kept| *digest == **kept) {
+            return Ok(true);
         }
-        match self.store.version(&digest).await {
-            Ok(Some(_)) => self.slot(name).await.ok().flatten().is_some_and(|slot| slot.current != digest),
-            _ => false,
-        }
+        let history = self.store.history(name, HISTORY_LOOKBACK).await?;
+        Ok(history.iter().any(|entry| *digest == *entry.digest && entry.action != "refused"))
     }
 
     /// Serve what the fleet serves: load every slot this host does not match yet.

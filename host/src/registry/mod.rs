@@ -221,9 +221,10 @@ impl StepRegistry {
     }
 
     /// Load the fleet's versions (if any), then every `<name>.wasm` in `dir`: a file with
-    /// new bytes is installed for the fleet; one the fleet has seen before and no longer
-    /// serves (an older file on a restarted host) is left alone, so it cannot roll the
-    /// fleet back. Components load concurrently; a refused one is logged and skipped.
+    /// bytes new to the fleet is installed for the fleet; one the fleet has seen before
+    /// (an older file on a restarted host) is left alone, so it cannot roll the fleet
+    /// back (`watch.rs`, the same rule as for a change while running). Components load
+    /// concurrently; a refused one is logged and skipped.
     pub async fn load_dir(&self, dir: &Path) -> Vec<(String, RegistryError)> {
         let mut refused = Vec::new();
         if let Some(fleet) = &self.fleet {
@@ -250,14 +251,7 @@ impl StepRegistry {
                     Ok(bytes) => bytes,
                     Err(error) => return Some((name, error)),
                 };
-                if let Some(fleet) = &self.fleet
-                    && fleet.superseded(&name, &bytes, self).await
-                {
-                    tracing::warn!(step = %name, path = %path.display(),
-                        "this file holds a version the fleet no longer serves; keeping the fleet's");
-                    return None;
-                }
-                self.install(&name, bytes, Source::Startup).await.err().map(|error| (name, error))
+                self.install_from_folder(&name, &path, bytes, Source::Startup).await.err().map(|error| (name, error))
             },
         );
         refused.extend(futures::future::join_all(loads).await.into_iter().flatten());

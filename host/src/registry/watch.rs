@@ -4,11 +4,21 @@
 //! (`.x.tmp`, `x.part`) are ignored, which makes write-then-rename the safe way to drop a
 //! file in. Each install runs on its own task: a component that is slow to compile or to
 //! describe itself holds up neither the watcher nor the other files.
+//!
+//! The fleet's registry outranks a folder: a file installs only if its digest is new to
+//! the fleet ([`StepRegistry::install_from_folder`], the one rule at start and on every
+//! change), and a change of metadata alone (a `touch`, a `chmod`) is not a change at all:
+//! attribute events are dropped, and a file whose bytes are those last judged (an mtime
+//! alone arrives as a data event) is read and left alone.
+//! An operator who wants an older version back says so through the admin API (upload or
+//! rollback), never by a file.
 
-use super::{RegistryError, Source, StepRegistry};
+use super::{Installed, RegistryError, Source, StepRegistry};
+use crate::event::Digest;
 use crate::runtime::LoadError;
 use bytes::Bytes;
-use notify::RecursiveMode;
+use notify::event::ModifyKind;
+use notify::{EventKind, RecursiveMode};
 use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -74,6 +84,13 @@ impl PluginWatcher {
                 if event.kind.is_access() || event.kind.is_remove() {
                     continue;
                 }
+                if matches!(event.kind, EventKind::Modify(ModifyKind::Metadata(_))) {
+                    // Same bytes, new mtime or mode: nothing to install.
+                    for step in event.paths.iter().filter_map(|path| step_name(path)) {
+                        count(&step, FileOutcome::MetadataOnly);
+                    }
+                    continue;
+                }
                 for path in &event.paths {
                     let _ = tx.send(path.clone());
                 }
@@ -104,12 +121,17 @@ fn fingerprint(path: &Path) -> Option<(u64, SystemTime)> {
 /// Per file: whether an install runs, and whether the file changed again meanwhile.
 type InFlight = Arc<Mutex<HashMap<PathBuf, bool>>>;
 
+/// Per file: the digest of the bytes last judged, so a change of metadata alone (an
+/// mtime set by `touch -m` arrives as a data event) costs a read and nothing more.
+type LastRead = Arc<Mutex<HashMap<PathBuf, Digest>>>;
+
 async fn dispatch(
     mut rx: mpsc::UnboundedReceiver<PathBuf>,
     registry: Arc<StepRegistry>,
     mut stopped: tokio::sync::oneshot::Receiver<()>,
 ) {
     let in_flight: InFlight = Arc::default();
+    let last_read: LastRead = Arc::default();
     let mut installs = tokio::task::JoinSet::new();
     loop {
         let path = tokio::select! {
@@ -132,12 +154,12 @@ async fn dispatch(
             }
             running.insert(path.clone(), false);
         }
-        installs.spawn(install_until_settled(path, registry.clone(), in_flight.clone()));
+        installs.spawn(install_until_settled(path, registry.clone(), in_flight.clone(), last_read.clone()));
     }
     installs.shutdown().await;
 }
 
-async fn install_until_settled(path: PathBuf, registry: Arc<StepRegistry>, in_flight: InFlight) {
+async fn install_until_settled(path: PathBuf, registry: Arc<StepRegistry>, in_flight: InFlight, last_read: LastRead) {
     loop {
         // The debouncer saw no event for a while; make sure the file agrees.
         let mut seen = fingerprint(&path);
@@ -150,7 +172,7 @@ async fn install_until_settled(path: PathBuf, registry: Arc<StepRegistry>, in_fl
             seen = now;
         }
         if seen.is_some() {
-            install_file(&registry, &path).await;
+            install_file(&registry, &path, &last_read).await;
         }
         let mut running = in_flight.lock();
         match running.get_mut(&path) {
@@ -163,13 +185,113 @@ async fn install_until_settled(path: PathBuf, registry: Arc<StepRegistry>, in_fl
     }
 }
 
-async fn install_file(registry: &StepRegistry, path: &Path) {
+async fn install_file(registry: &StepRegistry, path: &Path, last_read: &LastRead) {
     let Some(name) = step_name(path) else { return };
     match read_component(path, registry.runtime().config().max_component_bytes).await {
-        // The registry logs refusals with their reason; the old version keeps serving.
         Ok(bytes) => {
-            let _ = registry.install(&name, bytes, Source::File).await;
+            let digest = Digest::of(&bytes);
+            if last_read.lock().get(path) == Some(&digest) {
+                count(&name, FileOutcome::MetadataOnly);
+                return;
+            }
+            // The registry logs refusals with their reason; the old version keeps serving.
+            let judged = match registry.install_from_folder(&name, path, bytes, Source::File).await {
+                Ok(_) | Err(RegistryError::Refused(_)) => true,
+                // The fleet could not be asked or changed: the next event tries again.
+                Err(_) => false,
+            };
+            if judged {
+                last_read.lock().insert(path.to_owned(), digest);
+            }
         }
-        Err(error) => tracing::warn!(path = %path.display(), %error, "cannot install this plugin file"),
+        Err(error) => {
+            count(&name, FileOutcome::Refused);
+            tracing::warn!(path = %path.display(), %error, "cannot install this plugin file");
+        }
+    }
+}
+
+/// What a file in the plugins folder did, counted in
+/// `wasaga_plugin_file_events_total{step, outcome}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum FileOutcome {
+    /// New bytes, now serving for the fleet.
+    Installed,
+    /// The bytes this host serves already.
+    Unchanged,
+    /// Bytes the fleet has seen before (and superseded, or is rolling out): left alone.
+    Known,
+    /// Unreadable, or refused by validation.
+    Refused,
+    /// A change of metadata only (mode, times; or bytes the same as when last read):
+    /// ignored.
+    MetadataOnly,
+}
+
+impl FileOutcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            FileOutcome::Installed => "installed",
+            FileOutcome::Unchanged => "unchanged",
+            FileOutcome::Known => "known",
+            FileOutcome::Refused => "refused",
+            FileOutcome::MetadataOnly => "metadata_only",
+        }
+    }
+}
+
+fn count(step: &str, outcome: FileOutcome) {
+    metrics::counter!("wasaga_plugin_file_events_total", "step" => step.to_owned(), "outcome" => outcome.as_str())
+        .increment(1);
+}
+
+impl StepRegistry {
+    /// The one rule for a file found in the plugins folder, at start and on every change:
+    /// install `bytes` as `name` only if their digest is new to the fleet (never kept as
+    /// a version of `name`, never in its history). Bytes the fleet has seen are left
+    /// alone whether they serve, were superseded or were rejected: an old file touched or
+    /// copied back on one host must not roll the fleet back. An operator installs a known
+    /// version on purpose through the admin API (`PUT /api/admin/plugins/{name}`, i.e.
+    /// `wasaga plugins push`, or a rollback).
+    pub(super) async fn install_from_folder(
+        &self,
+        name: &str,
+        path: &Path,
+        bytes: Bytes,
+        source: Source,
+    ) -> Result<FileOutcome, RegistryError> {
+        let digest = Digest::of(&bytes);
+        if self.current(name).is_some_and(|current| *current.digest == *digest.as_str()) {
+            count(name, FileOutcome::Unchanged);
+            return Ok(FileOutcome::Unchanged);
+        }
+        if let Some(fleet) = &self.fleet {
+            let seen = fleet.has_seen(name, &digest).await.inspect_err(|error| {
+                count(name, FileOutcome::Refused);
+                tracing::warn!(step = %name, path = %path.display(), %error,
+                    "cannot ask the fleet whether it knows this file; leaving it alone");
+            })?;
+            if seen {
+                count(name, FileOutcome::Known);
+                tracing::warn!(step = %name, path = %path.display(), step_version = %digest,
+                    "this file holds a version the fleet has seen before; keeping the fleet's \
+                     (install it on purpose with `wasaga plugins push` or a rollback)");
+                return Ok(FileOutcome::Known);
+            }
+        }
+        match self.install(name, bytes, source).await {
+            Ok(Installed::Swapped(_)) => {
+                count(name, FileOutcome::Installed);
+                Ok(FileOutcome::Installed)
+            }
+            Ok(Installed::Unchanged(_)) => {
+                count(name, FileOutcome::Unchanged);
+                Ok(FileOutcome::Unchanged)
+            }
+            Err(error) => {
+                count(name, FileOutcome::Refused);
+                Err(error)
+            }
+        }
     }
 }

@@ -1,6 +1,9 @@
 //! The on-disk cache of compiled components, keyed by the component's digest and the
 //! engine's compatibility hash, so a restart loads machine code instead of compiling.
+//! File names are built only from a validated [`Digest`]: whatever names a version
+//! (a recording, a store row) cannot point the native-code loader elsewhere.
 
+use crate::event::Digest;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -21,13 +24,13 @@ impl CompileCache {
         CompileCache { dir: dir.to_owned(), engine_key: format!("{:016x}", hasher.finish()) }
     }
 
-    fn path(&self, digest_hex: &str) -> PathBuf {
-        self.dir.join(format!("{digest_hex}-{}.cwasm", self.engine_key))
+    fn path(&self, digest: &Digest) -> PathBuf {
+        self.dir.join(format!("{}-{}.cwasm", digest.hex(), self.engine_key))
     }
 
-    /// The cached component for `digest_hex`, if a usable one is on disk.
-    pub fn load(&self, engine: &Engine, digest_hex: &str) -> Option<Component> {
-        let path = self.path(digest_hex);
+    /// The cached component for `digest`, if a usable one is on disk.
+    pub fn load(&self, engine: &Engine, digest: &Digest) -> Option<Component> {
+        let path = self.path(digest);
         if !path.exists() {
             return None;
         }
@@ -41,11 +44,11 @@ impl CompileCache {
     }
 
     /// Store `component`; a failure only costs a recompile later, so it is logged, not returned.
-    pub fn store(&self, component: &Component, digest_hex: &str) {
+    pub fn store(&self, component: &Component, digest: &Digest) {
         let result = (|| -> Result<(), Box<dyn std::error::Error>> {
             let bytes = component.serialize()?;
             // Write then rename, so a concurrent reader never sees half a file.
-            crate::fsutil::write_atomically_blocking(&self.path(digest_hex), &bytes)?;
+            crate::fsutil::write_atomically_blocking(&self.path(digest), &bytes)?;
             Ok(())
         })();
         if let Err(error) = result {

@@ -16,7 +16,7 @@ mod validate;
 
 pub use cache::CompileCache;
 pub use limits::{CallLimits, LimitExceeded};
-pub use recorder::Recorder;
+pub use recorder::{Recorder, redact_recording};
 pub use state::{MemoryState, StateError, StepState};
 pub use step::{CallInput, Emitted, LoadedStep, Origin, Tier, digest_of};
 pub use validate::{HANDLER_EXPORT, component_imports, import_allowed, subscription_known, valid_kind};
@@ -383,7 +383,11 @@ impl Runtime {
     }
 
     /// Load version `digest` of `name` from the compile cache alone (offline tools).
-    pub async fn load_cached(self: &Arc<Self>, name: &str, digest: &str) -> Result<LoadedStep, LoadError> {
+    pub async fn load_cached(
+        self: &Arc<Self>,
+        name: &str,
+        digest: &crate::event::Digest,
+    ) -> Result<LoadedStep, LoadError> {
         step::load_cached(self, name, digest).await
     }
 

@@ -1,10 +1,11 @@
 //! Records every host call a step makes during one call, in order, with its answer:
 //! the material of a dead letter's recording, a shadow's comparison and a replay. The
 //! record is bounded in bytes; past the bound it stops and says it was truncated.
+//! [`redact_recording`] takes configured fields out of a recording before it is kept.
 
 use parking_lot::Mutex;
 use std::sync::Arc;
-use wasaga_sdk::recording::HostCall;
+use wasaga_sdk::recording::{HostCall, Outcome, REDACTED, Recording};
 
 /// One call's host calls.
 #[derive(Debug)]
@@ -47,6 +48,45 @@ impl Recorder {
     }
 }
 
+/// Replace the value at each of `pointers` (RFC 6901 JSON pointers, e.g.
+/// `/payment/card_token`) in the event payload and in every emitted payload with
+/// [`REDACTED`], and list in the recording the pointers that matched, so a replay can
+/// say why it may diverge. A payload that is not JSON, or lacks the field, is kept as
+/// it is; host calls (state values, log lines) are not touched.
+pub fn redact_recording(recording: &mut Recording, pointers: &[String]) {
+    if pointers.is_empty() {
+        return;
+    }
+    let mut matched = Vec::new();
+    redact_payload(&mut recording.event.payload, pointers, &mut matched);
+    if let Outcome::Ok { emits } = &mut recording.outcome {
+        for emit in emits {
+            redact_payload(&mut emit.payload, pointers, &mut matched);
+        }
+    }
+    for pointer in pointers {
+        if matched.contains(&pointer) && !recording.redacted.contains(pointer) {
+            recording.redacted.push(pointer.clone());
+        }
+    }
+}
+
+fn redact_payload<'p>(payload: &mut String, pointers: &'p [String], matched: &mut Vec<&'p String>) {
+    let Ok(mut value) = serde_json::from_str::<serde_json::Value>(payload) else { return };
+    let mut changed = false;
+    for pointer in pointers {
+        if let Some(field) = value.pointer_mut(pointer) {
+            *field = serde_json::Value::String(REDACTED.to_owned());
+            changed = true;
+            matched.push(pointer);
+        }
+    }
+    // Only a payload that changed is written again, so the others keep their bytes.
+    if changed && let Ok(text) = serde_json::to_string(&value) {
+        *payload = text;
+    }
+}
+
 fn approximate_size(call: &HostCall) -> usize {
     let bytes = |b: &wasaga_sdk::recording::Bytes| b.0.len();
     32 + match call {
@@ -63,6 +103,64 @@ fn approximate_size(call: &HostCall) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wasaga_sdk::recording::{RecordedEmit, RecordedEvent, RecordedOrigin};
+
+    fn recording(payload: &str, emits: &[&str]) -> Recording {
+        Recording {
+            format: wasaga_sdk::recording::FORMAT,
+            step: "payment".to_owned(),
+            version: format!("sha256:{}", "0".repeat(64)),
+            attempt: 1,
+            event: RecordedEvent {
+                id: "e-1".to_owned(),
+                kind: "stock.reserved".to_owned(),
+                order_id: "o-1".to_owned(),
+                occurred_at_ms: 1,
+                payload: payload.to_owned(),
+            },
+            origin: RecordedOrigin::default(),
+            calls: Vec::new(),
+            outcome: Outcome::Ok {
+                emits: emits
+                    .iter()
+                    .map(|p| RecordedEmit { kind: "payment.captured".to_owned(), payload: (*p).to_owned() })
+                    .collect(),
+            },
+            truncated: false,
+            redacted: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn redaction_replaces_the_pointed_fields_of_every_payload_and_says_which() {
+        let mut r = recording(
+            r#"{"payment":{"card_token":"tok_secret"},"items":[{"sku":"A"}]}"#,
+            &[r#"{"card_token":"tok_secret","amount_cents":5}"#, "not json"],
+        );
+        let pointers = vec!["/payment/card_token".to_owned(), "/card_token".to_owned(), "/absent".to_owned()];
+        redact_recording(&mut r, &pointers);
+        let text = serde_json::to_string(&r).expect("json");
+        assert!(!text.contains("tok_secret"), "{text}");
+        let payload: serde_json::Value = serde_json::from_str(&r.event.payload).expect("json");
+        assert_eq!(payload["payment"]["card_token"], REDACTED);
+        assert_eq!(payload["items"][0]["sku"], "A", "other fields are kept");
+        let Outcome::Ok { emits } = &r.outcome else { panic!("ok") };
+        assert_eq!(emits[1].payload, "not json", "a payload that is not JSON is kept");
+        assert_eq!(r.redacted, vec!["/payment/card_token".to_owned(), "/card_token".to_owned()]);
+        // Read back, the recording still says what was redacted.
+        let back = Recording::from_json(&text).expect("reads");
+        assert_eq!(back.redacted, r.redacted);
+    }
+
+    #[test]
+    fn without_pointers_a_recording_is_unchanged() {
+        let payload = r#"{ "b": 1,  "a": 2 }"#;
+        let mut r = recording(payload, &[]);
+        redact_recording(&mut r, &["/c".to_owned()]);
+        assert_eq!(r.event.payload, payload);
+        assert!(r.redacted.is_empty());
+        assert!(!serde_json::to_string(&r).expect("json").contains("redacted"));
+    }
 
     #[test]
     fn a_recording_past_its_bound_is_cut_and_says_so() {

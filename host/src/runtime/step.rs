@@ -9,9 +9,9 @@ use super::state::{MemoryState, StateError, StepState};
 use super::validate::{check_binary, check_imports, check_world, subscription_known, valid_kind};
 use super::{CallError, LoadError, Runtime};
 use crate::archive::Archive;
+use crate::event::Digest;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
@@ -122,7 +122,7 @@ pub struct Emitted {
 
 /// The `sha256:<hex>` digest of component bytes.
 pub fn digest_of(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+    Digest::of(bytes).to_string()
 }
 
 pub(super) async fn load(runtime: &Arc<Runtime>, name: &str, bytes: Bytes) -> Result<LoadedStep, LoadError> {
@@ -135,13 +135,13 @@ pub(super) async fn load(runtime: &Arc<Runtime>, name: &str, bytes: Bytes) -> Re
     // compile.
     check_imports(&bytes)?;
     check_shape(&runtime.config, &bytes)?;
-    let digest = digest_of(&bytes);
-    let digest_hex = digest.trim_start_matches("sha256:").to_owned();
+    let cache_key = Digest::of(&bytes);
+    let digest = cache_key.to_string();
     let started = Instant::now();
     let cached = {
         let runtime = runtime.clone();
-        let digest_hex = digest_hex.clone();
-        tokio::task::spawn_blocking(move || runtime.cache.as_ref().and_then(|c| c.load(&runtime.engine, &digest_hex)))
+        let cache_key = cache_key.clone();
+        tokio::task::spawn_blocking(move || runtime.cache.as_ref().and_then(|c| c.load(&runtime.engine, &cache_key)))
             .await
             .ok()
             .flatten()
@@ -162,13 +162,7 @@ pub(super) async fn load(runtime: &Arc<Runtime>, name: &str, bytes: Bytes) -> Re
                 let loaded = prepare(runtime, name, code, bytes.clone(), digest, false, started.elapsed()).await?;
                 // Cranelift compiles in the background; the version serves meanwhile.
                 if !runtime.config.baseline_only {
-                    tokio::spawn(optimize(
-                        runtime.clone(),
-                        loaded.code.clone(),
-                        loaded.name.clone(),
-                        bytes,
-                        digest_hex,
-                    ));
+                    tokio::spawn(optimize(runtime.clone(), loaded.code.clone(), loaded.name.clone(), bytes, cache_key));
                 }
                 return Ok(loaded);
             }
@@ -180,7 +174,7 @@ pub(super) async fn load(runtime: &Arc<Runtime>, name: &str, bytes: Bytes) -> Re
     let compile_time = started.elapsed();
     let loaded = prepare(runtime, name, optimized(runtime, &component)?, bytes, digest, false, compile_time).await?;
     if let Some(cache) = &runtime.cache {
-        cache.store(&component, &digest_hex);
+        cache.store(&component, &cache_key);
     }
     Ok(loaded)
 }
@@ -230,7 +224,7 @@ fn optimized(runtime: &Runtime, component: &Component) -> Result<Code, LoadError
 }
 
 /// Compile with Cranelift and swap the code in for every holder of the version.
-async fn optimize(runtime: Arc<Runtime>, code: Arc<ArcSwap<Code>>, name: Arc<str>, bytes: Bytes, digest_hex: String) {
+async fn optimize(runtime: Arc<Runtime>, code: Arc<ArcSwap<Code>>, name: Arc<str>, bytes: Bytes, cache_key: Digest) {
     let started = Instant::now();
     let result = compile_with(&runtime, &runtime.engine, bytes)
         .await
@@ -241,7 +235,7 @@ async fn optimize(runtime: Arc<Runtime>, code: Arc<ArcSwap<Code>>, name: Arc<str
             tracing::info!(step = %name, compile_ms = started.elapsed().as_millis() as u64,
                 "Cranelift's code serves now, in place of the baseline compiler's");
             if let Some(cache) = &runtime.cache {
-                cache.store(&component, &digest_hex);
+                cache.store(&component, &cache_key);
             }
         }
         // The baseline code goes on serving; a restart tries again.
@@ -275,16 +269,15 @@ fn check_shape(config: &super::RuntimeConfig, bytes: &[u8]) -> Result<(), LoadEr
 
 /// Load a version from the compile cache alone, by digest (no component bytes): for
 /// offline tools that find the compiled code of a recorded version but not its file.
-pub(super) async fn load_cached(runtime: &Arc<Runtime>, name: &str, digest: &str) -> Result<LoadedStep, LoadError> {
+pub(super) async fn load_cached(runtime: &Arc<Runtime>, name: &str, digest: &Digest) -> Result<LoadedStep, LoadError> {
     crate::event::check_step_name(name)?;
-    let digest_hex = digest.trim_start_matches("sha256:");
     let component = runtime
         .cache
         .as_ref()
-        .and_then(|cache| cache.load(&runtime.engine, digest_hex))
+        .and_then(|cache| cache.load(&runtime.engine, digest))
         .ok_or_else(|| LoadError::Compile(format!("{digest} is not in the compile cache")))?;
     let code = optimized(runtime, &component)?;
-    prepare(runtime, name, code, Bytes::new(), digest.to_owned(), true, Duration::ZERO).await
+    prepare(runtime, name, code, Bytes::new(), digest.to_string(), true, Duration::ZERO).await
 }
 
 /// Describe a linked component and make it ready.

@@ -55,6 +55,8 @@ pub struct SagaConfig {
     pub pinned: BTreeSet<String>,
     /// Per step: the share of successful calls whose recording is kept.
     pub record_sample: std::collections::BTreeMap<String, f64>,
+    /// Per step: JSON pointers of payload fields redacted in its recordings.
+    pub redact: std::collections::BTreeMap<String, Vec<String>>,
     /// When a new version is rolled back by the host itself.
     pub auto_rollback: crate::registry::AutoRollback,
     /// Bytes one call's recording may hold.
@@ -82,6 +84,7 @@ impl Default for SagaConfig {
             maintenance_every: Duration::from_secs(5),
             pinned: BTreeSet::new(),
             record_sample: Default::default(),
+            redact: Default::default(),
             auto_rollback: Default::default(),
             recording_max_bytes: 256 * 1024,
             retain_pins: Duration::from_secs(30 * 24 * 3600),

@@ -234,22 +234,28 @@ impl StepHandler {
                 live: LiveResult { outcome: outcome.label().to_owned(), emits, writes: writes_of(&calls) },
             });
         }
-        let recording = |calls: Vec<HostCall>| Recording {
-            format: recording::FORMAT,
-            step: step.name.to_string(),
-            version: step.digest.to_string(),
-            attempt: delivery.attempt,
-            event: RecordedEvent {
-                id: event.id.clone(),
-                kind: event.kind.clone(),
-                order_id: event.order_id.clone(),
-                occurred_at_ms: u64::try_from(event.occurred_at_ms).unwrap_or(0),
-                payload: event.payload.clone(),
-            },
-            origin: RecordedOrigin { step: event.step.clone(), step_version: event.step_version.clone() },
-            calls,
-            outcome: outcome.clone(),
-            truncated,
+        let redact = ctx.config.redact.get(&self.step).map_or(&[][..], Vec::as_slice);
+        let recording = |calls: Vec<HostCall>| {
+            let mut recording = Recording {
+                format: recording::FORMAT,
+                step: step.name.to_string(),
+                version: step.digest.to_string(),
+                attempt: delivery.attempt,
+                event: RecordedEvent {
+                    id: event.id.clone(),
+                    kind: event.kind.clone(),
+                    order_id: event.order_id.clone(),
+                    occurred_at_ms: u64::try_from(event.occurred_at_ms).unwrap_or(0),
+                    payload: event.payload.clone(),
+                },
+                origin: RecordedOrigin { step: event.step.clone(), step_version: event.step_version.clone() },
+                calls,
+                outcome: outcome.clone(),
+                truncated,
+                redacted: Vec::new(),
+            };
+            crate::runtime::redact_recording(&mut recording, redact);
+            recording
         };
         match result {
             Ok(emits) => {

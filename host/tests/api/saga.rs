@@ -350,12 +350,12 @@ async fn hot_swap_under_load_loses_no_order(db: Db) {
     assert_eq!(app.upload("payment", component("payment-v2")).await.status(), 200);
     assert_eq!(payment_version(&app).as_deref(), Some("0.2.0"));
     progress(20).await;
-    // A file dropped into the plugins folder (write, then rename).
+    // A file of a new version dropped into the plugins folder (write, then rename).
     let dir = app.plugins_dir();
-    std::fs::write(dir.join(".payment.wasm.tmp"), component("payment")).expect("write");
+    std::fs::write(dir.join(".payment.wasm.tmp"), component("payment-fixed")).expect("write");
     std::fs::rename(dir.join(".payment.wasm.tmp"), dir.join("payment.wasm")).expect("rename");
     eventually(Duration::from_secs(30), "the dropped file serves", async || {
-        payment_version(&app).as_deref() == Some("0.1.0")
+        payment_version(&app).as_deref() == Some("0.5.0")
     })
     .await;
     progress(20).await;
@@ -376,7 +376,7 @@ async fn hot_swap_under_load_loses_no_order(db: Db) {
         .filter(|t| t["kind"] == "payment.captured")
         .filter_map(|t| t["step_version"].as_str().map(str::to_owned))
         .collect();
-    assert_eq!(versions.len(), 2, "captures by both payment versions: {versions:?}");
+    assert_eq!(versions.len(), 3, "captures by every payment version: {versions:?}");
     app.stop().await;
 }
 

@@ -32,7 +32,14 @@ pub struct Recording {
     /// Set when the recording hit its size limit: calls after that point are missing.
     #[serde(default)]
     pub truncated: bool,
+    /// JSON pointers whose values in the event and emitted payloads were replaced by
+    /// [`REDACTED`] when the recording was written (the host's `redact` setting).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redacted: Vec<String>,
 }
+
+/// What a redacted payload field holds instead of its value.
+pub const REDACTED: &str = "[redacted]";
 
 /// The event as the step received it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
