@@ -201,13 +201,15 @@ impl KafkaStream {
             return Ok(group.clone());
         }
         let group_id = format!("{}.{consumer}", self.settings.namespace);
-        // Dynamic membership: a member that stops leaves the group, and one that dies is
-        // dropped after its session, so a host replaced by another (a new host id, a
-        // fresh folder) never finds the partitions held by a member that is gone. Only
-        // the lease holder consumes, so the group has one live member at a time.
+        // Static membership, one id for the whole fleet: only the lease holder consumes,
+        // and whichever host takes the lease (a restarted one, or one that replaced it
+        // under a new host id) fences the member before it at once, instead of waiting
+        // for a dead member's session, which a broker may never expire.
+        let instance = format!("{group_id}.member");
         let kafka: StreamConsumer = self
             .client_config()
             .set("group.id", &group_id)
+            .set("group.instance.id", &instance)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")
