@@ -100,6 +100,13 @@ pub struct Origin {
     pub step_version: String,
 }
 
+impl Origin {
+    /// The emitter of `event`.
+    pub fn of(event: &crate::event::StoredEvent) -> Origin {
+        Origin { step: event.step.clone(), step_version: event.step_version.clone() }
+    }
+}
+
 /// One delivery of one event.
 #[derive(Debug, Clone, Copy)]
 pub struct CallInput<'a> {
@@ -111,6 +118,21 @@ pub struct CallInput<'a> {
     pub origin: &'a Origin,
     /// 1 on first delivery.
     pub attempt: u32,
+}
+
+impl<'a> CallInput<'a> {
+    /// Delivery `attempt` of a stored `event`, emitted by `origin` (`Origin::of(event)`).
+    pub fn of(event: &'a crate::event::StoredEvent, origin: &'a Origin, attempt: u32) -> CallInput<'a> {
+        CallInput {
+            id: &event.id,
+            kind: &event.kind,
+            order_id: &event.order_id,
+            occurred_at_ms: u64::try_from(event.occurred_at_ms).unwrap_or(0),
+            payload: &event.payload,
+            origin,
+            attempt,
+        }
+    }
 }
 
 /// An event a step returned, checked against the limits.

@@ -120,16 +120,8 @@ pub async fn dry_run(ctx: &SagaContext, id: &str, version: Option<&str>) -> Resu
     let state = super::state::BatchState::new(store, &row.consumer).call();
     // The archive records writes without making them.
     let archive = crate::archive::CallArchive::new(ctx.archive.clone());
-    let origin = Origin { step: event.step.clone(), step_version: event.step_version.clone() };
-    let input = CallInput {
-        id: &event.id,
-        kind: &event.kind,
-        order_id: &event.order_id,
-        occurred_at_ms: u64::try_from(event.occurred_at_ms).unwrap_or(0),
-        payload: &event.payload,
-        origin: &origin,
-        attempt: 1,
-    };
+    let origin = Origin::of(&event);
+    let input = CallInput::of(&event, &origin, 1);
     let recorder = Recorder::new(ctx.config.recording_max_bytes);
     let result = ctx.executor.call(&step, input, state, Some(archive), Some(recorder.clone())).await;
     let result = ctx.owned(&row.consumer, result);

@@ -116,16 +116,8 @@ async fn work(
             }
         }
         let event = &job.event;
-        let origin = Origin { step: event.step.clone(), step_version: event.step_version.clone() };
-        let input = CallInput {
-            id: &event.id,
-            kind: &event.kind,
-            order_id: &event.order_id,
-            occurred_at_ms: u64::try_from(event.occurred_at_ms).unwrap_or(0),
-            payload: &event.payload,
-            origin: &origin,
-            attempt: job.attempt,
-        };
+        let origin = Origin::of(event);
+        let input = CallInput::of(event, &origin, job.attempt);
         let recorder = Recorder::new(RECORDING_BYTES);
         // No archive: a shadow's archive writes are discarded like its state writes.
         let result = executor.call(&job.candidate, input, state, None, Some(recorder.clone())).await;

@@ -174,16 +174,8 @@ impl StepHandler {
     ) -> Settlement {
         let ctx = &self.ctx;
         let event = &delivery.event;
-        let origin = Origin { step: event.step.clone(), step_version: event.step_version.clone() };
-        let input = CallInput {
-            id: &event.id,
-            kind: &event.kind,
-            order_id: &event.order_id,
-            occurred_at_ms: u64::try_from(event.occurred_at_ms).unwrap_or(0),
-            payload: &event.payload,
-            origin: &origin,
-            attempt: delivery.attempt,
-        };
+        let origin = Origin::of(event);
+        let input = CallInput::of(event, &origin, delivery.attempt);
         let call_state = state.call();
         let call_archive = CallArchive::new(ctx.archive.clone());
         let recorder = Recorder::new(ctx.config.recording_max_bytes);
@@ -316,16 +308,8 @@ impl StepHandler {
     /// Whether `baseline` handles `event` without failing by its own fault, run on live
     /// state with every effect discarded, as a dry run.
     async fn baseline_handles(&self, baseline: &Arc<LoadedStep>, event: &StoredEvent, attempt: u32) -> bool {
-        let origin = Origin { step: event.step.clone(), step_version: event.step_version.clone() };
-        let input = CallInput {
-            id: &event.id,
-            kind: &event.kind,
-            order_id: &event.order_id,
-            occurred_at_ms: u64::try_from(event.occurred_at_ms).unwrap_or(0),
-            payload: &event.payload,
-            origin: &origin,
-            attempt,
-        };
+        let origin = Origin::of(event);
+        let input = CallInput::of(event, &origin, attempt);
         let state = BatchState::new(self.store(), &self.step).call();
         let archive = CallArchive::new(self.ctx.archive.clone());
         let result = self.ctx.executor.call(baseline, input, state, Some(archive), None).await;
