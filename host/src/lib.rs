@@ -38,6 +38,7 @@ pub mod registry;
 pub mod runtime;
 pub mod saga;
 pub mod server;
+pub mod shutdown;
 pub mod store;
 pub mod stream;
 pub mod telemetry;

@@ -9,12 +9,12 @@ use crate::archive::ArchiveError;
 use crate::config::Settings;
 use crate::http::{self, AppState};
 use crate::outbox::Relay;
-use crate::registry::{Fleet, PluginWatcher, StepRegistry, WatchError};
-use crate::runtime::{Allocator, Runtime, RuntimeConfig, RuntimeError, StepExecutor};
-use crate::saga::{Saga, SagaConfig, SagaContext};
+use crate::registry::{Fleet, StepRegistry, StepWatcher, WatchError};
+use crate::runtime::{Runtime, RuntimeError, StepExecutor};
+use crate::saga::{Saga, SagaContext};
 use crate::store::{StoreError, Stores};
-use crate::stream::{EventStream, KafkaSettings, KafkaStream};
-use crate::transport::{EmbeddedTransport, RabbitSettings, RabbitTransport, Transport, TransportError};
+use crate::stream::{EventStream, KafkaStream};
+use crate::transport::TransportError;
 use arc_swap::ArcSwapOption;
 use axum::Router;
 use parking_lot::Mutex;
@@ -71,7 +71,7 @@ impl StartError {
 struct Started {
     state: AppState,
     saga: Saga,
-    watcher: PluginWatcher,
+    watcher: StepWatcher,
 }
 
 /// A built server, listening but not yet serving.
@@ -219,7 +219,7 @@ impl App {
         if let Some(started) = started {
             let left = || deadline.saturating_duration_since(tokio::time::Instant::now());
             if tokio::time::timeout(left(), started.watcher.stop()).await.is_err() {
-                tracing::warn!("stopping without waiting longer for the plugin watcher");
+                tracing::warn!("stopping without waiting longer for the step folder watcher");
             }
             started.saga.stop(left()).await;
         }
@@ -300,90 +300,29 @@ async fn start(
     token: &SecretString,
     addr: SocketAddr,
 ) -> Result<Started, StartError> {
-    let named: std::collections::BTreeMap<String, String> =
-        settings.stores.iter().map(|(name, s)| (name.clone(), s.url.clone())).collect();
-    let routes =
-        settings.steps.iter().filter_map(|(step, s)| s.store.clone().map(|store| (step.clone(), store))).collect();
+    let (named, routes) = settings.store_routes();
     let stores = Stores::open(&settings.store_url(), &named, routes, &settings.store_options()).await?;
     let host_id = settings.host_id();
     // Before anything acts as this host (its claims are released below).
     let instance = crate::saga::maintenance::claim_host_id(stores.host(), &host_id).await?;
-    let per_step = settings.step_concurrency_per_step.unwrap_or((settings.step_concurrency / 2).max(1));
-    let runtime = Runtime::new(RuntimeConfig {
-        deadline: settings.step_deadline(),
-        memory_mib: settings.step_memory_mib,
-        concurrency: settings.step_concurrency,
-        per_step_concurrency: per_step,
-        cache_dir: Some(settings.compile_cache_dir()),
-        allocator: Allocator::Pooling,
-        limits: settings.call_limits(),
-        max_component_bytes: usize::try_from(settings.max_component_mib.saturating_mul(1024 * 1024))
-            .unwrap_or(usize::MAX),
-        compile_timeout: Duration::from_millis(settings.compile_timeout_ms),
-        ..RuntimeConfig::default()
-    })?;
+    let runtime = Runtime::new(settings.runtime_config())?;
     let fleet = Fleet::new(stores.host().clone(), host_id.clone());
     let registry = StepRegistry::with_fleet(runtime, fleet);
     for (name, error) in registry.load_dir(&settings.plugins_dir).await {
         tracing::error!(step = %name, %error, "step not loaded");
     }
-    let watcher = PluginWatcher::start(&settings.plugins_dir, registry.clone())?;
+    let watcher = StepWatcher::start(&settings.plugins_dir, registry.clone())?;
     // A local archive is as durable as the store: flushed per batch unless SQLite
     // runs `synchronous=NORMAL`.
     let durable = settings.sqlite_synchronous == crate::store::SqliteSync::Full;
     let archive = crate::archive::open(&settings.archive_url(), durable)?;
-    let stream: Option<Arc<dyn EventStream>> = match &settings.stream_brokers {
-        Some(brokers) => Some(KafkaStream::new(KafkaSettings {
-            brokers: brokers.clone(),
-            topic: settings.stream_topic(),
-            namespace: settings.namespace.clone(),
-            instance: host_id.clone(),
-            leases: Some(stores.host().clone()),
-            replication: settings.stream_replication,
-        })?),
+    let stream: Option<Arc<dyn EventStream>> = match settings.kafka_settings(&host_id, stores.host().clone()) {
+        Some(kafka) => Some(KafkaStream::new(kafka)?),
         None => None,
     };
-    let retry_base = Duration::from_millis(settings.retry_base_ms);
-    let compensating = registry_names(settings).into_iter().filter(|step| settings.compensates(step)).collect();
-    let saga_config = SagaConfig {
-        max_attempts: settings.max_attempts,
-        retry_base,
-        compensating,
-        redrive_after: Duration::from_millis(settings.redrive_after_ms),
-        retain_inbox: Duration::from_secs(settings.retain_inbox_secs),
-        retain_outbox: Duration::from_secs(settings.retain_outbox_secs),
-        retain_idempotency: Duration::from_secs(settings.retain_idempotency_secs),
-        maintenance_every: Duration::from_millis(settings.maintenance_interval_ms),
-        pinned: settings.pinned_steps(),
-        record_sample: settings
-            .steps
-            .iter()
-            .filter(|(_, s)| s.record_sample > 0.0)
-            .map(|(name, s)| (name.clone(), s.record_sample))
-            .collect(),
-        redact: settings
-            .steps
-            .iter()
-            .filter(|(_, s)| !s.redact.is_empty())
-            .map(|(name, s)| (name.clone(), s.redact.clone()))
-            .collect(),
-        auto_rollback: settings.auto_rollback(),
-        recording_max_bytes: usize::try_from(settings.recording_max_bytes).unwrap_or(usize::MAX),
-        retain_pins: Duration::from_secs(settings.retain_pins_secs),
-        owners: settings.owners()?,
-        order_state: settings.order_state(),
-        ..SagaConfig::default()
-    };
-    let transport: Arc<dyn Transport> = if settings.transport_url == "embedded" {
-        Arc::new(EmbeddedTransport::new(stores.clone(), host_id.clone()).await?)
-    } else {
-        RabbitTransport::start(RabbitSettings {
-            url: settings.transport_url.clone(),
-            namespace: settings.namespace.clone(),
-            retry_base,
-            retry_cap: saga_config.retry_cap,
-        })
-    };
+    let saga_config = settings.saga_config()?;
+    let transport =
+        crate::transport::open(&settings.transport_url, settings.transport_options(&host_id), stores.clone()).await?;
     let executor = executor.unwrap_or_else(|| registry.runtime().clone());
     let saga_ctx = Arc::new(SagaContext {
         stores,
@@ -399,6 +338,7 @@ async fn start(
         instance,
         http_addr: addr.to_string(),
         started_at_ms: crate::event::now_ms(),
+        keys_in_flight: Default::default(),
     });
     let saga = Saga::start(saga_ctx.clone()).await;
     // Digested as a presented token is, so the two compare the same way.
@@ -418,7 +358,6 @@ async fn start(
         admin_token_digest: token_digest.into(),
         required_steps: SAGA_STEPS.iter().map(|s| (*s).to_owned()).collect(),
         saga: saga_ctx,
-        in_flight: Arc::default(),
         request_timeout: Duration::from_millis(settings.request_timeout_ms),
         body_timeout: Duration::from_millis(settings.body_timeout_ms),
     };
@@ -426,14 +365,6 @@ async fn start(
 }
 
 /// Every step name the settings mention or that compensates by default.
-fn registry_names(settings: &Settings) -> Vec<String> {
-    let mut names: Vec<String> = crate::config::COMPENSATING_STEPS.iter().map(|s| (*s).to_owned()).collect();
-    names.extend(settings.steps.keys().cloned());
-    names.sort();
-    names.dedup();
-    names
-}
-
 /// The configured admin token, or the one kept in the data folder, or a new one written
 /// there readable by the owner only.
 fn admin_token(settings: &Settings) -> std::io::Result<SecretString> {

@@ -83,14 +83,14 @@ impl ObjectArchive {
         let Some(access) = &self.container else {
             return;
         };
-        let mut wait = std::time::Duration::from_millis(100);
+        let mut backoff =
+            crate::backoff::Backoff::new(std::time::Duration::from_millis(100), std::time::Duration::from_secs(5));
         loop {
             match ensure_container(access).await {
                 Ok(()) => return,
                 Err(error) => {
                     tracing::warn!(container = %access.container, %error, "cannot create the archive container yet");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(std::time::Duration::from_secs(5));
+                    tokio::time::sleep(backoff.failed()).await;
                 }
             }
         }

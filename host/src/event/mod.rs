@@ -46,6 +46,12 @@ pub fn new_event_id() -> String {
 }
 
 /// The consumer name of the host's own order logic; no step may take it.
+/// `text` as every store can hold it: PostgreSQL text cannot hold NUL, which a step's
+/// message may carry.
+pub fn storable(text: &str) -> String {
+    text.replace('\0', "\u{fffd}")
+}
+
 pub const HOST_CONSUMER: &str = "host";
 
 /// The version the host's own events carry.

@@ -5,6 +5,7 @@ use super::AppState;
 use super::body::Checker;
 use super::problem::ApiError;
 use super::problem::Problem;
+use super::responses::{AdminOnly, Common};
 use crate::registry::{RegistryError, RolloutMode, Slot, Source, StepRegistry, VersionSummary};
 use crate::runtime::LoadedStep;
 use axum::Json;
@@ -103,10 +104,9 @@ impl PluginView {
 #[utoipa::path(
     get, path = "/api/admin/plugins", tag = "plugins",
     responses(
-        (status = 200, description = "Every step", body = Vec<PluginView>),
-        (status = 400, description = "A control character in the path or query", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No bearer token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not the admin token", body = Problem, content_type = "application/problem+json")
+        Common,
+        AdminOnly,
+        (status = 200, description = "Every step", body = Vec<PluginView>)
     ),
     security(("admin_token" = []))
 )]
@@ -168,14 +168,13 @@ impl UploadQuery {
     params(("name" = String, Path, description = "The step"), UploadQuery),
     request_body(content = Vec<u8>, content_type = "application/wasm"),
     responses(
+        Common,
+        AdminOnly,
         (status = 200, description = "Serving (or rolling out)", body = PluginView),
         (status = 409, description = "Changed by another host at the same time", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Larger than WASAGA_MAX_COMPONENT_MIB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not application/wasm", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Refused, with the reason; the serving version is unchanged", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "A control character in the path or query", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No bearer token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not the admin token", body = Problem, content_type = "application/problem+json")
+        (status = 422, description = "Refused, with the reason; the serving version is unchanged", body = Problem, content_type = "application/problem+json")
     ),
     security(("admin_token" = []))
 )]
@@ -206,12 +205,11 @@ pub async fn put_plugin(
     post, path = "/api/admin/plugins/{name}/rollback", tag = "plugins",
     params(("name" = String, Path, description = "The step")),
     responses(
+        Common,
+        AdminOnly,
         (status = 200, description = "Rolled back", body = PluginView),
         (status = 404, description = "No such step", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Nothing to roll back to", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "A control character in the path or query", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No bearer token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not the admin token", body = Problem, content_type = "application/problem+json")
+        (status = 409, description = "Nothing to roll back to", body = Problem, content_type = "application/problem+json")
     ),
     security(("admin_token" = []))
 )]
@@ -227,12 +225,11 @@ pub async fn rollback_plugin(
     post, path = "/api/admin/plugins/{name}/promote", tag = "plugins",
     params(("name" = String, Path, description = "The step")),
     responses(
+        Common,
+        AdminOnly,
         (status = 200, description = "Promoted", body = PluginView),
         (status = 404, description = "No such step", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "No rollout to promote", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "A control character in the path or query", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No bearer token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not the admin token", body = Problem, content_type = "application/problem+json")
+        (status = 409, description = "No rollout to promote", body = Problem, content_type = "application/problem+json")
     ),
     security(("admin_token" = []))
 )]
@@ -248,11 +245,10 @@ pub async fn promote_plugin(
     get, path = "/api/admin/plugins/{name}/shadow", tag = "plugins",
     params(("name" = String, Path, description = "The step")),
     responses(
+        Common,
+        AdminOnly,
         (status = 200, description = "calls, same, different, failed, dropped, samples", body = Object),
-        (status = 404, description = "No such step, or no shadow here", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "A control character in the path or query", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No bearer token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not the admin token", body = Problem, content_type = "application/problem+json")
+        (status = 404, description = "No such step, or no shadow here", body = Problem, content_type = "application/problem+json")
     ),
     security(("admin_token" = []))
 )]
@@ -278,10 +274,9 @@ pub async fn shadow_report(
     get, path = "/api/admin/plugins/{name}/history", tag = "plugins",
     params(("name" = String, Path, description = "The step")),
     responses(
-        (status = 200, description = "Installs, rollbacks, rollouts, refusals, newest first", body = Vec<Object>),
-        (status = 400, description = "A control character in the path or query", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No bearer token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not the admin token", body = Problem, content_type = "application/problem+json")
+        Common,
+        AdminOnly,
+        (status = 200, description = "Installs, rollbacks, rollouts, refusals, newest first", body = Vec<HistoryView>)
     ),
     security(("admin_token" = []))
 )]
@@ -289,18 +284,34 @@ pub async fn shadow_report(
 pub async fn plugin_history(
     State(state): State<AppState>,
     Path(name): Path<String>,
-) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
-    let rows = state.saga.host_store().history(&name, 100).await?;
+) -> Result<Json<Vec<HistoryView>>, ApiError> {
+    let rows = state.saga.query().history(&name, 100).await?;
     Ok(Json(
         rows.into_iter()
-            .map(|h| {
-                serde_json::json!({
-                    "action": h.action, "digest": h.digest, "reason": h.reason,
-                    "host_id": h.host_id, "at": at(h.at_ms),
-                })
+            .map(|h| HistoryView {
+                action: h.action,
+                digest: h.digest,
+                reason: h.reason,
+                host_id: h.host_id,
+                at: at(h.at_ms),
             })
             .collect(),
     ))
+}
+
+/// One change of a step's versions in the fleet.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HistoryView {
+    /// `install`, `rollback`, `auto-rollback`, `rollout`, `promote`, `refused`, …
+    action: String,
+    /// The version it concerns (`sha256:<hex>`).
+    digest: String,
+    reason: String,
+    /// The host that made the change.
+    host_id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    at: time::OffsetDateTime,
 }
 
 fn registry_error(error: RegistryError) -> ApiError {
@@ -331,17 +342,16 @@ fn at(ms: i64) -> time::OffsetDateTime {
 #[utoipa::path(
     get, path = "/api/admin/hosts", tag = "admin",
     responses(
-        (status = 200, description = "The live hosts", body = Vec<HostView>),
-        (status = 400, description = "A control character in the path or query", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No bearer token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not the admin token", body = Problem, content_type = "application/problem+json")
+        Common,
+        AdminOnly,
+        (status = 200, description = "The live hosts", body = Vec<HostView>)
     ),
     security(("admin_token" = []))
 )]
 /// `GET /api/admin/hosts`: the hosts seen within the last 10 s and what each serves.
 pub async fn list_hosts(State(state): State<AppState>) -> Result<Json<Vec<HostView>>, ApiError> {
     let ttl = i64::try_from(crate::saga::HOST_TTL.as_millis()).unwrap_or(10_000);
-    let rows = state.saga.host_store().hosts(crate::event::now_ms() - ttl).await?;
+    let rows = state.saga.query().hosts(crate::event::now_ms() - ttl).await?;
     Ok(Json(
         rows.into_iter()
             .map(|row| HostView {

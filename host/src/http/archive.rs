@@ -5,6 +5,7 @@ use super::AppState;
 use super::body::Checker;
 use super::problem::ApiError;
 use super::problem::Problem;
+use super::responses::{AdminOnly, Common};
 use axum::Json;
 use axum::extract::{Query, State};
 use serde::{Deserialize, Serialize};
@@ -38,13 +39,12 @@ pub struct ArchiveListing {
     get, path = "/api/admin/archive", tag = "admin",
     params(ArchiveQuery),
     responses(
+        Common,
+        AdminOnly,
         (status = 200, description = "The objects, read back from the archive", body = ArchiveListing),
         (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A missing or invalid order id", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The archive cannot be read", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "A control character in the path or query", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No bearer token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not the admin token", body = Problem, content_type = "application/problem+json")
+        (status = 503, description = "The archive cannot be read", body = Problem, content_type = "application/problem+json")
     ),
     security(("admin_token" = []))
 )]
@@ -62,7 +62,7 @@ pub async fn list(
         Some(_) => {}
     }
     let order_id = check.finish(order_id)?;
-    let timeline = state.saga.stores.timeline(&order_id).await?;
+    let timeline = state.saga.query().timeline(&order_id).await?;
     if timeline.is_empty() {
         return Err(ApiError::NotFound(format!("order {order_id} does not exist")));
     }

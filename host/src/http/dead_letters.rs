@@ -5,6 +5,7 @@ use super::AppState;
 use super::body::Checker;
 use super::problem::ApiError;
 use super::problem::Problem;
+use super::responses::{AdminOnly, Common};
 use crate::event::Digest;
 use crate::saga::ops;
 use crate::store::DeadLetterRow;
@@ -49,10 +50,9 @@ fn view(row: DeadLetterRow) -> DeadLetterView {
 #[utoipa::path(
     get, path = "/api/admin/dead-letters", tag = "dead letters",
     responses(
-        (status = 200, description = "Every dead letter, oldest first", body = Vec<DeadLetterView>),
-        (status = 400, description = "A control character in the path or query", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No bearer token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not the admin token", body = Problem, content_type = "application/problem+json")
+        Common,
+        AdminOnly,
+        (status = 200, description = "Every dead letter, oldest first", body = Vec<DeadLetterView>)
     ),
     security(("admin_token" = []))
 )]
@@ -94,14 +94,13 @@ pub struct DryRunView {
     post, path = "/api/admin/dead-letters/{id}/replay", tag = "dead letters",
     params(("id" = String, Path, description = "The dead letter id"), ReplayQuery),
     responses(
+        Common,
+        AdminOnly,
         (status = 200, description = "The dry run (with dry_run=true)", body = DryRunView),
         (status = 202, description = "Queued for its step again", body = DeadLetterView),
         (status = 404, description = "No such dead letter, or the version is not kept", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "An invalid version or dry_run", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The broker is down; try again", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "A control character in the path or query", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No bearer token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not the admin token", body = Problem, content_type = "application/problem+json")
+        (status = 503, description = "The broker is down; try again", body = Problem, content_type = "application/problem+json")
     ),
     security(("admin_token" = []))
 )]
@@ -148,11 +147,10 @@ pub async fn replay(
     get, path = "/api/admin/dead-letters/{id}/recording", tag = "dead letters",
     params(("id" = String, Path, description = "The dead letter id")),
     responses(
+        Common,
+        AdminOnly,
         (status = 200, description = "The recording (for `wasaga replay`)", body = Object),
-        (status = 404, description = "No such dead letter, or no recording", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "A control character in the path or query", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No bearer token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not the admin token", body = Problem, content_type = "application/problem+json")
+        (status = 404, description = "No such dead letter, or no recording", body = Problem, content_type = "application/problem+json")
     ),
     security(("admin_token" = []))
 )]
@@ -178,11 +176,10 @@ pub struct RecordingsQuery {
     get, path = "/api/admin/recordings", tag = "dead letters",
     params(RecordingsQuery),
     responses(
+        Common,
+        AdminOnly,
         (status = 200, description = "Sampled recordings, newest first", body = Vec<Object>),
-        (status = 422, description = "A missing step or an invalid limit", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "A control character in the path or query", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No bearer token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not the admin token", body = Problem, content_type = "application/problem+json")
+        (status = 422, description = "A missing step or an invalid limit", body = Problem, content_type = "application/problem+json")
     ),
     security(("admin_token" = []))
 )]
@@ -206,7 +203,7 @@ pub async fn recordings(
         },
     };
     let step = check.finish(step)?;
-    let rows = state.saga.stores.for_consumer(&step).recordings(&step, limit).await?;
+    let rows = state.saga.query().recordings(&step, limit).await?;
     Ok(Json(rows.into_iter().map(|r| serde_json::from_str(&r.recording).unwrap_or(Value::Null)).collect()))
 }
 
@@ -214,11 +211,10 @@ pub async fn recordings(
     delete, path = "/api/admin/dead-letters/{id}", tag = "dead letters",
     params(("id" = String, Path, description = "The dead letter id")),
     responses(
+        Common,
+        AdminOnly,
         (status = 204, description = "Discarded"),
-        (status = 404, description = "No such dead letter", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "A control character in the path or query", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No bearer token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not the admin token", body = Problem, content_type = "application/problem+json")
+        (status = 404, description = "No such dead letter", body = Problem, content_type = "application/problem+json")
     ),
     security(("admin_token" = []))
 )]

@@ -3,6 +3,7 @@
 use super::AppState;
 use super::problem::ApiError;
 use super::problem::Problem;
+use super::responses::Common;
 use crate::store::Channel;
 use axum::Json;
 use axum::extract::State;
@@ -13,8 +14,8 @@ use serde_json::{Value, json};
 #[utoipa::path(
     get, path = "/healthz", tag = "health",
     responses(
-        (status = 200, description = "The process is up", body = Object),
-        (status = 400, description = "A control character in the path or query", body = Problem, content_type = "application/problem+json")
+        Common,
+        (status = 200, description = "The process is up", body = Object)
     )
 )]
 /// The process is up.
@@ -25,9 +26,9 @@ pub async fn healthz() -> Json<Value> {
 #[utoipa::path(
     get, path = "/readyz", tag = "health",
     responses(
+        Common,
         (status = 200, description = "Ready: steps loaded, stores and transport answer", body = Object),
-        (status = 503, description = "Not ready, and why", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "A control character in the path or query", body = Problem, content_type = "application/problem+json")
+        (status = 503, description = "Not ready, and why", body = Problem, content_type = "application/problem+json")
     )
 )]
 /// Ready once every required step is loaded.
@@ -36,9 +37,9 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
     if !missing.is_empty() {
         return Err(ApiError::Unavailable(format!("steps not loaded: {}", missing.join(", "))));
     }
-    for store in state.saga.stores.all() {
-        if let Err(error) = store.outbox_lag(Channel::Transport).await {
-            return Err(ApiError::Unavailable(format!("a {} store does not answer: {error}", store.backend())));
+    for (backend, lag) in state.saga.query().outbox_lags(Channel::Transport).await {
+        if let Err(error) = lag {
+            return Err(ApiError::Unavailable(format!("a {backend} store does not answer: {error}")));
         }
     }
     let transport = &state.saga.transport;
@@ -62,8 +63,8 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
 #[utoipa::path(
     get, path = "/metrics", tag = "health",
     responses(
-        (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"),
-        (status = 400, description = "A control character in the path or query", body = Problem, content_type = "application/problem+json")
+        Common,
+        (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")
     )
 )]
 /// Prometheus text format.
@@ -74,7 +75,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 /// Every metric, with the gauges read from the store refreshed once the server started.
 pub async fn render_metrics(state: Option<&AppState>) -> Response {
     if let Some(state) = state
-        && let Ok(counts) = state.saga.host_store().order_counts().await
+        && let Ok(counts) = state.saga.query().order_counts().await
     {
         for (status, count) in counts {
             metrics::gauge!("wasaga_orders", "status" => status).set(count as f64);

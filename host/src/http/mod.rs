@@ -1,4 +1,5 @@
-//! The HTTP API (axum): the contract of DESIGN.md.
+//! The HTTP API (axum), as README.md ("Orders", "Plugins", "Debugging a dead letter")
+//! and `/api/openapi.json` describe it.
 //!
 //! **API Boundary:** paths, bodies and status codes here are relied on by clients and
 //! tests outside the project; change them only by adding.
@@ -13,6 +14,7 @@ mod health;
 pub mod openapi;
 mod orders;
 pub mod problem;
+mod responses;
 mod stock;
 pub mod ui;
 
@@ -23,14 +25,15 @@ use crate::saga::SagaContext;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
-use axum::routing::{get, post};
-use parking_lot::Mutex;
-use std::collections::HashSet;
+use axum::routing::get;
 use std::sync::Arc;
 use std::time::Duration;
 use tower_http::map_request_body::MapRequestBodyLayer;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -41,8 +44,6 @@ pub struct AppState {
     /// Steps that must be loaded before `/readyz` says ready.
     pub required_steps: Arc<[String]>,
     pub saga: Arc<SagaContext>,
-    /// Idempotency keys whose first request is still running.
-    pub in_flight: Arc<Mutex<HashSet<String>>>,
     /// Console sign-ins.
     pub sessions: ui::Sessions,
     /// The console's overview samples.
@@ -80,49 +81,11 @@ pub fn metrics_router(state: Arc<arc_swap::ArcSwapOption<AppState>>) -> Router {
 
 pub fn router(state: AppState) -> Router {
     let body_timeout = state.body_timeout;
-    // A little over the runtime's limit, so an oversized upload gets the runtime's
-    // message naming the setting rather than a bare 413.
-    let max_component = state.registry.runtime().config().max_component_bytes.saturating_add(1024);
-    let admin = Router::new()
-        .route("/plugins", get(admin::list_plugins))
-        .route("/plugins/{name}", axum::routing::put(admin::put_plugin).layer(DefaultBodyLimit::max(max_component)))
-        .route("/hosts", get(admin::list_hosts))
-        .route("/plugins/{name}/rollback", post(admin::rollback_plugin))
-        .route("/plugins/{name}/promote", post(admin::promote_plugin))
-        .route("/plugins/{name}/shadow", get(admin::shadow_report))
-        .route("/plugins/{name}/history", get(admin::plugin_history))
-        .route("/dead-letters/{id}/recording", get(dead_letters::recording))
-        .route("/recordings", get(dead_letters::recordings))
-        .route("/dead-letters", get(dead_letters::list))
-        .route("/dead-letters/{id}", axum::routing::delete(dead_letters::discard))
-        .route("/dead-letters/{id}/replay", post(dead_letters::replay))
-        .route("/archive", get(archive::list))
-        .route_layer(middleware::from_fn_with_state(state.clone(), access::require_admin));
-    let stock_admin = Router::new()
-        .route("/api/stock/{sku}", axum::routing::put(stock::put))
-        .route_layer(middleware::from_fn_with_state(state.clone(), access::require_admin));
-    // The cross-customer list is the admin's; the rest of the order API needs a scope.
-    let list = get(orders::list).route_layer(middleware::from_fn_with_state(state.clone(), access::require_admin));
-    let place = post(orders::place).route_layer(middleware::from_fn_with_state(state.clone(), access::require_place));
-    let read = get(orders::get).route_layer(middleware::from_fn_with_state(state.clone(), access::require_read));
-    let cancel =
-        post(orders::cancel).route_layer(middleware::from_fn_with_state(state.clone(), access::require_cancel));
-    let mut router = Router::new()
-        .route("/api/orders", list.merge(place))
-        .route("/api/orders/{id}", read)
-        .route("/api/orders/{id}/cancel", cancel)
-        .route("/api/stock/{sku}", get(stock::get))
-        .merge(stock_admin)
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz));
-    if state.metrics_on_api {
-        router = router.route("/metrics", get(health::metrics));
-    }
-    router
-        .route("/api/openapi.json", get(openapi::openapi_json))
-        .nest("/api/admin", admin)
-        .merge(ui::router(state.clone()))
+    let (api, description) = api(&state).split_for_parts();
+    api.merge(ui::router(state.clone()))
         .fallback(admin::not_found)
+        .layer(axum::Extension(Arc::new(description)))
+        .layer(middleware::map_response(problem::as_problem))
         .layer(middleware::from_fn(guard::reject_control_characters))
         .layer(DefaultBodyLimit::max(body::MAX_JSON_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), bound_request))
@@ -132,6 +95,56 @@ pub fn router(state: AppState) -> Router {
         .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Every endpoint of the API, each declared once: its route, who may call it, and (from
+/// its `#[utoipa::path]`) its description in `/api/openapi.json`.
+fn api(state: &AppState) -> OpenApiRouter<AppState> {
+    // A little over the runtime's limit, so an oversized upload gets the runtime's
+    // message naming the setting rather than a bare 413.
+    let max_component = state.registry.runtime().config().max_component_bytes.saturating_add(1024);
+    // The cross-customer list, setting stock and everything under /api/admin are the admin's.
+    let admin = OpenApiRouter::new()
+        .routes(routes!(orders::list))
+        .routes(routes!(stock::put))
+        .routes(routes!(admin::list_plugins))
+        .routes(routes!(admin::put_plugin).map(|route| route.layer(DefaultBodyLimit::max(max_component))))
+        .routes(routes!(admin::rollback_plugin))
+        .routes(routes!(admin::promote_plugin))
+        .routes(routes!(admin::shadow_report))
+        .routes(routes!(admin::plugin_history))
+        .routes(routes!(admin::list_hosts))
+        .routes(routes!(dead_letters::list))
+        .routes(routes!(dead_letters::discard))
+        .routes(routes!(dead_letters::replay))
+        .routes(routes!(dead_letters::recording))
+        .routes(routes!(dead_letters::recordings))
+        .routes(routes!(archive::list))
+        .route_layer(middleware::from_fn_with_state(state.clone(), access::require_admin));
+    // The rest of the order API needs a client key with the scope (or the admin token).
+    let place = OpenApiRouter::new()
+        .routes(routes!(orders::place))
+        .route_layer(middleware::from_fn_with_state(state.clone(), access::require_place));
+    let read = OpenApiRouter::new()
+        .routes(routes!(orders::get))
+        .route_layer(middleware::from_fn_with_state(state.clone(), access::require_read));
+    let cancel = OpenApiRouter::new()
+        .routes(routes!(orders::cancel))
+        .route_layer(middleware::from_fn_with_state(state.clone(), access::require_cancel));
+    let mut open = OpenApiRouter::new()
+        .routes(routes!(stock::get))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(openapi::openapi_json));
+    if state.metrics_on_api {
+        open = open.routes(routes!(health::metrics));
+    }
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .merge(admin)
+        .merge(place)
+        .merge(read)
+        .merge(cancel)
+        .merge(open)
 }
 
 /// Answer within `WASAGA_REQUEST_TIMEOUT_MS` (503 after it); an upload also gets its

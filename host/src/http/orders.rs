@@ -4,8 +4,9 @@ use super::AppState;
 use super::body::{Checker, JsonObject};
 use super::problem::ApiError;
 use super::problem::Problem;
+use super::responses::{AdminOnly, ClientKeyed, Common};
 use crate::saga::orders::{self, Cancelled, PlaceOrder, Placed};
-use crate::store::{OrderRow, TimelineRow};
+use crate::store::{OrderPage, OrderWithTimeline};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -96,7 +97,7 @@ fn at(ms: i64) -> time::OffsetDateTime {
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
 }
 
-fn order_view(row: OrderRow, timeline: Vec<TimelineRow>) -> OrderView {
+fn order_view(OrderWithTimeline { order: row, timeline }: OrderWithTimeline) -> OrderView {
     OrderView {
         order_id: row.id,
         customer_id: row.customer_id,
@@ -152,35 +153,22 @@ fn parse_order(body: &Map<String, Value>) -> Result<PlaceOrder, ApiError> {
     check.finish(order)
 }
 
-/// Releases an idempotency key held while its first request runs.
-struct InFlight<'a> {
-    state: &'a AppState,
-    key: String,
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.state.in_flight.lock().remove(&self.key);
-    }
-}
-
 #[utoipa::path(
     post, path = "/api/orders", tag = "orders",
     params(("Idempotency-Key" = Option<String>, Header, description = "The same key and body return the same order")),
     request_body(content = PlaceOrderRequest, content_type = "application/json"),
     security((), ("client_key" = ["place"]), ("admin_token" = [])),
     responses(
-        (status = 401, description = "No credential, and client keys are configured", body = Problem, content_type = "application/problem+json"),
+        Common,
+        ClientKeyed,
         (status = 403, description = "The bearer token is not a client key with the place scope, nor the admin token", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failed tokens from this address; see Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 202, description = "Accepted; follow the Location header", body = Accepted, headers(("Location" = String, description = "/api/orders/{id}"))),
-        (status = 400, description = "Malformed JSON or Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON or Idempotency-Key, or a control character in the path or query", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A request with this Idempotency-Key is in flight", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body is over 64 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields (each listed), or an Idempotency-Key reused with another body", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Not accepting orders: a saga step is not loaded", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "A control character in the path or query", body = Problem, content_type = "application/problem+json")
+        (status = 503, description = "Not accepting orders: a saga step is not loaded", body = Problem, content_type = "application/problem+json")
     )
 )]
 pub async fn place(
@@ -203,26 +191,17 @@ pub async fn place(
     }
     // The body's digest tells a replay from a reused key; only a keyed request needs it.
     let hash = key.as_ref().map(|_| hex::encode(Sha256::digest(Value::Object(body).to_string().as_bytes())));
-    let _guard = match &key {
-        Some(key) => {
-            let mut in_flight = state.in_flight.lock();
-            if !in_flight.insert(key.clone()) {
-                return Err(ApiError::Conflict(
-                    "a request with this Idempotency-Key is still being handled".to_owned(),
-                ));
-            }
-            Some(InFlight { state: &state, key: key.clone() })
-        }
-        None => None,
-    };
     let idempotency = key.as_deref().zip(hash.as_deref());
     let (order_id, status) = match orders::place(&state.saga, order, idempotency).await? {
         // Just written: pending.
         Placed::New(id) => (id, orders::PENDING.to_owned()),
         // A replay answers with the order as it is now.
         Placed::Replayed(id) => {
-            let status = state.saga.host_store().order(&id).await?.map(|o| o.status);
+            let status = state.saga.query().order_row(&id).await?.map(|o| o.status);
             (id, status.unwrap_or_else(|| orders::PENDING.to_owned()))
+        }
+        Placed::InFlight => {
+            return Err(ApiError::Conflict("a request with this Idempotency-Key is still being handled".to_owned()));
         }
         Placed::KeyReused => {
             return Err(ApiError::Unprocessable {
@@ -241,20 +220,18 @@ pub async fn place(
     params(("id" = String, Path, description = "The order id")),
     security((), ("client_key" = ["read"]), ("admin_token" = [])),
     responses(
-        (status = 401, description = "No credential, and client keys are configured", body = Problem, content_type = "application/problem+json"),
+        Common,
+        ClientKeyed,
         (status = 403, description = "The bearer token is not a client key with the read scope, nor the admin token", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failed tokens from this address; see Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 200, description = "The order with its timeline", body = OrderView),
-        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "A control character in the path or query", body = Problem, content_type = "application/problem+json")
+        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json")
     )
 )]
 pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<OrderView>, ApiError> {
-    let Some(row) = state.saga.host_store().order(&id).await? else {
+    let Some(order) = state.saga.query().order(&id).await? else {
         return Err(ApiError::NotFound(format!("no order {id:?}")));
     };
-    let timeline = state.saga.stores.timeline(&id).await?;
-    Ok(Json(order_view(row, timeline)))
+    Ok(Json(order_view(order)))
 }
 
 /// Filters and paging of the order list.
@@ -281,12 +258,11 @@ pub struct OrderList {
     params(ListQuery),
     security(("admin_token" = [])),
     responses(
+        Common,
+        AdminOnly,
         (status = 200, description = "Orders, newest first, of every customer: the admin token only", body = OrderList),
-        (status = 401, description = "No bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The bearer token is not the admin token (a client key is not enough)", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failed tokens from this address; see Retry-After", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "An invalid filter", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "A control character in the path or query", body = Problem, content_type = "application/problem+json")
+        (status = 422, description = "An invalid filter", body = Problem, content_type = "application/problem+json")
     )
 )]
 pub async fn list(State(state): State<AppState>, Query(query): Query<ListQuery>) -> Result<Json<OrderList>, ApiError> {
@@ -318,14 +294,10 @@ pub async fn list(State(state): State<AppState>, Query(query): Query<ListQuery>)
         },
     };
     check.finish(Some(()))?;
-    let rows = state.saga.host_store().orders(status.as_deref(), limit, after).await?;
-    let next = (rows.len() == limit as usize).then(|| rows.last().map(|r| r.seq.to_string())).flatten();
-    let mut orders = Vec::with_capacity(rows.len());
-    for row in rows {
-        let timeline = state.saga.stores.timeline(&row.id).await?;
-        orders.push(order_view(row, timeline));
-    }
-    Ok(Json(OrderList { orders, next }))
+    let page = OrderPage { status, limit, before_seq: after };
+    let rows = state.saga.query().order_page(&page).await?;
+    let next = (rows.len() == limit as usize).then(|| rows.last().map(|r| r.order.seq.to_string())).flatten();
+    Ok(Json(OrderList { orders: rows.into_iter().map(order_view).collect(), next }))
 }
 
 #[utoipa::path(
@@ -333,13 +305,12 @@ pub async fn list(State(state): State<AppState>, Query(query): Query<ListQuery>)
     params(("id" = String, Path, description = "The order id")),
     security((), ("client_key" = ["cancel"]), ("admin_token" = [])),
     responses(
-        (status = 401, description = "No credential, and client keys are configured", body = Problem, content_type = "application/problem+json"),
+        Common,
+        ClientKeyed,
         (status = 403, description = "The bearer token is not a client key with the cancel scope, nor the admin token", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failed tokens from this address; see Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 202, description = "Cancelled; the steps compensate", body = Accepted),
         (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Already cancelled", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "A control character in the path or query", body = Problem, content_type = "application/problem+json")
+        (status = 409, description = "Already cancelled", body = Problem, content_type = "application/problem+json")
     )
 )]
 pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {

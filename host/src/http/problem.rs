@@ -51,6 +51,8 @@ pub enum ApiError {
     BadInput(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
     #[error("the request has {} invalid field(s)", .0.len())]
     Invalid(Vec<FieldError>),
     #[error("this endpoint needs an Authorization: Bearer <admin token> header")]
@@ -85,6 +87,7 @@ impl ApiError {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
             ApiError::BadInput(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
@@ -179,5 +182,34 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(axum::http::header::RETRY_AFTER, secs.into());
         }
         response
+    }
+}
+
+/// Answers axum writes itself (a method the path does not take, a body over a route's
+/// limit) made problems too, so every error of the API has one shape.
+pub async fn as_problem(response: Response) -> Response {
+    use axum::http::header::{ALLOW, CONTENT_TYPE};
+    let problem =
+        response.headers().get(CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if problem {
+        return response;
+    }
+    match response.status() {
+        StatusCode::METHOD_NOT_ALLOWED => {
+            let allow = response.headers().get(ALLOW).cloned();
+            let detail = match allow.as_ref().and_then(|a| a.to_str().ok()) {
+                Some(methods) => format!("this path takes {methods}"),
+                None => "this path does not take this method".to_owned(),
+            };
+            let mut answer = ApiError::MethodNotAllowed(detail).into_response();
+            if let Some(allow) = allow {
+                answer.headers_mut().insert(ALLOW, allow);
+            }
+            answer
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::PayloadTooLarge("the body is over this endpoint's limit".to_owned()).into_response()
+        }
+        _ => response,
     }
 }

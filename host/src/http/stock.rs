@@ -5,6 +5,7 @@ use super::AppState;
 use super::body::{Checker, JsonObject};
 use super::problem::ApiError;
 use super::problem::Problem;
+use super::responses::{AdminOnly, Common};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -51,13 +52,12 @@ pub struct StockSetView {
     params(("sku" = String, Path, description = "1 to 64 printable characters")),
     request_body(content = SetStock, content_type = "application/json"),
     responses(
+        Common,
+        AdminOnly,
         (status = 202, description = "Queued for the inventory step", body = StockSetView),
         (status = 413, description = "The body is over 64 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "An invalid SKU or level", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "A control character in the path or query", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No bearer token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not the admin token", body = Problem, content_type = "application/problem+json")
+        (status = 422, description = "An invalid SKU or level", body = Problem, content_type = "application/problem+json")
     ),
     security(("admin_token" = []))
 )]
@@ -79,15 +79,15 @@ pub async fn put(
     get, path = "/api/stock/{sku}", tag = "stock",
     params(("sku" = String, Path, description = "1 to 64 printable characters")),
     responses(
+        Common,
         (status = 200, description = "The levels", body = StockView),
         (status = 404, description = "No stock known", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "An invalid SKU", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "A control character in the path or query", body = Problem, content_type = "application/problem+json")
+        (status = 422, description = "An invalid SKU", body = Problem, content_type = "application/problem+json")
     )
 )]
 pub async fn get(State(state): State<AppState>, Path(sku): Path<String>) -> Result<Json<StockView>, ApiError> {
     check_sku(&sku)?;
-    match state.saga.host_store().stock(&sku).await? {
+    match state.saga.query().stock(&sku).await? {
         Some(row) => {
             Ok(Json(StockView { sku: row.sku, available: row.available, reserved: row.reserved, sold: row.sold }))
         }

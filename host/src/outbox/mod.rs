@@ -11,6 +11,7 @@
 //! order. The lease lasts [`LEASE_TTL`] and is renewed every [`LEASE_RENEW`]; when its holder dies,
 //! another host takes it within the TTL plus one [`LEASE_RETRY`].
 
+use crate::backoff::Backoff;
 use crate::event::now_ms;
 use crate::store::{Channel, Store};
 use crate::transport::Transport;
@@ -58,16 +59,16 @@ impl Relay {
     }
 
     /// Relay until `stopped`, while holding the lease.
-    pub async fn run(self: Arc<Self>, relay: RelayLoop, mut stopped: watch::Receiver<bool>) {
+    pub async fn run(self: Arc<Self>, relay: RelayLoop, stopped: crate::shutdown::Shutdown) {
         let RelayLoop { store, target, channel, holder } = relay;
         let lease = format!("relay.{}", channel.name());
         let mut woken = self.wake.subscribe();
-        let mut backoff = POLL;
+        let mut backoff = Backoff::new(POLL, MAX_BACKOFF);
         let mut leader = false;
         // When this host last took or renewed the lease.
         let mut renewed = tokio::time::Instant::now();
         loop {
-            if *stopped.borrow() {
+            if stopped.is_stopping() {
                 break;
             }
             woken.borrow_and_update();
@@ -105,9 +106,8 @@ impl Relay {
                         );
                     }
                     leader = false;
-                    tokio::select! {
-                        _ = stopped.changed() => break,
-                        () = tokio::time::sleep(LEASE_RETRY) => {}
+                    if !stopped.pause(LEASE_RETRY).await {
+                        break;
                     }
                     continue;
                 }
@@ -115,35 +115,31 @@ impl Relay {
                     tracing::warn!(store = store.backend(), channel = channel.name(), %error,
                         "cannot take the relay lease; retrying");
                     leader = false;
-                    tokio::select! {
-                        _ = stopped.changed() => break,
-                        () = tokio::time::sleep(backoff) => {}
+                    if !stopped.pause(backoff.failed()).await {
+                        break;
                     }
-                    backoff = crate::backoff::next(backoff, MAX_BACKOFF);
                     continue;
                 }
             }
             let relayed = match relay_once(&*target, &store, channel).await {
                 Ok(n) => {
-                    backoff = POLL;
+                    backoff.succeeded();
                     n
                 }
                 Err(error) => {
                     tracing::warn!(store = store.backend(), channel = channel.name(), to = target.name(), %error,
                         "outbox relay failed; retrying");
                     // Wake-ups do not help a broker that is down: wait out the backoff.
-                    tokio::select! {
-                        _ = stopped.changed() => break,
-                        () = tokio::time::sleep(backoff) => {}
+                    if !stopped.pause(backoff.failed()).await {
+                        break;
                     }
-                    backoff = crate::backoff::next(backoff, MAX_BACKOFF);
                     continue;
                 }
             };
             if relayed < BATCH as usize {
                 // Wait for news, but renew the lease well before it runs out.
                 tokio::select! {
-                    _ = stopped.changed() => break,
+                    () = stopped.stopping() => break,
                     _ = woken.changed() => {}
                     () = tokio::time::sleep(POLL.min(LEASE_TTL / 3)) => {}
                 }

@@ -7,7 +7,7 @@
 use super::{RegistryError, Rollout, RolloutMode, Slot, Source, StepRegistry};
 use crate::event::{Digest, now_ms};
 use crate::runtime::LoadedStep;
-use crate::store::{HistoryRow, RolloutRow, SlotRow, Store, VersionRow};
+use crate::store::{FleetStore, HistoryRow, RolloutRow, SlotRow, VersionRow};
 use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,12 +24,12 @@ const HISTORY_LOOKBACK: u32 = 10_000;
 /// The store holding the fleet's registry, and who this host is.
 #[derive(Clone)]
 pub struct Fleet {
-    store: Arc<dyn Store>,
+    store: Arc<dyn FleetStore>,
     host_id: String,
 }
 
 impl Fleet {
-    pub fn new(store: Arc<dyn Store>, host_id: String) -> Fleet {
+    pub fn new(store: Arc<dyn FleetStore>, host_id: String) -> Fleet {
         Fleet { store, host_id }
     }
 
@@ -37,7 +37,7 @@ impl Fleet {
         &self.host_id
     }
 
-    pub fn store(&self) -> &Arc<dyn Store> {
+    pub fn store(&self) -> &Arc<dyn FleetStore> {
         &self.store
     }
 
@@ -312,12 +312,11 @@ impl Fleet {
     }
 
     /// Sync every [`SYNC_INTERVAL`] until `stopped`.
-    pub async fn run_sync(registry: Arc<StepRegistry>, mut stopped: tokio::sync::watch::Receiver<bool>) {
+    pub async fn run_sync(registry: Arc<StepRegistry>, stopped: crate::shutdown::Shutdown) {
         let Some(fleet) = registry.fleet().cloned() else { return };
         loop {
-            tokio::select! {
-                _ = stopped.changed() => return,
-                () = tokio::time::sleep(SYNC_INTERVAL) => {}
+            if !stopped.pause(SYNC_INTERVAL).await {
+                return;
             }
             if let Err(error) = fleet.sync(&registry).await {
                 tracing::warn!(%error, "cannot read the fleet's registry; retrying");

@@ -19,7 +19,7 @@ mod watch;
 pub use fleet::{Fleet, SYNC_INTERVAL};
 pub use rollout::{AutoRollback, Rollout, RolloutMode, bucket};
 pub use stats::{VersionStats, VersionSummary};
-pub use watch::{PluginWatcher, WatchError};
+pub use watch::{StepWatcher, WatchError};
 
 use crate::runtime::{LoadError, LoadedStep, Runtime};
 use crate::store::StoreError;

@@ -59,22 +59,22 @@ pub(super) async fn read_component(path: &Path, max_bytes: usize) -> Result<Byte
     Ok(Bytes::from(tokio::fs::read(path).await.map_err(unreadable)?))
 }
 
-/// Stops watching when dropped; [`PluginWatcher::stop`] also waits for installs in hand.
-pub struct PluginWatcher {
+/// Stops watching when dropped; [`StepWatcher::stop`] also waits for installs in hand.
+pub struct StepWatcher {
     _debouncer: Debouncer<notify::RecommendedWatcher, RecommendedCache>,
     task: tokio::task::JoinHandle<()>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
-impl Drop for PluginWatcher {
+impl Drop for StepWatcher {
     fn drop(&mut self) {
         self.task.abort();
     }
 }
 
-impl PluginWatcher {
+impl StepWatcher {
     /// Watch `dir` and install what appears in it into `registry`.
-    pub fn start(dir: &Path, registry: Arc<StepRegistry>) -> Result<PluginWatcher, WatchError> {
+    pub fn start(dir: &Path, registry: Arc<StepRegistry>) -> Result<StepWatcher, WatchError> {
         let fail = |reason: String| WatchError { dir: dir.to_owned(), reason };
         std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
         let (tx, rx) = mpsc::unbounded_channel::<PathBuf>();
@@ -100,7 +100,7 @@ impl PluginWatcher {
         debouncer.watch(dir, RecursiveMode::NonRecursive).map_err(|e| fail(e.to_string()))?;
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(dispatch(rx, registry, stopped));
-        Ok(PluginWatcher { _debouncer: debouncer, task, stop: Some(stop) })
+        Ok(StepWatcher { _debouncer: debouncer, task, stop: Some(stop) })
     }
 
     /// Stop watching, end the installs in hand and wait until they have let go of the
@@ -206,7 +206,7 @@ async fn install_file(registry: &StepRegistry, path: &Path, last_read: &LastRead
         }
         Err(error) => {
             count(&name, FileOutcome::Refused);
-            tracing::warn!(path = %path.display(), %error, "cannot install this plugin file");
+            tracing::warn!(path = %path.display(), %error, "cannot install this step file");
         }
     }
 }

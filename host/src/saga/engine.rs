@@ -14,13 +14,13 @@ use super::SagaContext;
 use crate::archive::ArchiveError;
 use crate::backoff::Backoff;
 use crate::event::{new_event_id, now_ms, wire};
+use crate::shutdown::Shutdown;
 use crate::store::{BatchCommit, DeadLetterRow, Store, StoreError};
 use crate::transport::{Delivery, Settlement, Transport, TransportError};
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
 use wasaga_sdk::events::{StepDeadLettered, kinds};
 
 /// How long a receive waits before checking for shutdown again.
@@ -76,7 +76,7 @@ pub(super) trait Handler: Send + Sync {
 }
 
 /// Run `handler` until `stopped`.
-pub(super) async fn run(handler: Arc<dyn Handler>, ctx: Arc<SagaContext>, mut stopped: watch::Receiver<bool>) {
+pub(super) async fn run(handler: Arc<dyn Handler>, ctx: Arc<SagaContext>, stopped: Shutdown) {
     let consumer = handler.consumer().to_owned();
     tracing::info!(%consumer, "consumer started");
     // After a batch is refused, its deliveries are taken one at a time, so one event the
@@ -85,13 +85,13 @@ pub(super) async fn run(handler: Arc<dyn Handler>, ctx: Arc<SagaContext>, mut st
     let mut strikes: HashMap<String, u32> = HashMap::new();
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
-        if *stopped.borrow() {
+        if stopped.is_stopping() {
             break;
         }
         let max = if one_at_a_time > 0 { 1 } else { ctx.config.batch_size };
         let source = handler.source();
         let received = tokio::select! {
-            _ = stopped.changed() => break,
+            () = stopped.stopping() => break,
             received = source.receive(&consumer, max, RECEIVE_WAIT) => received,
         };
         let deliveries = match received {
@@ -100,7 +100,7 @@ pub(super) async fn run(handler: Arc<dyn Handler>, ctx: Arc<SagaContext>, mut st
             Err(error) => {
                 let wait = backoff.failed();
                 tracing::warn!(%consumer, source = source.name(), %error, "receiving failed; retrying");
-                pause(&mut stopped, wait).await;
+                stopped.pause(wait).await;
                 continue;
             }
         };
@@ -123,7 +123,7 @@ pub(super) async fn run(handler: Arc<dyn Handler>, ctx: Arc<SagaContext>, mut st
             // Committed, but not settled: the transport delivers again and the inbox
             // absorbs it.
             tracing::warn!(%consumer, %error, "batch committed but not acknowledged; it will come again");
-            pause(&mut stopped, backoff.failed()).await;
+            stopped.pause(backoff.failed()).await;
             continue;
         }
         let mut kept = kept;
@@ -153,17 +153,10 @@ pub(super) async fn run(handler: Arc<dyn Handler>, ctx: Arc<SagaContext>, mut st
             tracing::warn!(%consumer, %error, retry_in_ms = wait.as_millis() as u64,
                 "batch not committed; it will be tried again");
             release(&*source, &consumer, kept, &error.to_string()).await;
-            pause(&mut stopped, wait).await;
+            stopped.pause(wait).await;
         }
     }
     tracing::info!(%consumer, "consumer stopped");
-}
-
-async fn pause(stopped: &mut watch::Receiver<bool>, wait: Duration) {
-    tokio::select! {
-        _ = stopped.changed() => {}
-        () = tokio::time::sleep(wait) => {}
-    }
 }
 
 /// Apply the processing rule to a batch, re-running it on fresh state while it conflicts.
@@ -279,7 +272,7 @@ pub(super) async fn release(source: &dyn Transport, consumer: &str, deliveries: 
     if deliveries.is_empty() {
         return;
     }
-    let error = error.replace('\0', "\u{fffd}");
+    let error = crate::event::storable(error);
     let retries = deliveries
         .into_iter()
         .map(|delivery| Settlement::Retry { delivery, delay: RELEASE_DELAY, error: error.clone(), counted: false })
@@ -321,8 +314,7 @@ pub(super) fn dead_letter(
     recording: Option<String>,
 ) {
     let event = &delivery.event;
-    // PostgreSQL text cannot hold NUL; a step's message may.
-    let error = &error.replace('\0', "\u{fffd}");
+    let error = &crate::event::storable(error);
     metrics::counter!("wasaga_dead_letters_total", "step" => consumer.to_owned()).increment(1);
     commit.inbox.push((event.id.clone(), format!("{DEAD_LETTERED_PREFIX}{version}")));
     commit.dead_letters.push(DeadLetterRow {

@@ -19,11 +19,11 @@
 use super::SagaContext;
 use crate::event::StoredEvent;
 use crate::event::now_ms;
+use crate::shutdown::Shutdown;
 use crate::store::{CheckedOrder, Cutoffs, HostRow};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
 
 /// How often a host says it is alive; hosts not seen for [`HOST_TTL`] are not listed.
 const HEARTBEAT: Duration = Duration::from_secs(2);
@@ -37,7 +37,7 @@ const DEAD_HOSTS: Duration = Duration::from_secs(3600);
 /// Compile cache entries younger than this are kept even if unused (an upload in flight).
 const CACHE_GRACE: Duration = Duration::from_secs(3600);
 
-pub(super) async fn run(ctx: Arc<SagaContext>, mut stopped: watch::Receiver<bool>) {
+pub(super) async fn run(ctx: Arc<SagaContext>, stopped: Shutdown) {
     let mut last_upkeep = tokio::time::Instant::now();
     // A swap is reported at once, so the fleet's list of hosts says what each serves.
     let mut swaps = ctx.registry.watch();
@@ -53,7 +53,7 @@ pub(super) async fn run(ctx: Arc<SagaContext>, mut stopped: watch::Receiver<bool
             prune_compile_cache(&ctx);
         }
         tokio::select! {
-            _ = stopped.changed() => break,
+            () = stopped.stopping() => break,
             _ = swaps.changed() => {}
             () = tokio::time::sleep(HEARTBEAT.min(ctx.config.maintenance_every)) => {}
         }

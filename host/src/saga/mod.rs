@@ -13,6 +13,7 @@ mod engine;
 pub mod maintenance;
 pub mod ops;
 pub mod orders;
+pub mod query;
 pub mod shadow;
 mod state;
 mod step;
@@ -25,14 +26,22 @@ use crate::event::StoredEvent;
 use crate::outbox::{Relay, RelayLoop};
 use crate::registry::StepRegistry;
 use crate::runtime::StepExecutor;
+use crate::shutdown::Shutdown;
 use crate::store::{Channel, Store, Stores};
 use crate::stream::EventStream;
 use crate::transport::Transport;
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
 use tokio::task::JoinSet;
+
+/// The longest wait between a consumer's retries of one event.
+pub const RETRY_CAP: Duration = Duration::from_secs(30);
+/// Deliveries a consumer takes at once.
+pub const BATCH_SIZE: u32 = 64;
+
+/// Steps that compensate unless configured otherwise.
+pub const COMPENSATING_STEPS: [&str; 2] = ["payment", "inventory"];
 
 /// Retry, batching and upkeep settings.
 #[derive(Debug, Clone)]
@@ -69,31 +78,6 @@ pub struct SagaConfig {
     pub order_state: Vec<(String, String)>,
 }
 
-impl Default for SagaConfig {
-    fn default() -> Self {
-        SagaConfig {
-            max_attempts: 5,
-            retry_base: Duration::from_millis(200),
-            retry_cap: Duration::from_secs(30),
-            batch_size: 64,
-            compensating: crate::config::COMPENSATING_STEPS.iter().map(|s| (*s).to_owned()).collect(),
-            redrive_after: Duration::from_secs(60),
-            retain_inbox: Duration::from_secs(7 * 24 * 3600),
-            retain_outbox: Duration::from_secs(30 * 24 * 3600),
-            retain_idempotency: Duration::from_secs(7 * 24 * 3600),
-            maintenance_every: Duration::from_secs(5),
-            pinned: BTreeSet::new(),
-            record_sample: Default::default(),
-            redact: Default::default(),
-            auto_rollback: Default::default(),
-            recording_max_bytes: 256 * 1024,
-            retain_pins: Duration::from_secs(30 * 24 * 3600),
-            owners: crate::event::Owners::default(),
-            order_state: Vec::new(),
-        }
-    }
-}
-
 /// What every consumer, the relays and the HTTP operations share.
 pub struct SagaContext {
     pub stores: Arc<Stores>,
@@ -117,12 +101,19 @@ pub struct SagaContext {
     /// The address this host serves HTTP on, for the fleet's list of hosts.
     pub http_addr: String,
     pub started_at_ms: i64,
+    /// Idempotency keys whose first request is being handled here.
+    pub keys_in_flight: orders::KeysInFlight,
 }
 
 impl SagaContext {
     /// The store holding the orders.
     pub fn host_store(&self) -> &Arc<dyn Store> {
         self.stores.host()
+    }
+
+    /// Reads for the API, the console and the CLI.
+    pub fn query(&self) -> query::Query {
+        query::Query::new(self.stores.clone())
     }
 
     /// Whether `step` consumes the stream rather than the transport.
@@ -177,7 +168,7 @@ impl SagaContext {
 
 /// The running saga: stops its tasks when `stop` is called.
 pub struct Saga {
-    shutdown: watch::Sender<bool>,
+    shutdown: Shutdown,
     tasks: JoinSet<()>,
 }
 
@@ -187,7 +178,8 @@ impl Saga {
     pub async fn start(ctx: Arc<SagaContext>) -> Saga {
         // Consumers are bound before anything is relayed, or a broker would drop the events.
         declare_steps(&ctx).await;
-        let (shutdown, stopped) = watch::channel(false);
+        let shutdown = Shutdown::new();
+        let stopped = shutdown.clone();
         let mut tasks = JoinSet::new();
         for store in ctx.stores.all() {
             let mut channels = vec![(Channel::Transport, ctx.transport.clone())];
@@ -209,7 +201,7 @@ impl Saga {
     /// Let every consumer finish its current batch, then stop. Whatever is not done
     /// within `bound` is abandoned: its deliveries were not settled, so they come again.
     pub async fn stop(mut self, bound: Duration) {
-        let _ = self.shutdown.send(true);
+        self.shutdown.stop();
         let drained = tokio::time::timeout(bound, async { while self.tasks.join_next().await.is_some() {} }).await;
         if drained.is_err() {
             tracing::warn!(bound_ms = bound.as_millis() as u64, "stopping without waiting longer for batches in hand");
@@ -237,7 +229,7 @@ pub async fn declare_steps(ctx: &SagaContext) {
 }
 
 /// Start a consumer for each step in the registry, now and whenever one is added.
-async fn supervise_steps(ctx: Arc<SagaContext>, mut stopped: watch::Receiver<bool>) {
+async fn supervise_steps(ctx: Arc<SagaContext>, stopped: Shutdown) {
     let mut running: HashSet<String> = HashSet::new();
     let mut consumers = JoinSet::new();
     let mut changes = ctx.registry.watch();
@@ -251,7 +243,7 @@ async fn supervise_steps(ctx: Arc<SagaContext>, mut stopped: watch::Receiver<boo
             }
         }
         tokio::select! {
-            _ = stopped.changed() => break,
+            () = stopped.stopping() => break,
             _ = changes.changed() => {}
         }
     }

@@ -54,6 +54,31 @@ pub enum Placed {
     Replayed(String),
     /// The idempotency key was seen before with another body.
     KeyReused,
+    /// A request with the same idempotency key is being handled now.
+    InFlight,
+}
+
+/// Idempotency keys whose first request is being handled on this host: a second request
+/// with the same key is told to try again rather than racing the first to the store.
+#[derive(Debug, Default)]
+pub struct KeysInFlight(parking_lot::Mutex<std::collections::HashSet<String>>);
+
+/// A key held while its request runs, released when dropped.
+struct Held<'a> {
+    keys: &'a KeysInFlight,
+    key: String,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.keys.0.lock().remove(&self.key);
+    }
+}
+
+impl KeysInFlight {
+    fn hold(&self, key: &str) -> Option<Held<'_>> {
+        self.0.lock().insert(key.to_owned()).then(|| Held { keys: self, key: key.to_owned() })
+    }
 }
 
 /// Insert a new order and its `order.placed` in one transaction.
@@ -62,6 +87,13 @@ pub async fn place(
     order: PlaceOrder,
     idempotency: Option<(&str, &str)>,
 ) -> Result<Placed, StoreError> {
+    let _held = match idempotency {
+        Some((key, _)) => match ctx.keys_in_flight.hold(key) {
+            Some(held) => Some(held),
+            None => return Ok(Placed::InFlight),
+        },
+        None => None,
+    };
     let order_id = uuid::Uuid::now_v7().to_string();
     let total_cents: i64 = order.items.iter().map(|i| i.unit_price_cents.saturating_mul(i64::from(i.quantity))).sum();
     let placed = events::OrderPlaced {

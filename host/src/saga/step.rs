@@ -284,7 +284,7 @@ impl StepHandler {
                 // The host failed, not the step: try again without using up an attempt.
                 let delay = backoff::jittered(1, ctx.config.retry_base, ctx.config.retry_cap);
                 tracing::warn!(%reason, "host failed during the call; will retry");
-                Settlement::Retry { error: reason.replace('\0', "\u{fffd}"), delivery, delay, counted: false }
+                Settlement::Retry { error: crate::event::storable(&reason), delivery, delay, counted: false }
             }
             Err(ref error)
                 if error.is_retryable()
@@ -293,7 +293,7 @@ impl StepHandler {
                 let delay = backoff::jittered(delivery.attempt, ctx.config.retry_base, ctx.config.retry_cap);
                 tracing::info!(%error, retry_in_ms = delay.as_millis() as u64, "step failed; will retry");
                 metrics::counter!("wasaga_retries_total", "step" => step.name.to_string()).increment(1);
-                Settlement::Retry { error: error.to_string().replace('\0', "\u{fffd}"), delivery, delay, counted: true }
+                Settlement::Retry { error: crate::event::storable(&error.to_string()), delivery, delay, counted: true }
             }
             Err(ref error) => {
                 tracing::warn!(%error, "step gave up; dead-lettering the event");

@@ -55,7 +55,7 @@ pub struct KafkaSettings {
     pub instance: String,
     /// The store holding the consumer leases (every host of a fleet shares it); `None`:
     /// this process consumes without one.
-    pub leases: Option<Arc<dyn crate::store::Store>>,
+    pub leases: Option<Arc<dyn crate::store::FleetStore>>,
     /// Replication factor of a topic the stream creates; `None`: the broker's default.
     pub replication: Option<i32>,
 }

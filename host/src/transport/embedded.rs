@@ -11,7 +11,7 @@
 
 use super::{Delivery, Settlement, Transport, TransportError};
 use crate::event::{now_ms, subscribed, wire};
-use crate::store::{Channel, Queued, Store, StoredEvent, Stores};
+use crate::store::{Channel, Queued, RetryRow, Store, StoredEvent, Stores};
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -303,7 +303,7 @@ impl Transport for EmbeddedTransport {
                 Settlement::Ack(delivery) | Settlement::DeadLetter { delivery, .. } => acked.push(delivery.tag),
                 Settlement::Retry { delivery, delay, error, counted } => {
                     let due = now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
-                    retries.push((delivery.tag, due, error, counted));
+                    retries.push(RetryRow { id: delivery.tag, due_at_ms: due, error, counted });
                 }
             }
         }

@@ -30,6 +30,38 @@ pub enum TransportError {
     Refused { broker: &'static str, reason: String },
 }
 
+/// What opening a transport needs besides its URL.
+#[derive(Debug, Clone)]
+pub struct TransportOptions {
+    /// Prefix of every exchange and queue name (RabbitMQ).
+    pub namespace: String,
+    /// The backoff ladder of redeliveries: the first delay, doubled up to `retry_cap`.
+    pub retry_base: Duration,
+    pub retry_cap: Duration,
+    /// This host, the holder of its claims (embedded).
+    pub host_id: String,
+}
+
+/// Open the transport at `url`: `embedded` (deliveries in the stores) or `amqp://…`.
+pub async fn open(
+    url: &str,
+    options: TransportOptions,
+    stores: Arc<crate::store::Stores>,
+) -> Result<Arc<dyn Transport>, TransportError> {
+    if url == "embedded" {
+        return Ok(Arc::new(EmbeddedTransport::new(stores, options.host_id).await?));
+    }
+    if url.starts_with("amqp://") || url.starts_with("amqps://") {
+        return Ok(RabbitTransport::start(RabbitSettings {
+            url: url.to_owned(),
+            namespace: options.namespace,
+            retry_base: options.retry_base,
+            retry_cap: options.retry_cap,
+        }));
+    }
+    Err(TransportError::Unsupported(crate::redact::url(url)))
+}
+
 /// One message for one consumer.
 #[derive(Debug, Clone)]
 pub struct Delivery {

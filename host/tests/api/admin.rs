@@ -131,3 +131,82 @@ async fn readiness_waits_for_the_saga_steps() {
     eventually(std::time::Duration::from_secs(30), "ready", async || app.get("/readyz").await.status() == 200).await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn every_route_is_described_once_and_the_routers_own_errors_are_problems() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    install_saga_steps(&dir.path().join("plugins"));
+    let mut settings = test_settings(&dir, None);
+    settings.max_component_mib = 2;
+    let app = spawn_with(dir, settings).await;
+
+    let doc: serde_json::Value = app.get("/api/openapi.json").await.json().await.expect("json");
+    for path in [
+        "/api/orders",
+        "/api/orders/{id}",
+        "/api/orders/{id}/cancel",
+        "/api/stock/{sku}",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/api/openapi.json",
+        "/api/admin/plugins",
+        "/api/admin/plugins/{name}",
+        "/api/admin/plugins/{name}/rollback",
+        "/api/admin/plugins/{name}/promote",
+        "/api/admin/plugins/{name}/shadow",
+        "/api/admin/plugins/{name}/history",
+        "/api/admin/hosts",
+        "/api/admin/dead-letters",
+        "/api/admin/dead-letters/{id}",
+        "/api/admin/dead-letters/{id}/replay",
+        "/api/admin/dead-letters/{id}/recording",
+        "/api/admin/recordings",
+        "/api/admin/archive",
+    ] {
+        let operations = doc["paths"][path].as_object().unwrap_or_else(|| panic!("{path} is described"));
+        for (method, operation) in operations {
+            for status in ["400", "405", "503"] {
+                assert!(operation["responses"][status].is_object(), "{method} {path} describes {status}");
+            }
+        }
+    }
+    let history = &doc["paths"]["/api/admin/plugins/{name}/history"]["get"]["responses"]["200"];
+    assert_eq!(
+        history["content"]["application/json"]["schema"]["items"]["$ref"], "#/components/schemas/HistoryView",
+        "{history}"
+    );
+    assert_eq!(doc["components"]["schemas"]["HistoryView"]["properties"]["at"]["format"], "date-time");
+
+    // A method the path does not take, and a body over the upload limit: problems, not
+    // axum's plain text.
+    let wrong_method = app.http.delete(app.url("/api/orders")).send().await.expect("sent");
+    assert_eq!(wrong_method.status(), 405);
+    let allow = wrong_method.headers().get("allow").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    assert!(allow.contains("GET") && allow.contains("POST"), "Allow: {allow}");
+    assert_eq!(problem(wrong_method).await["status"], 405);
+    let too_big = app
+        .http
+        .put(app.url("/api/admin/plugins/payment"))
+        .bearer_auth(&app.token)
+        .header("content-type", "application/wasm")
+        .body(vec![0u8; 3 * 1024 * 1024])
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(too_big.status(), 413);
+    assert_eq!(problem(too_big).await["status"], 413);
+
+    // The history's times are RFC 3339.
+    let upload = app.upload("payment", component("payment-v2")).await;
+    assert_eq!(upload.status(), 200);
+    let history: Vec<serde_json::Value> =
+        app.admin_get("/api/admin/plugins/payment/history").await.json().await.expect("json");
+    assert!(!history.is_empty(), "the upload is in the history");
+    for entry in &history {
+        let at = entry["at"].as_str().unwrap_or_else(|| panic!("a time, not {entry}"));
+        time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
+            .unwrap_or_else(|e| panic!("{at} is not RFC 3339: {e}"));
+    }
+    app.stop().await;
+}

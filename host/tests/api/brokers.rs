@@ -2,7 +2,7 @@
 //! Azure Blob (an Azurite per test), every name under a namespace of its own; then the
 //! faults: RabbitMQ stopped and started, tansu killed and restarted, Azurite down and
 //! up, the host killed mid-traffic, and a poison message. After each, the invariants of
-//! DESIGN.md hold, the archive included (read back through the archive API).
+//! ARCHITECTURE.md hold, the archive included (read back through the archive API).
 //!
 //! `cargo xtask test` installs tansu and Azurite and names them in `WASAGA_TANSU_BIN`
 //! and `WASAGA_AZURITE_BIN`; without them each test here fails, saying what to set: a

@@ -8,6 +8,7 @@
 use crate::helpers::*;
 use std::time::Duration;
 use wasaga_host::event::now_ms;
+use wasaga_host::store::RetryRow;
 
 on_every_store!(a_claimed_delivery_waits_for_its_holder);
 
@@ -35,7 +36,10 @@ async fn a_claimed_delivery_waits_for_its_holder(db: Db) {
     }
 
     // A retry drops its claim and is due again later, with its attempt counted.
-    store.settle("h", &[], &[(first[0].id, 500, "flaky".to_owned(), true)]).await.expect("settles");
+    store
+        .settle("h", &[], &[RetryRow { id: first[0].id, due_at_ms: 500, error: "flaky".to_owned(), counted: true }])
+        .await
+        .expect("settles");
     assert_eq!(store.next_due_at("c").await.expect("due"), Some(500));
     assert!(store.claim("c", "h", 400, 60_000, 10).await.expect("claims").is_empty(), "{db:?}: not due yet");
     let retried = store.claim("c", "h", 600, 60_000, 10).await.expect("claims");
@@ -47,7 +51,10 @@ async fn a_claimed_delivery_waits_for_its_holder(db: Db) {
     store.release_claims("h").await.expect("releases");
     let unclaimed: Vec<i64> = first.iter().chain(&second).map(|d| d.id).collect();
     store.settle("h", &unclaimed, &[]).await.expect("settles");
-    store.settle("h", &[], &[(first[1].id, 1, "late".to_owned(), true)]).await.expect("settles");
+    store
+        .settle("h", &[], &[RetryRow { id: first[1].id, due_at_ms: 1, error: "late".to_owned(), counted: true }])
+        .await
+        .expect("settles");
     let again = store.claim("c", "h", now_ms(), 200, 10).await.expect("claims");
     assert_eq!(ids(&again), ["e-2", "e-3", "e-1"], "{db:?}: in (due, id) order, none settled");
     assert_eq!(again[0].attempts, 0, "{db:?}: a late retry counted nothing");

@@ -39,7 +39,7 @@ async fn an_archive_name_the_storage_refuses_fails_its_event_alone() {
     }
     for id in &ids {
         eventually(WAIT, "the event beside the poison is archived", async || {
-            store.timeline(id).await.expect("timeline").iter().any(|t| t.kind == "hostile.archived")
+            store.timelines(&[id.to_string()]).await.expect("timeline").iter().any(|t| t.kind == "hostile.archived")
         })
         .await;
     }

@@ -496,7 +496,7 @@ impl Api {
         }
     }
 
-    /// Wait until every order is terminal and the invariants of DESIGN.md hold, then
+    /// Wait until every order is terminal and the saga's invariants (ARCHITECTURE.md) hold, then
     /// assert them (with details) once more.
     pub async fn assert_invariants(&self, stocked: &std::collections::BTreeMap<String, u64>) {
         let deadline = Instant::now() + Duration::from_secs(120);

@@ -53,7 +53,7 @@ async fn a_step_blocked_in_every_call_is_dead_lettered_not_stuck() {
     assert_eq!(dead[0]["attempts"], 5, "every attempt was made: {}", dead[0]);
     assert!(dead[0]["error"].as_str().unwrap_or_default().contains("deadline"), "{}", dead[0]);
     eventually(WAIT, "the next event is handled", async || {
-        store.timeline("o-after").await.expect("timeline").iter().any(|t| t.kind == "hostile.done")
+        store.timelines(&["o-after".to_owned()]).await.expect("timeline").iter().any(|t| t.kind == "hostile.done")
     })
     .await;
     app.stop().await;
@@ -85,7 +85,7 @@ async fn sigterm_stops_a_host_whose_step_is_blocked_and_loses_nothing() {
     // Nothing is lost: a new host on the same store handles the rest.
     let server = Server::start_env(dir.path(), Some(&url), &token, &[]);
     eventually(WAIT, "the event after the sleeping ones is handled", async || {
-        store.timeline("o-ok").await.expect("timeline").iter().any(|t| t.kind == "hostile.done")
+        store.timelines(&["o-ok".to_owned()]).await.expect("timeline").iter().any(|t| t.kind == "hostile.done")
     })
     .await;
     server.kill();

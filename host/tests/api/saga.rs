@@ -1,6 +1,6 @@
 //! The saga end to end over HTTP, on SQLite and on PostgreSQL: every card token, stock
 //! outs, cancels, idempotency, bad input, dead letters, and mixed traffic with the
-//! invariants of DESIGN.md checked once quiet.
+//! invariants of ARCHITECTURE.md checked once quiet.
 
 use crate::helpers::*;
 use serde_json::json;
@@ -382,7 +382,7 @@ async fn hot_swap_under_load_loses_no_order(db: Db) {
 
 mod generated {
     //! Property test: generated order mixes (contended SKUs, every token, cancels racing
-    //! the saga) end with the invariants of DESIGN.md, on both stores.
+    //! the saga) end with the invariants of ARCHITECTURE.md, on both stores.
 
     use super::*;
     use proptest::prelude::*;
@@ -478,7 +478,7 @@ async fn an_event_the_store_refuses_does_not_block_its_queue() {
     store.emit(&event("hostile.nulkey")).await.expect("emit");
     store.emit(&event("hostile.ok")).await.expect("emit");
     eventually(Duration::from_secs(60), "the next event is handled", async || {
-        store.timeline("o-hostile").await.expect("timeline").iter().any(|t| t.kind == "hostile.done")
+        store.timelines(&["o-hostile".to_owned()]).await.expect("timeline").iter().any(|t| t.kind == "hostile.done")
     })
     .await;
     let dead_letters =

@@ -53,7 +53,7 @@ pub struct OrderRecord {
     pub units_counted: bool,
 }
 
-/// The archived form of an event: the wire shape of DESIGN.md, "Event on the wire".
+/// The archived form of an event: the wire shape of the host's events (`event/` in the host).
 #[derive(Debug, Serialize)]
 struct ArchivedEvent<'a> {
     id: &'a str,

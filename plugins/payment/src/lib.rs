@@ -1,7 +1,7 @@
 //! The payment step: charges a reserved order through a simulated card gateway and
 //! refunds the charge when the order is cancelled.
 //!
-//! The gateway is driven by the card token (see DESIGN.md, "Test card tokens"):
+//! The gateway is driven by the card token (the test cards of README.md, "Orders"):
 //! `tok_ok` captures, `tok_decline` is declined, `tok_flaky_N` fails retryably on its
 //! first N attempts and then captures, `tok_trap` traps every time, anything else is
 //! declined as `unknown_token`.

@@ -11,7 +11,7 @@ use super::session::Session;
 use crate::event::now_ms;
 use crate::http::AppState;
 use crate::saga::SagaContext;
-use crate::store::Channel;
+use crate::store::{Channel, OrderPage};
 use axum::extract::State;
 use axum::{Extension, Json};
 use maud::{Markup, html};
@@ -88,16 +88,17 @@ impl Charts {
 
 /// One sample, and the completed count it saw (for the next rate).
 async fn sample(ctx: &SagaContext, last: Option<(f64, i64)>) -> Result<(Sample, i64), crate::store::StoreError> {
-    let store = ctx.host_store();
+    let query = ctx.query();
     let now = now_ms();
     let t = now as f64 / 1000.0;
-    let counts = store.order_counts().await?;
+    let counts = query.order_counts().await?;
     let completed = counts.iter().find(|(s, _)| s == "completed").map(|(_, n)| *n).unwrap_or(0);
     let completed_per_s = last.map(|(t0, c0)| ((completed - c0).max(0) as f64) / (t - t0).max(0.001));
     // POST → completed of the orders completed since the last sample.
     let since_ms = last.map(|(t0, _)| (t0 * 1000.0) as i64).unwrap_or(now - EVERY.as_millis() as i64);
-    let mut took: Vec<i64> = store
-        .orders(Some("completed"), LATENCY_WINDOW, None)
+    let completed_page = OrderPage { status: Some("completed".to_owned()), limit: LATENCY_WINDOW, before_seq: None };
+    let mut took: Vec<i64> = query
+        .orders(&completed_page)
         .await?
         .into_iter()
         .filter(|o| o.updated_at_ms > since_ms)
@@ -108,16 +109,13 @@ async fn sample(ctx: &SagaContext, last: Option<(f64, i64)>) -> Result<(Sample, 
         let last = took.len().checked_sub(1)?;
         took.get(((last as f64) * q).round() as usize).map(|ms| *ms as f64)
     };
-    let mut dead_letters = 0;
-    for store in ctx.stores.all() {
-        dead_letters += store.dead_letters().await?.len() as i64;
-    }
+    let dead_letters = query.dead_letter_count().await?;
     let mut outbox_lag_s: f64 = 0.0;
     let channels: &[Channel] =
         if ctx.stream.is_some() { &[Channel::Transport, Channel::Stream] } else { &[Channel::Transport] };
-    for store in ctx.stores.all() {
-        for &channel in channels {
-            if let Some(oldest) = store.outbox_lag(channel).await?.oldest_at_ms {
+    for &channel in channels {
+        for (_, lag) in query.outbox_lags(channel).await {
+            if let Some(oldest) = lag?.oldest_at_ms {
                 outbox_lag_s = outbox_lag_s.max((now - oldest).max(0) as f64 / 1000.0);
             }
         }

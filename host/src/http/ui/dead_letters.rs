@@ -9,7 +9,7 @@ use crate::saga::ops;
 use crate::store::DeadLetterRow;
 use axum::Extension;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 
@@ -71,17 +71,7 @@ pub async fn page(State(state): State<AppState>, Extension(session): Extension<S
 
 /// The section again with the action's outcome above it; a failure keeps its status.
 async fn after(state: &AppState, result: Result<Flash, UiError>) -> Response {
-    let (status, flash) = match result {
-        Ok(flash) => (StatusCode::OK, flash),
-        Err(UiError(error)) => {
-            let (status, _) = error.status_and_code();
-            (status, Flash::Error(error.to_string()))
-        }
-    };
-    match section(state, Some(flash)).await {
-        Ok(markup) => (status, markup).into_response(),
-        Err(error) => error.into_response(),
-    }
+    layout::after(result, |flash| section(state, Some(flash))).await
 }
 
 pub async fn replay(State(state): State<AppState>, Path(id): Path<String>) -> Response {

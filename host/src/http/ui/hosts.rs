@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 pub async fn page(State(state): State<AppState>, Extension(session): Extension<Session>) -> Result<Markup, UiError> {
     let ttl = i64::try_from(crate::saga::HOST_TTL.as_millis()).unwrap_or(10_000);
     let now = now_ms();
-    let hosts = state.saga.host_store().hosts(now - ttl).await?;
+    let hosts = state.saga.query().hosts(now - ttl).await?;
     let content = html! {
         h1 { "Hosts" }
         p.hint { "Hosts seen within the last " (took(ttl)) "; this page is served by " code { (state.saga.host_id) } "." }

@@ -175,3 +175,25 @@ pub fn status(status: &str) -> Markup {
 pub fn scroll(table: Markup) -> Markup {
     html! { div.scroll { (table) } }
 }
+
+/// A section again with an action's outcome above it; a failure keeps its status.
+pub async fn after<F>(
+    result: Result<Flash, super::UiError>,
+    section: impl FnOnce(Flash) -> F,
+) -> axum::response::Response
+where
+    F: std::future::Future<Output = Result<Markup, super::UiError>>,
+{
+    use axum::response::IntoResponse;
+    let (status, flash) = match result {
+        Ok(flash) => (axum::http::StatusCode::OK, flash),
+        Err(super::UiError(error)) => {
+            let (status, _) = error.status_and_code();
+            (status, Flash::Error(error.to_string()))
+        }
+    };
+    match section(flash).await {
+        Ok(markup) => (status, markup).into_response(),
+        Err(error) => error.into_response(),
+    }
+}

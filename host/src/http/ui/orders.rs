@@ -6,7 +6,7 @@ use super::session::Session;
 use super::{UiError, dead_letters};
 use crate::http::AppState;
 use crate::saga::ops;
-use crate::store::OrderRow;
+use crate::store::{OrderPage, OrderRow, OrderWithTimeline};
 use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -59,7 +59,7 @@ pub async fn list(
     state.charts.viewed(&state.saga);
     let mut missing = None;
     if let Some(id) = query.id.as_deref().map(str::trim).filter(|id| !id.is_empty()) {
-        if state.saga.host_store().order(id).await?.is_some() {
+        if state.saga.query().order_row(id).await?.is_some() {
             let target = format!("/ui/orders/{}", percent_encoding::utf8_percent_encode(id, PATH_SEGMENT));
             return Ok(Redirect::to(&target).into_response());
         }
@@ -101,7 +101,8 @@ pub async fn rows(State(state): State<AppState>, Query(query): Query<ListQuery>)
 }
 
 async fn rows_markup(state: &AppState, query: &ListQuery) -> Result<Markup, UiError> {
-    let rows = state.saga.host_store().orders(query.status(), PAGE + 1, query.before).await?;
+    let page = OrderPage { status: query.status().map(str::to_owned), limit: PAGE + 1, before_seq: query.before };
+    let rows = state.saga.query().orders(&page).await?;
     let more = rows.len() > PAGE as usize;
     let rows: Vec<OrderRow> = rows.into_iter().take(PAGE as usize).collect();
     let older = rows.last().map(|r| r.seq);
@@ -139,7 +140,7 @@ pub async fn counts(State(state): State<AppState>) -> Result<Markup, UiError> {
 }
 
 async fn counts_markup(state: &AppState) -> Result<Markup, UiError> {
-    let counts = state.saga.host_store().order_counts().await?;
+    let counts = state.saga.query().order_counts().await?;
     let of = |status: &str| counts.iter().find(|(s, _)| s == status).map(|(_, n)| *n).unwrap_or(0);
     Ok(html! {
         dl.counts {
@@ -155,8 +156,7 @@ pub async fn show(
     Extension(session): Extension<Session>,
     Path(id): Path<String>,
 ) -> Result<Response, UiError> {
-    let store = state.saga.host_store();
-    let Some(order) = store.order(&id).await? else {
+    let Some(OrderWithTimeline { order, timeline }) = state.saga.query().order(&id).await? else {
         let content = html! {
             h1 { "Order" }
             (layout::flash(layout::Flash::Error(format!("no order {id}"))))
@@ -165,7 +165,6 @@ pub async fn show(
         let page = layout::page("Order", Nav::Orders, &session, content);
         return Ok((axum::http::StatusCode::NOT_FOUND, page).into_response());
     };
-    let timeline = store.timeline(&id).await?;
     let dead: Vec<_> = ops::dead_letters(&state.saga)
         .await?
         .into_iter()

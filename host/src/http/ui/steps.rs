@@ -11,8 +11,7 @@ use crate::http::problem::ApiError;
 use crate::registry::{RolloutMode, Source};
 use axum::Extension;
 use axum::extract::{Multipart, Path, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use bytes::Bytes;
 use maud::{Markup, html};
 
@@ -97,7 +96,7 @@ async fn section(state: &AppState, flash: Option<Flash>) -> Result<Markup, UiErr
     let mut cards = Vec::new();
     for slot in slots.values() {
         let plugin = PluginView::of(slot, state);
-        let history = state.saga.host_store().history(&plugin.name, 5).await?;
+        let history = state.saga.query().history(&plugin.name, 5).await?;
         cards.push(step_card(&plugin, &history));
     }
     Ok(html! {
@@ -114,17 +113,7 @@ pub async fn page(State(state): State<AppState>, Extension(session): Extension<S
 }
 
 async fn after(state: &AppState, result: Result<Flash, UiError>) -> Response {
-    let (status, flash) = match result {
-        Ok(flash) => (StatusCode::OK, flash),
-        Err(UiError(error)) => {
-            let (status, _) = error.status_and_code();
-            (status, Flash::Error(error.to_string()))
-        }
-    };
-    match section(state, Some(flash)).await {
-        Ok(markup) => (status, markup).into_response(),
-        Err(error) => error.into_response(),
-    }
+    layout::after(result, |flash| section(state, Some(flash))).await
 }
 
 /// The upload form: the file, how to serve it, and a canary's share.

@@ -1,5 +1,5 @@
 //! The SQL Server backend, through tiberius with a bb8 pool: connections and
-//! transactions here, the statements in [`sql`], the operations in `ops.rs`.
+//! transactions here, the statements in [`sql`], each role's operations in its own file.
 //!
 //! Concurrency: statements run at READ COMMITTED (enable `READ_COMMITTED_SNAPSHOT` on the
 //! database so readers never wait for writers). Every write that depends on a read is one
@@ -16,10 +16,17 @@
 //! reads without writing is held by the hint alone (`LOCK_STATE_VERSIONS`). Lists travel
 //! as one JSON parameter read with `OPENJSON`.
 
-mod ops;
+mod consumers;
+mod dead_letters;
+mod deliveries;
+mod fleet;
+mod orders;
+mod outbox;
+mod prune;
 pub mod sql;
 
 use super::*;
+use async_trait::async_trait;
 use tiberius::{AuthMethod, Client, Config, Row, ToSql};
 use tokio::net::TcpStream;
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
@@ -218,35 +225,96 @@ fn opt_int(row: &Row, idx: usize) -> Result<Option<i64>, StoreError> {
     row.try_get::<i64, _>(idx).map_err(query_error)
 }
 
+/// A row type read from consecutive columns, starting at column `at`.
+pub(super) trait FromColumns: Sized {
+    fn from_columns(row: &Row, at: usize) -> Result<Self, StoreError>;
+}
+
+/// Every row as `T`, from its first column.
+fn all<T: FromColumns>(found: &[Row]) -> Result<Vec<T>, StoreError> {
+    found.iter().map(|row| T::from_columns(row, 0)).collect()
+}
+
+/// Implements [`FromColumns`]: each field from the next column, by the reader named.
+macro_rules! from_columns {
+    ($ty:ident { $($field:ident: $read:ident),+ $(,)? }) => {
+        impl FromColumns for $ty {
+            #[allow(unused_assignments)] // the last field's advance
+            fn from_columns(row: &Row, mut at: usize) -> Result<Self, StoreError> {
+                Ok($ty { $($field: { let value = $read(row, at)?; at += 1; value }),+ })
+            }
+        }
+    };
+}
+
+from_columns!(OrderRow {
+    seq: int,
+    id: text,
+    customer_id: text,
+    status: text,
+    cancel_reason: opt_text,
+    total_cents: int,
+    items: text,
+    created_at_ms: int,
+    updated_at_ms: int,
+});
+from_columns!(TimelineRow {
+    order_id: text,
+    event_id: text,
+    kind: text,
+    at_ms: int,
+    step: text,
+    step_version: text,
+    attempt: opt_int,
+});
+from_columns!(DeadLetterRow {
+    id: text,
+    consumer: text,
+    event_id: text,
+    event: text,
+    error: text,
+    attempts: int,
+    dead_lettered_at_ms: int,
+    recording: none,
+});
+from_columns!(DeliveryRow { id: int, consumer: text, event_id: text, event: text, attempts: int, due_at_ms: int });
+from_columns!(RecordingRow {
+    id: text,
+    step: text,
+    event_id: text,
+    version: text,
+    outcome: text,
+    recorded_at_ms: int,
+    recording: text,
+});
+from_columns!(HistoryRow { name: text, action: text, digest: text, reason: text, host_id: text, at_ms: int });
+from_columns!(HostRow { host_id: text, http_addr: text, started_at_ms: int, seen_at_ms: int, steps: text });
+from_columns!(StockRow { sku: text, available: int, reserved: int, sold: int, seq: int });
+from_columns!(CheckedOrder { id: text, status: text, updated_at_ms: int });
+from_columns!(StoredEvent {
+    id: text,
+    kind: text,
+    order_id: text,
+    payload: text,
+    step: text,
+    step_version: text,
+    occurred_at_ms: int,
+    attempt: attempt,
+    trace: opt_text,
+});
+
+/// Not read: a field the statement does not select.
+fn none(_: &Row, _: usize) -> Result<Option<String>, StoreError> {
+    Ok(None)
+}
+
+/// An event's attempt (unknown for events of older versions: 1).
+fn attempt(row: &Row, idx: usize) -> Result<u32, StoreError> {
+    Ok(u32::try_from(opt_int(row, idx)?.unwrap_or(1)).unwrap_or(1))
+}
+
 fn json_list<T: serde::Serialize>(items: &[T]) -> String {
     serde_json::to_string(items).unwrap_or_else(|_| "[]".to_owned())
-}
-
-fn order_row(row: &Row) -> Result<OrderRow, StoreError> {
-    Ok(OrderRow {
-        seq: int(row, 0)?,
-        id: text(row, 1)?,
-        customer_id: text(row, 2)?,
-        status: text(row, 3)?,
-        cancel_reason: opt_text(row, 4)?,
-        total_cents: int(row, 5)?,
-        items: text(row, 6)?,
-        created_at_ms: int(row, 7)?,
-        updated_at_ms: int(row, 8)?,
-    })
-}
-
-fn dead_letter_row(row: &Row) -> Result<DeadLetterRow, StoreError> {
-    Ok(DeadLetterRow {
-        id: text(row, 0)?,
-        consumer: text(row, 1)?,
-        event_id: text(row, 2)?,
-        event: text(row, 3)?,
-        error: text(row, 4)?,
-        attempts: int(row, 5)?,
-        dead_lettered_at_ms: int(row, 6)?,
-        recording: None,
-    })
 }
 
 async fn rows(conn: &mut Connection, statement: &str, params: &[&dyn ToSql]) -> Result<Vec<Row>, StoreError> {

@@ -20,8 +20,15 @@ pub const SELECT_ORDER: &str = "SELECT seq, id, customer_id, status, cancel_reas
 pub const SELECT_ORDERS: &str = "SELECT TOP (@P1) seq, id, customer_id, status, cancel_reason, total_cents, \
     items, created_at_ms, updated_at_ms FROM orders \
     WHERE (@P2 = N'' OR status = @P2) AND (@P3 IS NULL OR seq < @P3) ORDER BY seq DESC";
-pub const SELECT_TIMELINE: &str = "SELECT event_id, kind, occurred_at_ms, step, step_version, attempt FROM outbox \
-    WHERE order_id = @P1 ORDER BY seq";
+pub const SELECT_TIMELINES: &str = "SELECT order_id, event_id, kind, occurred_at_ms, step, step_version, attempt \
+    FROM outbox WHERE order_id IN (SELECT value FROM OPENJSON(@P1)) ORDER BY seq";
+/// A page of orders joined with their events: the order's nine columns, then the event's seven.
+pub const SELECT_ORDER_PAGE: &str = "WITH page AS (SELECT TOP (@P1) seq, id, customer_id, status, cancel_reason, \
+    total_cents, items, created_at_ms, updated_at_ms FROM orders \
+    WHERE (@P2 = N'' OR status = @P2) AND (@P3 IS NULL OR seq < @P3) ORDER BY seq DESC) \
+    SELECT page.seq, page.id, page.customer_id, page.status, page.cancel_reason, page.total_cents, page.items, \
+    page.created_at_ms, page.updated_at_ms, e.order_id, e.event_id, e.kind, e.occurred_at_ms, e.step, e.step_version, \
+    e.attempt FROM page LEFT JOIN outbox e ON e.order_id = page.id ORDER BY page.seq DESC, e.seq";
 pub const UPDATE_ORDER_STATUS: &str = "UPDATE orders SET status = @P1, cancel_reason = NULLIF(@P2, N''), \
     updated_at_ms = @P3, redrives = 0, next_redrive_at_ms = NULL WHERE id = @P4 AND status IN (SELECT value FROM OPENJSON(@P5))";
 pub const SELECT_STOCK: &str = "SELECT sku, available, reserved, sold, seq FROM stock WHERE sku = @P1";
@@ -223,7 +230,8 @@ pub const ALL: &[&str] = &[
     INSERT_EVENT,
     SELECT_ORDER,
     SELECT_ORDERS,
-    SELECT_TIMELINE,
+    SELECT_TIMELINES,
+    SELECT_ORDER_PAGE,
     UPDATE_ORDER_STATUS,
     SELECT_STOCK,
     SELECT_UNRELAYED,

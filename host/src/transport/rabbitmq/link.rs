@@ -3,13 +3,13 @@
 
 use super::Inner;
 use super::topology::declare_consumer;
+use crate::shutdown::Shutdown;
 use futures::StreamExt;
 use lapin::options::{ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::{FieldTable, LongString, ShortString};
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 /// Longest wait for a connection to open.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -22,13 +22,13 @@ pub(super) struct Link {
 }
 
 /// Keep a connection open: connect, declare, wait for the connection to fail, repeat.
-pub(super) async fn supervise(inner: Arc<Inner>, stop: CancellationToken) {
+pub(super) async fn supervise(inner: Arc<Inner>, stop: Shutdown) {
     let mut generation = 0u64;
     let mut backoff = crate::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         generation += 1;
         let attempt = tokio::select! {
-            () = stop.cancelled() => return,
+            () = stop.stopping() => return,
             attempt = connect(&inner, generation) => attempt,
         };
         match attempt {
@@ -40,7 +40,7 @@ pub(super) async fn supervise(inner: Arc<Inner>, stop: CancellationToken) {
                 inner.link.send_replace(Some(link.clone()));
                 let reason = loop {
                     tokio::select! {
-                        () = stop.cancelled() => {
+                        () = stop.stopping() => {
                             inner.link.send_replace(None);
                             let _ = link.connection.close(200, ShortString::from("shutting down")).await;
                             return;
@@ -76,9 +76,8 @@ pub(super) async fn supervise(inner: Arc<Inner>, stop: CancellationToken) {
                 *inner.last_error.lock() = Some(error);
             }
         }
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(backoff.failed()) => {}
+        if !stop.pause(backoff.failed()).await {
+            return;
         }
     }
 }

@@ -27,6 +27,7 @@ use topology::declare_consumer;
 
 use super::{Delivery, Settlement, Transport, TransportError};
 use crate::event::{StoredEvent, subscribed, wire};
+use crate::shutdown::Shutdown;
 use async_trait::async_trait;
 use futures::{FutureExt, StreamExt};
 use lapin::BasicProperties;
@@ -39,7 +40,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
 const BROKER: &str = "RabbitMQ";
 /// Longest wait for the broker to confirm a round of publishes.
@@ -78,12 +78,12 @@ struct Inner {
 /// The RabbitMQ transport; dropping it closes the connection.
 pub struct RabbitTransport {
     inner: Arc<Inner>,
-    stop: CancellationToken,
+    stop: Shutdown,
 }
 
 impl Drop for RabbitTransport {
     fn drop(&mut self) {
-        self.stop.cancel();
+        self.stop.stop();
     }
 }
 
@@ -106,7 +106,7 @@ impl RabbitTransport {
             last_error: Mutex::new(Some("connecting".to_owned())),
             broken: tokio::sync::Notify::new(),
         });
-        let stop = CancellationToken::new();
+        let stop = Shutdown::new();
         tokio::spawn(supervise(inner.clone(), stop.clone()));
         Arc::new(RabbitTransport { inner, stop })
     }
