@@ -10,12 +10,8 @@ macro_rules! consumers {
                 let mut handled = HashSet::new();
                 for chunk in event_ids.chunks(500) {
                     let mut query = QueryBuilder::<$db>::new("SELECT event_id FROM inbox WHERE consumer = ");
-                    query.push_bind(consumer).push(" AND event_id IN (");
-                    let mut list = query.separated(", ");
-                    for id in chunk {
-                        list.push_bind(id);
-                    }
-                    query.push(")");
+                    query.push_bind(consumer).push(" AND event_id IN ");
+                    push_list!(query, chunk);
                     let mut conn = self.lane.get().await?;
                     let fetched = query.build().fetch_all(&mut *conn).await;
                     for row in conn.read(fetched)? {
@@ -82,12 +78,8 @@ macro_rules! consumers {
                 let mut pins = HashMap::new();
                 for chunk in order_ids.chunks(500) {
                     let mut query = QueryBuilder::<$db>::new("SELECT order_id, digest FROM pins WHERE step = ");
-                    query.push_bind(step).push(" AND order_id IN (");
-                    let mut list = query.separated(", ");
-                    for id in chunk {
-                        list.push_bind(id);
-                    }
-                    query.push(")");
+                    query.push_bind(step).push(" AND order_id IN ");
+                    push_list!(query, chunk);
                     let mut conn = self.lane.get().await?;
                     let fetched = query.build().fetch_all(&mut *conn).await;
                     for row in conn.read(fetched)? {
@@ -106,12 +98,8 @@ macro_rules! consumers {
                 for chunk in event_ids.chunks(500) {
                     let mut query =
                         QueryBuilder::<$db>::new("SELECT event_id, digest FROM version_overrides WHERE consumer = ");
-                    query.push_bind(consumer).push(" AND event_id IN (");
-                    let mut list = query.separated(", ");
-                    for id in chunk {
-                        list.push_bind(id);
-                    }
-                    query.push(")");
+                    query.push_bind(consumer).push(" AND event_id IN ");
+                    push_list!(query, chunk);
                     let mut conn = self.lane.get().await?;
                     let fetched = query.build().fetch_all(&mut *conn).await;
                     for row in conn.read(fetched)? {

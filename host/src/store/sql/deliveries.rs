@@ -146,12 +146,8 @@ macro_rules! deliveries {
                     let mut query = QueryBuilder::<$db>::new("SELECT MIN(due_at_ms) FROM deliveries WHERE consumer = ");
                     query.push_bind(consumer);
                     if !held.is_empty() {
-                        query.push(" AND id NOT IN (");
-                        let mut list = query.separated(", ");
-                        for id in held {
-                            list.push_bind(id);
-                        }
-                        query.push(")");
+                        query.push(" AND id NOT IN ");
+                        push_list!(query, held);
                     }
                     let mut conn = self.lane.get().await?;
                     let fetched = query.build().fetch_one(&mut *conn).await;

@@ -262,6 +262,18 @@ macro_rules! event_columns {
     };
 }
 
+/// `(a, b, …)`: `items` as bound parameters, for an `IN`.
+macro_rules! push_list {
+    ($query:expr, $items:expr) => {{
+        $query.push("(");
+        let mut list = $query.separated(", ");
+        for item in $items {
+            list.push_bind(item);
+        }
+        $query.push(")");
+    }};
+}
+
 /// Writes one role's operations, given as a macro, for both pools.
 // The last argument is the store's clock in milliseconds since the epoch: leases and
 // claims compare it, never a host's clock.

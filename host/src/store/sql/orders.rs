@@ -88,12 +88,9 @@ macro_rules! orders {
                 if order_ids.is_empty() {
                     return Ok(Vec::new());
                 }
-                let mut query = QueryBuilder::<$db>::new(concat!("SELECT ", timeline_columns!(), " FROM outbox e WHERE e.order_id IN ("));
-                let mut ids = query.separated(", ");
-                for id in order_ids {
-                    ids.push_bind(id);
-                }
-                query.push(") ORDER BY e.seq");
+                let mut query = QueryBuilder::<$db>::new(concat!("SELECT ", timeline_columns!(), " FROM outbox e WHERE e.order_id IN "));
+                push_list!(query, order_ids);
+                query.push(" ORDER BY e.seq");
                 let mut conn = self.lane.get().await?;
                 let fetched = query.build().fetch_all(&mut *conn).await;
                 let rows = conn.read(fetched)?;
@@ -183,12 +180,9 @@ macro_rules! orders {
                 for chunk in order_ids.chunks(500) {
                     let mut query = QueryBuilder::<$db>::new(concat!("SELECT ", event_columns!(), " FROM outbox WHERE "));
                     query.push("relayed_at_ms IS NOT NULL AND occurred_at_ms >= ").push_bind(since_ms);
-                    query.push(" AND order_id IN (");
-                    let mut list = query.separated(", ");
-                    for id in chunk {
-                        list.push_bind(id);
-                    }
-                    query.push(") ORDER BY seq");
+                    query.push(" AND order_id IN ");
+                    push_list!(query, chunk);
+                    query.push(" ORDER BY seq");
                     let rows = query.build().fetch_all(&self.reader).await?;
                     for row in &rows {
                         events.push(stored_event(row)?);

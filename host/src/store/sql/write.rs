@@ -88,12 +88,9 @@ macro_rules! writes {
                             .push_bind(t.reason.as_deref())
                             .push_bind(t.event.occurred_at_ms);
                     });
-                    query.push(") AS v WHERE orders.id = v.column1 AND orders.status IN (");
-                    let mut states = query.separated(", ");
-                    for from in run[0].from {
-                        states.push_bind(*from);
-                    }
-                    query.push(") RETURNING orders.id");
+                    query.push(") AS v WHERE orders.id = v.column1 AND orders.status IN ");
+                    push_list!(query, run[0].from.iter().copied());
+                    query.push(" RETURNING orders.id");
                     let applied: HashSet<String> = query
                         .build()
                         .fetch_all(&mut *conn)
@@ -191,12 +188,8 @@ macro_rules! writes {
                     if let Some(holder) = holder {
                         query.push("claimed_by = ").push_bind(holder.to_owned()).push(" AND ");
                     }
-                    query.push("id IN (");
-                    let mut list = query.separated(", ");
-                    for id in chunk {
-                        list.push_bind(*id);
-                    }
-                    query.push(")");
+                    query.push("id IN ");
+                    push_list!(query, chunk.iter().copied());
                     query.build().execute(&mut *conn).await?;
                 }
                 Ok(())
@@ -214,12 +207,8 @@ macro_rules! writes {
                         Channel::Transport => "UPDATE outbox SET relayed_at_ms = ",
                         Channel::Stream => "UPDATE outbox SET streamed_at_ms = ",
                     });
-                    query.push_bind(now_ms).push(" WHERE seq IN (");
-                    let mut list = query.separated(", ");
-                    for seq in chunk {
-                        list.push_bind(*seq);
-                    }
-                    query.push(")");
+                    query.push_bind(now_ms).push(" WHERE seq IN ");
+                    push_list!(query, chunk.iter().copied());
                     query.build().execute(&mut *conn).await?;
                 }
                 Ok(())
@@ -264,12 +253,8 @@ macro_rules! writes {
                 }
                 for chunk in batch.overrides_used.chunks(500) {
                     let mut query = QueryBuilder::<$db>::new("DELETE FROM version_overrides WHERE consumer = ");
-                    query.push_bind(&batch.consumer).push(" AND event_id IN (");
-                    let mut list = query.separated(", ");
-                    for id in chunk {
-                        list.push_bind(id);
-                    }
-                    query.push(")");
+                    query.push_bind(&batch.consumer).push(" AND event_id IN ");
+                    push_list!(query, chunk);
                     query.build().execute(&mut *conn).await?;
                 }
                 for r in &batch.recordings {
@@ -300,12 +285,9 @@ macro_rules! writes {
                 let present: Vec<&str> = seen.iter().filter(|(_, v)| v.is_some()).map(|(k, _)| *k).collect();
                 for chunk in present.chunks(500) {
                     let mut query = QueryBuilder::<$db>::new("SELECT key, version FROM step_state WHERE step = ");
-                    query.push_bind(step).push(" AND key IN (");
-                    let mut list = query.separated(", ");
-                    for key in chunk {
-                        list.push_bind(*key);
-                    }
-                    query.push(")").push($lock);
+                    query.push_bind(step).push(" AND key IN ");
+                    push_list!(query, chunk.iter().copied());
+                    query.push($lock);
                     let rows = query.build().fetch_all(&mut *conn).await?;
                     let mut found = std::collections::BTreeMap::new();
                     for row in &rows {
@@ -350,12 +332,8 @@ macro_rules! writes {
                 }
                 for chunk in deletes.chunks(500) {
                     let mut query = QueryBuilder::<$db>::new("DELETE FROM step_state WHERE step = ");
-                    query.push_bind(step).push(" AND key IN (");
-                    let mut list = query.separated(", ");
-                    for (key, _) in chunk {
-                        list.push_bind(key);
-                    }
-                    query.push(")");
+                    query.push_bind(step).push(" AND key IN ");
+                    push_list!(query, chunk.iter().map(|(key, _)| key));
                     query.build().execute(&mut *conn).await?;
                 }
                 Ok(())
