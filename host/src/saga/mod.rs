@@ -80,29 +80,29 @@ pub struct SagaConfig {
 
 /// What every consumer, the relays and the HTTP operations share.
 pub struct SagaContext {
-    pub stores: Arc<Stores>,
-    pub transport: Arc<dyn Transport>,
+    pub(crate) stores: Arc<Stores>,
+    pub(crate) transport: Arc<dyn Transport>,
     /// The event stream, when one is configured: observers (steps subscribed to `*`)
     /// consume it instead of the transport.
-    pub stream: Option<Arc<dyn EventStream>>,
-    pub registry: Arc<StepRegistry>,
-    pub archive: Arc<dyn Archive>,
-    pub config: SagaConfig,
-    pub relay: Arc<Relay>,
+    pub(crate) stream: Option<Arc<dyn EventStream>>,
+    pub(crate) registry: Arc<StepRegistry>,
+    pub(crate) archive: Arc<dyn Archive>,
+    pub(crate) config: SagaConfig,
+    pub(crate) relay: Arc<Relay>,
     /// Runs step calls: the WebAssembly runtime.
-    pub executor: Arc<dyn StepExecutor>,
+    pub(crate) executor: Arc<dyn StepExecutor>,
     /// Shadow runs of rollout candidates.
-    pub shadows: Arc<shadow::Shadows>,
+    pub(crate) shadows: Arc<shadow::Shadows>,
     /// This host's name in the fleet (claims, leases, heartbeats, history).
-    pub host_id: String,
+    pub(crate) host_id: String,
     /// This process, among any that ever ran as `host_id`: the holder of the host id's
     /// lease (see [`maintenance::claim_host_id`]).
-    pub instance: String,
+    pub(crate) instance: String,
     /// The address this host serves HTTP on, for the fleet's list of hosts.
-    pub http_addr: String,
-    pub started_at_ms: i64,
+    pub(crate) http_addr: String,
+    pub(crate) started_at_ms: i64,
     /// Idempotency keys whose first request is being handled here.
-    pub keys_in_flight: orders::KeysInFlight,
+    pub(crate) keys_in_flight: orders::KeysInFlight,
 }
 
 impl SagaContext {
