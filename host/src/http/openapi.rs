@@ -3,6 +3,7 @@
 //! drift from the code. CI fuzzes the server against it.
 
 use super::problem;
+use super::responses::Common;
 use axum::{Extension, Json};
 use std::sync::Arc;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
@@ -54,7 +55,7 @@ impl Modify for AdminToken {
 /// This document.
 #[utoipa::path(
     get, path = "/api/openapi.json", tag = "health",
-    responses((status = 200, description = "The OpenAPI 3.1 description of this API", body = Object))
+    responses(Common, (status = 200, description = "The OpenAPI 3.1 description of this API", body = Object))
 )]
 pub async fn openapi_json(
     Extension(description): Extension<Arc<utoipa::openapi::OpenApi>>,
