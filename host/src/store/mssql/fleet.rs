@@ -88,41 +88,23 @@ impl FleetStore for MssqlStore {
         let (mode, digest) = (or_empty(rollout.map(|r| r.mode.as_str())), or_empty(rollout.map(|r| r.digest.as_str())));
         let (percent, started) = (rollout.map(|r| r.percent), rollout.map(|r| r.started_at_ms));
         let previous = or_empty(slot.previous.as_deref());
+        // The slot's nine columns, then (for an update) the generation it must still have.
+        let columns: [&dyn ToSql; 10] = [
+            &slot.name,
+            &slot.current,
+            &previous,
+            &slot.generation,
+            &slot.updated_at_ms,
+            &mode,
+            &digest,
+            &percent,
+            &started,
+            &expected,
+        ];
         let changed = if expected == 0 {
-            insert_guarded(
-                &mut conn,
-                sql::INSERT_SLOT,
-                &[
-                    &slot.name,
-                    &slot.current,
-                    &previous,
-                    &slot.generation,
-                    &slot.updated_at_ms,
-                    &mode,
-                    &digest,
-                    &percent,
-                    &started,
-                ],
-            )
-            .await?
+            insert_guarded(&mut conn, sql::INSERT_SLOT, &columns[..9]).await?
         } else {
-            exec(
-                &mut conn,
-                sql::UPDATE_SLOT,
-                &[
-                    &slot.name,
-                    &slot.current,
-                    &previous,
-                    &slot.generation,
-                    &slot.updated_at_ms,
-                    &mode,
-                    &digest,
-                    &percent,
-                    &started,
-                    &expected,
-                ],
-            )
-            .await?
+            exec(&mut conn, sql::UPDATE_SLOT, &columns).await?
         };
         Ok(changed == 1)
     }

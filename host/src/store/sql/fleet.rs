@@ -121,30 +121,17 @@ macro_rules! fleet {
 
             async fn set_slot(&self, slot: &SlotRow, expected: i64) -> Result<bool, StoreError> {
                 let rollout = slot.rollout.as_ref();
-                let changed = if expected == 0 {
-                    sqlx::query(
-                        "INSERT INTO plugin_slots (name, current_digest, previous_digest, generation, updated_at_ms, \
-                         rollout_mode, rollout_digest, rollout_percent, rollout_started_at_ms) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (name) DO NOTHING",
-                    )
-                    .bind(&slot.name)
-                    .bind(&slot.current)
-                    .bind(&slot.previous)
-                    .bind(slot.generation)
-                    .bind(slot.updated_at_ms)
-                    .bind(rollout.map(|r| r.mode.as_str()))
-                    .bind(rollout.map(|r| r.digest.as_str()))
-                    .bind(rollout.map(|r| r.percent))
-                    .bind(rollout.map(|r| r.started_at_ms))
-                    .execute(&self.writer)
-                    .await?
-                    .rows_affected()
+                // A new slot is inserted; a known one changes only at the generation read.
+                let statement = if expected == 0 {
+                    "INSERT INTO plugin_slots (name, current_digest, previous_digest, generation, updated_at_ms, \
+                     rollout_mode, rollout_digest, rollout_percent, rollout_started_at_ms) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (name) DO NOTHING"
                 } else {
-                    sqlx::query(
-                        "UPDATE plugin_slots SET current_digest = $2, previous_digest = $3, generation = $4, \
-                         updated_at_ms = $5, rollout_mode = $6, rollout_digest = $7, rollout_percent = $8, \
-                         rollout_started_at_ms = $9 WHERE name = $1 AND generation = $10",
-                    )
+                    "UPDATE plugin_slots SET current_digest = $2, previous_digest = $3, generation = $4, \
+                     updated_at_ms = $5, rollout_mode = $6, rollout_digest = $7, rollout_percent = $8, \
+                     rollout_started_at_ms = $9 WHERE name = $1 AND generation = $10"
+                };
+                let mut query = sqlx::query(statement)
                     .bind(&slot.name)
                     .bind(&slot.current)
                     .bind(&slot.previous)
@@ -153,12 +140,11 @@ macro_rules! fleet {
                     .bind(rollout.map(|r| r.mode.as_str()))
                     .bind(rollout.map(|r| r.digest.as_str()))
                     .bind(rollout.map(|r| r.percent))
-                    .bind(rollout.map(|r| r.started_at_ms))
-                    .bind(expected)
-                    .execute(&self.writer)
-                    .await?
-                    .rows_affected()
-                };
+                    .bind(rollout.map(|r| r.started_at_ms));
+                if expected != 0 {
+                    query = query.bind(expected);
+                }
+                let changed = query.execute(&self.writer).await?.rows_affected();
                 Ok(changed == 1)
             }
 

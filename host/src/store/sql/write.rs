@@ -304,7 +304,7 @@ macro_rules! writes {
                 // Keys the batch saw absent are inserted only if still absent.
                 let (fresh, known): (Vec<_>, Vec<_>) =
                     puts.into_iter().partition(|(key, _)| seen.get(key.as_str()) == Some(&None));
-                for chunk in fresh.chunks(500) {
+                let insert = |chunk: &[&(String, Option<Vec<u8>>)]| {
                     let mut query = QueryBuilder::<$db>::new("INSERT INTO step_state (step, key, value, version) ");
                     query.push_values(chunk, |mut row, (key, value)| {
                         row.push_bind(step)
@@ -312,19 +312,17 @@ macro_rules! writes {
                             .push_bind(value.as_deref().unwrap_or_default())
                             .push_bind(version);
                     });
+                    query
+                };
+                for chunk in fresh.chunks(500) {
+                    let mut query = insert(chunk);
                     query.push(" ON CONFLICT (step, key) DO NOTHING");
                     if query.build().execute(&mut *conn).await?.rows_affected() != chunk.len() as u64 {
                         return Err(StoreError::Conflict(format!("a state key of {step} was created meanwhile")));
                     }
                 }
                 for chunk in known.chunks(500) {
-                    let mut query = QueryBuilder::<$db>::new("INSERT INTO step_state (step, key, value, version) ");
-                    query.push_values(chunk, |mut row, (key, value)| {
-                        row.push_bind(step)
-                            .push_bind(key)
-                            .push_bind(value.as_deref().unwrap_or_default())
-                            .push_bind(version);
-                    });
+                    let mut query = insert(chunk);
                     query.push(
                         " ON CONFLICT (step, key) DO UPDATE SET value = excluded.value, version = excluded.version",
                     );
