@@ -15,7 +15,12 @@ use std::time::Duration;
 pub(crate) struct Server {
     child: Child,
     pub(crate) api: Api,
+    /// The last lines the server logged, shown when a test fails with it running.
+    log: Arc<std::sync::Mutex<std::collections::VecDeque<String>>>,
 }
+
+/// Lines of a server's log kept for a failing test.
+const LOG_TAIL: usize = 300;
 
 impl Server {
     fn start(dir: &Path, store_url: Option<&str>, token: &str) -> Server {
@@ -63,11 +68,19 @@ impl Server {
         let mut child = command.spawn().expect("wasaga starts");
         let stderr = child.stderr.take().expect("stderr is piped");
         let (tx, rx) = std::sync::mpsc::channel();
+        let log: Arc<std::sync::Mutex<std::collections::VecDeque<String>>> = Arc::default();
+        let kept = log.clone();
         std::thread::spawn(move || {
             let echo = std::env::var_os("TEST_LOG").is_some();
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if echo {
                     eprintln!("[wasaga] {line}");
+                }
+                if let Ok(mut kept) = kept.lock() {
+                    if kept.len() == LOG_TAIL {
+                        kept.pop_front();
+                    }
+                    kept.push_back(line.clone());
                 }
                 if line.contains("wasaga is listening")
                     && let Some(addr) = line.split("addr=").nth(1).and_then(|rest| rest.split_whitespace().next())
@@ -83,7 +96,7 @@ impl Server {
             http: reqwest::Client::new(),
             data_dir: dir.join("data"),
         };
-        Server { child, api }
+        Server { child, api, log }
     }
 
     /// SIGTERM, then wait up to `timeout` for the process to exit; its status if it did.
@@ -112,6 +125,15 @@ impl Drop for Server {
         // SIGKILL: no shutdown code runs.
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A failing test shows what the server it ran last said.
+        if std::thread::panicking()
+            && let Ok(log) = self.log.lock()
+        {
+            eprintln!("--- the last {} lines of wasaga {} ---", log.len(), self.api.addr);
+            for line in log.iter() {
+                eprintln!("[wasaga] {line}");
+            }
+        }
     }
 }
 
