@@ -1,0 +1,34 @@
+//! `wasaga-gateway`: the card gateway simulator on an address of its own.
+
+use clap::Parser;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// A card gateway for tests and demos: charges, refunds and a ledger, with idempotency
+/// keys honoured and the test tokens of the README.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Where to listen; port 0 picks a free one (the address is printed).
+    #[arg(long, env = "WASAGA_GATEWAY_ADDR", default_value = "127.0.0.1:0")]
+    addr: SocketAddr,
+    /// How long `tok_slow` takes, in milliseconds.
+    #[arg(long, env = "WASAGA_GATEWAY_SLOW_MS", default_value_t = 30_000)]
+    slow_ms: u64,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let listener = tokio::net::TcpListener::bind(args.addr).await?;
+    let addr = listener.local_addr()?;
+    // Read by whoever started it to find the port.
+    println!("wasaga-gateway listening addr={addr}");
+    let gateway = wasaga_gateway::Gateway::new(Duration::from_millis(args.slow_ms));
+    axum::serve(listener, wasaga_gateway::router(gateway))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
