@@ -110,30 +110,38 @@ async fn recordings(client: &Client, command: RecordingsCommand) -> anyhow::Resu
 
 async fn serve(config: Option<&Path>) -> anyhow::Result<()> {
     telemetry::init("info", telemetry::Sink::Stderr);
+    // Before anything says it listens: a SIGTERM from then on is a clean stop, not a kill.
+    let shutdown = shutdown_signal();
     let settings = Settings::load(config).context("loading settings")?;
     let app = App::build(settings).await.context("starting wasaga")?;
-    let served = app.run(shutdown_signal()).await.context("serving");
+    let served = app.run(shutdown).await.context("serving");
     telemetry::shutdown();
     served
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+/// SIGTERM or Ctrl-C. The SIGTERM handler is installed when this is called, not when the
+/// future is first polled: the server polls it only once it serves, and a signal sent
+/// after it said it listens would otherwise kill the process.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    let terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    async move {
+        let ctrl_c = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        let terminate = async {
+            match terminate {
+                Some(mut signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        tokio::select! {
+            () = ctrl_c => {},
+            () = terminate => {},
         }
-    };
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
+        tracing::info!("shutting down");
     }
-    tracing::info!("shutting down");
 }
 
 async fn plugins(client: &Client, command: PluginsCommand) -> anyhow::Result<()> {
