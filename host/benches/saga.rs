@@ -350,8 +350,10 @@ async fn store_limit(store_url: &str, orders: usize) -> f64 {
                     items: "[]".to_owned(),
                     total_cents: 100,
                     created_at_ms: 0,
+                    idempotency: None,
+                    placed: event("order.placed"),
                 };
-                store.create_order(&order, None, &event("order.placed"), None).await.unwrap();
+                store.create_order(&order, None).await.unwrap();
                 for (consumer, kind) in [
                     ("inventory", "stock.reserved"),
                     ("payment", "payment.captured"),

@@ -15,7 +15,7 @@
 
 use super::engine::{BatchError, Handler};
 use super::{HOST_CONSUMER, HOST_VERSION, SagaContext};
-use crate::store::{BatchCommit, Created, NewOrder, OrderTransition, StockRow, Store, StoreError};
+use crate::store::{BatchCommit, Created, Idempotency, NewOrder, OrderTransition, StockRow, Store, StoreError};
 use crate::transport::{Delivery, Settlement, Transport};
 use async_trait::async_trait;
 use std::collections::BTreeMap;
@@ -113,14 +113,16 @@ pub async fn place(
         items: serde_json::to_string(&order.items).unwrap_or_default(),
         total_cents,
         created_at_ms: event.occurred_at_ms,
+        idempotency: idempotency.map(|(key, hash)| Idempotency { key: key.to_owned(), body_hash: hash.to_owned() }),
+        placed: event,
     };
     // Queued with the order when the transport can (the embedded one); else relayed.
-    let queued = ctx.transport.route_with(ctx.host_store(), &[&event]).await.ok().flatten();
+    let queued = ctx.transport.route_with(ctx.host_store(), &[&new_order.placed]).await.ok().flatten();
     let _queue_spans = match &queued {
-        Some(_) => super::engine::queue_spans(ctx, std::iter::once(&event)),
+        Some(_) => super::engine::queue_spans(ctx, std::iter::once(&new_order.placed)),
         None => Vec::new(),
     };
-    let outcome = match ctx.host_store().create_order(&new_order, idempotency, &event, queued.as_deref()).await? {
+    let outcome = match ctx.host_store().create_order(&new_order, queued.as_deref()).await? {
         Created::New => Placed::New(order_id),
         Created::Existing { order_id, body_hash } if Some(body_hash.as_str()) == idempotency.map(|i| i.1) => {
             Placed::Replayed(order_id)

@@ -181,8 +181,10 @@ mod tests {
                 items: "[]".to_owned(),
                 total_cents: n,
                 created_at_ms: n,
+                idempotency: None,
+                placed: event("order.placed", &id, n),
             };
-            store.create_order(&order, None, &event("order.placed", &id, n), None).await.expect("order");
+            store.create_order(&order, None).await.expect("order");
             store.emit(&event("payment.captured", &id, n + 1)).await.expect("event");
         }
         let counted = Arc::new(AtomicUsize::new(0));

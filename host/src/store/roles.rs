@@ -12,13 +12,7 @@ pub trait OrderStore: Send + Sync {
     /// Insert the order, its idempotency key and its `order.placed` event atomically.
     /// With `queued`, `placed`'s deliveries are queued in the same transaction (see
     /// [`BatchCommit::queued`]).
-    async fn create_order(
-        &self,
-        order: &NewOrder,
-        idempotency: Option<(&str, &str)>,
-        placed: &StoredEvent,
-        queued: Option<&[Queued]>,
-    ) -> Result<Created, StoreError>;
+    async fn create_order(&self, order: &NewOrder, queued: Option<&[Queued]>) -> Result<Created, StoreError>;
     async fn order(&self, id: &str) -> Result<Option<OrderRow>, StoreError>;
     /// A page of orders without their events.
     async fn orders(&self, page: &OrderPage) -> Result<Vec<OrderRow>, StoreError>;

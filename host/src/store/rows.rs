@@ -3,7 +3,8 @@
 
 use crate::event::StoredEvent;
 
-/// A new order.
+/// A new order, written with its idempotency key and its `order.placed` in one
+/// transaction.
 #[derive(Debug, Clone)]
 pub struct NewOrder {
     pub id: String,
@@ -12,6 +13,16 @@ pub struct NewOrder {
     pub items: String,
     pub total_cents: i64,
     pub created_at_ms: i64,
+    /// The client's key, if it sent one.
+    pub idempotency: Option<Idempotency>,
+    pub placed: StoredEvent,
+}
+
+/// An idempotency key and the digest of the body it came with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Idempotency {
+    pub key: String,
+    pub body_hash: String,
 }
 
 /// An order row.

@@ -86,7 +86,7 @@ async fn the_host_acts_only_on_events_whose_emitter_owns_their_kind() {
     // Two pending orders the saga never started (their first event is one no step takes).
     for id in ["o-forged", "o-genuine"] {
         let start = SagaContext::host_event("test.nothing", id, "{}".to_owned());
-        store.create_order(&new_order(id), None, &start, None).await.expect("order");
+        store.create_order(&new_order(id, start.clone()), None).await.expect("order");
     }
     let level =
         json!({"levels": [{"sku": "SKU-1", "available": 1_000_000, "reserved": 0, "sold": 0, "seq": 1u64 << 40}]});

@@ -66,7 +66,7 @@ async fn time_and_refusals_inside_host_calls_are_the_steps_and_end_in_a_dead_let
     for kind in kinds {
         let order_id = format!("o-{kind}");
         let start = SagaContext::host_event("test.nothing", &order_id, "{}".to_owned());
-        store.create_order(&new_order(&order_id), None, &start, None).await.expect("order");
+        store.create_order(&new_order(&order_id, start.clone()), None).await.expect("order");
         store.emit(&SagaContext::host_event(kind, &order_id, "{}".to_owned())).await.expect("emit");
     }
     for kind in kinds {

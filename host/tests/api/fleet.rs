@@ -411,10 +411,7 @@ async fn deliveries_are_queued_only_for_written_events(db: Db) {
     let (store, _dir) = test_store(db).await;
     let event = |id: &str, order_id: &str| stored_event(id, "k", order_id);
     let queued = |id: &str| ("c".to_owned(), id.to_owned(), format!("wire {id}"));
-    store
-        .create_order(&new_order("o-1"), None, &event("placed", "o-1"), Some(&[queued("placed")]))
-        .await
-        .expect("placed");
+    store.create_order(&new_order("o-1", event("placed", "o-1")), Some(&[queued("placed")])).await.expect("placed");
     let transition = |order_id: &str, id: &str| OrderTransition {
         order_id: order_id.to_owned(),
         from: &["pending"],
@@ -454,7 +451,7 @@ async fn a_batch_applies_its_transitions_in_order(db: Db) {
     let (store, _dir) = test_store(db).await;
     for n in 1..=2 {
         let (order, placed) = (format!("o-{n}"), format!("placed-{n}"));
-        store.create_order(&new_order(&order), None, &stored_event(&placed, "k", &order), None).await.expect("placed");
+        store.create_order(&new_order(&order, stored_event(&placed, "k", &order)), None).await.expect("placed");
     }
     let transition = |order_id: &str, from: &'static [&'static str], to: &'static str, id: &str| OrderTransition {
         order_id: order_id.to_owned(),
@@ -502,7 +499,7 @@ async fn a_commit_does_not_queue_past_an_event_waiting_for_the_relay(db: Db) {
     let event = |id: &str, kind: &str| stored_event(id, kind, "o-1");
     store.emit(&event("stock", "stock.set")).await.expect("emitted");
     let queued = [("inventory".to_owned(), "placed".to_owned(), "wire".to_owned())];
-    store.create_order(&new_order("o-1"), None, &event("placed", "order.placed"), Some(&queued)).await.expect("placed");
+    store.create_order(&new_order("o-1", event("placed", "order.placed")), Some(&queued)).await.expect("placed");
     let claimed = store.claim("inventory", "h", i64::MAX / 4, 30_000, 10).await.expect("claims");
     assert!(claimed.is_empty(), "{db:?}: the order was queued past the stock level: {claimed:?}");
     let waiting: Vec<String> =
@@ -516,13 +513,12 @@ async fn a_commit_does_not_queue_past_an_event_waiting_for_the_relay(db: Db) {
     let order = |n: u32| {
         let id = format!("placed-{n}");
         (
-            new_order(&format!("o-{n}")),
-            stored_event(&id, "order.placed", &format!("o-{n}")),
+            new_order(&format!("o-{n}"), stored_event(&id, "order.placed", &format!("o-{n}"))),
             [("inventory".to_owned(), id, "wire".to_owned())],
         )
     };
-    let (new, placed, queued) = order(2);
-    store.create_order(&new, None, &placed, Some(&queued)).await.expect("placed");
+    let (new, queued) = order(2);
+    store.create_order(&new, Some(&queued)).await.expect("placed");
     let claimed = store.claim("inventory", "h", i64::MAX / 4, 30_000, 10).await.expect("claims");
     assert_eq!(claimed.iter().map(|d| d.event_id.as_str()).collect::<Vec<_>>(), ["placed-2"], "{db:?}");
     store.settle("h", &[claimed[0].id], &[]).await.expect("settles");

@@ -374,14 +374,16 @@ pub fn stored_event(id: &str, kind: &str, order_id: &str) -> wasaga_host::store:
     }
 }
 
-/// A one-cent order `id` for the store tests.
-pub fn new_order(id: &str) -> wasaga_host::store::NewOrder {
+/// A one-cent order `id` for the store tests, placed by `placed`.
+pub fn new_order(id: &str, placed: wasaga_host::event::StoredEvent) -> wasaga_host::store::NewOrder {
     wasaga_host::store::NewOrder {
         id: id.to_owned(),
         customer_id: "c".to_owned(),
         items: "[]".to_owned(),
         total_cents: 1,
         created_at_ms: 1,
+        idempotency: None,
+        placed,
     }
 }
 

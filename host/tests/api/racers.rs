@@ -46,6 +46,12 @@ fn one_wins<T: std::fmt::Debug>(what: &str, a: &Result<T, StoreError>, b: &Resul
     a.is_ok()
 }
 
+/// An order keyed by the Idempotency-Key `key` (body digest `h`).
+fn keyed(id: &str, key: &str, placed: wasaga_host::event::StoredEvent) -> wasaga_host::store::NewOrder {
+    let idempotency = wasaga_host::store::Idempotency { key: key.to_owned(), body_hash: "h".to_owned() };
+    wasaga_host::store::NewOrder { idempotency: Some(idempotency), ..new_order(id, placed) }
+}
+
 async fn racing_inserts_happen_once(db: Db) {
     let (store, _dir) = test_store(db).await;
     for round in 0..ROUNDS {
@@ -56,14 +62,14 @@ async fn racing_inserts_happen_once(db: Db) {
                 let (store, key) = (store.clone(), key.clone());
                 async move {
                     let placed = event(&format!("placed-a-{round}"), &format!("o-a-{round}"));
-                    store.create_order(&new_order(&format!("o-a-{round}")), Some((&key, "h")), &placed, None).await
+                    store.create_order(&keyed(&format!("o-a-{round}"), &key, placed), None).await
                 }
             },
             {
                 let (store, key) = (store.clone(), key.clone());
                 async move {
                     let placed = event(&format!("placed-b-{round}"), &format!("o-b-{round}"));
-                    store.create_order(&new_order(&format!("o-b-{round}")), Some((&key, "h")), &placed, None).await
+                    store.create_order(&keyed(&format!("o-b-{round}"), &key, placed), None).await
                 }
             },
         )

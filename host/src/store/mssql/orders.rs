@@ -4,21 +4,15 @@ use super::*;
 
 #[async_trait]
 impl OrderStore for MssqlStore {
-    async fn create_order(
-        &self,
-        order: &NewOrder,
-        idempotency: Option<(&str, &str)>,
-        placed: &StoredEvent,
-        // Never given: this store does not queue with a commit (`queues_with_commit`).
-        _queued: Option<&[Queued]>,
-    ) -> Result<Created, StoreError> {
+    // `queued` is never given: this store does not queue with a commit (`queues_with_commit`).
+    async fn create_order(&self, order: &NewOrder, _queued: Option<&[Queued]>) -> Result<Created, StoreError> {
         in_tx!(self, |conn| {
-            if let Some((key, hash)) = idempotency {
+            if let Some(Idempotency { key, body_hash: hash }) = &order.idempotency {
                 let inserted =
-                    insert_guarded(conn, sql::INSERT_IDEMPOTENCY, &[&key, &hash, &order.id, &order.created_at_ms])
+                    insert_guarded(conn, sql::INSERT_IDEMPOTENCY, &[key, hash, &order.id, &order.created_at_ms])
                         .await?;
                 if inserted == 0 {
-                    let found = rows(conn, sql::SELECT_IDEMPOTENCY, &[&key]).await?;
+                    let found = rows(conn, sql::SELECT_IDEMPOTENCY, &[key]).await?;
                     let row = found.first().ok_or_else(|| StoreError::Query("idempotency key vanished".into()))?;
                     return Ok(Created::Existing { order_id: text(row, 0)?, body_hash: text(row, 1)? });
                 }
@@ -29,7 +23,7 @@ impl OrderStore for MssqlStore {
                 &[&order.id, &order.customer_id, &order.total_cents, &order.items, &order.created_at_ms],
             )
             .await?;
-            insert_event(conn, placed).await?;
+            insert_event(conn, &order.placed).await?;
             Ok(Created::New)
         })
     }

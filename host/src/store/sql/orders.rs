@@ -6,23 +6,12 @@ macro_rules! orders {
     ($store:ty, $db:ty, $conn:ty, $name:literal, $lock:literal, $skip_locked:literal, $now:literal) => {
         #[async_trait]
         impl OrderStore for $store {
-            async fn create_order(
-                &self,
-                order: &NewOrder,
-                idempotency: Option<(&str, &str)>,
-                placed: &StoredEvent,
-                queued: Option<&[Queued]>,
-            ) -> Result<Created, StoreError> {
-                let args = (
-                    order.clone(),
-                    idempotency.map(|(key, hash)| (key.to_owned(), hash.to_owned())),
-                    placed.clone(),
-                    queued.map(<[Queued]>::to_vec),
-                    self.relay.clone(),
-                );
+            async fn create_order(&self, order: &NewOrder, queued: Option<&[Queued]>) -> Result<Created, StoreError> {
+                let args = (order.clone(), queued.map(<[Queued]>::to_vec), self.relay.clone());
                 self.write(args, |conn, args| Box::pin(async move {
-                    let (order, idempotency, placed, queued, relay) = &*args;
-                    if let Some((key, hash)) = idempotency {
+                    let (order, queued, relay) = &*args;
+                    let placed = &order.placed;
+                    if let Some(Idempotency { key, body_hash: hash }) = &order.idempotency {
                         let inserted = sqlx::query(
                             "INSERT INTO idempotency_keys (key, body_hash, order_id, created_at_ms) \
                              VALUES ($1, $2, $3, $4) ON CONFLICT (key) DO NOTHING",
