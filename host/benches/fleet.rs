@@ -164,21 +164,7 @@ async fn run(
         .buffer_unordered(64)
         .for_each(|_| async {})
         .await;
-    loop {
-        let page: Value = http
-            .get(format!("{base0}/api/orders?status=pending&limit=1"))
-            .bearer_auth("bench")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if page["orders"].as_array().is_some_and(|o| o.is_empty()) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    support::drain(&http, &base0).await;
     let wall = started.elapsed();
     let cpu: f64 = fleet.iter().map(Host::cpu_seconds).sum::<f64>() - cpu_before;
     let mut calls = -calls_before;

@@ -259,7 +259,7 @@ async fn run(
             }
         }
     }
-    external::drain(&http, &base).await;
+    support::drain(&http, &base).await;
     let wall = started.elapsed();
     // Latency from the server's own timeline: order.placed → order.completed.
     let latencies = support::latencies(&http, &base).await;

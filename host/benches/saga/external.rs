@@ -171,27 +171,6 @@ async fn start(rig: &Rig, extra_env: &[(&str, &str)]) -> Server {
     server
 }
 
-/// Wait until no order is pending.
-pub async fn drain(http: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let page: Value = http
-            .get(format!("{base}/api/orders?status=pending&limit=1"))
-            .bearer_auth("bench")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if page["orders"].as_array().is_some_and(|o| o.is_empty()) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "orders still pending after 10 minutes");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Run `wrk` against a fresh server for `seconds` under `load`.
 pub async fn run(rig: &Rig, load: Load, seconds: u32, extra_env: &[(&str, &str)]) -> Figures {
     let server = start(rig, extra_env).await;
@@ -245,7 +224,7 @@ pub async fn run(rig: &Rig, load: Load, seconds: u32, extra_env: &[(&str, &str)]
     let refused = count("status") + count("connect") + count("read") + count("write") + count("timeout");
     let accepted = count("requests").saturating_sub(count("status"));
     let load_secs = count("duration_us") as f64 / 1e6;
-    drain(&http, &server.base).await;
+    crate::support::drain(&http, &server.base).await;
     let until_done = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds(server.child.id()) - cpu_before;
     let latencies = latencies(&http, &server.base).await;

@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 /// User plus system CPU seconds of process `pid` so far.
 pub fn cpu_seconds(pid: u32) -> f64 {
@@ -60,4 +61,25 @@ pub async fn latencies(http: &reqwest::Client, base: &str) -> Vec<f64> {
     }
     latencies.sort_by(f64::total_cmp);
     latencies
+}
+
+/// Wait until no order is pending.
+pub async fn drain(http: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let page: Value = http
+            .get(format!("{base}/api/orders?status=pending&limit=1"))
+            .bearer_auth("bench")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if page["orders"].as_array().is_some_and(|o| o.is_empty()) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "orders still pending after 10 minutes");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -4,11 +4,9 @@
 
 use crate::helpers::*;
 use serde_json::{Value, json};
-use std::sync::Arc;
 use std::time::Duration;
 use wasaga_host::event::StoredEvent;
 use wasaga_host::saga::SagaContext;
-use wasaga_host::store::Store;
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -16,24 +14,9 @@ async fn dead_letters(api: &Api) -> Vec<Value> {
     api.admin_get("/api/admin/dead-letters").await.json().await.expect("dead letters are JSON")
 }
 
-/// A PostgreSQL-backed server with the saga steps and `extra` components, and a second
-/// handle on its store.
-async fn pg_app(extra: &[&str]) -> (TestApp, Arc<dyn Store>) {
-    let url = fresh_pg_database().await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    install_saga_steps(&dir.path().join("plugins"));
-    for name in extra {
-        std::fs::write(dir.path().join(format!("plugins/{name}.wasm")), component(name)).expect("copy");
-    }
-    let settings = test_settings(&dir, Some(url.clone()));
-    let app = spawn_with(dir, settings).await;
-    let store = wasaga_host::store::open(&url, &Default::default()).await.expect("store");
-    (app, store)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_emitting_kinds_it_does_not_own_is_dead_lettered_and_believed_by_no_one() {
-    let (app, _store) = pg_app(&["forger"]).await;
+    let (app, _store) = pg_app(&["forger"], |_| {}).await;
     app.stock_up("SKU-1", 10).await;
     // A declined order the forger tries to complete with a capture of its own.
     let mut body = order_body(&[("SKU-1", 1)], "tok_decline");
@@ -81,7 +64,7 @@ fn published(kind: &str, order_id: &str, emitter: &str, payload: Value) -> Store
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_host_acts_only_on_events_whose_emitter_owns_their_kind() {
-    let (app, store) = pg_app(&[]).await;
+    let (app, store) = pg_app(&[], |_| {}).await;
     app.stock_up("SKU-1", 10).await;
     // Two pending orders the saga never started (their first event is one no step takes).
     for id in ["o-forged", "o-genuine"] {
@@ -155,13 +138,7 @@ async fn traffic_that_fails_on_every_version_does_not_roll_a_good_swap_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_version_is_rolled_back_once_for_the_fleet_and_never_served_again() {
     let url = fresh_pg_database().await;
-    let dirs: Vec<tempfile::TempDir> = (0..2)
-        .map(|_| {
-            let dir = tempfile::tempdir().expect("temp dir");
-            install_saga_steps(&dir.path().join("plugins"));
-            dir
-        })
-        .collect();
+    let dirs = host_dirs(2);
     let token = format!("t-{}", rand_id());
     let env =
         [("WASAGA_AUTO_ROLLBACK_MIN_CALLS", "10".to_owned()), ("WASAGA_AUTO_ROLLBACK_FAILURE_RATE", "0.2".to_owned())];

@@ -3,11 +3,8 @@
 
 use crate::helpers::*;
 use serde_json::Value;
-use std::sync::Arc;
 use std::time::Duration;
-use wasaga_host::config::Settings;
 use wasaga_host::saga::SagaContext;
-use wasaga_host::store::Store;
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -15,23 +12,9 @@ async fn dead_letters(api: &Api) -> Vec<Value> {
     api.admin_get("/api/admin/dead-letters").await.json().await.expect("dead letters are JSON")
 }
 
-/// A PostgreSQL-backed server with the saga steps and the hostile fixture, and a second
-/// handle on its store.
-async fn pg_app(tune: impl FnOnce(&mut Settings)) -> (TestApp, Arc<dyn Store>) {
-    let url = fresh_pg_database().await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    install_saga_steps(&dir.path().join("plugins"));
-    std::fs::write(dir.path().join("plugins/hostile.wasm"), component("hostile")).expect("copy");
-    let mut settings = test_settings(&dir, Some(url.clone()));
-    tune(&mut settings);
-    let app = spawn_with(dir, settings).await;
-    let store = wasaga_host::store::open(&url, &Default::default()).await.expect("store");
-    (app, store)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_archive_name_the_storage_refuses_fails_its_event_alone() {
-    let (app, store) = pg_app(|_| {}).await;
+    let (app, store) = pg_app(&["hostile"], |_| {}).await;
     store.emit(&SagaContext::host_event("hostile.long-name", "o-poison", "{}".to_owned())).await.expect("emit");
     let ids: Vec<String> = (0..20).map(|i| format!("o-{i}")).collect();
     for id in &ids {
@@ -56,7 +39,7 @@ async fn an_archive_name_the_storage_refuses_fails_its_event_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn time_and_refusals_inside_host_calls_are_the_steps_and_end_in_a_dead_letter() {
-    let (app, store) = pg_app(|s| {
+    let (app, store) = pg_app(&["hostile"], |s| {
         s.max_attempts = 3;
         // Reads are bounded too; here the deadline must come first.
         s.step_max_state_reads = 1_000_000;
@@ -90,7 +73,7 @@ async fn time_and_refusals_inside_host_calls_are_the_steps_and_end_in_a_dead_let
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compensations_lost_for_ended_orders_are_published_again() {
-    let (app, _store) = pg_app(|s| {
+    let (app, _store) = pg_app(&["hostile"], |s| {
         s.redrive_after_ms = 2000;
         s.maintenance_interval_ms = 500;
     })

@@ -23,17 +23,6 @@ fn shared_archive() -> (tempfile::TempDir, Vec<(&'static str, String)>) {
     (archive, env)
 }
 
-/// Three hosts' folders, each with the saga steps in its plugins folder.
-fn host_dirs(n: usize) -> Vec<tempfile::TempDir> {
-    (0..n)
-        .map(|_| {
-            let dir = tempfile::tempdir().expect("temp dir");
-            install_saga_steps(&dir.path().join("plugins"));
-            dir
-        })
-        .collect()
-}
-
 /// Place one order per key, each sent to host `i % n` first and retried with the same
 /// Idempotency-Key on the next host whenever one refuses or is gone. Returns the order
 /// ids by key.

@@ -49,13 +49,7 @@ async fn serve_everywhere(hosts: &[&Api], step: &str, digest: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_old_file_touched_or_rewritten_on_one_host_does_not_roll_the_fleet_back() {
     let url = fresh_pg_database().await;
-    let dirs: Vec<tempfile::TempDir> = (0..2)
-        .map(|_| {
-            let dir = tempfile::tempdir().expect("temp dir");
-            install_saga_steps(&dir.path().join("plugins"));
-            dir
-        })
-        .collect();
+    let dirs = host_dirs(2);
     let token = format!("t-{}", rand_id());
     let a = Server::start_env(dirs[0].path(), Some(&url), &token, &[]);
     let b = Server::start_env(dirs[1].path(), Some(&url), &token, &[]);

@@ -675,3 +675,33 @@ pub async fn fresh_mssql_database(admin: &str) -> String {
 pub fn wasaga_bin() -> std::ffi::OsString {
     std::env::var_os("WASAGA_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_wasaga").into())
 }
+
+/// A PostgreSQL-backed server with the saga steps and `extra` fixtures, plus a second
+/// handle on its store for the test to write into.
+pub async fn pg_app(
+    extra: &[&str],
+    tune: impl FnOnce(&mut Settings),
+) -> (TestApp, std::sync::Arc<dyn wasaga_host::store::Store>) {
+    let url = fresh_pg_database().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    install_saga_steps(&dir.path().join("plugins"));
+    for name in extra {
+        std::fs::write(dir.path().join(format!("plugins/{name}.wasm")), component(name)).expect("copy");
+    }
+    let mut settings = test_settings(&dir, Some(url.clone()));
+    tune(&mut settings);
+    let app = spawn_with(dir, settings).await;
+    let store = wasaga_host::store::open(&url, &Default::default()).await.expect("store");
+    (app, store)
+}
+
+/// `n` hosts' folders, each with the saga steps in its plugins folder.
+pub fn host_dirs(n: usize) -> Vec<tempfile::TempDir> {
+    (0..n)
+        .map(|_| {
+            let dir = tempfile::tempdir().expect("temp dir");
+            install_saga_steps(&dir.path().join("plugins"));
+            dir
+        })
+        .collect()
+}

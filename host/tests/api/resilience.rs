@@ -8,12 +8,9 @@ use crate::crash::Server;
 use crate::helpers::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
-use wasaga_host::config::Settings;
 use wasaga_host::event::StoredEvent;
 use wasaga_host::saga::SagaContext;
-use wasaga_host::store::Store;
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -24,22 +21,6 @@ fn hostile_event(kind: &str, order_id: &str) -> StoredEvent {
 async fn dead_letters(api: &Api) -> Vec<Value> {
     let body: Value = api.admin_get("/api/admin/dead-letters").await.json().await.expect("dead letters are JSON");
     body.as_array().cloned().unwrap_or_else(|| panic!("a list of dead letters: {body}"))
-}
-
-/// A PostgreSQL-backed server with the saga steps and `extra` fixtures, plus a second
-/// handle on its store for the test to write into.
-async fn pg_app(extra: &[&str], tune: impl FnOnce(&mut Settings)) -> (TestApp, Arc<dyn Store>) {
-    let url = fresh_pg_database().await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    install_saga_steps(&dir.path().join("plugins"));
-    for name in extra {
-        std::fs::write(dir.path().join(format!("plugins/{name}.wasm")), component(name)).expect("copy");
-    }
-    let mut settings = test_settings(&dir, Some(url.clone()));
-    tune(&mut settings);
-    let app = spawn_with(dir, settings).await;
-    let store = wasaga_host::store::open(&url, &Default::default()).await.expect("store");
-    (app, store)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -69,13 +69,7 @@ async fn each_order_is_one_trace_across_hosts_and_steps() {
         ("OTEL_BSP_SCHEDULE_DELAY", "200".to_owned()),
         ("WASAGA_ARCHIVE_URL", format!("file://{}", archive.path().display())),
     ];
-    let dirs: Vec<tempfile::TempDir> = (0..2)
-        .map(|_| {
-            let dir = tempfile::tempdir().expect("temp dir");
-            install_saga_steps(&dir.path().join("plugins"));
-            dir
-        })
-        .collect();
+    let dirs = host_dirs(2);
     let token = format!("t-{}", rand_id());
     let servers: Vec<Server> = dirs.iter().map(|d| Server::start_env(d.path(), Some(&url), &token, &env)).collect();
     for server in &servers {
