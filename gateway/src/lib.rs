@@ -89,7 +89,9 @@ struct Request {
     body: serde_json::Map<String, Value>,
 }
 
-fn admit(gateway: &Gateway, headers: &HeaderMap, body: &Bytes) -> Admission {
+/// A key belongs to the endpoint it was first sent to: the same key and body on another
+/// endpoint is refused, never answered with the other endpoint's answer.
+fn admit(gateway: &Gateway, endpoint: &str, headers: &HeaderMap, body: &Bytes) -> Admission {
     let Some(key) = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::trim) else {
         let (status, body) = error(StatusCode::BAD_REQUEST, "missing_idempotency_key", "send an Idempotency-Key");
         return Admission::Refuse(status, body);
@@ -99,14 +101,14 @@ fn admit(gateway: &Gateway, headers: &HeaderMap, body: &Bytes) -> Admission {
         return Admission::Refuse(status, body);
     };
     // The body as parsed (keys sorted), so a client that serialises it again matches.
-    let digest = hex::encode(Sha256::digest(Value::Object(fields.clone()).to_string().as_bytes()));
+    let digest = hex::encode(Sha256::digest(format!("{endpoint} {}", Value::Object(fields.clone())).as_bytes()));
     let mut book = gateway.book.lock();
     if let Some((first, status, answer)) = book.answers.get(key) {
         if *first == digest {
             return Admission::Replay(*status, answer.clone());
         }
         let (status, body) =
-            error(StatusCode::CONFLICT, "idempotency_key_reused", "this key was used with another body");
+            error(StatusCode::CONFLICT, "idempotency_key_reused", "this key was used with another body or endpoint");
         return Admission::Refuse(status, body);
     }
     if !book.running.insert(key.to_owned()) {
@@ -132,7 +134,8 @@ fn release(gateway: &Gateway, request: &Request, status: u16, body: Value) -> Re
 }
 
 async fn charge(State(gateway): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -> Response {
-    let request = match admit(&gateway, &headers, &body) {
+    const ENDPOINT: &str = "/v1/charges";
+    let request = match admit(&gateway, ENDPOINT, &headers, &body) {
         Admission::Replay(status, body) => return answer(status, body, true),
         Admission::Refuse(status, body) => return answer(status, body, false),
         Admission::Handle(request) => request,
@@ -178,7 +181,8 @@ async fn charge(State(gateway): State<Arc<Gateway>>, headers: HeaderMap, body: B
 }
 
 async fn refund(State(gateway): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -> Response {
-    let request = match admit(&gateway, &headers, &body) {
+    const ENDPOINT: &str = "/v1/refunds";
+    let request = match admit(&gateway, ENDPOINT, &headers, &body) {
         Admission::Replay(status, body) => return answer(status, body, true),
         Admission::Refuse(status, body) => return answer(status, body, false),
         Admission::Handle(request) => request,

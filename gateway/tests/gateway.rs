@@ -45,6 +45,16 @@ async fn a_key_charges_once_however_often_it_is_sent() {
 }
 
 #[tokio::test]
+async fn a_charges_key_and_body_sent_to_refunds_is_refused_not_replayed() {
+    let base = start().await;
+    let body = json!({"amount_cents": 500, "token": "tok_ok", "charge_id": "ch_1"});
+    assert_eq!(post(&base, "/v1/charges", "k-1", body.clone()).await.0, 200);
+    let (status, answer, replayed) = post(&base, "/v1/refunds", "k-1", body).await;
+    assert_eq!((status, replayed), (409, false), "{answer}");
+    assert_eq!(ledger(&base).await["refunds"].as_array().map(Vec::len), Some(0));
+}
+
+#[tokio::test]
 async fn test_tokens_decline_fail_for_a_while_and_wait() {
     let base = start().await;
     let (status, body, _) =
