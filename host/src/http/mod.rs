@@ -84,7 +84,7 @@ pub fn router(state: AppState) -> Router {
     let (api, description) = api(&state).split_for_parts();
     api.merge(ui::router(state.clone()))
         .fallback(admin::not_found)
-        .layer(axum::Extension(Arc::new(description)))
+        .layer(axum::Extension(openapi::Described::of(&description)))
         .layer(middleware::map_response(problem::as_problem))
         .layer(middleware::from_fn(guard::reject_control_characters))
         .layer(DefaultBodyLimit::max(body::MAX_JSON_BYTES))

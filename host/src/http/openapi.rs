@@ -4,8 +4,7 @@
 
 use super::problem;
 use super::responses::Common;
-use axum::{Extension, Json};
-use std::sync::Arc;
+use axum::Extension;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -57,8 +56,17 @@ impl Modify for AdminToken {
     get, path = "/api/openapi.json", tag = "health",
     responses(Common, (status = 200, description = "The OpenAPI 3.1 description of this API", body = Object))
 )]
-pub async fn openapi_json(
-    Extension(description): Extension<Arc<utoipa::openapi::OpenApi>>,
-) -> Json<utoipa::openapi::OpenApi> {
-    Json(description.as_ref().clone())
+pub async fn openapi_json(Extension(description): Extension<Described>) -> impl axum::response::IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], description.0)
+}
+
+/// The description, rendered once when the router is built: anyone may ask for it, so
+/// asking costs a reference to its bytes, not a copy of the document.
+#[derive(Debug, Clone)]
+pub struct Described(bytes::Bytes);
+
+impl Described {
+    pub fn of(description: &utoipa::openapi::OpenApi) -> Described {
+        Described(bytes::Bytes::from(serde_json::to_vec(description).unwrap_or_default()))
+    }
 }
