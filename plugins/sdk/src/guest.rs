@@ -53,6 +53,15 @@ impl Host for WitHost {
     fn origin(&self) -> Origin {
         Origin { step: String::new(), step_version: String::new() }
     }
+
+    fn http(&mut self, request: &crate::http::Request) -> Result<crate::http::Response, String> {
+        send(request)
+    }
+
+    fn setting(&self, name: &str) -> Option<String> {
+        // The host gives a step its settings as its WASI environment.
+        std::env::var(name).ok()
+    }
 }
 
 /// `describe` for step `S`.
@@ -76,4 +85,68 @@ pub fn handle<S: Step>(ctx: wit::Context, event: wit::Event) -> Result<Vec<wit::
         Err(StepError::Retryable(reason)) => Err(wit::StepError::Retryable(reason)),
         Err(StepError::Fatal(reason)) => Err(wit::StepError::Fatal(reason)),
     }
+}
+
+/// `wasi:http/outgoing-handler` as a blocking call: build the request, send it, write its
+/// body, wait for the answer and read its body.
+pub(crate) fn send(request: &crate::http::Request) -> Result<crate::http::Response, String> {
+    use wasip2::http::outgoing_handler;
+    use wasip2::http::types::{Fields, Method, OutgoingBody, OutgoingRequest, Scheme};
+    use wasip2::io::streams::StreamError;
+
+    let (scheme, authority, path) = crate::http::split_url(&request.url)?;
+    let entries: Vec<(String, Vec<u8>)> =
+        request.headers.iter().map(|(n, v)| (n.to_ascii_lowercase(), v.as_bytes().to_vec())).collect();
+    let headers = Fields::from_list(&entries).map_err(|e| format!("header refused: {e:?}"))?;
+    let outgoing = OutgoingRequest::new(headers);
+    let method = match request.method.to_ascii_uppercase().as_str() {
+        "GET" => Method::Get,
+        "POST" => Method::Post,
+        "PUT" => Method::Put,
+        "DELETE" => Method::Delete,
+        "PATCH" => Method::Patch,
+        "HEAD" => Method::Head,
+        other => Method::Other(other.to_owned()),
+    };
+    let scheme = match scheme {
+        "http" => Scheme::Http,
+        "https" => Scheme::Https,
+        other => Scheme::Other(other.to_owned()),
+    };
+    let invalid = |what: &str| format!("{} {}: invalid {what}", request.method, request.url);
+    outgoing.set_method(&method).map_err(|()| invalid("method"))?;
+    outgoing.set_scheme(Some(&scheme)).map_err(|()| invalid("scheme"))?;
+    outgoing.set_authority(Some(authority)).map_err(|()| invalid("authority"))?;
+    outgoing.set_path_with_query(Some(path)).map_err(|()| invalid("path"))?;
+    let body = outgoing.body().map_err(|()| invalid("body"))?;
+    let pending = outgoing_handler::handle(outgoing, None).map_err(|e| format!("{e:?}"))?;
+    {
+        let stream = body.write().map_err(|()| invalid("body"))?;
+        for chunk in request.body.chunks(4096) {
+            stream.blocking_write_and_flush(chunk).map_err(|e| format!("writing the body: {e:?}"))?;
+        }
+    }
+    OutgoingBody::finish(body, None).map_err(|e| format!("{e:?}"))?;
+    pending.subscribe().block();
+    let response = match pending.get() {
+        Some(Ok(Ok(response))) => response,
+        Some(Ok(Err(code))) => return Err(format!("{code:?}")),
+        Some(Err(())) | None => return Err("the answer was lost".to_owned()),
+    };
+    let status = response.status();
+    let headers =
+        response.headers().entries().into_iter().map(|(n, v)| (n, String::from_utf8_lossy(&v).into_owned())).collect();
+    let incoming = response.consume().map_err(|()| "the answer has no body".to_owned())?;
+    let mut bytes = Vec::new();
+    {
+        let stream = incoming.stream().map_err(|()| "the answer has no body".to_owned())?;
+        loop {
+            match stream.blocking_read(64 * 1024) {
+                Ok(chunk) => bytes.extend_from_slice(&chunk),
+                Err(StreamError::Closed) => break,
+                Err(StreamError::LastOperationFailed(e)) => return Err(e.to_debug_string()),
+            }
+        }
+    }
+    Ok(crate::http::Response { status, headers, body: bytes })
 }

@@ -1,5 +1,7 @@
-//! What a step may ask of the host: its own state, the log, the archive, provenance.
+//! What a step may ask of the host: its own state, the log, the archive, provenance,
+//! outbound HTTP and its settings.
 
+use crate::http::{Request, Response};
 use crate::types::{Level, Origin, StepError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -19,6 +21,16 @@ pub trait Host {
     fn archive_put(&mut self, name: &str, body: &[u8], content_type: &str) -> Result<(), String>;
     /// Who emitted the event being handled.
     fn origin(&self) -> Origin;
+    /// Send `request` through the host (see [`crate::http`]). `Err` is a request that got
+    /// no answer: refused by the host, or a network failure.
+    fn http(&mut self, request: &Request) -> Result<Response, String> {
+        Err(format!("{} {}: this host makes no outbound calls", request.method, request.url))
+    }
+    /// A setting the operator gave the step (`[steps.NAME.env]`), if any.
+    fn setting(&self, name: &str) -> Option<String> {
+        let _ = name;
+        None
+    }
 }
 
 /// Typed state on top of [`Host`]: values are JSON.

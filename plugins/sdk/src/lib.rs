@@ -23,6 +23,7 @@
 pub mod archive;
 pub mod events;
 mod host;
+pub mod http;
 mod memory;
 pub mod recording;
 #[cfg(not(target_arch = "wasm32"))]

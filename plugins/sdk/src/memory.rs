@@ -1,12 +1,12 @@
 //! An in-memory [`Host`] for unit tests and native benchmarks of a step's logic.
 
 use crate::host::Host;
+use crate::http::{Request, Response};
 use crate::types::{Level, Origin};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 /// State, archive and log kept in memory.
-#[derive(Debug)]
 pub struct MemoryHost {
     /// The step's state.
     pub state: BTreeMap<String, Vec<u8>>,
@@ -18,6 +18,24 @@ pub struct MemoryHost {
     pub origin: Origin,
     /// When set, `archive_put` fails with this reason.
     pub archive_error: Option<String>,
+    /// What [`Host::setting`] answers.
+    pub settings: BTreeMap<String, String>,
+    /// Answers [`Host::http`] by request: a function of the request, or none (refused).
+    #[allow(clippy::type_complexity)]
+    pub http: Option<Box<dyn FnMut(&Request) -> Result<Response, String>>>,
+    /// Requests sent, in order.
+    pub requests: Vec<Request>,
+}
+
+impl std::fmt::Debug for MemoryHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryHost")
+            .field("state", &self.state)
+            .field("archive", &self.archive)
+            .field("logs", &self.logs)
+            .field("requests", &self.requests)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for MemoryHost {
@@ -28,6 +46,9 @@ impl Default for MemoryHost {
             logs: RefCell::new(Vec::new()),
             origin: Origin { step: "host".to_owned(), step_version: "test".to_owned() },
             archive_error: None,
+            settings: BTreeMap::new(),
+            http: None,
+            requests: Vec::new(),
         }
     }
 }
@@ -60,5 +81,17 @@ impl Host for MemoryHost {
 
     fn origin(&self) -> Origin {
         self.origin.clone()
+    }
+
+    fn http(&mut self, request: &Request) -> Result<Response, String> {
+        self.requests.push(request.clone());
+        match &mut self.http {
+            Some(answer) => answer(request),
+            None => Err(format!("{} {}: this host makes no outbound calls", request.method, request.url)),
+        }
+    }
+
+    fn setting(&self, name: &str) -> Option<String> {
+        self.settings.get(name).cloned()
     }
 }

@@ -7,8 +7,9 @@
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// The format version this crate writes and reads.
-pub const FORMAT: u32 = 1;
+/// The format version this crate writes; it reads this one and the ones before it
+/// (format 2 added [`HostCall::Http`]).
+pub const FORMAT: u32 = 2;
 
 /// One recorded call.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,6 +37,9 @@ pub struct Recording {
     /// [`REDACTED`] when the recording was written (the host's `redact` setting).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub redacted: Vec<String>,
+    /// The step's settings when it ran (`[steps.NAME.env]`), given to it again on replay.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub settings: Vec<(String, String)>,
 }
 
 /// What a redacted payload field holds instead of its value.
@@ -106,6 +110,32 @@ pub enum HostCall {
         /// The message (cut to the host's line limit).
         message: String,
     },
+    /// An outbound HTTP request as sent (secret headers left out) and what answered it.
+    Http {
+        /// The method.
+        method: String,
+        /// The absolute URL.
+        url: String,
+        /// Headers as sent, the host's idempotency key included, secrets left out.
+        headers: Vec<(String, String)>,
+        /// The request body.
+        body: Bytes,
+        /// The answer, if one came.
+        response: Option<HttpAnswer>,
+        /// Why no answer came, if none did.
+        error: Option<String>,
+    },
+}
+
+/// The answer to a recorded request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HttpAnswer {
+    /// The status code.
+    pub status: u16,
+    /// Header names and values.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Bytes,
 }
 
 /// How a call ended.
@@ -187,8 +217,11 @@ impl Recording {
     /// Read a recording from JSON, checking its format.
     pub fn from_json(text: &str) -> Result<Recording, String> {
         let recording: Recording = serde_json::from_str(text).map_err(|e| format!("not a recording: {e}"))?;
-        if recording.format != FORMAT {
-            return Err(format!("recording format {} is not supported (this reader knows {FORMAT})", recording.format));
+        if recording.format == 0 || recording.format > FORMAT {
+            return Err(format!(
+                "recording format {} is not supported (this reader knows 1 to {FORMAT})",
+                recording.format
+            ));
         }
         Ok(recording)
     }
@@ -255,6 +288,13 @@ pub fn describe(call: &HostCall) -> String {
             Some(e) => format!("archive.put({name:?}, {bytes} bytes) → error {e}"),
         },
         HostCall::Log { level, message } => format!("log.{level}({message:?})"),
+        HostCall::Http { method, url, body, response, error, .. } => match (response, error) {
+            (Some(answer), _) => {
+                format!("http {method} {url} {} → {} {}", show(body), answer.status, show(&answer.body))
+            }
+            (None, Some(error)) => format!("http {method} {url} {} → error {error}", show(body)),
+            (None, None) => format!("http {method} {url} {}", show(body)),
+        },
     }
 }
 

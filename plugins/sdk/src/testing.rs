@@ -107,6 +107,10 @@ pub fn replay_recording<S: Step>(recording: &Recording) -> Replay {
                 _ => None,
             })
             .collect(),
+        settings: recording.settings.iter().cloned().collect(),
+        exchanges: RefCell::new(
+            recording.calls.iter().filter(|c| matches!(c, HostCall::Http { .. })).cloned().collect(),
+        ),
     };
     let event = Event {
         id: recording.event.id.clone(),
@@ -142,6 +146,10 @@ struct ReplayHost {
     calls: RefCell<Vec<HostCall>>,
     origin: Origin,
     archive: BTreeMap<String, Option<String>>,
+    /// The step's settings when it ran.
+    settings: BTreeMap<String, String>,
+    /// Recorded requests not answered yet.
+    exchanges: RefCell<Vec<HostCall>>,
 }
 
 impl Host for ReplayHost {
@@ -184,5 +192,37 @@ impl Host for ReplayHost {
 
     fn origin(&self) -> Origin {
         self.origin.clone()
+    }
+
+    fn setting(&self, name: &str) -> Option<String> {
+        self.settings.get(name).cloned()
+    }
+
+    /// Answered from the recording: the first unanswered recorded request with the same
+    /// method, URL and body; a request the recording lacks would call out, and fails.
+    fn http(&mut self, request: &crate::http::Request) -> Result<crate::http::Response, String> {
+        let mut exchanges = self.exchanges.borrow_mut();
+        let found = exchanges.iter().position(|c| {
+            matches!(c, HostCall::Http { method, url, body, .. }
+                if *method == request.method && *url == request.url && body.0 == request.body)
+        });
+        let Some(HostCall::Http { method, url, headers, body, response, error }) = found.map(|i| exchanges.remove(i))
+        else {
+            return Err(format!("would call out: {} {} is not in the recording", request.method, request.url));
+        };
+        self.calls.borrow_mut().push(HostCall::Http {
+            method,
+            url,
+            headers,
+            body,
+            response: response.clone(),
+            error: error.clone(),
+        });
+        match response {
+            Some(answer) => {
+                Ok(crate::http::Response { status: answer.status, headers: answer.headers, body: answer.body.0 })
+            }
+            None => Err(error.unwrap_or_else(|| "no answer".to_owned())),
+        }
     }
 }
