@@ -10,7 +10,7 @@
 
 use crate::archive::{Archive, ArchiveError};
 use crate::event::Digest;
-use crate::runtime::{CallInput, LoadedStep, Origin, Recorder, Runtime, RuntimeConfig, StateError, StepState};
+use crate::runtime::{CallInput, LoadedStep, Network, Origin, Recorder, Runtime, RuntimeConfig, StateError, StepState};
 use async_trait::async_trait;
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -195,6 +195,8 @@ pub async fn replay(runtime: &Runtime, recording: &Recording, step: &LoadedStep,
         payload: &event.payload,
         origin: &origin,
         attempt: recording.attempt,
+        // Offline: requests are answered from the recording; a new one is a divergence.
+        network: Network::Recorded { calls: &recording.calls, settings: Some(&recording.settings) },
     };
     let result = runtime.call_recorded(step, input, state, Some(archive), Some(recorder.clone())).await;
     let (calls, _) = recorder.take();

@@ -87,6 +87,12 @@ pub struct Settings {
     pub step_max_archive_bytes: u64,
     /// Per call: log lines kept (more are dropped and counted).
     pub step_max_log_lines: u64,
+    /// Per call: outbound HTTP requests a step may send.
+    pub step_max_http_requests: u64,
+    /// Per request: bytes of the body a step sends.
+    pub step_max_http_request_bytes: u64,
+    /// Per request: bytes of the body a step receives.
+    pub step_max_http_response_bytes: u64,
     /// A pending order with no progress for this long has its events published again.
     pub redrive_after_ms: u64,
     /// How often the upkeep jobs (redrive, retention) run.
@@ -132,7 +138,7 @@ pub struct Settings {
 
 /// Every key of [`Settings`], as in `wasaga.toml` and (upper-cased, `WASAGA_`-prefixed)
 /// in the environment.
-const SETTING_KEYS: [&str; 45] = [
+const SETTING_KEYS: [&str; 48] = [
     "console_session_secs",
     "console_secure_cookie",
     "auth_failures_per_minute",
@@ -158,6 +164,9 @@ const SETTING_KEYS: [&str; 45] = [
     "step_max_archive_objects",
     "step_max_archive_bytes",
     "step_max_log_lines",
+    "step_max_http_requests",
+    "step_max_http_request_bytes",
+    "step_max_http_response_bytes",
     "redrive_after_ms",
     "retain_inbox_secs",
     "retain_outbox_secs",
@@ -221,6 +230,9 @@ impl Default for Settings {
             step_max_archive_objects: 100,
             step_max_archive_bytes: 8 * 1024 * 1024,
             step_max_log_lines: 100,
+            step_max_http_requests: 8,
+            step_max_http_request_bytes: 1024 * 1024,
+            step_max_http_response_bytes: 4 * 1024 * 1024,
             redrive_after_ms: 60_000,
             maintenance_interval_ms: 5_000,
             auto_rollback_failure_rate: 0.2,

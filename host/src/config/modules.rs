@@ -83,6 +83,9 @@ impl Settings {
             archive_objects: size(self.step_max_archive_objects),
             archive_bytes: size(self.step_max_archive_bytes),
             log_lines: size(self.step_max_log_lines),
+            http_requests: size(self.step_max_http_requests),
+            http_request_bytes: size(self.step_max_http_request_bytes),
+            http_response_bytes: size(self.step_max_http_response_bytes),
             ..crate::runtime::CallLimits::default()
         }
     }
@@ -183,6 +186,8 @@ impl Settings {
             max_component_bytes: usize::try_from(self.max_component_mib.saturating_mul(1024 * 1024))
                 .unwrap_or(usize::MAX),
             compile_timeout: Duration::from_millis(self.compile_timeout_ms),
+            // Checked by `validate` when the settings were loaded.
+            outbound: self.outbound_policies().unwrap_or_default(),
             ..RuntimeConfig::default()
         }
     }

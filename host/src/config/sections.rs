@@ -50,6 +50,20 @@ pub struct StepSettings {
     /// are written; empty by default.
     #[serde(default)]
     pub redact: Vec<String>,
+    /// Targets the step may call over HTTP, each `scheme://host[:port]`; none by default.
+    /// A name resolving to a loopback, link-local or private address is refused unless
+    /// the address itself is listed.
+    #[serde(default)]
+    pub outbound: Vec<String>,
+    /// Headers the host adds to the step's requests (`authorization = "env:GATEWAY_KEY"`,
+    /// read from that environment variable, or the value itself). The step never sees
+    /// them, may not set them, and no log or recording holds them.
+    #[serde(default)]
+    pub outbound_headers: std::collections::BTreeMap<String, SecretString>,
+    /// Settings the step reads as its environment (`Host::setting`); not secret: use
+    /// `outbound_headers` for keys.
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
 }
 
 /// A client of the order API and what it may do.

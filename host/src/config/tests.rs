@@ -160,3 +160,47 @@ fn a_missing_config_file_is_an_error() {
         Ok(())
     });
 }
+
+#[test]
+#[allow(clippy::result_large_err)] // figment's Jail fixes the closure's error type.
+fn outbound_settings_name_what_is_wrong_and_read_secrets_from_the_environment() {
+    figment::Jail::expect_with(|jail| {
+        jail.set_env("WASAGA_TEST_GATEWAY_AUTH", "Bearer sk_live_x");
+        jail.create_file(
+            "wasaga.toml",
+            r#"
+                [steps.payment]
+                outbound = ["http://127.0.0.1:9911", "https://api.example.com"]
+                [steps.payment.outbound_headers]
+                authorization = "env:WASAGA_TEST_GATEWAY_AUTH"
+                [steps.payment.env]
+                WASAGA_GATEWAY_URL = "http://127.0.0.1:9911"
+            "#,
+        )?;
+        let settings = Settings::load(Some(Path::new("wasaga.toml"))).map_err(|e| e.to_string())?;
+        let policies = settings.outbound_policies().map_err(|e| e.to_string())?;
+        let payment = &policies["payment"];
+        let targets: Vec<String> = payment.targets.iter().map(ToString::to_string).collect();
+        assert_eq!(targets, ["http://127.0.0.1:9911", "https://api.example.com:443"]);
+        assert_eq!(payment.headers[0].1, "Bearer sk_live_x");
+        assert!(payment.headers[0].1.is_sensitive());
+        // The secret is not in the policy's debug output.
+        assert!(!format!("{payment:?}").contains("sk_live_x"));
+        for (file, body, says) in [
+            ("target.toml", "[steps.payment]\noutbound = [\"http://x/path\"]\n", "outbound"),
+            ("scheme.toml", "[steps.payment]\noutbound = [\"ftp://x\"]\n", "http or https"),
+            (
+                "unset.toml",
+                "[steps.payment]\noutbound = [\"http://x\"]\n[steps.payment.outbound_headers]\nauthorization = \"env:WASAGA_TEST_NO_SUCH_VARIABLE\"\n",
+                "WASAGA_TEST_NO_SUCH_VARIABLE",
+            ),
+            ("nowhere.toml", "[steps.payment.outbound_headers]\nauthorization = \"k\"\n", "lists no target"),
+            ("env.toml", "[steps.payment.env]\n\"A-B\" = \"x\"\n", "env"),
+        ] {
+            jail.create_file(file, body)?;
+            let error = Settings::load(Some(Path::new(file))).expect_err(file).to_string();
+            assert!(error.contains("[steps.payment]") && error.contains(says), "{file}: {error}");
+        }
+        Ok(())
+    });
+}

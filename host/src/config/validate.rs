@@ -50,6 +50,9 @@ impl Settings {
             ("WASAGA_STEP_MAX_ARCHIVE_OBJECTS", self.step_max_archive_objects, 0, 100_000),
             ("WASAGA_STEP_MAX_ARCHIVE_BYTES", self.step_max_archive_bytes, 0, 1 << 30),
             ("WASAGA_STEP_MAX_LOG_LINES", self.step_max_log_lines, 0, 1_000_000),
+            ("WASAGA_STEP_MAX_HTTP_REQUESTS", self.step_max_http_requests, 0, 10_000),
+            ("WASAGA_STEP_MAX_HTTP_REQUEST_BYTES", self.step_max_http_request_bytes, 0, 1 << 30),
+            ("WASAGA_STEP_MAX_HTTP_RESPONSE_BYTES", self.step_max_http_response_bytes, 0, 1 << 30),
             ("WASAGA_REDRIVE_AFTER_MS", self.redrive_after_ms, 100, 86_400_000),
             ("WASAGA_MAINTENANCE_INTERVAL_MS", self.maintenance_interval_ms, 100, 3_600_000),
             ("WASAGA_AUTO_ROLLBACK_MIN_CALLS", self.auto_rollback_min_calls, 1, 1_000_000),
@@ -127,6 +130,7 @@ impl Settings {
         if !(1..=10_000).contains(&self.auth_failures_per_minute) {
             return invalid("WASAGA_AUTH_FAILURES_PER_MINUTE", "must be between 1 and 10000");
         }
+        self.outbound_policies()?;
         let clients = self.client_keys()?;
         if clients.is_empty() && !self.http_addr.ip().is_loopback() {
             return Err(ConfigError::Invalid {
@@ -144,6 +148,62 @@ impl Settings {
             return invalid("WASAGA_NAMESPACE", "1 to 64 letters, digits, '.', '_' or '-'");
         }
         Ok(())
+    }
+
+    /// Per step: `outbound` targets, `outbound_headers` (each `env:VAR` read from the
+    /// environment) and `env` settings.
+    pub fn outbound_policies(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, crate::runtime::OutboundPolicy>, ConfigError> {
+        use secrecy::ExposeSecret;
+        let mut policies = std::collections::BTreeMap::new();
+        for (step, settings) in &self.steps {
+            let invalid = |field: &str, reason: String| ConfigError::Invalid {
+                name: "steps",
+                reason: format!("[steps.{step}] {field}: {reason}"),
+            };
+            let mut policy = crate::runtime::OutboundPolicy::default();
+            for target in &settings.outbound {
+                policy.targets.push(crate::runtime::Target::parse(target).map_err(|e| invalid("outbound", e))?);
+            }
+            for (name, configured) in &settings.outbound_headers {
+                let header = http::HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| invalid("outbound_headers", format!("{name:?} is not a header name")))?;
+                let configured = configured.expose_secret();
+                let value = match configured.strip_prefix("env:") {
+                    Some(var) => std::env::var(var).map_err(|_| {
+                        invalid(
+                            "outbound_headers",
+                            format!("{name} names the environment variable {var}, which is not set"),
+                        )
+                    })?,
+                    None => configured.to_owned(),
+                };
+                let mut value = http::HeaderValue::from_str(&value)
+                    .map_err(|_| invalid("outbound_headers", format!("the value of {name} is not a header value")))?;
+                // Kept out of debug output and HPACK tables.
+                value.set_sensitive(true);
+                policy.headers.push((header, value));
+            }
+            if !settings.outbound_headers.is_empty() && settings.outbound.is_empty() {
+                return Err(invalid(
+                    "outbound_headers",
+                    "set, but outbound lists no target to send them to".to_owned(),
+                ));
+            }
+            for (name, value) in &settings.env {
+                let name_ok = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !name_ok || value.contains('\0') {
+                    return Err(invalid(
+                        "env",
+                        format!("{name:?}: names are letters, digits and '_'; values hold no NUL"),
+                    ));
+                }
+                policy.env.push((name.clone(), value.clone()));
+            }
+            policies.insert(step.clone(), policy);
+        }
+        Ok(policies)
     }
 
     /// The client keys of `[clients]`, each `env:VAR` read from the environment.

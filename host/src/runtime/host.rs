@@ -1,9 +1,10 @@
-//! The data of one call's wasmtime `Store`: the empty WASI context, the limits and the
-//! call's budget, and the host side of the `state`, `log`, `archive` and `provenance`
-//! imports.
+//! The data of one call's wasmtime `Store`: the WASI context (the step's settings and
+//! nothing else), the limits and the call's budget, outbound HTTP, and the host side of
+//! the `state`, `log`, `archive` and `provenance` imports.
 
 use super::bindings::{archive, log, provenance, state, types};
 use super::limits::{CallBudget, CallLimiter, truncate};
+use super::outbound::{CallNet, Hooks};
 use super::recorder::Recorder;
 use super::state::{StateError, StepState};
 use crate::archive::{Archive, ArchiveError};
@@ -13,6 +14,7 @@ use wasaga_sdk::recording::{Bytes as RecordedBytes, HostCall};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// Bytes of stdout and stderr kept per call; a guest printing more gets a write error.
 const STDIO_CAPACITY: usize = 64 * 1024;
@@ -29,6 +31,8 @@ pub struct CallLabels {
 pub struct StepStore {
     wasi: WasiCtx,
     table: ResourceTable,
+    http: WasiHttpCtx,
+    pub(super) hooks: Hooks,
     pub(super) limiter: CallLimiter,
     pub(super) budget: CallBudget,
     /// Set when a state or archive import met an outage of its storage: a deadline that
@@ -54,18 +58,21 @@ pub(super) struct CallParts {
     pub origin: provenance::Origin,
     pub labels: CallLabels,
     pub recorder: Option<Arc<Recorder>>,
+    pub net: Arc<CallNet>,
 }
 
 impl StepStore {
     pub(super) fn new(limiter: CallLimiter, budget: CallBudget, parts: CallParts) -> Self {
-        let CallParts { state, archive, origin, labels, recorder } = parts;
+        let CallParts { state, archive, origin, labels, recorder, net } = parts;
         let stdout = MemoryOutputPipe::new(STDIO_CAPACITY);
         let stderr = MemoryOutputPipe::new(STDIO_CAPACITY);
-        // No preopens, environment, arguments or network: the context grants nothing.
-        let wasi = WasiCtx::builder().stdout(stdout.clone()).stderr(stderr.clone()).build();
+        // No preopens, arguments or sockets; the environment is the step's settings.
+        let wasi = WasiCtx::builder().stdout(stdout.clone()).stderr(stderr.clone()).envs(net.settings()).build();
         StepStore {
             wasi,
             table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            hooks: Hooks { call: net },
             limiter,
             budget,
             host_outage: false,
@@ -121,6 +128,12 @@ impl StepStore {
 impl WasiView for StepStore {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for StepStore {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { hooks: &mut self.hooks, table: &mut self.table, ctx: &mut self.http }
     }
 }
 

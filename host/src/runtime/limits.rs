@@ -60,6 +60,12 @@ pub struct CallLimits {
     pub emits: usize,
     /// Payload bytes one call may return.
     pub emit_bytes: usize,
+    /// Outbound HTTP requests one call may send (`WASAGA_STEP_MAX_HTTP_REQUESTS`).
+    pub http_requests: usize,
+    /// Bytes of one request body (`WASAGA_STEP_MAX_HTTP_REQUEST_BYTES`).
+    pub http_request_bytes: usize,
+    /// Bytes of one response body (`WASAGA_STEP_MAX_HTTP_RESPONSE_BYTES`).
+    pub http_response_bytes: usize,
 }
 
 impl Default for CallLimits {
@@ -76,6 +82,9 @@ impl Default for CallLimits {
             log_line_bytes: 4096,
             emits: 1000,
             emit_bytes: 1024 * 1024,
+            http_requests: 8,
+            http_request_bytes: 1024 * 1024,
+            http_response_bytes: 4 * 1024 * 1024,
         }
     }
 }

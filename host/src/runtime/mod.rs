@@ -3,12 +3,14 @@
 //! memory cap.
 //!
 //! **Architecture Invariant:** a step does I/O only through the WIT imports bound in
-//! [`host::StepStore`]; the WASI context it links against is empty.
+//! [`host::StepStore`] and outbound HTTP the host sends for it (`outbound.rs`); the WASI
+//! context it links against holds only its configured settings.
 
 mod bindings;
 mod cache;
 mod host;
 mod limits;
+mod outbound;
 mod recorder;
 mod state;
 mod step;
@@ -16,6 +18,7 @@ mod validate;
 
 pub use cache::CompileCache;
 pub use limits::{CallLimits, LimitExceeded};
+pub use outbound::{IDEMPOTENCY_KEY, Network, OutboundPolicy, Target};
 pub use recorder::{Recorder, redact_recording};
 pub use state::{MemoryState, StateError, StepState};
 pub use step::{CallInput, Emitted, LoadedStep, Origin, Tier, digest_of};
@@ -71,6 +74,8 @@ pub struct RuntimeConfig {
     pub limits: CallLimits,
     /// Largest component accepted (uploads and files).
     pub max_component_bytes: usize,
+    /// Per step: the targets it may call, its secret headers, its settings.
+    pub outbound: std::collections::BTreeMap<String, OutboundPolicy>,
     /// Longest a compilation may take before the component is refused.
     pub compile_timeout: Duration,
     /// Compilations that may run at once (see `compile_with` in `step.rs`).
@@ -98,6 +103,7 @@ impl Default for RuntimeConfig {
             epoch_interruption: true,
             limits: CallLimits::default(),
             max_component_bytes: 64 * 1024 * 1024,
+            outbound: std::collections::BTreeMap::new(),
             compile_timeout: Duration::from_secs(120),
             compile_slots: 2,
             baseline_min_bytes: Some(4 * 1024 * 1024),
@@ -122,7 +128,7 @@ pub enum LoadError {
     #[error("every compile slot stayed busy for {0:?} (earlier compiles still running): try again later")]
     CompilesBusy(Duration),
     #[error(
-        "imports `{0}`, which steps may not use (allowed: wasaga:saga/* and wasi:cli, io, clocks, random, filesystem @0.2){hint}",
+        "imports `{0}`, which steps may not use (allowed: wasaga:saga/* and wasi:cli, io, clocks, random, filesystem, http/outgoing-handler @0.2){hint}",
         hint = forbidden_import_hint(.0)
     )]
     ForbiddenImport(String),
@@ -154,8 +160,8 @@ pub enum LoadError {
 fn forbidden_import_hint(import: &str) -> &'static str {
     if import.starts_with("wasi:sockets/") {
         "; componentize-py: build with `--stub-wasi`; Rust: do not use std::net"
-    } else if import.starts_with("wasi:http/") {
-        "; componentize-js: pass disableFeatures: [\"http\", \"fetch-event\"]"
+    } else if import.starts_with("wasi:http/incoming-handler") {
+        "; a step serves no requests: componentize-js: pass disableFeatures: [\"fetch-event\"]"
     } else {
         ""
     }
@@ -176,6 +182,10 @@ pub enum CallError {
     MemoryLimit { mib: u64 },
     #[error("step went past a limit: {0}")]
     Limit(String),
+    /// A request the host would not send: outside the allow-list, to an internal address,
+    /// or from a call that may not reach the network.
+    #[error("outbound request refused: {0}")]
+    Outbound(String),
     #[error("step returned too much: {0}")]
     TooLarge(String),
     #[error("step emitted an invalid event kind {0:?}")]
@@ -200,6 +210,7 @@ impl CallError {
                 | CallError::InvalidKind(_)
                 | CallError::InvalidPayload(_)
                 | CallError::NotOwner { .. }
+                | CallError::Outbound(_)
         )
     }
 
@@ -212,6 +223,7 @@ impl CallError {
             CallError::Timeout { .. } => "timeout",
             CallError::MemoryLimit { .. } => "memory",
             CallError::Limit(_) => "limit",
+            CallError::Outbound(_) => "outbound",
             CallError::TooLarge(_) => "too_large",
             CallError::InvalidKind(_) => "invalid_kind",
             CallError::InvalidPayload(_) => "invalid_payload",
@@ -264,6 +276,8 @@ pub struct Runtime {
     compiles: Arc<Semaphore>,
     /// Each step's share of the pool.
     step_permits: Mutex<HashMap<Arc<str>, Arc<Semaphore>>>,
+    /// Each step's outbound policy and client, made when first needed.
+    nets: Mutex<HashMap<Arc<str>, Arc<outbound::StepNet>>>,
     cache: Option<CompileCache>,
     _ticker: Option<EpochTicker>,
 }
@@ -305,6 +319,7 @@ fn linker_for(engine: &Engine) -> Result<Linker<StepStore>, RuntimeError> {
     // validation refuses components that import sockets or anything else outside
     // the allowed list before they are ever instantiated.
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| RuntimeError(e.to_string()))?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(|e| RuntimeError(e.to_string()))?;
     ArchivingStep::add_to_linker::<StepStore, HasSelf<StepStore>>(&mut linker, |s| s)
         .map_err(|e| RuntimeError(e.to_string()))?;
     Ok(linker)
@@ -341,6 +356,7 @@ impl Runtime {
             permits: Semaphore::new(config.concurrency as usize),
             compiles: Arc::new(Semaphore::new(config.compile_slots.max(1))),
             step_permits: Mutex::new(HashMap::new()),
+            nets: Mutex::new(HashMap::new()),
             engine,
             linker,
             baseline,
@@ -374,6 +390,18 @@ impl Runtime {
         let mut permits = self.step_permits.lock();
         let share = self.config.per_step_concurrency.clamp(1, self.config.concurrency.max(1)) as usize;
         permits.entry(step.clone()).or_insert_with(|| Arc::new(Semaphore::new(share))).clone()
+    }
+
+    /// `step`'s outbound policy and client.
+    fn net(&self, step: &Arc<str>) -> Result<Arc<outbound::StepNet>, CallError> {
+        let mut nets = self.nets.lock();
+        if let Some(net) = nets.get(step) {
+            return Ok(net.clone());
+        }
+        let policy = self.config.outbound.get(&**step).cloned().unwrap_or_default();
+        let net = Arc::new(outbound::StepNet::new(step, policy).map_err(CallError::Host)?);
+        nets.insert(step.clone(), net.clone());
+        Ok(net)
     }
 
     /// Validate, compile (or load from the cache) and describe a component installed

@@ -19,6 +19,8 @@ struct Inner {
     calls: Vec<HostCall>,
     bytes: usize,
     truncated: bool,
+    /// The step's settings during the call.
+    settings: Vec<(String, String)>,
 }
 
 impl Recorder {
@@ -39,6 +41,15 @@ impl Recorder {
         }
         inner.bytes += size;
         inner.calls.push(call);
+    }
+
+    pub(super) fn note_settings(&self, settings: &[(String, String)]) {
+        self.inner.lock().settings = settings.to_vec();
+    }
+
+    /// The step's settings during the call.
+    pub fn settings(&self) -> Vec<(String, String)> {
+        self.inner.lock().settings.clone()
     }
 
     /// The calls recorded, and whether the record was cut short.
@@ -97,6 +108,15 @@ fn approximate_size(call: &HostCall) -> usize {
             name.len() + content_type.len() + error.as_ref().map_or(0, String::len)
         }
         HostCall::Log { level, message } => level.len() + message.len(),
+        HostCall::Http { method, url, headers, body, response, error } => {
+            let fields = |h: &[(String, String)]| h.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>();
+            method.len()
+                + url.len()
+                + fields(headers)
+                + bytes(body)
+                + response.as_ref().map_or(0, |r| fields(&r.headers) + bytes(&r.body))
+                + error.as_ref().map_or(0, String::len)
+        }
     }
 }
 
@@ -128,6 +148,7 @@ mod tests {
             },
             truncated: false,
             redacted: Vec::new(),
+            settings: Vec::new(),
         }
     }
 

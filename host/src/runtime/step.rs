@@ -4,6 +4,7 @@
 use super::bindings::{ArchivingStepPre, handler, provenance};
 use super::host::{CallLabels, CallParts, StepStore};
 use super::limits::{CallBudget, CallLimiter, LimitExceeded};
+use super::outbound::{CallNet, Network};
 use super::recorder::Recorder;
 use super::state::{MemoryState, StateError, StepState};
 use super::validate::{check_binary, check_imports, check_world, subscription_known, valid_kind};
@@ -118,6 +119,8 @@ pub struct CallInput<'a> {
     pub origin: &'a Origin,
     /// 1 on first delivery.
     pub attempt: u32,
+    /// Where the step's HTTP requests go: nowhere unless the caller says otherwise.
+    pub network: Network<'a>,
 }
 
 impl<'a> CallInput<'a> {
@@ -131,7 +134,18 @@ impl<'a> CallInput<'a> {
             payload: &event.payload,
             origin,
             attempt,
+            network: Network::Closed("this call may not reach the network"),
         }
+    }
+
+    /// The same delivery, its requests sent: the live call.
+    pub fn live(self) -> CallInput<'a> {
+        CallInput { network: Network::Live, ..self }
+    }
+
+    /// The same delivery, its requests sent `network`'s way.
+    pub fn network(self, network: Network<'a>) -> CallInput<'a> {
+        CallInput { network, ..self }
     }
 }
 
@@ -365,7 +379,16 @@ async fn permits<'a>(
 async fn describe(runtime: &Runtime, code: &Code, labels: CallLabels) -> Result<handler::Manifest, CallError> {
     let origin = provenance::Origin { step: "host".to_owned(), step_version: String::new() };
     let _permits = permits(runtime, &labels.step).await?;
-    let parts = CallParts { state: Arc::new(MemoryState::default()), archive: None, origin, labels, recorder: None };
+    let net = CallNet::new(
+        runtime.net(&labels.step)?,
+        "describe",
+        Network::Closed("describe() may not reach the network"),
+        std::time::Instant::now() + runtime.config.deadline,
+        runtime.config.limits,
+        None,
+    );
+    let parts =
+        CallParts { state: Arc::new(MemoryState::default()), archive: None, origin, labels, recorder: None, net };
     let mut store = new_store(runtime, &code.engine, parts);
     let result = tokio::time::timeout(runtime.config.deadline, async {
         let instance = code.pre.instantiate_async(&mut store).await?;
@@ -393,9 +416,17 @@ pub(super) async fn call(
     let labels =
         CallLabels { step: step.name.clone(), step_version: step.digest.clone(), event_id: input.id.to_owned() };
     let _permits = permits(runtime, &step.name).await?;
+    let net = CallNet::new(
+        runtime.net(&step.name)?,
+        input.id,
+        input.network,
+        std::time::Instant::now() + runtime.config.deadline,
+        runtime.config.limits,
+        recorder.clone(),
+    );
     // The code at the start of the call serves the whole call, even if swapped meanwhile.
     let code = step.code.load_full();
-    let mut store = new_store(runtime, &code.engine, CallParts { state, archive, origin, labels, recorder });
+    let mut store = new_store(runtime, &code.engine, CallParts { state, archive, origin, labels, recorder, net });
     let ctx = handler::Context { attempt: input.attempt };
     let event = handler::Event {
         id: input.id.to_owned(),
@@ -411,6 +442,10 @@ pub(super) async fn call(
     })
     .await;
     store.data().flush_stdio();
+    // A request the host refused fails the call, whatever the step made of its error.
+    if let Some(failure) = store.data().hooks.call.failure() {
+        return Err(failure);
+    }
     let emits = match result {
         Ok(Ok(Ok(emits))) => emits,
         Ok(Ok(Err(handler::StepError::Retryable(reason)))) => return Err(CallError::Retryable(reason)),

@@ -12,8 +12,9 @@ pub const HANDLER_EXPORT: &str = "wasaga:saga/handler@0.1.0";
 
 /// Interfaces of the contract a step may import.
 const CONTRACT_IMPORTS: [&str; 5] = ["types", "state", "log", "archive", "provenance"];
-/// WASI 0.2 packages linked with an empty context: a `std` guest needs them to link.
-const WASI_PACKAGES: [&str; 5] = ["cli", "io", "clocks", "random", "filesystem"];
+/// WASI 0.2 packages linked with an empty context (a `std` guest needs them to link),
+/// and HTTP, whose requests the host sends only to the step's allow-list.
+const WASI_PACKAGES: [&str; 6] = ["cli", "io", "clocks", "random", "filesystem", "http"];
 
 /// Refuse anything that is not a component before compiling it.
 pub fn check_binary(bytes: &[u8]) -> Result<(), LoadError> {
@@ -111,6 +112,8 @@ pub fn import_allowed(name: &str) -> bool {
     let (interface, version) = rest.split_once('@').unwrap_or((rest, ""));
     match package {
         "wasaga:saga" => CONTRACT_IMPORTS.contains(&interface) && version.starts_with("0.1."),
+        // Of HTTP only the client side: a step serves no requests.
+        "wasi:http" => matches!(interface, "types" | "outgoing-handler") && version.starts_with("0.2."),
         _ => {
             package.strip_prefix("wasi:").is_some_and(|pkg| WASI_PACKAGES.contains(&pkg) && version.starts_with("0.2."))
         }
@@ -169,7 +172,10 @@ mod tests {
             ("wasi:cli/environment@0.2.0", true),
             ("wasi:filesystem/preopens@0.2.6", true),
             ("wasi:sockets/tcp@0.2.3", false),
-            ("wasi:http/outgoing-handler@0.2.0", false),
+            ("wasi:http/outgoing-handler@0.2.0", true),
+            ("wasi:http/types@0.2.6", true),
+            ("wasi:http/incoming-handler@0.2.0", false),
+            ("wasi:http/outgoing-handler@0.3.0", false),
             ("wasi:io/streams@0.3.0", false),
             ("acme:evil/thing", false),
             ("plain", false),

@@ -121,7 +121,7 @@ pub async fn dry_run(ctx: &SagaContext, id: &str, version: Option<&str>) -> Resu
     // The archive records writes without making them.
     let archive = crate::archive::CallArchive::new(ctx.archive.clone());
     let origin = Origin::of(&event);
-    let input = CallInput::of(&event, &origin, 1);
+    let input = CallInput::of(&event, &origin, 1).network(crate::runtime::Network::Closed("a dry run never sends"));
     let recorder = Recorder::new(ctx.config.recording_max_bytes);
     let result = ctx.executor.call(&step, input, state, Some(archive), Some(recorder.clone())).await;
     let result = ctx.owned(&row.consumer, result);

@@ -4,7 +4,7 @@
 //! bounded queue that drops (and counts) when full, so a shadow never slows the saga.
 
 use crate::event::StoredEvent;
-use crate::runtime::{CallInput, LoadedStep, MemoryState, Origin, Recorder, StepExecutor, StepState};
+use crate::runtime::{CallInput, LoadedStep, MemoryState, Network, Origin, Recorder, StepExecutor, StepState};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -36,6 +36,8 @@ pub struct ShadowJob {
     pub attempt: u32,
     /// The state the live call read, by key (`None`: absent).
     pub reads: BTreeMap<String, Option<Vec<u8>>>,
+    /// The live call's HTTP exchanges: the shadow's requests are answered from them.
+    pub exchanges: Vec<HostCall>,
     pub live: LiveResult,
 }
 
@@ -117,7 +119,9 @@ async fn work(
         }
         let event = &job.event;
         let origin = Origin::of(event);
-        let input = CallInput::of(event, &origin, job.attempt);
+        // A shadow never sends: its requests get the live call's answers, or fail.
+        let input = CallInput::of(event, &origin, job.attempt)
+            .network(Network::Recorded { calls: &job.exchanges, settings: None });
         let recorder = Recorder::new(RECORDING_BYTES);
         // No archive: a shadow's archive writes are discarded like its state writes.
         let result = executor.call(&job.candidate, input, state, None, Some(recorder.clone())).await;

@@ -12,7 +12,7 @@ use super::{SagaContext, new_event_id, now_ms};
 use crate::archive::CallArchive;
 use crate::backoff;
 use crate::event::StoredEvent;
-use crate::runtime::{CallError, CallInput, LoadedStep, Origin, Recorder};
+use crate::runtime::{CallError, CallInput, LoadedStep, Network, Origin, Recorder};
 use crate::store::{BatchCommit, RecordingRow, Store};
 use crate::transport::{Delivery, Settlement, Transport};
 use async_trait::async_trait;
@@ -175,7 +175,7 @@ impl StepHandler {
         let ctx = &self.ctx;
         let event = &delivery.event;
         let origin = Origin::of(event);
-        let input = CallInput::of(event, &origin, delivery.attempt);
+        let input = CallInput::of(event, &origin, delivery.attempt).live();
         let call_state = state.call();
         let call_archive = CallArchive::new(ctx.archive.clone());
         let recorder = Recorder::new(ctx.config.recording_max_bytes);
@@ -187,17 +187,19 @@ impl StepHandler {
         let result = ctx.owned(&self.step, result);
         let took = started.elapsed();
         let failed_by_step = failed_by_step(&result);
+        let (calls, truncated) = recorder.take();
         if !matches!(result, Err(CallError::Host(_))) {
             // A failure counts against a new version only if the version it is judged
             // against handles the same event (effects discarded): an input that fails on
             // every version rolls nothing back.
             let regressed = match ctx.registry.baseline(step, &ctx.config.auto_rollback) {
-                Some(baseline) if failed_by_step => self.baseline_handles(&baseline, event, delivery.attempt).await,
+                Some(baseline) if failed_by_step => {
+                    self.baseline_handles(&baseline, event, delivery.attempt, &calls).await
+                }
                 _ => false,
             };
             ctx.registry.observe(step, failed_by_step, regressed, took, &ctx.config.auto_rollback);
         }
-        let (calls, truncated) = recorder.take();
         let span = tracing::Span::current();
         span.record("outcome", result.as_ref().map_or_else(|e| e.label(), |_| "ok"));
         // Events this call emits continue the order's trace from this span.
@@ -223,6 +225,7 @@ impl StepHandler {
                 event: event.clone(),
                 attempt: delivery.attempt,
                 reads: reads_of(&calls),
+                exchanges: calls.iter().filter(|c| matches!(c, HostCall::Http { .. })).cloned().collect(),
                 live: LiveResult { outcome: outcome.label().to_owned(), emits, writes: writes_of(&calls) },
             });
         }
@@ -245,6 +248,7 @@ impl StepHandler {
                 outcome: outcome.clone(),
                 truncated,
                 redacted: Vec::new(),
+                settings: recorder.settings(),
             };
             crate::runtime::redact_recording(&mut recording, redact);
             recording
@@ -306,10 +310,17 @@ impl StepHandler {
     }
 
     /// Whether `baseline` handles `event` without failing by its own fault, run on live
-    /// state with every effect discarded, as a dry run.
-    async fn baseline_handles(&self, baseline: &Arc<LoadedStep>, event: &StoredEvent, attempt: u32) -> bool {
+    /// state with every effect discarded, as a dry run; its HTTP requests get the answers
+    /// the failed call got (`calls`), and a request that call did not make is not sent.
+    async fn baseline_handles(
+        &self,
+        baseline: &Arc<LoadedStep>,
+        event: &StoredEvent,
+        attempt: u32,
+        calls: &[HostCall],
+    ) -> bool {
         let origin = Origin::of(event);
-        let input = CallInput::of(event, &origin, attempt);
+        let input = CallInput::of(event, &origin, attempt).network(Network::Recorded { calls, settings: None });
         let state = BatchState::new(self.store(), &self.step).call();
         let archive = CallArchive::new(self.ctx.archive.clone());
         let result = self.ctx.executor.call(baseline, input, state, Some(archive), None).await;
