@@ -6,6 +6,9 @@
 //! another body gets 409, and a key whose first request is still running gets 409 too.
 //! Only what the ledger holds was charged, so a test can count charges from outside.
 //!
+//! With an API key configured, a request without `Authorization: Bearer <key>` gets 401,
+//! as a real gateway answers a client that lost its credentials.
+//!
 //! Test tokens: `tok_ok` (and any other) charges; `tok_decline` is refused (402, final);
 //! `tok_flaky_N` answers 503 to the first N attempts of a key, then charges; `tok_slow`
 //! answers after the configured delay (past a step's deadline).
@@ -42,12 +45,37 @@ pub struct Gateway {
     book: Mutex<Book>,
     /// How long `tok_slow` takes.
     slow: Duration,
+    /// The key clients must present, if any.
+    api_key: Option<String>,
 }
 
 impl Gateway {
     pub fn new(slow: Duration) -> Arc<Gateway> {
-        Arc::new(Gateway { book: Mutex::default(), slow })
+        Arc::new(Gateway { book: Mutex::default(), slow, api_key: None })
     }
+
+    /// A gateway that answers only clients presenting `Authorization: Bearer <api_key>`.
+    pub fn with_key(slow: Duration, api_key: &str) -> Arc<Gateway> {
+        Arc::new(Gateway { book: Mutex::default(), slow, api_key: Some(api_key.to_owned()) })
+    }
+
+    /// Charges and refunds made so far.
+    pub fn ledger(&self) -> Value {
+        let book = self.book.lock();
+        json!({ "charges": book.charges, "refunds": book.refunds })
+    }
+}
+
+/// A gateway serving on a free port of 127.0.0.1 until the returned handle is aborted
+/// or dropped with its runtime: `(base URL, gateway, server task)`.
+pub async fn serve(gateway: Arc<Gateway>) -> std::io::Result<(String, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let app = router(gateway);
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((format!("http://{addr}"), task))
 }
 
 /// The gateway's routes.
@@ -92,6 +120,14 @@ struct Request {
 /// A key belongs to the endpoint it was first sent to: the same key and body on another
 /// endpoint is refused, never answered with the other endpoint's answer.
 fn admit(gateway: &Gateway, endpoint: &str, headers: &HeaderMap, body: &Bytes) -> Admission {
+    if let Some(key) = &gateway.api_key {
+        let presented =
+            headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        if presented != Some(key.as_str()) {
+            let (status, body) = error(StatusCode::UNAUTHORIZED, "invalid_api_key", "send Authorization: Bearer <key>");
+            return Admission::Refuse(status, body);
+        }
+    }
     let Some(key) = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::trim) else {
         let (status, body) = error(StatusCode::BAD_REQUEST, "missing_idempotency_key", "send an Idempotency-Key");
         return Admission::Refuse(status, body);
@@ -213,6 +249,5 @@ async fn refund(State(gateway): State<Arc<Gateway>>, headers: HeaderMap, body: B
 }
 
 async fn ledger(State(gateway): State<Arc<Gateway>>) -> axum::Json<Value> {
-    let book = gateway.book.lock();
-    axum::Json(json!({ "charges": book.charges, "refunds": book.refunds }))
+    axum::Json(gateway.ledger())
 }

@@ -15,6 +15,9 @@ struct Args {
     /// How long `tok_slow` takes, in milliseconds.
     #[arg(long, env = "WASAGA_GATEWAY_SLOW_MS", default_value_t = 30_000)]
     slow_ms: u64,
+    /// The key clients must send as `Authorization: Bearer <key>`; none by default.
+    #[arg(long, env = "WASAGA_GATEWAY_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -24,7 +27,11 @@ async fn main() -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     // Read by whoever started it to find the port.
     println!("wasaga-gateway listening addr={addr}");
-    let gateway = wasaga_gateway::Gateway::new(Duration::from_millis(args.slow_ms));
+    let slow = Duration::from_millis(args.slow_ms);
+    let gateway = match &args.api_key {
+        Some(key) => wasaga_gateway::Gateway::with_key(slow, key),
+        None => wasaga_gateway::Gateway::new(slow),
+    };
     axum::serve(listener, wasaga_gateway::router(gateway))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

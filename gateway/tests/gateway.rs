@@ -101,3 +101,22 @@ async fn a_request_without_a_key_or_with_a_bad_body_is_refused() {
     assert_eq!(post(&base, "/v1/charges", "k", json!({"token": "tok_ok"})).await.0, 400, "no amount");
     assert_eq!(ledger(&base).await["charges"].as_array().map(Vec::len), Some(0));
 }
+
+#[tokio::test]
+async fn with_a_key_only_clients_presenting_it_are_answered() {
+    let gateway = wasaga_gateway::Gateway::with_key(Duration::from_millis(50), "sk_test_1234");
+    let (base, _task) = wasaga_gateway::serve(gateway.clone()).await.expect("serves");
+    let charge = json!({"amount_cents": 100, "token": "tok_ok", "order_id": "o-9"});
+    let (status, body, _) = post(&base, "/v1/charges", "k-1", charge.clone()).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("invalid_api_key")));
+    let response = reqwest::Client::new()
+        .post(format!("{base}/v1/charges"))
+        .header("idempotency-key", "k-1")
+        .header("authorization", "Bearer sk_test_1234")
+        .json(&charge)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(gateway.ledger()["charges"].as_array().map(Vec::len), Some(1));
+}

@@ -120,7 +120,8 @@ fn readme(lang: Lang, name: &str, dir: &Path) -> String {
         Lang::Js => (
             "step.js",
             "Built with componentize-js 0.23 with `disableFeatures: [\"http\", \"fetch-event\"]`\n\
-             (its default build imports `wasi:http`, which steps may not use). WIT names are\n\
+             (a step serves no requests; to call out with `fetch`, keep `\"http\"` enabled and list\n\
+             the targets in `[steps.NAME] outbound`: the host sends each request). WIT names are\n\
              camelCase (`event.orderId`); `console.log` goes to the host's log. Fail with\n\
              `throw { tag: \"retryable\", val: \"…\" }` or `{ tag: \"fatal\", … }`.",
         ),

@@ -20,7 +20,9 @@ const { component } = await componentize({
   sourcePath: source,
   witPath: wit,
   worldName: world,
-  // The default build imports wasi:http, which steps may not use.
+  // The default build serves HTTP requests (fetch-event), which a step may not; "http"
+  // (fetch) is off too, as the templates do not call out: drop it to call out through
+  // the host (`[steps.NAME] outbound`).
   disableFeatures: ["http", "fetch-event"],
 });
 await writeFile(out, component);

@@ -1,6 +1,7 @@
-//! `cargo xtask run`: build the plugins, start `wasaga serve` on the embedded defaults,
-//! stock a SKU, and print how to place an order once the server answers. Ctrl-C or
-//! SIGTERM to xtask stops the server it started.
+//! `cargo xtask run`: build the plugins, start the card gateway simulator and `wasaga
+//! serve` on the embedded defaults (the payment step calling the simulator), stock a SKU,
+//! and print how to place an order once the server answers. Ctrl-C or SIGTERM to xtask
+//! stops what it started.
 
 use crate::build_plugins;
 use crate::flags::{BuildPlugins, Run};
@@ -24,8 +25,22 @@ pub fn run(args: &Run) -> anyhow::Result<()> {
         build_plugins::run(&BuildPlugins { out: None, fixtures: false, step: Vec::new() })
     })?;
     let profile: &[&str] = if args.release { &["--release"] } else { &[] };
-    stages.run("host: wasaga", || {
-        run_cmd(cargo().args(["build", "-p", "wasaga-host", "--bin", "wasaga"]).args(profile))
+    stages.run("host: wasaga, and the gateway simulator", || {
+        run_cmd(
+            cargo()
+                .args([
+                    "build",
+                    "-p",
+                    "wasaga-host",
+                    "--bin",
+                    "wasaga",
+                    "-p",
+                    "wasaga-gateway",
+                    "--bin",
+                    "wasaga-gateway",
+                ])
+                .args(profile),
+        )
     })?;
     if args.services {
         stages.run("services", services::start)?;
@@ -35,6 +50,15 @@ pub fn run(args: &Run) -> anyhow::Result<()> {
     let data_dir = root().join(std::env::var("WASAGA_DATA_DIR").unwrap_or_else(|_| "data".to_owned()));
     let mut serve = Command::new(&binary);
     serve.current_dir(root()).arg("serve");
+    // The payment step calls the simulator, unless the user brings settings of their own.
+    let gateway = match std::env::var_os("WASAGA_CONFIG") {
+        Some(_) => None,
+        None => {
+            let gateway = Gateway::start(&target_dir().join(profile_dir).join("wasaga-gateway"), &data_dir)?;
+            serve.arg("--config").arg(&gateway.config).env(GATEWAY_AUTH_VAR, format!("Bearer {}", gateway.key));
+            Some(gateway)
+        }
+    };
     if args.services {
         // The variables the user set win over the services' defaults.
         for (name, value) in services::service_env() {
@@ -48,12 +72,81 @@ pub fn run(args: &Run) -> anyhow::Result<()> {
 
     if wait_until_ready(&addr, &mut child)? {
         print_welcome(&addr, &data_dir, args.services);
+        if let Some(gateway) = &gateway {
+            println!("card gateway simulator: {0}   (charges and refunds: curl -s {0}/v1/ledger)", gateway.url);
+            println!("settings it was started with: {}", gateway.config.display());
+            println!();
+        }
     }
     let status = child.wait().context("waiting for wasaga")?;
+    drop(gateway);
     if !status.success() {
         anyhow::bail!("wasaga exited with {status}");
     }
     Ok(())
+}
+
+/// The environment variable the gateway's credentials reach the server through.
+const GATEWAY_AUTH_VAR: &str = "WASAGA_RUN_GATEWAY_AUTH";
+
+/// The card gateway simulator, on a free port, and the settings that point the payment
+/// step at it. Stopped when dropped.
+struct Gateway {
+    child: std::process::Child,
+    url: String,
+    key: String,
+    config: std::path::PathBuf,
+}
+
+impl Gateway {
+    fn start(binary: &std::path::Path, data_dir: &std::path::Path) -> anyhow::Result<Gateway> {
+        use std::io::BufRead;
+        let key = format!("sk_run_{:016x}", rand_u64());
+        let mut child = Command::new(binary)
+            .args(["--addr", "127.0.0.1:0"])
+            .env("WASAGA_GATEWAY_API_KEY", &key)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot start {}", binary.display()))?;
+        let stdout = child.stdout.take().context("the gateway's stdout")?;
+        let mut line = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut line).context("reading the gateway's address")?;
+        let addr = line
+            .split("addr=")
+            .nth(1)
+            .map(str::trim)
+            .with_context(|| format!("the gateway did not say where it listens: {line:?}"))?;
+        let url = format!("http://{addr}");
+        std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+        let config = data_dir.join("xtask-run.toml");
+        let settings = format!(
+            "# Written by `cargo xtask run`: the payment step calls the gateway simulator.\n\
+             [steps.payment]\n\
+             outbound = [\"{url}\"]\n\n\
+             [steps.payment.env]\n\
+             WASAGA_GATEWAY_URL = \"{url}\"\n\n\
+             [steps.payment.outbound_headers]\n\
+             authorization = \"env:{GATEWAY_AUTH_VAR}\"\n"
+        );
+        std::fs::write(&config, settings).with_context(|| format!("writing {}", config.display()))?;
+        Ok(Gateway { child, url, key, config })
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A random number from the clock and the process id: a key for one local run.
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    hasher.write_u32(std::process::id());
+    hasher.finish()
 }
 
 /// Ctrl-C reaches the server through the terminal's process group; SIGTERM is sent to

@@ -1,10 +1,13 @@
-//! The payment step: charges a reserved order through a simulated card gateway and
-//! refunds the charge when the order is cancelled.
+//! The payment step: charges a reserved order through a card gateway and refunds the
+//! charge when the order is cancelled.
 //!
-//! The gateway is driven by the card token (the test cards of README.md, "Orders"):
-//! `tok_ok` captures, `tok_decline` is declined, `tok_flaky_N` fails retryably on its
-//! first N attempts and then captures, `tok_trap` traps every time, anything else is
-//! declined as `unknown_token`.
+//! With the setting `WASAGA_GATEWAY_URL` (`[steps.payment.env]`) it calls that gateway
+//! over HTTP (`POST /v1/charges`, `POST /v1/refunds`), as production does: the host adds
+//! the idempotency key and the gateway's credentials. Without it, a gateway simulated
+//! in-process answers. Either way the card token decides (the test cards of README.md,
+//! "Orders"): `tok_ok` captures, `tok_decline` is declined, `tok_flaky_N` fails retryably
+//! on its first N attempts and then captures, `tok_trap` traps every time; in-process,
+//! anything else is declined as `unknown_token`.
 //!
 //! State: `payment/{order_id}` holds a [`PaymentRecord`]. It makes both events idempotent
 //! without the host's dedupe, and a `voided` record left by a cancel that arrives first
@@ -12,6 +15,7 @@
 
 use serde::{Deserialize, Serialize};
 use wasaga_sdk::events::{PaymentCaptured, PaymentDeclined, PaymentRefunded, StockReserved, kinds};
+use wasaga_sdk::http::{Request, Response};
 use wasaga_sdk::{Context, Emit, Event, Host, HostExt, Manifest, Step, StepError};
 
 /// What this step did for one order.
@@ -21,6 +25,9 @@ pub struct PaymentRecord {
     pub status: PaymentStatus,
     /// The amount charged (or that would have been).
     pub amount_cents: i64,
+    /// The gateway's id of the charge, when a remote gateway made it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charge_id: Option<String>,
 }
 
 /// Where an order's payment stands.
@@ -37,41 +44,93 @@ pub enum PaymentStatus {
     Voided,
 }
 
-/// What the simulated gateway answers for a token on an attempt.
+/// What the gateway answers for a token on an attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum GatewayAnswer {
-    Capture,
-    Decline(&'static str),
+    /// Charged, with the gateway's charge id when a remote gateway made it.
+    Capture(Option<String>),
+    Decline(String),
     TryLater(String),
     Trap,
 }
 
-fn gateway(card_token: &str, attempt: u32, order_id: &str) -> GatewayAnswer {
-    // Test builds of other versions (see Cargo.toml): each changes one answer, so rollout
-    // tests can tell them apart.
+/// The answers the step decides before any gateway: the test builds of other versions
+/// (see Cargo.toml) each change one, so rollout tests can tell them apart; and `tok_trap`.
+fn decided_here(card_token: &str, order_id: &str) -> Option<GatewayAnswer> {
     if cfg!(feature = "half-trap") && order_id.bytes().map(u32::from).sum::<u32>() % 2 == 1 {
-        return GatewayAnswer::Trap;
+        return Some(GatewayAnswer::Trap);
     }
     if cfg!(feature = "strict") && card_token.starts_with("tok_flaky_") {
-        return GatewayAnswer::Decline("flaky_card");
+        return Some(GatewayAnswer::Decline("flaky_card".to_owned()));
     }
     if cfg!(feature = "fixed") && card_token == "tok_trap" {
-        return GatewayAnswer::Capture;
+        return Some(GatewayAnswer::Capture(None));
     }
+    (card_token == "tok_trap").then_some(GatewayAnswer::Trap)
+}
+
+/// The gateway simulated in-process.
+fn simulated(card_token: &str, attempt: u32) -> GatewayAnswer {
     if let Some(n) = card_token.strip_prefix("tok_flaky_") {
         return match n.parse::<u32>() {
             Ok(failures @ 1..=9) if attempt <= failures => {
                 GatewayAnswer::TryLater(format!("gateway unavailable (attempt {attempt} of {failures} failing)"))
             }
-            Ok(1..=9) => GatewayAnswer::Capture,
-            _ => GatewayAnswer::Decline("unknown_token"),
+            Ok(1..=9) => GatewayAnswer::Capture(None),
+            _ => GatewayAnswer::Decline("unknown_token".to_owned()),
         };
     }
     match card_token {
-        "tok_ok" => GatewayAnswer::Capture,
-        "tok_decline" => GatewayAnswer::Decline("card_declined"),
-        "tok_trap" => GatewayAnswer::Trap,
-        _ => GatewayAnswer::Decline("unknown_token"),
+        "tok_ok" => GatewayAnswer::Capture(None),
+        "tok_decline" => GatewayAnswer::Decline("card_declined".to_owned()),
+        _ => GatewayAnswer::Decline("unknown_token".to_owned()),
+    }
+}
+
+/// The setting naming the gateway's base URL.
+pub const GATEWAY_URL: &str = "WASAGA_GATEWAY_URL";
+
+/// A charge through the gateway at `url`. The host makes the request's idempotency key
+/// from the event, so a redelivery gets the gateway's first answer, never a second charge.
+fn remote_charge(host: &mut dyn Host, url: &str, order_id: &str, amount_cents: i64, token: &str) -> GatewayAnswer {
+    let body = serde_json::json!({ "order_id": order_id, "amount_cents": amount_cents, "token": token });
+    let request = Request::post_json(&format!("{}/v1/charges", url.trim_end_matches('/')), &body);
+    let response = match host.http(&request) {
+        Ok(response) => response,
+        Err(error) => return GatewayAnswer::TryLater(format!("the gateway did not answer: {error}")),
+    };
+    match response.status {
+        200..=299 => match response.json::<serde_json::Value>() {
+            Ok(charge) => GatewayAnswer::Capture(charge["id"].as_str().map(str::to_owned)),
+            Err(error) => GatewayAnswer::TryLater(error),
+        },
+        402 => GatewayAnswer::Decline(error_code(&response).unwrap_or_else(|| "card_declined".to_owned())),
+        // 409: a request with the same key is still running (another host, or the attempt
+        // the deadline cut short); 429 and 5xx: try again later.
+        409 | 429 | 500..=599 => GatewayAnswer::TryLater(format!("the gateway answered {}", response.status)),
+        status => GatewayAnswer::Decline(error_code(&response).unwrap_or_else(|| format!("gateway_{status}"))),
+    }
+}
+
+/// The `error.code` of a card API's error body.
+fn error_code(response: &Response) -> Option<String> {
+    let body: serde_json::Value = response.json().ok()?;
+    body["error"]["code"].as_str().map(str::to_owned)
+}
+
+/// A refund of `charge_id` through the gateway; `Ok` once the gateway holds it.
+fn remote_refund(host: &mut dyn Host, url: &str, charge_id: &str) -> Result<(), StepError> {
+    let body = serde_json::json!({ "charge_id": charge_id });
+    let request = Request::post_json(&format!("{}/v1/refunds", url.trim_end_matches('/')), &body);
+    let response = host.http(&request).map_err(|e| StepError::Retryable(format!("the gateway did not answer: {e}")))?;
+    match response.status {
+        200..=299 => Ok(()),
+        409 if error_code(&response).as_deref() == Some("charge_already_refunded") => Ok(()),
+        409 | 429 | 500..=599 => Err(StepError::Retryable(format!("the gateway answered {}", response.status))),
+        status => Err(StepError::Fatal(format!(
+            "the gateway refused the refund of {charge_id} ({status}): {}",
+            error_code(&response).unwrap_or_default()
+        ))),
     }
 }
 
@@ -123,14 +182,20 @@ fn stock_reserved(host: &mut dyn Host, ctx: &Context, event: &Event) -> Result<V
     }
     let reserved: StockReserved = event.payload()?;
     let amount_cents = reserved.total_cents;
-    match gateway(&reserved.payment.card_token, ctx.attempt, &event.order_id) {
-        GatewayAnswer::Capture => {
-            host.put_json(&key, &PaymentRecord { status: PaymentStatus::Captured, amount_cents })?;
+    let token = &reserved.payment.card_token;
+    let answer = match (decided_here(token, &event.order_id), host.setting(GATEWAY_URL)) {
+        (Some(answer), _) => answer,
+        (None, Some(url)) => remote_charge(host, &url, &event.order_id, amount_cents, token),
+        (None, None) => simulated(token, ctx.attempt),
+    };
+    match answer {
+        GatewayAnswer::Capture(charge_id) => {
+            host.put_json(&key, &PaymentRecord { status: PaymentStatus::Captured, amount_cents, charge_id })?;
             Ok(vec![Emit::json(kinds::PAYMENT_CAPTURED, &PaymentCaptured { amount_cents })?])
         }
         GatewayAnswer::Decline(reason) => {
-            host.put_json(&key, &PaymentRecord { status: PaymentStatus::Declined, amount_cents })?;
-            let declined = PaymentDeclined { reason: reason.to_owned() };
+            host.put_json(&key, &PaymentRecord { status: PaymentStatus::Declined, amount_cents, charge_id: None })?;
+            let declined = PaymentDeclined { reason };
             Ok(vec![Emit::json(kinds::PAYMENT_DECLINED, &declined)?])
         }
         GatewayAnswer::TryLater(reason) => Err(StepError::Retryable(reason)),
@@ -143,11 +208,19 @@ fn order_cancelled(host: &mut dyn Host, event: &Event) -> Result<Vec<Emit>, Step
     let key = payment_key(event)?;
     let Some(mut record) = host.get_json::<PaymentRecord>(&key)? else {
         // The cancel overtook the reservation: void the order so it is never charged.
-        host.put_json(&key, &PaymentRecord { status: PaymentStatus::Voided, amount_cents: 0 })?;
+        host.put_json(&key, &PaymentRecord { status: PaymentStatus::Voided, amount_cents: 0, charge_id: None })?;
         return Ok(vec![]);
     };
     if record.status != PaymentStatus::Captured {
         return Ok(vec![]);
+    }
+    if let Some(charge_id) = &record.charge_id {
+        let Some(url) = host.setting(GATEWAY_URL) else {
+            return Err(StepError::Fatal(format!(
+                "charge {charge_id} was made through a gateway, but {GATEWAY_URL} is not set: cannot refund it"
+            )));
+        };
+        remote_refund(host, &url, charge_id)?;
     }
     record.status = PaymentStatus::Refunded;
     host.put_json(&key, &record)?;
@@ -317,6 +390,49 @@ mod tests {
         assert_eq!(deliver(&mut host, &reserved("", "tok_ok"), 1), Outcome::Fatal);
         assert_eq!(deliver(&mut host, &cancelled(""), 1), Outcome::Fatal);
         assert!(host.state.is_empty());
+    }
+
+    /// A host whose gateway answers `status` and `body` to charges and 200 to refunds.
+    fn remote(status: u16, body: Value) -> MemoryHost {
+        let mut host = MemoryHost::default();
+        host.settings.insert(GATEWAY_URL.to_owned(), "http://gw.test/".to_owned());
+        host.http = Some(Box::new(move |request| {
+            let body = if request.url.ends_with("/v1/refunds") { json!({"id": "re_1"}) } else { body.clone() };
+            let status = if request.url.ends_with("/v1/refunds") { 200 } else { status };
+            Ok(Response { status, headers: vec![], body: body.to_string().into_bytes() })
+        }));
+        host
+    }
+
+    #[test]
+    fn a_configured_gateway_is_called_and_its_answers_decide() {
+        use PaymentStatus::*;
+        let mut host = remote(200, json!({"id": "ch_7", "status": "succeeded"}));
+        assert_eq!(deliver(&mut host, &reserved("o1", "tok_ok"), 1), captured());
+        let record = host.get_json::<PaymentRecord>("payment/o1").unwrap().unwrap();
+        assert_eq!((record.status, record.charge_id.as_deref()), (Captured, Some("ch_7")));
+        let charge = &host.requests[0];
+        assert_eq!((charge.method.as_str(), charge.url.as_str()), ("POST", "http://gw.test/v1/charges"));
+        let sent: Value = serde_json::from_slice(&charge.body).unwrap();
+        assert_eq!(sent, json!({"order_id": "o1", "amount_cents": 2500, "token": "tok_ok"}));
+        // No key of its own: the host makes it from the event.
+        assert!(!charge.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("idempotency-key")));
+        let refund = emits(&[("payment.refunded", json!({"amount_cents": 2500}))]);
+        assert_eq!(deliver(&mut host, &cancelled("o1"), 1), refund);
+        let sent: Value = serde_json::from_slice(&host.requests[1].body).unwrap();
+        assert_eq!(sent, json!({"charge_id": "ch_7"}));
+        assert_eq!(status(&host, "o1"), Some(Refunded));
+
+        let mut host = remote(402, json!({"error": {"code": "card_declined"}}));
+        assert_eq!(deliver(&mut host, &reserved("o1", "tok_decline"), 1), declined("card_declined"));
+        for status in [409, 429, 503] {
+            let mut host = remote(status, json!({"error": {"code": "try_again"}}));
+            assert_eq!(deliver(&mut host, &reserved("o1", "tok_flaky_2"), 1), Outcome::Retryable, "{status}");
+            assert!(host.state.is_empty());
+        }
+        let mut host = MemoryHost::default();
+        host.settings.insert(GATEWAY_URL.to_owned(), "http://gw.test".to_owned());
+        assert_eq!(deliver(&mut host, &reserved("o1", "tok_ok"), 1), Outcome::Retryable, "no answer: try again");
     }
 
     #[test]
