@@ -16,7 +16,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use wasaga_host::archive::{Archive, ObjectArchive};
 use wasaga_host::registry::{Source, StepRegistry};
-use wasaga_host::runtime::{Allocator, CallInput, LoadedStep, MemoryState, Origin, Runtime, RuntimeConfig, StepState};
+use wasaga_host::runtime::{
+    Allocator, CallInput, LoadedStep, MemoryState, Network, Origin, Runtime, RuntimeConfig, StepState,
+};
 use wasaga_sdk::{Context, Event, MemoryHost, Step};
 
 struct Env {
@@ -156,6 +158,7 @@ fn input_of<'a>(event: &'a Event, origin: &'a Origin) -> CallInput<'a> {
         payload: &event.payload,
         origin,
         attempt: 1,
+        network: Network::Live,
     }
 }
 
@@ -397,6 +400,7 @@ async fn swap_latency(component: &dyn Fn(&str) -> Bytes, cached: bool) -> Swap {
                     payload: "{}",
                     origin: &origin,
                     attempt: 1,
+                    network: Network::Live,
                 };
                 match registry.runtime().call(&step, input, state.clone(), None).await {
                     Ok(_) => {

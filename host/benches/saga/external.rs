@@ -247,6 +247,23 @@ pub async fn report(rig: &Rig, store_alone: f64) -> (String, Value) {
     let half_rate = (saturated.completed_per_sec / 2.0).max(1.0);
     let half = run(rig, Load::Paced { per_sec: half_rate }, 8, &[]).await;
     let slow = run(rig, Load::Paced { per_sec: 10.0 }, 6, &[]).await;
+    // The same saturation with the payment step charging the gateway simulator over HTTP
+    // through the host: one local round trip per capture, made and recorded by the host.
+    let gateway = wasaga_gateway::Gateway::new(Duration::from_secs(30));
+    let (gateway_url, gateway_task) = wasaga_gateway::serve(gateway.clone()).await.unwrap();
+    let settings_dir = tempfile::tempdir().unwrap();
+    let settings = settings_dir.path().join("gateway.toml");
+    std::fs::write(
+        &settings,
+        format!(
+            "[steps.payment]\noutbound = [\"{gateway_url}\"]\n\n[steps.payment.env]\nWASAGA_GATEWAY_URL = \"{gateway_url}\"\n"
+        ),
+    )
+    .unwrap();
+    let settings_path = settings.to_str().unwrap();
+    let remote = run(rig, Load::Saturate { connections: 32 }, 8, &[("WASAGA_CONFIG", settings_path)]).await;
+    let charges = gateway.ledger()["charges"].as_array().map_or(0, Vec::len);
+    gateway_task.abort();
     let mut md = String::from(
         "## From outside: `wasaga serve` driven by wrk (embedded default)\n\n\
          SQLite (`synchronous=FULL`), embedded transport, local archive; `wrk` posts `tok_ok` orders over \
@@ -260,6 +277,7 @@ pub async fn report(rig: &Rig, store_alone: f64) -> (String, Value) {
         ("saturation, 32 connections, 8 s".to_owned(), &saturated),
         (format!("half of peak, {half_rate:.0}/s paced, 8 s"), &half),
         ("10/s paced, 6 s".to_owned(), &slow),
+        ("saturation, payment charging the gateway simulator over HTTP, 32 connections, 8 s".to_owned(), &remote),
     ];
     for (label, f) in &rows {
         md.push_str(&format!(
@@ -272,11 +290,20 @@ pub async fn report(rig: &Rig, store_alone: f64) -> (String, Value) {
          wasaga at saturation / store alone: {:.2}.\n",
         saturated.completed_per_sec / store_alone
     ));
+    md.push_str(&format!(
+        "\nPayment over HTTP / in-process (same run): {:.2} completed/s, {:.2}x the CPU per order; the simulator \
+         (in the benchmark's process) holds {charges} charges for {} accepted orders.\n",
+        remote.completed_per_sec / saturated.completed_per_sec,
+        remote.cpu_ms_per_order / saturated.cpu_ms_per_order,
+        remote.accepted
+    ));
     let json = json!({
         "saturated": saturated,
         "half": half,
         "half_rate": half_rate,
         "ten_per_sec": slow,
+        "payment_over_http": remote,
+        "payment_over_http_charges": charges,
         "store_alone_orders_per_sec": store_alone,
     });
     (md, json)

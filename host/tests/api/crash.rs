@@ -37,7 +37,8 @@ impl Server {
         Server::spawn(dir, store_url, config, token, &[])
     }
 
-    fn spawn(
+    /// Start `wasaga serve` with a settings file if given, and extra environment.
+    pub(crate) fn spawn(
         dir: &Path,
         store_url: Option<&str>,
         config: Option<&Path>,
@@ -111,6 +112,11 @@ impl Server {
             std::thread::sleep(Duration::from_millis(50));
         }
         None
+    }
+
+    /// The last lines the server logged.
+    pub(crate) fn log_tail(&self) -> Vec<String> {
+        self.log.lock().map(|log| log.iter().cloned().collect()).unwrap_or_default()
     }
 
     /// SIGKILL (dropping a server does the same).

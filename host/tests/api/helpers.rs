@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 use wasaga_host::config::Settings;
-use wasaga_host::runtime::{Allocator, CallInput, Emitted, LoadedStep, MemoryState, Origin, Runtime, RuntimeConfig};
+use wasaga_host::runtime::{
+    Allocator, CallInput, Emitted, LoadedStep, MemoryState, Network, Origin, Runtime, RuntimeConfig,
+};
 use wasaga_host::server::App;
 
 pub fn init_logging() {
@@ -105,6 +107,7 @@ impl TestEvent {
             payload: &self.payload,
             origin: &self.origin,
             attempt: self.attempt,
+            network: Network::Live,
         }
     }
 }

@@ -14,6 +14,7 @@ mod fleet;
 mod folder;
 mod helpers;
 mod hostile;
+mod outbound;
 mod polyglot;
 mod racers;
 mod recordings;
