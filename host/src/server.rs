@@ -360,6 +360,7 @@ async fn start(
         saga: saga_ctx,
         request_timeout: Duration::from_millis(settings.request_timeout_ms),
         body_timeout: Duration::from_millis(settings.body_timeout_ms),
+        hooks: Arc::new(settings.hooks()?),
     };
     Ok(Started { state, saga, watcher })
 }

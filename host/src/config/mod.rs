@@ -95,6 +95,9 @@ pub struct Settings {
     pub step_max_http_response_bytes: u64,
     /// A pending order with no progress for this long has its events published again.
     pub redrive_after_ms: u64,
+    /// An order not completed or cancelled this long after it was placed is cancelled
+    /// with `cancel_reason: "deadline"` and compensated; 0 (the default) turns it off.
+    pub order_deadline_secs: u64,
     /// How often the upkeep jobs (redrive, retention) run.
     pub maintenance_interval_ms: u64,
     /// How long handled events stay in the inbox (duplicates later than this are not
@@ -138,7 +141,7 @@ pub struct Settings {
 
 /// Every key of [`Settings`], as in `wasaga.toml` and (upper-cased, `WASAGA_`-prefixed)
 /// in the environment.
-const SETTING_KEYS: [&str; 48] = [
+const SETTING_KEYS: [&str; 49] = [
     "console_session_secs",
     "console_secure_cookie",
     "auth_failures_per_minute",
@@ -168,6 +171,7 @@ const SETTING_KEYS: [&str; 48] = [
     "step_max_http_request_bytes",
     "step_max_http_response_bytes",
     "redrive_after_ms",
+    "order_deadline_secs",
     "retain_inbox_secs",
     "retain_outbox_secs",
     "retain_idempotency_secs",
@@ -234,6 +238,7 @@ impl Default for Settings {
             step_max_http_request_bytes: 1024 * 1024,
             step_max_http_response_bytes: 4 * 1024 * 1024,
             redrive_after_ms: 60_000,
+            order_deadline_secs: 0,
             maintenance_interval_ms: 5_000,
             auto_rollback_failure_rate: 0.2,
             auto_rollback_min_calls: 20,

@@ -139,6 +139,7 @@ impl Settings {
             batch_size: BATCH_SIZE,
             compensating: steps.iter().filter(|step| self.compensates(step)).cloned().collect(),
             redrive_after: Duration::from_millis(self.redrive_after_ms),
+            order_deadline: (self.order_deadline_secs > 0).then(|| Duration::from_secs(self.order_deadline_secs)),
             retain_inbox: Duration::from_secs(self.retain_inbox_secs),
             retain_outbox: Duration::from_secs(self.retain_outbox_secs),
             retain_idempotency: Duration::from_secs(self.retain_idempotency_secs),

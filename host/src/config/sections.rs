@@ -60,6 +60,13 @@ pub struct StepSettings {
     /// them, may not set them, and no log or recording holds them.
     #[serde(default)]
     pub outbound_headers: std::collections::BTreeMap<String, SecretString>,
+    /// The secret that signs the step's webhooks (`POST /api/hooks/NAME`): `env:VAR`, or
+    /// the secret itself; unset, the step takes none.
+    #[serde(default)]
+    pub hook_secret: Option<SecretString>,
+    /// JSON pointer to the order id in a webhook's body; `/order_id` by default.
+    #[serde(default)]
+    pub hook_order_id: Option<String>,
     /// Settings the step reads as its environment (`Host::setting`); not secret: use
     /// `outbound_headers` for keys.
     #[serde(default)]

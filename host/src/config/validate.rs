@@ -54,6 +54,7 @@ impl Settings {
             ("WASAGA_STEP_MAX_HTTP_REQUEST_BYTES", self.step_max_http_request_bytes, 0, 1 << 30),
             ("WASAGA_STEP_MAX_HTTP_RESPONSE_BYTES", self.step_max_http_response_bytes, 0, 1 << 30),
             ("WASAGA_REDRIVE_AFTER_MS", self.redrive_after_ms, 100, 86_400_000),
+            ("WASAGA_ORDER_DEADLINE_SECS", self.order_deadline_secs, 0, 30 * 86_400),
             ("WASAGA_MAINTENANCE_INTERVAL_MS", self.maintenance_interval_ms, 100, 3_600_000),
             ("WASAGA_AUTO_ROLLBACK_MIN_CALLS", self.auto_rollback_min_calls, 1, 1_000_000),
             ("WASAGA_AUTO_ROLLBACK_WINDOW_SECS", self.auto_rollback_window_secs, 1, 30 * 86_400),
@@ -131,6 +132,7 @@ impl Settings {
             return invalid("WASAGA_AUTH_FAILURES_PER_MINUTE", "must be between 1 and 10000");
         }
         self.outbound_policies()?;
+        self.hooks()?;
         let clients = self.client_keys()?;
         if clients.is_empty() && !self.http_addr.ip().is_loopback() {
             return Err(ConfigError::Invalid {
@@ -204,6 +206,41 @@ impl Settings {
             policies.insert(step.clone(), policy);
         }
         Ok(policies)
+    }
+
+    /// The steps taking webhooks: `hook_secret` (`env:VAR` read from the environment, at
+    /// least 16 characters) and the pointer to the order id.
+    pub fn hooks(&self) -> Result<std::collections::BTreeMap<String, crate::saga::hooks::Hook>, ConfigError> {
+        use secrecy::ExposeSecret;
+        let mut hooks = std::collections::BTreeMap::new();
+        for (step, settings) in &self.steps {
+            let invalid = |field: &str, reason: String| ConfigError::Invalid {
+                name: "steps",
+                reason: format!("[steps.{step}] {field}: {reason}"),
+            };
+            let Some(configured) = &settings.hook_secret else {
+                if settings.hook_order_id.is_some() {
+                    return Err(invalid("hook_order_id", "set, but hook_secret is not".to_owned()));
+                }
+                continue;
+            };
+            let configured = configured.expose_secret();
+            let secret = match configured.strip_prefix("env:") {
+                Some(var) => std::env::var(var).map_err(|_| {
+                    invalid("hook_secret", format!("names the environment variable {var}, which is not set"))
+                })?,
+                None => configured.to_owned(),
+            };
+            if secret.chars().count() < 16 {
+                return Err(invalid("hook_secret", "must have at least 16 characters".to_owned()));
+            }
+            let order_id = settings.hook_order_id.clone().unwrap_or_else(|| "/order_id".to_owned());
+            if !order_id.starts_with('/') {
+                return Err(invalid("hook_order_id", format!("{order_id:?} is not a JSON pointer (RFC 6901)")));
+            }
+            hooks.insert(step.clone(), crate::saga::hooks::Hook { secret: SecretString::from(secret), order_id });
+        }
+        Ok(hooks)
     }
 
     /// The client keys of `[clients]`, each `env:VAR` read from the environment.

@@ -11,6 +11,7 @@ pub mod body;
 mod dead_letters;
 mod guard;
 mod health;
+pub mod hooks;
 pub mod openapi;
 mod orders;
 pub mod problem;
@@ -56,6 +57,8 @@ pub struct AppState {
     pub request_timeout: Duration,
     /// Longest a request body may pause (`WASAGA_BODY_TIMEOUT_MS`).
     pub body_timeout: Duration,
+    /// Steps that take signed webhooks, by name.
+    pub hooks: Arc<std::collections::BTreeMap<String, crate::saga::hooks::Hook>>,
 }
 
 impl AppState {
@@ -133,6 +136,8 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .route_layer(middleware::from_fn_with_state(state.clone(), access::require_cancel));
     let mut open = OpenApiRouter::new()
         .routes(routes!(stock::get))
+        // Authenticated by the step's signature, not a bearer token.
+        .routes(routes!(hooks::receive))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(openapi::openapi_json));

@@ -29,6 +29,7 @@ use utoipa::{Modify, OpenApi};
         (name = "dead letters", description = "Events a step gave up on, their recordings and replays"),
         (name = "admin", description = "The fleet and the archive"),
         (name = "health", description = "Liveness, readiness, metrics"),
+        (name = "hooks", description = "Signed callbacks for steps (Standard Webhooks signatures)"),
     )
 )]
 pub struct ApiDoc;

@@ -11,6 +11,9 @@
 //! inbox retention are looked at, so an event published again still has its inbox row
 //! wherever it was handled: nothing is handled twice.
 //!
+//! **Deadlines:** with `order_deadline_secs`, an order still pending that long after it
+//! was placed is cancelled (`cancel_reason: "deadline"`) and compensated like any cancel.
+//!
 //! **Retention:** handled inbox rows, relayed outbox rows and idempotency keys older than
 //! their settings are removed in bounded chunks; so are the per-order state of finished
 //! orders past both (steps that allow it), plugin versions nothing can need any more,
@@ -47,6 +50,7 @@ pub(super) async fn run(ctx: Arc<SagaContext>, stopped: Shutdown) {
         if last_upkeep.elapsed() >= ctx.config.maintenance_every {
             last_upkeep = tokio::time::Instant::now();
             if holds_lease(&ctx).await {
+                expire(&ctx).await;
                 redrive(&ctx).await;
                 prune(&ctx).await;
             }
@@ -154,6 +158,29 @@ async fn heartbeat(ctx: &SagaContext) {
 async fn holds_lease(ctx: &SagaContext) -> bool {
     let ttl = i64::try_from((ctx.config.maintenance_every * 3).as_millis()).unwrap_or(i64::MAX);
     ctx.host_store().try_lease("maintenance", &ctx.host_id, ttl).await.unwrap_or(false)
+}
+
+/// Orders one deadline round cancels.
+const DEADLINE_BATCH: u32 = 500;
+
+/// Cancel the orders still pending past `order_deadline` (each compensated like any
+/// cancel). The cancel is a compare-and-set from pending: a completion racing it wins or
+/// loses, and a host that lost the lease midway cancels nothing twice.
+async fn expire(ctx: &SagaContext) {
+    let Some(deadline) = ctx.config.order_deadline else { return };
+    let cutoff = now_ms().saturating_sub(i64::try_from(deadline.as_millis()).unwrap_or(i64::MAX));
+    let overdue = match ctx.host_store().overdue_orders(cutoff, DEADLINE_BATCH).await {
+        Ok(overdue) => overdue,
+        Err(error) => {
+            tracing::warn!(%error, "cannot look for orders past their deadline");
+            return;
+        }
+    };
+    for order_id in overdue {
+        if let Err(error) = super::orders::cancel_overdue(ctx, &order_id).await {
+            tracing::warn!(%order_id, %error, "cannot cancel an order past its deadline; trying again later");
+        }
+    }
 }
 
 async fn redrive(ctx: &SagaContext) {

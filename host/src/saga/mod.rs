@@ -10,6 +10,7 @@
 //! commit leaves nothing; after it, the redelivery finds the inbox row.
 
 mod engine;
+pub mod hooks;
 pub mod maintenance;
 pub mod ops;
 pub mod orders;
@@ -54,6 +55,8 @@ pub struct SagaConfig {
     pub compensating: BTreeSet<String>,
     /// A pending order with no progress for this long has its events published again.
     pub redrive_after: Duration,
+    /// An order still pending this long after it was placed is cancelled (`deadline`).
+    pub order_deadline: Option<Duration>,
     /// Retention of handled rows: inbox, relayed outbox, idempotency keys.
     pub retain_inbox: Duration,
     pub retain_outbox: Duration,

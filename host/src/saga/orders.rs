@@ -165,6 +165,25 @@ pub async fn cancel(ctx: &SagaContext, order_id: &str) -> Result<Cancelled, Stor
     })
 }
 
+/// Cancel an order past its deadline: only a pending one, so a completion that lands at
+/// the same moment wins or loses the same compare-and-set, never both. `true` if this
+/// call cancelled it.
+pub async fn cancel_overdue(ctx: &SagaContext, order_id: &str) -> Result<bool, StoreError> {
+    let span = tracing::info_span!("order.deadline", host = %ctx.host_id, order_id = %order_id);
+    let transition = span.in_scope(|| cancel_transition(order_id, DEADLINE, &[PENDING]));
+    let cancelled = ctx.host_store().transition(&transition).await?;
+    if cancelled {
+        metrics::counter!("wasaga_orders_total", "status" => CANCELLED).increment(1);
+        metrics::counter!("wasaga_order_deadlines_total").increment(1);
+        span.in_scope(|| tracing::info!("the order passed its deadline; cancelled"));
+        ctx.relay.notify();
+    }
+    Ok(cancelled)
+}
+
+/// The cancel reason of an order that passed `order_deadline_secs`.
+pub const DEADLINE: &str = "deadline";
+
 fn cancel_transition(order_id: &str, reason: &str, from: &'static [&'static str]) -> OrderTransition {
     let payload = serde_json::to_string(&events::OrderCancelled { reason: reason.to_owned() }).unwrap_or_default();
     OrderTransition {

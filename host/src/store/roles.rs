@@ -28,6 +28,10 @@ pub trait OrderStore: Send + Sync {
     /// Orders of any status unchanged for `stall_ms` but changed since `since_ms` whose
     /// check is due and that were not found complete since their last change; each
     /// returned order's next check is pushed back by `stall_ms` × its checks.
+    /// Up to `limit` orders still pending that were placed at or before `placed_before_ms`,
+    /// oldest first.
+    async fn overdue_orders(&self, placed_before_ms: i64, limit: u32) -> Result<Vec<String>, StoreError>;
+
     async fn stalled_orders(
         &self,
         now_ms: i64,

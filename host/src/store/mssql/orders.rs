@@ -81,6 +81,12 @@ impl OrderStore for MssqlStore {
         found.iter().map(|r| Ok((text(r, 0)?, int(r, 1)?))).collect()
     }
 
+    async fn overdue_orders(&self, placed_before_ms: i64, limit: u32) -> Result<Vec<String>, StoreError> {
+        let limit = i64::from(limit);
+        let found = rows(&mut *self.conn().await?, sql::OVERDUE_ORDERS, &[&placed_before_ms, &limit]).await?;
+        found.iter().map(|row| text(row, 0)).collect()
+    }
+
     async fn stalled_orders(
         &self,
         now_ms: i64,

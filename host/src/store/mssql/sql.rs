@@ -141,6 +141,8 @@ pub const INSERT_LEASE: &str = concat!(
     " + @P3 WHERE NOT EXISTS (SELECT 1 FROM leases WITH (UPDLOCK, HOLDLOCK) WHERE name = @P1)"
 );
 pub const RELEASE_LEASE: &str = "DELETE FROM leases WHERE name = @P1 AND holder = @P2";
+pub const OVERDUE_ORDERS: &str = "SELECT TOP (@P2) id FROM orders WHERE status = 'pending' \
+    AND created_at_ms <= @P1 ORDER BY created_at_ms";
 pub const STALLED_ORDERS: &str = "UPDATE orders SET redrives = redrives + 1, \
     next_redrive_at_ms = @P1 + @P2 * (redrives + 1) OUTPUT INSERTED.id, INSERTED.status, INSERTED.updated_at_ms \
     WHERE id IN (SELECT TOP (@P3) id FROM orders WHERE redrives >= 0 AND updated_at_ms <= @P1 - @P2 \
@@ -276,6 +278,7 @@ pub const ALL: &[&str] = &[
     INSERT_LEASE,
     RELEASE_LEASE,
     STALLED_ORDERS,
+    OVERDUE_ORDERS,
     EVENTS_OF_ORDERS,
     MARK_CHECKED,
     PRUNE_INBOX,

@@ -138,6 +138,18 @@ macro_rules! orders {
                     .map_err(Into::into)
             }
 
+            async fn overdue_orders(&self, placed_before_ms: i64, limit: u32) -> Result<Vec<String>, StoreError> {
+                let ids: Vec<String> = sqlx::query_scalar(
+                    "SELECT id FROM orders WHERE status = 'pending' AND created_at_ms <= $1 \
+                     ORDER BY created_at_ms LIMIT $2",
+                )
+                .bind(placed_before_ms)
+                .bind(i64::from(limit))
+                .fetch_all(&self.reader)
+                .await?;
+                Ok(ids)
+            }
+
             async fn stalled_orders(
                 &self,
                 now_ms: i64,
