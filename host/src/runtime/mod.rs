@@ -3,7 +3,7 @@
 //! memory cap.
 //!
 //! **Architecture Invariant:** a step does I/O only through the WIT imports bound in
-//! [`host::StepStore`] and outbound HTTP the host sends for it (`outbound.rs`); the WASI
+//! [`host::StepStore`] and outbound HTTP the host sends for it (`outbound/`); the WASI
 //! context it links against holds only its configured settings.
 
 mod bindings;
