@@ -45,9 +45,10 @@ pub struct StepSettings {
     /// `payment/` for `payment`, none for every other step.
     #[serde(default)]
     pub order_state: Option<String>,
-    /// JSON pointers (RFC 6901, e.g. `/payment/card_token`) of payload fields replaced
-    /// by `"[redacted]"` in this step's recordings (dead letters and samples) when they
-    /// are written; empty by default.
+    /// JSON pointers (RFC 6901, e.g. `/payment/card_token`) of fields replaced by
+    /// `"[redacted]"` in this step's recordings (dead letters and samples) when they are
+    /// written: in event and emitted payloads and in outbound request and answer bodies;
+    /// empty by default.
     #[serde(default)]
     pub redact: Vec<String>,
     /// Targets the step may call over HTTP, each `scheme://host[:port]`; none by default.

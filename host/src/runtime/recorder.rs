@@ -61,9 +61,10 @@ impl Recorder {
 
 /// Replace the value at each of `pointers` (RFC 6901 JSON pointers, e.g.
 /// `/payment/card_token`) in the event payload and in every emitted payload with
-/// [`REDACTED`], and list in the recording the pointers that matched, so a replay can
-/// say why it may diverge. A payload that is not JSON, or lacks the field, is kept as
-/// it is; host calls (state values, log lines) are not touched.
+/// [`REDACTED`], and likewise in the JSON bodies of outbound requests and their answers
+/// (a card token sent to a gateway); list in the recording the pointers that matched, so
+/// a replay can say why it may diverge. A payload that is not JSON, or lacks the field,
+/// is kept as it is; other host calls (state values, log lines) are not touched.
 pub fn redact_recording(recording: &mut Recording, pointers: &[String]) {
     if pointers.is_empty() {
         return;
@@ -75,10 +76,28 @@ pub fn redact_recording(recording: &mut Recording, pointers: &[String]) {
             redact_payload(&mut emit.payload, pointers, &mut matched);
         }
     }
+    for call in &mut recording.calls {
+        if let HostCall::Http { body, response, .. } = call {
+            redact_bytes(&mut body.0, pointers, &mut matched);
+            if let Some(answer) = response {
+                redact_bytes(&mut answer.body.0, pointers, &mut matched);
+            }
+        }
+    }
     for pointer in pointers {
         if matched.contains(&pointer) && !recording.redacted.contains(pointer) {
             recording.redacted.push(pointer.clone());
         }
+    }
+}
+
+fn redact_bytes<'p>(bytes: &mut Vec<u8>, pointers: &'p [String], matched: &mut Vec<&'p String>) {
+    let Ok(text) = std::str::from_utf8(bytes) else { return };
+    let mut text = text.to_owned();
+    let before = matched.len();
+    redact_payload(&mut text, pointers, matched);
+    if matched.len() > before {
+        *bytes = text.into_bytes();
     }
 }
 
@@ -171,6 +190,29 @@ mod tests {
         // Read back, the recording still says what was redacted.
         let back = Recording::from_json(&text).expect("reads");
         assert_eq!(back.redacted, r.redacted);
+    }
+
+    #[test]
+    fn redaction_reaches_the_json_bodies_of_outbound_requests_and_answers() {
+        use wasaga_sdk::recording::{Bytes, HttpAnswer};
+        let mut r = recording(r#"{"payment":{"card_token":"tok_secret"}}"#, &[]);
+        r.calls.push(HostCall::Http {
+            method: "POST".to_owned(),
+            url: "http://127.0.0.1:9911/v1/charges".to_owned(),
+            headers: vec![("idempotency-key".to_owned(), "e-1/payment/0".to_owned())],
+            body: Bytes(br#"{"token":"tok_secret","amount_cents":5}"#.to_vec()),
+            response: Some(HttpAnswer {
+                status: 200,
+                headers: vec![],
+                body: Bytes(br#"{"id":"ch_1","token":"tok_secret"}"#.to_vec()),
+            }),
+            error: None,
+        });
+        redact_recording(&mut r, &["/payment/card_token".to_owned(), "/token".to_owned()]);
+        let text = serde_json::to_string(&r).expect("json");
+        assert!(!text.contains("tok_secret"), "{text}");
+        assert!(text.contains("amount_cents") && text.contains("ch_1"), "other fields are kept: {text}");
+        assert_eq!(r.redacted, vec!["/payment/card_token".to_owned(), "/token".to_owned()]);
     }
 
     #[test]

@@ -54,8 +54,17 @@ impl Host for WitHost {
         Origin { step: String::new(), step_version: String::new() }
     }
 
+    #[cfg(feature = "http")]
     fn http(&mut self, request: &crate::http::Request) -> Result<crate::http::Response, String> {
         send(request)
+    }
+
+    #[cfg(not(feature = "http"))]
+    fn http(&mut self, request: &crate::http::Request) -> Result<crate::http::Response, String> {
+        Err(format!(
+            "{} {}: this step was built without wasaga-sdk's `http` feature, so it cannot call out",
+            request.method, request.url
+        ))
     }
 
     fn setting(&self, name: &str) -> Option<String> {
@@ -87,6 +96,7 @@ pub fn handle<S: Step>(ctx: wit::Context, event: wit::Event) -> Result<Vec<wit::
     }
 }
 
+#[cfg(feature = "http")]
 /// `wasi:http/outgoing-handler` as a blocking call: build the request, send it, write its
 /// body, wait for the answer and read its body.
 pub(crate) fn send(request: &crate::http::Request) -> Result<crate::http::Response, String> {
