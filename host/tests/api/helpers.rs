@@ -216,8 +216,14 @@ impl Api {
     }
 
     pub async fn upload(&self, name: &str, bytes: Bytes) -> reqwest::Response {
+        self.upload_rollout(name, "", bytes).await
+    }
+
+    /// Upload `bytes` as a new version of `name` with `query` (`rollout=shadow`, …).
+    pub async fn upload_rollout(&self, name: &str, query: &str, bytes: Bytes) -> reqwest::Response {
+        let query = if query.is_empty() { String::new() } else { format!("?{query}") };
         self.http
-            .put(self.url(&format!("/api/admin/plugins/{name}")))
+            .put(self.url(&format!("/api/admin/plugins/{name}{query}")))
             .bearer_auth(&self.token)
             .header("content-type", "application/wasm")
             .body(bytes)
@@ -675,6 +681,14 @@ pub async fn fresh_mssql_database(admin: &str) -> String {
 
 /// The `wasaga` binary the process tests run: `WASAGA_TEST_BIN` if set (worktrees that
 /// share one target folder overwrite each other's `target/debug/wasaga`), else Cargo's.
+/// Run the `wasaga` CLI with `args`; its exit code and what it printed.
+pub fn wasaga_cli(args: &[&str]) -> (i32, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_wasaga")).args(args).output().expect("wasaga runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    (output.status.code().unwrap_or(-1), format!("{stdout}{stderr}"))
+}
+
 pub fn wasaga_bin() -> std::ffi::OsString {
     std::env::var_os("WASAGA_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_wasaga").into())
 }

@@ -9,7 +9,6 @@ use crate::helpers::*;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 use wasaga_host::config::{Settings, StepSettings};
@@ -94,14 +93,6 @@ async fn terminal(app: &Api, ids: &[String]) {
     }
 }
 
-/// `wasaga` with `args`; exit code and what it printed.
-fn wasaga(args: &[&str]) -> (i32, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_wasaga")).args(args).output().expect("wasaga runs");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    (output.status.code().unwrap_or(-1), format!("{stdout}{stderr}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn captures_reach_the_ledger_once_through_retries_and_cancels_are_refunded_once() {
     let (url, gateway, server) = gateway().await;
@@ -144,7 +135,7 @@ async fn captures_reach_the_ledger_once_through_retries_and_cancels_are_refunded
     let out_dir = app.dir.path().join("recordings");
     let out = out_dir.to_str().expect("path");
     let base = format!("http://{}", app.addr);
-    let (code, said) = wasaga(&["recordings", "--url", &base, "--token", &app.token, "pull", "payment", "-o", out]);
+    let (code, said) = wasaga_cli(&["recordings", "--url", &base, "--token", &app.token, "pull", "payment", "-o", out]);
     assert_eq!(code, 0, "{said}");
     let mut http_calls = 0;
     for file in std::fs::read_dir(&out_dir).expect("recordings").filter_map(Result::ok) {
@@ -165,7 +156,7 @@ async fn captures_reach_the_ledger_once_through_retries_and_cancels_are_refunded
     let _ = server.await;
     assert!(reqwest::get(format!("{url}/v1/ledger")).await.is_err(), "the gateway is down");
     let serving = components_dir().join("payment.wasm");
-    let (code, said) = wasaga(&["replay", out, "--plugin", serving.to_str().expect("path")]);
+    let (code, said) = wasaga_cli(&["replay", out, "--plugin", serving.to_str().expect("path")]);
     assert_eq!(code, 0, "every recording replays offline, the same: {said}");
     app.stop().await;
 }
@@ -175,15 +166,7 @@ async fn a_shadow_payment_version_sends_nothing() {
     let (url, gateway, _server) = gateway().await;
     let app = app_calling(&url, |_| {}).await;
     app.stock_up("SKU-1", 100).await;
-    let response = app
-        .http
-        .put(app.url("/api/admin/plugins/payment?rollout=shadow"))
-        .bearer_auth(&app.token)
-        .header("content-type", "application/wasm")
-        .body(component("payment-v2"))
-        .send()
-        .await
-        .expect("sent");
+    let response = app.upload_rollout("payment", "rollout=shadow", component("payment-v2")).await;
     assert_eq!(response.status(), 200);
     let mut ids = Vec::new();
     for token in ["tok_ok", "tok_flaky_2", "tok_ok", "tok_decline"] {

@@ -6,7 +6,6 @@
 use crate::helpers::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::Duration;
 use wasaga_host::config::{Settings, StepSettings};
 
@@ -34,14 +33,6 @@ async fn trapped_order(app: &TestApp) -> (String, Value) {
     (id, dead)
 }
 
-/// `wasaga` with `args`; exit code and standard output.
-fn wasaga(args: &[&str]) -> (i32, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_wasaga")).args(args).output().expect("wasaga runs");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    (output.status.code().unwrap_or(-1), format!("{stdout}{stderr}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_letters_recording_replays_offline_against_the_serving_and_a_fixed_step() {
     let app = app_with(|_| {}).await;
@@ -64,23 +55,23 @@ async fn a_dead_letters_recording_replays_offline_against_the_serving_and_a_fixe
 
     // The serving payment reproduces the trap.
     let serving = components_dir().join("payment.wasm");
-    let (code, out) = wasaga(&["replay", file, "--plugin", serving.to_str().expect("path")]);
+    let (code, out) = wasaga_cli(&["replay", file, "--plugin", serving.to_str().expect("path")]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("reproduced") && out.contains("trap"), "{out}");
     // A fixed build captures, and the replay says where it diverged.
     let fixed = components_dir().join("payment-fixed.wasm");
-    let (code, out) = wasaga(&["replay", file, "--plugin", fixed.to_str().expect("path")]);
+    let (code, out) = wasaga_cli(&["replay", file, "--plugin", fixed.to_str().expect("path")]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("outcome: ok") && out.contains("payment.captured") && out.contains("diverged"), "{out}");
     // Without --plugin, the recorded version comes from the plugins folder.
     let plugins = app.plugins_dir();
     let (code, out) =
-        wasaga(&["replay", file, "--plugins-dir", plugins.to_str().expect("path"), "--data-dir", "/nonexistent"]);
+        wasaga_cli(&["replay", file, "--plugins-dir", plugins.to_str().expect("path"), "--data-dir", "/nonexistent"]);
     assert_eq!(code, 0, "{out}");
     // A file that is not a recording cannot run.
     std::fs::write(app.dir.path().join("junk.json"), "{}").expect("junk");
     let junk = app.dir.path().join("junk.json");
-    let (code, out) = wasaga(&["replay", junk.to_str().expect("path")]);
+    let (code, out) = wasaga_cli(&["replay", junk.to_str().expect("path")]);
     assert_eq!(code, 2, "{out}");
     app.stop().await;
 }
@@ -178,14 +169,17 @@ async fn sampled_recordings_check_a_candidate_offline() {
     let out_dir = app.dir.path().join("recordings");
     let url = format!("http://{}", app.addr);
     let out_path = out_dir.to_str().expect("path");
-    let (code, out) = wasaga(&["recordings", "--url", &url, "--token", &app.token, "pull", "payment", "-o", out_path]);
+    let (code, out) =
+        wasaga_cli(&["recordings", "--url", &url, "--token", &app.token, "pull", "payment", "-o", out_path]);
     assert_eq!(code, 0, "{out}");
     let strict = components_dir().join("payment-strict.wasm");
-    let (code, out) = wasaga(&["replay", out_dir.to_str().expect("path"), "--plugin", strict.to_str().expect("path")]);
+    let (code, out) =
+        wasaga_cli(&["replay", out_dir.to_str().expect("path"), "--plugin", strict.to_str().expect("path")]);
     assert_eq!(code, 1, "the strict candidate declines a flaky card: {out}");
     assert!(out.contains("same") && out.contains("1 different"), "{out}");
     let serving = components_dir().join("payment.wasm");
-    let (code, out) = wasaga(&["replay", out_dir.to_str().expect("path"), "--plugin", serving.to_str().expect("path")]);
+    let (code, out) =
+        wasaga_cli(&["replay", out_dir.to_str().expect("path"), "--plugin", serving.to_str().expect("path")]);
     assert_eq!(code, 0, "the serving version reproduces every call: {out}");
     app.stop().await;
 }

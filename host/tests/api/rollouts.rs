@@ -81,15 +81,7 @@ async fn a_canary_takes_a_stable_share_of_orders_then_is_promoted() {
     let app = app_with(|_| {}).await;
     app.stock_up("SKU-1", 1000).await;
     let v1 = digest(&app, "payment").await;
-    let response = app
-        .http
-        .put(app.url("/api/admin/plugins/payment?rollout=canary&percent=30"))
-        .bearer_auth(&app.token)
-        .header("content-type", "application/wasm")
-        .body(component("payment-v2"))
-        .send()
-        .await
-        .expect("sent");
+    let response = app.upload_rollout("payment", "rollout=canary&percent=30", component("payment-v2")).await;
     assert_eq!(response.status(), 200);
     let entry: Value = response.json().await.expect("json");
     assert_eq!(entry["digest"], v1, "the serving version is unchanged");
@@ -140,15 +132,7 @@ async fn a_canary_takes_a_stable_share_of_orders_then_is_promoted() {
 async fn a_canary_rolled_back_leaves_the_serving_version() {
     let app = app_with(|_| {}).await;
     let v1 = digest(&app, "payment").await;
-    let response = app
-        .http
-        .put(app.url("/api/admin/plugins/payment?rollout=canary&percent=50"))
-        .bearer_auth(&app.token)
-        .header("content-type", "application/wasm")
-        .body(component("payment-v2"))
-        .send()
-        .await
-        .expect("sent");
+    let response = app.upload_rollout("payment", "rollout=canary&percent=50", component("payment-v2")).await;
     assert_eq!(response.status(), 200);
     let rolled: Value = app.rollback("payment").await.json().await.expect("json");
     assert_eq!(rolled["digest"], v1);
@@ -177,15 +161,7 @@ async fn a_canary_rolled_back_leaves_the_serving_version() {
 async fn a_shadow_that_differs_is_counted_and_sampled_and_changes_no_order() {
     let app = app_with(|_| {}).await;
     app.stock_up("SKU-1", 100).await;
-    let response = app
-        .http
-        .put(app.url("/api/admin/plugins/payment?rollout=shadow"))
-        .bearer_auth(&app.token)
-        .header("content-type", "application/wasm")
-        .body(component("payment-strict"))
-        .send()
-        .await
-        .expect("sent");
+    let response = app.upload_rollout("payment", "rollout=shadow", component("payment-strict")).await;
     assert_eq!(response.status(), 200);
     let mut ids = Vec::new();
     for token in ["tok_ok", "tok_flaky_2", "tok_ok", "tok_flaky_2", "tok_ok"] {
@@ -228,15 +204,7 @@ async fn a_failing_canary_is_rolled_back_by_itself_and_a_healthy_one_is_not() {
     .await;
     app.stock_up("SKU-1", 1000).await;
     let start_canary = async |file: &str| {
-        let response = app
-            .http
-            .put(app.url("/api/admin/plugins/payment?rollout=canary&percent=50"))
-            .bearer_auth(&app.token)
-            .header("content-type", "application/wasm")
-            .body(component(file))
-            .send()
-            .await
-            .expect("sent");
+        let response = app.upload_rollout("payment", "rollout=canary&percent=50", component(file)).await;
         assert_eq!(response.status(), 200);
     };
     // A healthy candidate serves on.
