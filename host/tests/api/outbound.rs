@@ -341,3 +341,33 @@ async fn two_hosts_on_rabbitmq_one_killed_charge_each_order_once() {
     assert_eq!(charges, completed, "one charge per completed order: {}", gateway.ledger());
     assert!(completed >= 40, "the tok_ok and tok_flaky_2 orders complete: {completed}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crafted_recording_cannot_make_a_replay_call_out() {
+    // A recording written by someone else: its settings point payment at a live gateway,
+    // and it records no request. Replay answers only from the recording: nothing is sent.
+    let (url, gateway, _server) = gateway().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let recording = json!({
+        "format": 2,
+        "step": "payment",
+        "version": format!("sha256:{}", "0".repeat(64)),
+        "attempt": 1,
+        "event": {
+            "id": "e-crafted", "kind": "stock.reserved", "order_id": "o-crafted", "occurred_at_ms": 1,
+            "payload": json!({"items": [], "total_cents": 500, "payment": {"card_token": "tok_ok"}, "levels": []}).to_string(),
+        },
+        "origin": {"step": "inventory", "step_version": "x"},
+        "calls": [],
+        "outcome": {"outcome": "ok", "emits": []},
+        "settings": [["WASAGA_GATEWAY_URL", url]],
+    });
+    let file = dir.path().join("crafted.json");
+    std::fs::write(&file, recording.to_string()).expect("write");
+    let serving = components_dir().join("payment.wasm");
+    let (code, said) =
+        wasaga_cli(&["replay", file.to_str().expect("path"), "--plugin", serving.to_str().expect("path")]);
+    assert_eq!(code, 1, "the replay diverges: {said}");
+    assert!(said.contains("would call out"), "{said}");
+    assert!(gateway.ledger()["charges"].as_array().is_some_and(Vec::is_empty), "nothing reached the gateway");
+}
