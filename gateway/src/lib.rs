@@ -11,7 +11,11 @@
 //!
 //! Test tokens: `tok_ok` (and any other) charges; `tok_decline` is refused (402, final);
 //! `tok_flaky_N` answers 503 to the first N attempts of a key, then charges; `tok_slow`
-//! answers after the configured delay (past a step's deadline).
+//! answers after the configured delay (past a step's deadline); `tok_3ds` needs the
+//! cardholder's authentication (3-D Secure): the charge answers 202 `requires_action`,
+//! and when the cardholder completes it (after the configured delay) the charge succeeds
+//! and a signed webhook `charge.succeeded` goes to the configured URL, retried until it is
+//! answered 2xx. While webhooks are withheld, no cardholder ever completes one.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -24,7 +28,17 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
+
+/// Where a gateway sends webhooks, and the secret that signs them.
+#[derive(Debug, Clone)]
+pub struct WebhookTarget {
+    /// The full URL, e.g. `http://127.0.0.1:8080/api/hooks/payment`.
+    pub url: String,
+    /// The shared secret: HMAC-SHA256 key of the `webhook-signature`.
+    pub secret: String,
+}
 
 /// The gateway's books: answers by key, attempts of flaky keys, and the ledger.
 #[derive(Debug, Default)]
@@ -37,6 +51,10 @@ struct Book {
     attempts: HashMap<String, u32>,
     charges: Vec<Value>,
     refunds: Vec<Value>,
+    /// Charges awaiting the cardholder (`tok_3ds`), by id.
+    awaiting: HashMap<String, Value>,
+    /// Charge ids issued so far (succeeded or not), for the next id.
+    issued: usize,
 }
 
 /// A running gateway's state.
@@ -47,22 +65,65 @@ pub struct Gateway {
     slow: Duration,
     /// The key clients must present, if any.
     api_key: Option<String>,
+    /// Where webhooks go; read at every attempt, so a receiver that moved is found.
+    webhooks: Mutex<Option<WebhookTarget>>,
+    /// How long a cardholder takes to complete 3-D Secure.
+    action_delay: Mutex<Duration>,
+    /// No cardholder completes 3-D Secure while set (they abandon it).
+    withheld: AtomicBool,
+    /// Webhooks answered 2xx so far.
+    delivered: AtomicUsize,
 }
 
 impl Gateway {
     pub fn new(slow: Duration) -> Arc<Gateway> {
-        Arc::new(Gateway { book: Mutex::default(), slow, api_key: None })
+        Arc::new(Gateway::build(slow, None))
     }
 
     /// A gateway that answers only clients presenting `Authorization: Bearer <api_key>`.
     pub fn with_key(slow: Duration, api_key: &str) -> Arc<Gateway> {
-        Arc::new(Gateway { book: Mutex::default(), slow, api_key: Some(api_key.to_owned()) })
+        Arc::new(Gateway::build(slow, Some(api_key.to_owned())))
     }
 
-    /// Charges and refunds made so far.
+    fn build(slow: Duration, api_key: Option<String>) -> Gateway {
+        Gateway {
+            book: Mutex::default(),
+            slow,
+            api_key,
+            webhooks: Mutex::new(None),
+            action_delay: Mutex::new(Duration::from_millis(200)),
+            withheld: AtomicBool::new(false),
+            delivered: AtomicUsize::new(0),
+        }
+    }
+
+    /// Send webhooks to `target` from now on (also those being retried).
+    pub fn send_webhooks_to(&self, target: WebhookTarget) {
+        *self.webhooks.lock() = Some(target);
+    }
+
+    /// How long a cardholder takes to complete 3-D Secure (200 ms by default).
+    pub fn set_action_delay(&self, delay: Duration) {
+        *self.action_delay.lock() = delay;
+    }
+
+    /// While `withheld`, cardholders abandon 3-D Secure: those charges never succeed and
+    /// no webhook is sent for them.
+    pub fn withhold_webhooks(&self, withheld: bool) {
+        self.withheld.store(withheld, Ordering::SeqCst);
+    }
+
+    /// Webhooks the receiver has answered 2xx.
+    pub fn webhooks_delivered(&self) -> usize {
+        self.delivered.load(Ordering::SeqCst)
+    }
+
+    /// Charges and refunds made so far, and charges still awaiting the cardholder.
     pub fn ledger(&self) -> Value {
         let book = self.book.lock();
-        json!({ "charges": book.charges, "refunds": book.refunds })
+        let mut awaiting: Vec<&Value> = book.awaiting.values().collect();
+        awaiting.sort_by_key(|c| c["id"].as_str().map(str::to_owned));
+        json!({ "charges": book.charges, "refunds": book.refunds, "awaiting_action": awaiting })
     }
 }
 
@@ -84,6 +145,8 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/v1/charges", post(charge))
         .route("/v1/refunds", post(refund))
         .route("/v1/ledger", get(ledger))
+        .route("/v1/webhooks/withhold", post(withhold))
+        .route("/v1/webhooks/release", post(release_webhooks))
         .with_state(gateway)
 }
 
@@ -201,19 +264,90 @@ async fn charge(State(gateway): State<Arc<Gateway>>, headers: HeaderMap, body: B
     if token == "tok_slow" {
         tokio::time::sleep(gateway.slow).await;
     }
+    let three_ds = token == "tok_3ds";
     let charge = {
         let mut book = gateway.book.lock();
+        book.issued += 1;
         let charge = json!({
-            "id": format!("ch_{}", book.charges.len() + 1),
-            "status": "succeeded",
+            "id": format!("ch_{}", book.issued),
+            "status": if three_ds { "requires_action" } else { "succeeded" },
             "amount_cents": amount,
             "order_id": request.body.get("order_id").cloned().unwrap_or(Value::Null),
             "idempotency_key": request.key,
         });
+        if three_ds {
+            book.awaiting.insert(charge["id"].as_str().unwrap_or_default().to_owned(), charge.clone());
+        } else {
+            book.charges.push(charge.clone());
+        }
+        charge
+    };
+    if three_ds {
+        tokio::spawn(authenticate(gateway.clone(), charge.clone()));
+        return finish(&gateway, &request, 202, charge);
+    }
+    finish(&gateway, &request, 200, charge)
+}
+
+/// The cardholder completes 3-D Secure after the action delay (unless webhooks are
+/// withheld): the charge succeeds and its webhook is sent until answered.
+async fn authenticate(gateway: Arc<Gateway>, charge: Value) {
+    let delay = *gateway.action_delay.lock();
+    tokio::time::sleep(delay).await;
+    if gateway.withheld.load(Ordering::SeqCst) {
+        return;
+    }
+    let id = charge["id"].as_str().unwrap_or_default().to_owned();
+    let succeeded = {
+        let mut book = gateway.book.lock();
+        let Some(mut charge) = book.awaiting.remove(&id) else { return };
+        charge["status"] = json!("succeeded");
         book.charges.push(charge.clone());
         charge
     };
-    finish(&gateway, &request, 200, charge)
+    let event = json!({ "type": "charge.succeeded", "data": succeeded });
+    send_webhook(&gateway, &format!("evt_{id}"), &event).await;
+}
+
+/// Send one webhook until the receiver answers 2xx, backing off from 100 ms to 2 s, for
+/// at most 10 minutes: a receiver that is down gets it when it is back.
+async fn send_webhook(gateway: &Gateway, id: &str, event: &Value) {
+    use base64::Engine;
+    use hmac::{Hmac, Mac};
+    let client = reqwest::Client::new();
+    let body = event.to_string();
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(600);
+    let mut wait = Duration::from_millis(100);
+    while tokio::time::Instant::now() < give_up {
+        let target = gateway.webhooks.lock().clone();
+        if let Some(target) = target
+            && let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(target.secret.as_bytes())
+        {
+            // Signed afresh at every attempt: the receiver's replay window counts from it.
+            let timestamp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or_default();
+            mac.update(format!("{id}.{timestamp}.{body}").as_bytes());
+            let signature = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+            let sent = client
+                .post(&target.url)
+                .header("content-type", "application/json")
+                .header("webhook-id", id)
+                .header("webhook-timestamp", timestamp.to_string())
+                .header("webhook-signature", format!("v1,{signature}"))
+                .body(body.clone())
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await;
+            if sent.is_ok_and(|answer| answer.status().is_success()) {
+                gateway.delivered.fetch_add(1, Ordering::SeqCst);
+                return;
+            }
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(2));
+    }
 }
 
 async fn refund(State(gateway): State<Arc<Gateway>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -250,4 +384,16 @@ async fn refund(State(gateway): State<Arc<Gateway>>, headers: HeaderMap, body: B
 
 async fn ledger(State(gateway): State<Arc<Gateway>>) -> axum::Json<Value> {
     axum::Json(gateway.ledger())
+}
+
+/// Test control: cardholders abandon 3-D Secure from now on.
+async fn withhold(State(gateway): State<Arc<Gateway>>) -> StatusCode {
+    gateway.withhold_webhooks(true);
+    StatusCode::NO_CONTENT
+}
+
+/// Test control: cardholders complete 3-D Secure again.
+async fn release_webhooks(State(gateway): State<Arc<Gateway>>) -> StatusCode {
+    gateway.withhold_webhooks(false);
+    StatusCode::NO_CONTENT
 }

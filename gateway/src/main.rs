@@ -18,6 +18,16 @@ struct Args {
     /// The key clients must send as `Authorization: Bearer <key>`; none by default.
     #[arg(long, env = "WASAGA_GATEWAY_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
+    /// Where webhooks (`tok_3ds` charges completed) go, e.g.
+    /// `http://127.0.0.1:8080/api/hooks/payment`; none are sent without it.
+    #[arg(long, env = "WASAGA_GATEWAY_WEBHOOK_URL", requires = "webhook_secret")]
+    webhook_url: Option<String>,
+    /// The secret that signs webhooks (the step's `hook_secret`).
+    #[arg(long, env = "WASAGA_GATEWAY_WEBHOOK_SECRET", hide_env_values = true)]
+    webhook_secret: Option<String>,
+    /// How long a cardholder takes to complete 3-D Secure, in milliseconds.
+    #[arg(long, env = "WASAGA_GATEWAY_ACTION_DELAY_MS", default_value_t = 200)]
+    action_delay_ms: u64,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -32,6 +42,10 @@ async fn main() -> anyhow::Result<()> {
         Some(key) => wasaga_gateway::Gateway::with_key(slow, key),
         None => wasaga_gateway::Gateway::new(slow),
     };
+    gateway.set_action_delay(Duration::from_millis(args.action_delay_ms));
+    if let (Some(url), Some(secret)) = (args.webhook_url, args.webhook_secret) {
+        gateway.send_webhooks_to(wasaga_gateway::WebhookTarget { url, secret });
+    }
     axum::serve(listener, wasaga_gateway::router(gateway))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

@@ -99,9 +99,10 @@ impl StepExecutor for NativeSteps {
             (Err(_), None) => Err(CallError::Trap("panicked".to_owned())),
             (Ok(Err(wasaga_sdk::StepError::Retryable(e))), None) => Err(CallError::Retryable(e)),
             (Ok(Err(wasaga_sdk::StepError::Fatal(e))), None) => Err(CallError::Fatal(e)),
-            (Ok(Ok(emits)), None) => {
-                Ok(emits.into_iter().map(|e| Emitted { kind: e.kind, payload: e.payload }).collect())
-            }
+            (Ok(Ok(emits)), None) => Ok(emits
+                .into_iter()
+                .map(|e| Emitted { kind: e.kind, payload: e.payload, delay_ms: e.delay_ms })
+                .collect()),
         }
     }
 }

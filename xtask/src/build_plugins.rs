@@ -46,6 +46,12 @@ const FIXTURES: &[Build] = &[
     Build { packages: &["payment"], features: &["payment/strict"], installs: &[("payment", "payment-strict")] },
     Build { packages: &["payment"], features: &["payment/half-trap"], installs: &[("payment", "payment-half-trap")] },
     Build { packages: &["payment"], features: &["payment/fixed"], installs: &[("payment", "payment-fixed")] },
+    // Built against the frozen wasaga:saga@0.1.0, as a step from before 0.2.0.
+    Build {
+        packages: &["inventory"],
+        features: &["inventory/contract-0-1"],
+        installs: &[("inventory", "inventory-0-1")],
+    },
 ];
 
 pub fn run(args: &BuildPlugins) -> anyhow::Result<()> {

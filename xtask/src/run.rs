@@ -54,8 +54,13 @@ pub fn run(args: &Run) -> anyhow::Result<()> {
     let gateway = match std::env::var_os("WASAGA_CONFIG") {
         Some(_) => None,
         None => {
-            let gateway = Gateway::start(&target_dir().join(profile_dir).join("wasaga-gateway"), &data_dir)?;
-            serve.arg("--config").arg(&gateway.config).env(GATEWAY_AUTH_VAR, format!("Bearer {}", gateway.key));
+            let hooks = format!("http://{addr}/api/hooks/payment");
+            let gateway = Gateway::start(&target_dir().join(profile_dir).join("wasaga-gateway"), &data_dir, &hooks)?;
+            serve
+                .arg("--config")
+                .arg(&gateway.config)
+                .env(GATEWAY_AUTH_VAR, format!("Bearer {}", gateway.key))
+                .env(HOOK_SECRET_VAR, &gateway.hook_secret);
             Some(gateway)
         }
     };
@@ -88,6 +93,8 @@ pub fn run(args: &Run) -> anyhow::Result<()> {
 
 /// The environment variable the gateway's credentials reach the server through.
 const GATEWAY_AUTH_VAR: &str = "WASAGA_RUN_GATEWAY_AUTH";
+/// The environment variable the secret of the gateway's webhooks reaches the server through.
+const HOOK_SECRET_VAR: &str = "WASAGA_RUN_HOOK_SECRET";
 
 /// The card gateway simulator, on a free port, and the settings that point the payment
 /// step at it. Stopped when dropped.
@@ -95,16 +102,20 @@ struct Gateway {
     child: std::process::Child,
     url: String,
     key: String,
+    hook_secret: String,
     config: std::path::PathBuf,
 }
 
 impl Gateway {
-    fn start(binary: &std::path::Path, data_dir: &std::path::Path) -> anyhow::Result<Gateway> {
+    /// Start the simulator, its webhooks (`tok_3ds`) going to `hooks`.
+    fn start(binary: &std::path::Path, data_dir: &std::path::Path, hooks: &str) -> anyhow::Result<Gateway> {
         use std::io::BufRead;
         let key = format!("sk_run_{:016x}", rand_u64());
+        let hook_secret = format!("whsec_run_{:016x}", rand_u64());
         let mut child = Command::new(binary)
-            .args(["--addr", "127.0.0.1:0"])
+            .args(["--addr", "127.0.0.1:0", "--webhook-url", hooks])
             .env("WASAGA_GATEWAY_API_KEY", &key)
+            .env("WASAGA_GATEWAY_WEBHOOK_SECRET", &hook_secret)
             .stdout(std::process::Stdio::piped())
             .spawn()
             .with_context(|| format!("cannot start {}", binary.display()))?;
@@ -122,14 +133,16 @@ impl Gateway {
         let settings = format!(
             "# Written by `cargo xtask run`: the payment step calls the gateway simulator.\n\
              [steps.payment]\n\
-             outbound = [\"{url}\"]\n\n\
+             outbound = [\"{url}\"]\n\
+             hook_secret = \"env:{HOOK_SECRET_VAR}\"\n\
+             hook_order_id = \"/data/order_id\"\n\n\
              [steps.payment.env]\n\
              WASAGA_GATEWAY_URL = \"{url}\"\n\n\
              [steps.payment.outbound_headers]\n\
              authorization = \"env:{GATEWAY_AUTH_VAR}\"\n"
         );
         std::fs::write(&config, settings).with_context(|| format!("writing {}", config.display()))?;
-        Ok(Gateway { child, url, key, config })
+        Ok(Gateway { child, url, key, hook_secret, config })
     }
 }
 

@@ -202,7 +202,10 @@ pub async fn replay(runtime: &Runtime, recording: &Recording, step: &LoadedStep,
     let (calls, _) = recorder.take();
     let outcome = match result {
         Ok(emits) => Outcome::Ok {
-            emits: emits.into_iter().map(|e| RecordedEmit { kind: e.kind, payload: e.payload }).collect(),
+            emits: emits
+                .into_iter()
+                .map(|e| RecordedEmit { kind: e.kind, payload: e.payload, delay_ms: e.delay_ms })
+                .collect(),
         },
         Err(error) => Outcome::Failed { kind: error.label().to_owned(), message: error.to_string() },
     };

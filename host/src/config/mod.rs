@@ -93,6 +93,8 @@ pub struct Settings {
     pub step_max_http_request_bytes: u64,
     /// Per request: bytes of the body a step receives.
     pub step_max_http_response_bytes: u64,
+    /// The longest delay a step may give a timer.
+    pub step_max_timer_secs: u64,
     /// A pending order with no progress for this long has its events published again.
     pub redrive_after_ms: u64,
     /// An order not completed or cancelled this long after it was placed is cancelled
@@ -141,7 +143,7 @@ pub struct Settings {
 
 /// Every key of [`Settings`], as in `wasaga.toml` and (upper-cased, `WASAGA_`-prefixed)
 /// in the environment.
-const SETTING_KEYS: [&str; 49] = [
+const SETTING_KEYS: [&str; 50] = [
     "console_session_secs",
     "console_secure_cookie",
     "auth_failures_per_minute",
@@ -170,6 +172,7 @@ const SETTING_KEYS: [&str; 49] = [
     "step_max_http_requests",
     "step_max_http_request_bytes",
     "step_max_http_response_bytes",
+    "step_max_timer_secs",
     "redrive_after_ms",
     "order_deadline_secs",
     "retain_inbox_secs",
@@ -237,6 +240,7 @@ impl Default for Settings {
             step_max_http_requests: 8,
             step_max_http_request_bytes: 1024 * 1024,
             step_max_http_response_bytes: 4 * 1024 * 1024,
+            step_max_timer_secs: 30 * 86_400,
             redrive_after_ms: 60_000,
             order_deadline_secs: 0,
             maintenance_interval_ms: 5_000,

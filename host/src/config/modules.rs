@@ -86,6 +86,7 @@ impl Settings {
             http_requests: size(self.step_max_http_requests),
             http_request_bytes: size(self.step_max_http_request_bytes),
             http_response_bytes: size(self.step_max_http_response_bytes),
+            timer_delay_ms: self.step_max_timer_secs.saturating_mul(1000),
             ..crate::runtime::CallLimits::default()
         }
     }

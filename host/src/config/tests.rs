@@ -28,7 +28,8 @@ fn every_field_has_a_key() {
         "step_max_state_reads": 1, "step_max_state_read_bytes": 1,
         "console_secure_cookie": "always", "auth_failures_per_minute": 5, "metrics_addr": "127.0.0.1:2",
         "request_timeout_ms": 100, "body_timeout_ms": 100, "step_max_http_requests": 1,
-        "step_max_http_request_bytes": 1, "step_max_http_response_bytes": 1, "order_deadline_secs": 1
+        "step_max_http_request_bytes": 1, "step_max_http_response_bytes": 1, "order_deadline_secs": 1,
+        "step_max_timer_secs": 1
     });
     let first = serde_json::json!({
         "http_addr": "127.0.0.1:1", "data_dir": "d", "plugins_dir": "p", "admin_token": "t",

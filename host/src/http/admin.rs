@@ -24,6 +24,8 @@ pub struct VersionView {
     #[schema(value_type = String, format = DateTime)]
     pub loaded_at: time::OffsetDateTime,
     pub subscribes: Vec<String>,
+    /// The contract version it was built against: `wasaga:saga@0.2.0` or `@0.1.0`.
+    pub contract: String,
     /// Calls, failures and p99 latency of this version on this host since it was loaded.
     pub stats: StatsView,
 }
@@ -78,6 +80,7 @@ impl VersionView {
             digest: step.digest.to_string(),
             loaded_at: step.loaded_at,
             subscribes: step.subscribes.clone(),
+            contract: format!("wasaga:saga@{}", step.contract),
             stats: registry.stats().summary(&step.digest).into(),
         }
     }

@@ -79,6 +79,19 @@ pub struct TimelineView {
     attempt: Option<i64>,
 }
 
+/// A durable timer of the order that has not fired yet.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TimerView {
+    event_id: String,
+    kind: String,
+    /// The step that set it.
+    step: String,
+    /// When it fires (the store's clock).
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    due_at: time::OffsetDateTime,
+}
+
 /// An order with its timeline.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct OrderView {
@@ -90,6 +103,9 @@ pub struct OrderView {
     #[schema(value_type = Vec<Object>)]
     items: Value,
     timeline: Vec<TimelineView>,
+    /// Timers pending for the order, soonest first (one order's view only, not lists).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timers: Option<Vec<TimerView>>,
 }
 
 fn at(ms: i64) -> time::OffsetDateTime {
@@ -116,6 +132,7 @@ fn order_view(OrderWithTimeline { order: row, timeline }: OrderWithTimeline) -> 
                 attempt: t.attempt,
             })
             .collect(),
+        timers: None,
     }
 }
 
@@ -231,7 +248,15 @@ pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Resul
     let Some(order) = state.saga.query().order(&id).await? else {
         return Err(ApiError::NotFound(format!("no order {id:?}")));
     };
-    Ok(Json(order_view(order)))
+    let timers = state.saga.query().pending_timers(&id).await?;
+    let mut view = order_view(order);
+    view.timers = Some(
+        timers
+            .into_iter()
+            .map(|t| TimerView { event_id: t.event_id, kind: t.kind, step: t.step, due_at: at(t.due_at_ms) })
+            .collect(),
+    );
+    Ok(Json(view))
 }
 
 /// Filters and paging of the order list.

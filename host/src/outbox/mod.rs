@@ -10,6 +10,11 @@
 //! store and channel at a time, so each order's events reach the broker in outbox
 //! order. The lease lasts [`LEASE_TTL`] and is renewed every [`LEASE_RENEW`]; when its holder dies,
 //! another host takes it within the TTL plus one [`LEASE_RETRY`].
+//!
+//! **Timers:** the transport's relay also fires the store's durable timers, every
+//! [`TIMER_POLL`]: each due timer moves into the outbox in the transaction that deletes
+//! it (`OutboxStore::fire_timers`), so it is published once, by whichever host relays,
+//! and a host that was down fires what became due meanwhile.
 
 use crate::backoff::Backoff;
 use crate::event::now_ms;
@@ -31,6 +36,9 @@ pub const LEASE_TTL: Duration = Duration::from_secs(3);
 const LEASE_RENEW: Duration = Duration::from_millis(500);
 /// How often a host without the lease tries to take it.
 pub const LEASE_RETRY: Duration = Duration::from_secs(1);
+/// How often the relay looks for due timers: a timer fires at most this late (plus a
+/// relay round).
+pub const TIMER_POLL: Duration = Duration::from_millis(200);
 
 /// Wakes every store's relay loops when new events may be in an outbox.
 pub struct Relay {
@@ -67,6 +75,7 @@ impl Relay {
         let mut leader = false;
         // When this host last took or renewed the lease.
         let mut renewed = tokio::time::Instant::now();
+        let mut timers_checked: Option<tokio::time::Instant> = None;
         loop {
             if stopped.is_stopping() {
                 break;
@@ -121,6 +130,18 @@ impl Relay {
                     continue;
                 }
             }
+            if channel == Channel::Transport && timers_checked.is_none_or(|at| at.elapsed() >= TIMER_POLL) {
+                timers_checked = Some(tokio::time::Instant::now());
+                match store.fire_timers(BATCH).await {
+                    Ok(0) => {}
+                    Ok(fired) => {
+                        metrics::counter!("wasaga_timers_fired_total", "store" => store.backend())
+                            .increment(fired as u64);
+                        tracing::debug!(store = store.backend(), fired, "timers due moved to the outbox");
+                    }
+                    Err(error) => tracing::warn!(store = store.backend(), %error, "cannot fire due timers; retrying"),
+                }
+            }
             let relayed = match relay_once(&*target, &store, channel).await {
                 Ok(n) => {
                     backoff.succeeded();
@@ -141,7 +162,7 @@ impl Relay {
                 tokio::select! {
                     () = stopped.stopping() => break,
                     _ = woken.changed() => {}
-                    () = tokio::time::sleep(POLL.min(LEASE_TTL / 3)) => {}
+                    () = tokio::time::sleep(POLL.min(LEASE_TTL / 3).min(TIMER_POLL)) => {}
                 }
             }
         }

@@ -66,6 +66,8 @@ pub struct CallLimits {
     pub http_request_bytes: usize,
     /// Bytes of one response body (`WASAGA_STEP_MAX_HTTP_RESPONSE_BYTES`).
     pub http_response_bytes: usize,
+    /// The longest delay of a timer (`WASAGA_STEP_MAX_TIMER_SECS`).
+    pub timer_delay_ms: u64,
 }
 
 impl Default for CallLimits {
@@ -85,6 +87,7 @@ impl Default for CallLimits {
             http_requests: 8,
             http_request_bytes: 1024 * 1024,
             http_response_bytes: 4 * 1024 * 1024,
+            timer_delay_ms: 30 * 24 * 3600 * 1000,
         }
     }
 }

@@ -25,7 +25,6 @@ pub use step::{CallInput, Emitted, LoadedStep, Origin, Tier, digest_of};
 pub use validate::{HANDLER_EXPORT, component_imports, import_allowed, subscription_known, valid_kind};
 
 use crate::archive::Archive;
-use bindings::ArchivingStep;
 use host::StepStore;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -34,7 +33,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::Semaphore;
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::Linker;
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// How often the epoch advances; deadlines are rounded up to whole ticks.
@@ -133,10 +132,10 @@ pub enum LoadError {
     )]
     ForbiddenImport(String),
     #[error(
-        "does not export wasaga:saga/handler@0.1.0 (it exports {exports}): build it against the `step` or `archiving-step` world"
+        "does not export wasaga:saga/handler@0.2.0 or @0.1.0 (it exports {exports}): build it against the `step` or `archiving-step` world"
     )]
     MissingHandler { exports: String },
-    #[error("does not match the wasaga:saga@0.1.0 contract: {0}")]
+    #[error("does not match the wasaga:saga contract it exports (0.2.0 or 0.1.0): {0}")]
     Contract(String),
     #[error("has {found} {what}; a step may have at most {limit}")]
     TooComplex { what: &'static str, found: u32, limit: u32 },
@@ -320,8 +319,7 @@ fn linker_for(engine: &Engine) -> Result<Linker<StepStore>, RuntimeError> {
     // the allowed list before they are ever instantiated.
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| RuntimeError(e.to_string()))?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(|e| RuntimeError(e.to_string()))?;
-    ArchivingStep::add_to_linker::<StepStore, HasSelf<StepStore>>(&mut linker, |s| s)
-        .map_err(|e| RuntimeError(e.to_string()))?;
+    bindings::add_to_linker(&mut linker).map_err(|e| RuntimeError(e.to_string()))?;
     Ok(linker)
 }
 

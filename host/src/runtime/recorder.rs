@@ -162,7 +162,11 @@ mod tests {
             outcome: Outcome::Ok {
                 emits: emits
                     .iter()
-                    .map(|p| RecordedEmit { kind: "payment.captured".to_owned(), payload: (*p).to_owned() })
+                    .map(|p| RecordedEmit {
+                        kind: "payment.captured".to_owned(),
+                        payload: (*p).to_owned(),
+                        delay_ms: None,
+                    })
                     .collect(),
             },
             truncated: false,

@@ -1,7 +1,7 @@
 //! A loaded step version, and the two things done with it: loading (validate, compile,
 //! describe) and calling (a fresh instance per event).
 
-use super::bindings::{ArchivingStepPre, handler, provenance};
+use super::bindings::{Handler, handler, provenance};
 use super::host::{CallLabels, CallParts, StepStore};
 use super::limits::{CallBudget, CallLimiter, LimitExceeded};
 use super::outbound::{CallNet, Network};
@@ -34,6 +34,8 @@ pub struct LoadedStep {
     pub bytes: Bytes,
     /// Whether the machine code came from the compile cache.
     pub from_cache: bool,
+    /// The contract version it was built against (`wasaga:saga@…`).
+    pub contract: &'static str,
     /// Time to compile or to load from the cache.
     pub compile_time: Duration,
     /// The machine code calls run: Winch's at first for a large component, replaced by
@@ -63,7 +65,7 @@ impl Tier {
 struct Code {
     tier: Tier,
     engine: wasmtime::Engine,
-    pre: ArchivingStepPre<StepStore>,
+    pre: Handler,
 }
 
 impl std::fmt::Debug for LoadedStep {
@@ -72,6 +74,7 @@ impl std::fmt::Debug for LoadedStep {
             .field("name", &self.name)
             .field("version", &self.version)
             .field("digest", &self.digest)
+            .field("contract", &self.contract)
             .finish_non_exhaustive()
     }
 }
@@ -154,6 +157,8 @@ impl<'a> CallInput<'a> {
 pub struct Emitted {
     pub kind: String,
     pub payload: String,
+    /// A durable timer: publish this long after the commit (0.2.0's `delay-ms`).
+    pub delay_ms: Option<u64>,
 }
 
 /// The `sha256:<hex>` digest of component bytes.
@@ -245,14 +250,17 @@ async fn compile_with(runtime: &Runtime, engine: &wasmtime::Engine, bytes: Bytes
 }
 
 /// Check a compiled component against the contract, then link it.
-fn instance_pre(
-    linker: &wasmtime::component::Linker<StepStore>,
-    component: &Component,
-) -> Result<ArchivingStepPre<StepStore>, LoadError> {
+fn instance_pre(linker: &wasmtime::component::Linker<StepStore>, component: &Component) -> Result<Handler, LoadError> {
     // First, so a component without the handler is told so, not that linking failed.
-    check_world(linker.engine(), component)?;
+    let export = check_world(linker.engine(), component)?;
     let instance_pre = linker.instantiate_pre(component).map_err(|e| LoadError::Contract(error_chain(&e)))?;
-    ArchivingStepPre::new(instance_pre).map_err(|e| LoadError::Contract(error_chain(&e)))
+    let contract = |e: wasmtime::Error| LoadError::Contract(error_chain(&e));
+    match export {
+        super::bindings::HANDLER_V0_1 => {
+            super::bindings::v0_1::ArchivingStepPre::new(instance_pre).map(Handler::V0_1).map_err(contract)
+        }
+        _ => super::bindings::current::ArchivingStepPre::new(instance_pre).map(Handler::Current).map_err(contract),
+    }
 }
 
 fn optimized(runtime: &Runtime, component: &Component) -> Result<Code, LoadError> {
@@ -341,6 +349,7 @@ async fn prepare(
         return Err(LoadError::UnknownKind { kind: kind.clone() });
     }
     Ok(LoadedStep {
+        contract: code.pre.contract(),
         name: name.into(),
         version: manifest.version,
         digest: digest.into(),
@@ -390,11 +399,7 @@ async fn describe(runtime: &Runtime, code: &Code, labels: CallLabels) -> Result<
     let parts =
         CallParts { state: Arc::new(MemoryState::default()), archive: None, origin, labels, recorder: None, net };
     let mut store = new_store(runtime, &code.engine, parts);
-    let result = tokio::time::timeout(runtime.config.deadline, async {
-        let instance = code.pre.instantiate_async(&mut store).await?;
-        instance.wasaga_saga_handler().call_describe(&mut store).await
-    })
-    .await;
+    let result = tokio::time::timeout(runtime.config.deadline, code.pre.describe(&mut store)).await;
     store.data().flush_stdio();
     match result {
         Ok(Ok(manifest)) => Ok(manifest),
@@ -436,11 +441,7 @@ pub(super) async fn call(
         payload: input.payload.to_owned(),
     };
     // Wall-clock: a guest blocked in a WASI clock or poll is stopped like a spinning one.
-    let result = tokio::time::timeout(runtime.config.deadline, async {
-        let instance = code.pre.instantiate_async(&mut store).await?;
-        instance.wasaga_saga_handler().call_handle(&mut store, ctx, &event).await
-    })
-    .await;
+    let result = tokio::time::timeout(runtime.config.deadline, code.pre.handle(&mut store, ctx, &event)).await;
     store.data().flush_stdio();
     // A request the host refused fails the call, whatever the step made of its error.
     if let Some(failure) = store.data().hooks.call.failure() {
@@ -481,7 +482,13 @@ fn check_emits(runtime: &Runtime, emits: Vec<handler::Emit>) -> Result<Vec<Emitt
             if serde_json::from_str::<serde::de::IgnoredAny>(&e.payload).is_err() {
                 return Err(CallError::InvalidPayload(e.kind));
             }
-            Ok(Emitted { kind: e.kind, payload: e.payload })
+            if let Some(delay) = e.delay_ms.filter(|delay| *delay > limits.timer_delay_ms) {
+                return Err(CallError::TooLarge(format!(
+                    "a timer of {delay} ms for {}, the limit is {} ms (WASAGA_STEP_MAX_TIMER_SECS)",
+                    e.kind, limits.timer_delay_ms
+                )));
+            }
+            Ok(Emitted { kind: e.kind, payload: e.payload, delay_ms: e.delay_ms })
         })
         .collect()
 }

@@ -3,12 +3,15 @@
 //! the manifest it describes itself with.
 
 use super::LoadError;
+use super::bindings::HANDLER_EXPORTS;
 use wasaga_sdk::events::kinds;
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-/// The export every step provides.
-pub const HANDLER_EXPORT: &str = "wasaga:saga/handler@0.1.0";
+/// The export every step provides, in the current contract.
+pub const HANDLER_EXPORT: &str = super::bindings::HANDLER_CURRENT;
+/// Contract versions a step may be built against (the minor of each `0.x`).
+const CONTRACT_VERSIONS: [&str; 2] = ["0.1.", "0.2."];
 
 /// Interfaces of the contract a step may import.
 const CONTRACT_IMPORTS: [&str; 5] = ["types", "state", "log", "archive", "provenance"];
@@ -111,7 +114,9 @@ pub fn import_allowed(name: &str) -> bool {
     };
     let (interface, version) = rest.split_once('@').unwrap_or((rest, ""));
     match package {
-        "wasaga:saga" => CONTRACT_IMPORTS.contains(&interface) && version.starts_with("0.1."),
+        "wasaga:saga" => {
+            CONTRACT_IMPORTS.contains(&interface) && CONTRACT_VERSIONS.iter().any(|v| version.starts_with(v))
+        }
         // Of HTTP only the client side: a step serves no requests.
         "wasi:http" => matches!(interface, "types" | "outgoing-handler") && version.starts_with("0.2."),
         _ => {
@@ -120,19 +125,20 @@ pub fn import_allowed(name: &str) -> bool {
     }
 }
 
-/// Refuse a component whose imports or exports are outside the contract.
-pub fn check_world(engine: &Engine, component: &Component) -> Result<(), LoadError> {
+/// Refuse a component whose imports or exports are outside the contract; otherwise
+/// the handler export it has (the newest, if it has several).
+pub fn check_world(engine: &Engine, component: &Component) -> Result<&'static str, LoadError> {
     let ty = component.component_type();
     if let Some((import, _)) = ty.imports(engine).find(|(name, _)| !import_allowed(name)) {
         return Err(LoadError::ForbiddenImport(import.to_owned()));
     }
-    if !ty.exports(engine).any(|(name, _)| name == HANDLER_EXPORT) {
-        let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_owned()).collect();
-        return Err(LoadError::MissingHandler {
+    let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_owned()).collect();
+    match HANDLER_EXPORTS.iter().find(|handler| exports.iter().any(|name| name == *handler)) {
+        Some(handler) => Ok(handler),
+        None => Err(LoadError::MissingHandler {
             exports: if exports.is_empty() { "nothing".to_owned() } else { exports.join(", ") },
-        });
+        }),
     }
-    Ok(())
 }
 
 /// Whether `kind` is an event kind a step may subscribe to: `*`, a kind of the saga,
@@ -167,7 +173,8 @@ mod tests {
             ("wasaga:saga/state@0.1.0", true),
             ("wasaga:saga/archive@0.1.0", true),
             ("wasaga:saga/handler@0.1.0", false),
-            ("wasaga:saga/state@0.2.0", false),
+            ("wasaga:saga/state@0.2.0", true),
+            ("wasaga:saga/state@0.3.0", false),
             ("wasi:io/streams@0.2.3", true),
             ("wasi:cli/environment@0.2.0", true),
             ("wasi:filesystem/preopens@0.2.6", true),

@@ -3,8 +3,8 @@
 //! caller reaches into the saga's stores.
 
 use crate::store::{
-    Channel, HistoryRow, HostRow, OrderPage, OrderRow, OrderWithTimeline, OutboxLag, RecordingRow, StockRow,
-    StoreError, Stores, TimelineRow,
+    Channel, HistoryRow, HostRow, OrderPage, OrderRow, OrderWithTimeline, OutboxLag, PendingTimer, RecordingRow,
+    StockRow, StoreError, Stores, TimelineRow,
 };
 use std::sync::Arc;
 
@@ -26,6 +26,17 @@ impl Query {
         };
         let timeline = self.timeline(id).await?;
         Ok(Some(OrderWithTimeline { order, timeline }))
+    }
+
+    /// An order's timers not fired yet, from every store, soonest first.
+    pub async fn pending_timers(&self, id: &str) -> Result<Vec<PendingTimer>, StoreError> {
+        let ids = [id.to_owned()];
+        let mut timers = Vec::new();
+        for store in self.stores.all() {
+            timers.extend(store.pending_timers(&ids).await?);
+        }
+        timers.sort_by(|a, b| (a.due_at_ms, &a.event_id).cmp(&(b.due_at_ms, &b.event_id)));
+        Ok(timers)
     }
 
     /// An order without its events.

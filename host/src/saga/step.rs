@@ -208,7 +208,7 @@ impl StepHandler {
             Ok(emits) => Outcome::Ok {
                 emits: emits
                     .iter()
-                    .map(|e| RecordedEmit { kind: e.kind.clone(), payload: e.payload.clone() })
+                    .map(|e| RecordedEmit { kind: e.kind.clone(), payload: e.payload.clone(), delay_ms: e.delay_ms })
                     .collect(),
             },
             Err(error) => Outcome::Failed { kind: error.label().to_owned(), message: error.to_string() },
@@ -271,17 +271,27 @@ impl StepHandler {
                     });
                 }
                 let now = now_ms();
-                commit.outbox.extend(emits.into_iter().map(|emit| StoredEvent {
-                    id: new_event_id(),
-                    kind: emit.kind,
-                    order_id: event.order_id.clone(),
-                    payload: emit.payload,
-                    step: step.name.to_string(),
-                    step_version: step.digest.to_string(),
-                    occurred_at_ms: now,
-                    attempt: delivery.attempt,
-                    trace: trace.clone(),
-                }));
+                for emit in emits {
+                    let emitted = StoredEvent {
+                        id: new_event_id(),
+                        kind: emit.kind,
+                        order_id: event.order_id.clone(),
+                        payload: emit.payload,
+                        step: step.name.to_string(),
+                        step_version: step.digest.to_string(),
+                        occurred_at_ms: now,
+                        attempt: delivery.attempt,
+                        trace: trace.clone(),
+                    };
+                    match emit.delay_ms {
+                        // A timer waits outside the outbox until due (`OutboxStore::fire_timers`).
+                        Some(delay) => commit.timers.push(crate::store::TimerRow {
+                            event: emitted,
+                            delay_ms: i64::try_from(delay).unwrap_or(i64::MAX),
+                        }),
+                        None => commit.outbox.push(emitted),
+                    }
+                }
                 Settlement::Ack(delivery)
             }
             Err(CallError::Host(reason)) => {

@@ -56,6 +56,12 @@ pub trait OutboxStore: Send + Sync {
     async fn unrelayed(&self, channel: Channel, limit: u32) -> Result<Vec<(i64, StoredEvent)>, StoreError>;
     async fn mark_relayed(&self, channel: Channel, seqs: &[i64], now_ms: i64) -> Result<(), StoreError>;
     async fn outbox_lag(&self, channel: Channel) -> Result<OutboxLag, StoreError>;
+    /// Move up to `limit` timers due by the store's clock into the outbox, each in the
+    /// same transaction as its removal, so a timer fires once however many hosts try at
+    /// once. Returns how many moved.
+    async fn fire_timers(&self, limit: u32) -> Result<usize, StoreError>;
+    /// The timers of `order_ids` not fired yet, soonest first.
+    async fn pending_timers(&self, order_ids: &[String]) -> Result<Vec<PendingTimer>, StoreError>;
 }
 
 /// The embedded transport's deliveries: queued per consumer, claimed, settled.

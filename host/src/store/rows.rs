@@ -134,6 +134,26 @@ pub struct DeadLetterRow {
 /// A delivery for the embedded transport: consumer, event id, the event on the wire.
 pub type Queued = (String, String, String);
 
+/// A durable timer a batch writes: `event`, published `delay_ms` after the commit by the
+/// store's clock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimerRow {
+    pub event: StoredEvent,
+    pub delay_ms: i64,
+}
+
+/// A timer not fired yet, as order views show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingTimer {
+    pub event_id: String,
+    pub kind: String,
+    pub order_id: String,
+    /// The step that set it.
+    pub step: String,
+    /// When it fires, in milliseconds since the Unix epoch (the store's clock).
+    pub due_at_ms: i64,
+}
+
 /// Everything a consumer's handled batch changes, committed in one transaction.
 #[derive(Debug, Clone, Default)]
 pub struct BatchCommit {
@@ -146,6 +166,8 @@ pub struct BatchCommit {
     /// (`None`: absent). The commit fails with [`StoreError::Conflict`] if any changed.
     pub state_reads: Vec<(String, Option<i64>)>,
     pub outbox: Vec<StoredEvent>,
+    /// Events to publish later (durable timers): kept out of the outbox until due.
+    pub timers: Vec<TimerRow>,
     pub transitions: Vec<OrderTransition>,
     pub stock: Vec<StockRow>,
     pub dead_letters: Vec<DeadLetterRow>,

@@ -28,5 +28,6 @@ mod sandbox;
 mod steps;
 mod swap;
 mod templates;
+mod timers;
 mod traces;
 mod watcher;

@@ -16,10 +16,10 @@ use wasaga_host::runtime::{CallError, MemoryState, OutboundPolicy, RuntimeConfig
 
 const WAIT: Duration = Duration::from_secs(90);
 /// The gateway's key in these tests; nothing but the gateway may ever see it.
-const KEY: &str = "sk_test_5f2b9c0e7d1a4c3b";
+pub(crate) const KEY: &str = "sk_test_5f2b9c0e7d1a4c3b";
 
 /// A gateway demanding [`KEY`], on a free port: (base URL, gateway, server task).
-async fn gateway() -> (String, Arc<wasaga_gateway::Gateway>, tokio::task::JoinHandle<()>) {
+pub(crate) async fn gateway() -> (String, Arc<wasaga_gateway::Gateway>, tokio::task::JoinHandle<()>) {
     let gateway = wasaga_gateway::Gateway::with_key(Duration::from_secs(30), KEY);
     let (url, task) = wasaga_gateway::serve(gateway.clone()).await.expect("the gateway serves");
     (url, gateway, task)
@@ -56,7 +56,7 @@ async fn app_calling(url: &str, tune: impl FnOnce(&mut Settings)) -> TestApp {
 /// Every order against the gateway's ledger: no order charged twice, every completed
 /// order charged once and not refunded, every cancelled order's charge refunded once.
 /// Returns (charges, refunds).
-fn check_ledger(ledger: &Value, orders: &[Value]) -> (usize, usize) {
+pub(crate) fn check_ledger(ledger: &Value, orders: &[Value]) -> (usize, usize) {
     let charges = ledger["charges"].as_array().expect("charges");
     let refunds = ledger["refunds"].as_array().expect("refunds");
     let mut charged: HashMap<&str, Vec<&str>> = HashMap::new();

@@ -9,7 +9,15 @@
 //! on its first N attempts and then captures, `tok_trap` traps every time; in-process,
 //! anything else is declined as `unknown_token`.
 //!
-//! State: `payment/{order_id}` holds a [`PaymentRecord`]. It makes both events idempotent
+//! **3-D Secure** (`tok_3ds`, through a gateway only): the gateway answers 202
+//! `requires_action` and confirms the charge later with a signed webhook, which the host
+//! verifies and delivers as `payment.hook`. The step keeps the charge as
+//! `awaiting_action` and sets a durable timer, `payment.timeout`, due after the setting
+//! `WASAGA_PAYMENT_ACTION_TIMEOUT_MS` (15 minutes by default): whichever comes first
+//! decides. The webhook captures; the timer declines (`authentication_timeout`), and a
+//! confirmation arriving after that, or after a cancel, is refunded.
+//!
+//! State: `payment/{order_id}` holds a [`PaymentRecord`]. It makes every event idempotent
 //! without the host's dedupe, and a `voided` record left by a cancel that arrives first
 //! stops a late `stock.reserved` from charging.
 
@@ -40,15 +48,30 @@ pub enum PaymentStatus {
     Declined,
     /// Charged, then returned.
     Refunded,
-    /// Cancelled before any charge: never charge this order.
+    /// Cancelled before any charge: never charge this order (a charge confirmed later
+    /// is refunded).
     Voided,
+    /// Charged pending the cardholder's authentication (3-D Secure): the gateway's
+    /// webhook or the step's timer decides.
+    AwaitingAction,
 }
+
+/// The webhook the host delivers for this step (`POST /api/hooks/payment`).
+pub const PAYMENT_HOOK: &str = "payment.hook";
+/// The timer that ends the wait for the cardholder.
+pub const PAYMENT_TIMEOUT: &str = "payment.timeout";
+/// The setting: how long to wait for the cardholder, in milliseconds.
+pub const ACTION_TIMEOUT_MS: &str = "WASAGA_PAYMENT_ACTION_TIMEOUT_MS";
+/// 15 minutes.
+const DEFAULT_ACTION_TIMEOUT_MS: u64 = 15 * 60 * 1000;
 
 /// What the gateway answers for a token on an attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum GatewayAnswer {
     /// Charged, with the gateway's charge id when a remote gateway made it.
     Capture(Option<String>),
+    /// The cardholder must authenticate; the gateway confirms the charge by webhook.
+    RequiresAction(String),
     Decline(String),
     TryLater(String),
     Trap,
@@ -101,6 +124,10 @@ fn remote_charge(host: &mut dyn Host, url: &str, order_id: &str, amount_cents: i
     };
     match response.status {
         200..=299 => match response.json::<serde_json::Value>() {
+            Ok(charge) if charge["status"] == "requires_action" => match charge["id"].as_str() {
+                Some(id) => GatewayAnswer::RequiresAction(id.to_owned()),
+                None => GatewayAnswer::TryLater("the gateway asked for action on a charge without an id".to_owned()),
+            },
             Ok(charge) => GatewayAnswer::Capture(charge["id"].as_str().map(str::to_owned)),
             Err(error) => GatewayAnswer::TryLater(error),
         },
@@ -152,13 +179,19 @@ const VERSION: &str = if cfg!(feature = "v2") {
 
 impl Step for Payment {
     fn manifest() -> Manifest {
-        Manifest::new("payment", VERSION, [kinds::STOCK_RESERVED, kinds::ORDER_CANCELLED])
+        Manifest::new(
+            "payment",
+            VERSION,
+            [kinds::STOCK_RESERVED, kinds::ORDER_CANCELLED, PAYMENT_HOOK, PAYMENT_TIMEOUT],
+        )
     }
 
     fn handle(host: &mut dyn Host, ctx: &Context, event: &Event) -> Result<Vec<Emit>, StepError> {
         match event.kind.as_str() {
             kinds::STOCK_RESERVED => stock_reserved(host, ctx, event),
             kinds::ORDER_CANCELLED => order_cancelled(host, event),
+            PAYMENT_HOOK => hook(host, event),
+            PAYMENT_TIMEOUT => timeout(host, event),
             _ => Ok(vec![]),
         }
     }
@@ -198,6 +231,31 @@ fn stock_reserved(host: &mut dyn Host, ctx: &Context, event: &Event) -> Result<V
             let declined = PaymentDeclined { reason };
             Ok(vec![Emit::json(kinds::PAYMENT_DECLINED, &declined)?])
         }
+        GatewayAnswer::RequiresAction(charge_id) => {
+            // The gateway's webhook may have overtaken this commit (a redelivery after a
+            // crash): it then decides at once.
+            if let Some(early) = host.get_json::<EarlyHook>(&early_key(event))?
+                && early.charge_id == charge_id
+            {
+                host.delete(&early_key(event));
+                let status = if early.succeeded { PaymentStatus::Captured } else { PaymentStatus::Declined };
+                host.put_json(&key, &PaymentRecord { status, amount_cents, charge_id: Some(charge_id) })?;
+                return Ok(vec![match early.succeeded {
+                    true => Emit::json(kinds::PAYMENT_CAPTURED, &PaymentCaptured { amount_cents })?,
+                    false => Emit::json(
+                        kinds::PAYMENT_DECLINED,
+                        &PaymentDeclined { reason: "authentication_failed".into() },
+                    )?,
+                }]);
+            }
+            let record =
+                PaymentRecord { status: PaymentStatus::AwaitingAction, amount_cents, charge_id: Some(charge_id) };
+            host.put_json(&key, &record)?;
+            let wait =
+                host.setting(ACTION_TIMEOUT_MS).and_then(|ms| ms.parse().ok()).unwrap_or(DEFAULT_ACTION_TIMEOUT_MS);
+            let timer = Emit::json(PAYMENT_TIMEOUT, &serde_json::json!({ "charge_id": record.charge_id }))?;
+            Ok(vec![timer.after(std::time::Duration::from_millis(wait))])
+        }
         GatewayAnswer::TryLater(reason) => Err(StepError::Retryable(reason)),
         // A real trap of the component, on purpose: the host must survive and retry it.
         GatewayAnswer::Trap => panic!("tok_trap: the gateway simulator traps on purpose"),
@@ -211,6 +269,12 @@ fn order_cancelled(host: &mut dyn Host, event: &Event) -> Result<Vec<Emit>, Step
         host.put_json(&key, &PaymentRecord { status: PaymentStatus::Voided, amount_cents: 0, charge_id: None })?;
         return Ok(vec![]);
     };
+    if record.status == PaymentStatus::AwaitingAction {
+        // Not charged yet: a confirmation arriving later is refunded (see `hook`).
+        record.status = PaymentStatus::Voided;
+        host.put_json(&key, &record)?;
+        return Ok(vec![]);
+    }
     if record.status != PaymentStatus::Captured {
         return Ok(vec![]);
     }
@@ -226,6 +290,101 @@ fn order_cancelled(host: &mut dyn Host, event: &Event) -> Result<Vec<Emit>, Step
     host.put_json(&key, &record)?;
     let refunded = PaymentRefunded { amount_cents: record.amount_cents };
     Ok(vec![Emit::json(kinds::PAYMENT_REFUNDED, &refunded)?])
+}
+
+/// The gateway's webhook, as the host delivers it: `{"delivery_id", "body"}`, the body a
+/// card API's event (`{"type": "charge.succeeded", "data": {"id", ...}}`).
+#[derive(Debug, Deserialize)]
+struct Hook {
+    body: HookBody,
+}
+
+#[derive(Debug, Deserialize)]
+struct HookBody {
+    #[serde(rename = "type")]
+    kind: String,
+    data: HookCharge,
+}
+
+#[derive(Debug, Deserialize)]
+struct HookCharge {
+    id: String,
+}
+
+/// A webhook that arrived before the charge's request was committed: kept for it.
+#[derive(Debug, Serialize, Deserialize)]
+struct EarlyHook {
+    charge_id: String,
+    succeeded: bool,
+}
+
+fn early_key(event: &Event) -> String {
+    format!("payment/{}/hook", event.order_id)
+}
+
+/// The gateway confirmed (or failed) a charge awaiting the cardholder.
+fn hook(host: &mut dyn Host, event: &Event) -> Result<Vec<Emit>, StepError> {
+    let key = payment_key(event)?;
+    let hook: Hook = event.payload()?;
+    let succeeded = match hook.body.kind.as_str() {
+        "charge.succeeded" => true,
+        "charge.failed" => false,
+        // Other events of the gateway mean nothing to this step.
+        _ => return Ok(vec![]),
+    };
+    let Some(mut record) = host.get_json::<PaymentRecord>(&key)? else {
+        // The webhook overtook the commit of the charge's request: the request, delivered
+        // again, finds it (the gateway answers it the same: the host keeps its key).
+        let early = EarlyHook { charge_id: hook.body.data.id, succeeded };
+        host.put_json(&early_key(event), &early)?;
+        return Ok(vec![]);
+    };
+    if record.charge_id.as_deref() != Some(hook.body.data.id.as_str()) {
+        return Err(StepError::Fatal(format!(
+            "the webhook confirms charge {}, but order {} holds {:?}",
+            hook.body.data.id, event.order_id, record.charge_id
+        )));
+    }
+    match (record.status, succeeded) {
+        (PaymentStatus::AwaitingAction, true) => {
+            record.status = PaymentStatus::Captured;
+            host.put_json(&key, &record)?;
+            let captured = PaymentCaptured { amount_cents: record.amount_cents };
+            Ok(vec![Emit::json(kinds::PAYMENT_CAPTURED, &captured)?])
+        }
+        (PaymentStatus::AwaitingAction, false) => {
+            record.status = PaymentStatus::Declined;
+            host.put_json(&key, &record)?;
+            Ok(vec![Emit::json(kinds::PAYMENT_DECLINED, &PaymentDeclined { reason: "authentication_failed".into() })?])
+        }
+        // Confirmed after the timer declined or a cancel voided it: give the money back.
+        (PaymentStatus::Declined | PaymentStatus::Voided, true) => {
+            let url = host.setting(GATEWAY_URL).ok_or_else(|| {
+                StepError::Fatal(format!("{GATEWAY_URL} is not set: cannot refund {}", hook.body.data.id))
+            })?;
+            remote_refund(host, &url, &hook.body.data.id)?;
+            record.status = PaymentStatus::Refunded;
+            host.put_json(&key, &record)?;
+            Ok(vec![])
+        }
+        // A duplicate, or nothing left to do.
+        _ => Ok(vec![]),
+    }
+}
+
+/// The cardholder did not authenticate in time: decline, so the order is cancelled and
+/// its stock released. A charge already decided is left as it is.
+fn timeout(host: &mut dyn Host, event: &Event) -> Result<Vec<Emit>, StepError> {
+    let key = payment_key(event)?;
+    let Some(mut record) = host.get_json::<PaymentRecord>(&key)? else {
+        return Ok(vec![]);
+    };
+    if record.status != PaymentStatus::AwaitingAction {
+        return Ok(vec![]);
+    }
+    record.status = PaymentStatus::Declined;
+    host.put_json(&key, &record)?;
+    Ok(vec![Emit::json(kinds::PAYMENT_DECLINED, &PaymentDeclined { reason: "authentication_timeout".into() })?])
 }
 
 #[cfg(test)]
@@ -311,7 +470,7 @@ mod tests {
         let manifest = Payment::manifest();
         assert_eq!(manifest.name, "payment");
         assert_eq!(manifest.version, VERSION);
-        assert_eq!(manifest.subscribes, ["stock.reserved", "order.cancelled"]);
+        assert_eq!(manifest.subscribes, ["stock.reserved", "order.cancelled", "payment.hook", "payment.timeout"]);
     }
 
     #[test]
@@ -433,6 +592,72 @@ mod tests {
         let mut host = MemoryHost::default();
         host.settings.insert(GATEWAY_URL.to_owned(), "http://gw.test".to_owned());
         assert_eq!(deliver(&mut host, &reserved("o1", "tok_ok"), 1), Outcome::Retryable, "no answer: try again");
+    }
+
+    fn hook_event(order_id: &str, kind: &str, charge_id: &str) -> Event {
+        let body = json!({"type": kind, "data": {"id": charge_id, "order_id": order_id, "status": "succeeded"}});
+        Event {
+            id: format!("hook-{order_id}-{kind}"),
+            kind: PAYMENT_HOOK.to_owned(),
+            order_id: order_id.to_owned(),
+            occurred_at_ms: 0,
+            payload: json!({"delivery_id": "evt_1", "body": body}).to_string(),
+        }
+    }
+
+    fn timeout_event(order_id: &str) -> Event {
+        Event {
+            id: format!("timeout-{order_id}"),
+            kind: PAYMENT_TIMEOUT.to_owned(),
+            order_id: order_id.to_owned(),
+            occurred_at_ms: 0,
+            payload: json!({"charge_id": "ch_3"}).to_string(),
+        }
+    }
+
+    #[test]
+    fn three_d_secure_waits_for_the_webhook_or_the_timer() {
+        use PaymentStatus::*;
+        let action = || {
+            let mut host = remote(202, json!({"id": "ch_3", "status": "requires_action"}));
+            host.settings.insert(ACTION_TIMEOUT_MS.to_owned(), "5000".to_owned());
+            let first = Payment::handle(&mut host, &Context { attempt: 1 }, &reserved("o1", "tok_3ds")).unwrap();
+            assert_eq!(first.len(), 1);
+            assert_eq!((first[0].kind.as_str(), first[0].delay_ms), (PAYMENT_TIMEOUT, Some(5000)));
+            assert_eq!(status(&host, "o1"), Some(AwaitingAction));
+            host
+        };
+        // The webhook first: captured; the timer then changes nothing.
+        let mut host = action();
+        assert_eq!(deliver(&mut host, &hook_event("o1", "charge.succeeded", "ch_3"), 1), captured());
+        assert_eq!(deliver(&mut host, &hook_event("o1", "charge.succeeded", "ch_3"), 1), emits(&[]));
+        assert_eq!(deliver(&mut host, &timeout_event("o1"), 1), emits(&[]));
+        assert_eq!(status(&host, "o1"), Some(Captured));
+        // The timer first: declined; a late confirmation is refunded, once.
+        let mut host = action();
+        assert_eq!(deliver(&mut host, &timeout_event("o1"), 1), declined("authentication_timeout"));
+        assert_eq!(deliver(&mut host, &hook_event("o1", "charge.succeeded", "ch_3"), 1), emits(&[]));
+        assert_eq!(status(&host, "o1"), Some(Refunded));
+        assert!(host.requests.iter().any(|r| r.url.ends_with("/v1/refunds")));
+        // A cancel while waiting voids it; a confirmation then is refunded.
+        let mut host = action();
+        assert_eq!(deliver(&mut host, &cancelled("o1"), 1), emits(&[]));
+        assert_eq!(status(&host, "o1"), Some(Voided));
+        assert_eq!(deliver(&mut host, &hook_event("o1", "charge.succeeded", "ch_3"), 1), emits(&[]));
+        assert_eq!(status(&host, "o1"), Some(Refunded));
+        // A webhook before the charge's commit is kept, and the charge then captures at once.
+        let mut host = remote(202, json!({"id": "ch_3", "status": "requires_action"}));
+        assert_eq!(deliver(&mut host, &hook_event("o1", "charge.succeeded", "ch_3"), 1), emits(&[]));
+        assert_eq!(status(&host, "o1"), None);
+        assert_eq!(deliver(&mut host, &reserved("o1", "tok_3ds"), 1), captured());
+        assert_eq!(status(&host, "o1"), Some(Captured));
+        // One for another charge is refused.
+        let mut host = action();
+        assert_eq!(deliver(&mut host, &hook_event("o1", "charge.succeeded", "ch_9"), 1), Outcome::Fatal);
+        assert_eq!(
+            deliver(&mut host, &hook_event("o1", "charge.failed", "ch_3"), 1),
+            declined("authentication_failed")
+        );
     }
 
     #[test]

@@ -90,9 +90,28 @@ pub fn handle<S: Step>(ctx: wit::Context, event: wit::Event) -> Result<Vec<wit::
         payload: event.payload,
     };
     match S::handle(&mut WitHost, &ctx, &event) {
-        Ok(emits) => Ok(emits.into_iter().map(|e| wit::Emit { kind: e.kind, payload: e.payload }).collect()),
+        Ok(emits) => emits.into_iter().map(emit).collect(),
         Err(StepError::Retryable(reason)) => Err(wit::StepError::Retryable(reason)),
         Err(StepError::Fatal(reason)) => Err(wit::StepError::Fatal(reason)),
+    }
+}
+
+/// An event for the host: with its delay, in the current contract.
+#[cfg(not(feature = "wit-0-1"))]
+fn emit(e: crate::Emit) -> Result<wit::Emit, wit::StepError> {
+    Ok(wit::Emit { kind: e.kind, payload: e.payload, delay_ms: e.delay_ms })
+}
+
+/// An event for the host: 0.1.0 has no timers, so a delayed event is an error, never
+/// published at once.
+#[cfg(feature = "wit-0-1")]
+fn emit(e: crate::Emit) -> Result<wit::Emit, wit::StepError> {
+    match e.delay_ms {
+        None => Ok(wit::Emit { kind: e.kind, payload: e.payload }),
+        Some(_) => Err(wit::StepError::Fatal(format!(
+            "{} is a timer, which wasaga:saga@0.1.0 lacks: build without wasaga-sdk's `wit-0-1` feature",
+            e.kind
+        ))),
     }
 }
 

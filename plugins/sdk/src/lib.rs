@@ -34,11 +34,12 @@ pub use host::{Host, HostExt};
 pub use memory::MemoryHost;
 pub use types::{Context, Emit, Event, Level, Manifest, Origin, StepError};
 
-/// The component glue: bindings generated from the one `wit/` tree of the workspace.
+/// The component glue: bindings generated from the workspace's `wit/` (the current
+/// contract), or from the frozen `wit/v0.1/` with the `wit-0-1` feature.
 #[cfg(target_arch = "wasm32")]
 #[doc(hidden)]
 pub mod bindings {
-    #[cfg(feature = "archive")]
+    #[cfg(all(feature = "archive", not(feature = "wit-0-1")))]
     wit_bindgen::generate!({
         world: "archiving-step",
         path: "../../wit",
@@ -46,10 +47,26 @@ pub mod bindings {
         default_bindings_module: "wasaga_sdk::bindings",
         export_macro_name: "export",
     });
-    #[cfg(not(feature = "archive"))]
+    #[cfg(all(not(feature = "archive"), not(feature = "wit-0-1")))]
     wit_bindgen::generate!({
         world: "step",
         path: "../../wit",
+        pub_export_macro: true,
+        default_bindings_module: "wasaga_sdk::bindings",
+        export_macro_name: "export",
+    });
+    #[cfg(all(feature = "archive", feature = "wit-0-1"))]
+    wit_bindgen::generate!({
+        world: "archiving-step",
+        path: "../../wit/v0.1",
+        pub_export_macro: true,
+        default_bindings_module: "wasaga_sdk::bindings",
+        export_macro_name: "export",
+    });
+    #[cfg(all(not(feature = "archive"), feature = "wit-0-1"))]
+    wit_bindgen::generate!({
+        world: "step",
+        path: "../../wit/v0.1",
         pub_export_macro: true,
         default_bindings_module: "wasaga_sdk::bindings",
         export_macro_name: "export",

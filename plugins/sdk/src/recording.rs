@@ -174,6 +174,9 @@ pub struct RecordedEmit {
     pub kind: String,
     /// The payload as JSON text.
     pub payload: String,
+    /// A timer's delay (absent for events published with the commit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
 }
 
 /// Bytes in a recording: text when they are UTF-8 (state is usually JSON), base64

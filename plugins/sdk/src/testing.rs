@@ -123,7 +123,10 @@ pub fn replay_recording<S: Step>(recording: &Recording) -> Replay {
     let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| S::handle(&mut host, &ctx, &event)));
     let outcome = match run {
         Ok(Ok(emits)) => Outcome::Ok {
-            emits: emits.into_iter().map(|e| RecordedEmit { kind: e.kind, payload: e.payload }).collect(),
+            emits: emits
+                .into_iter()
+                .map(|e| RecordedEmit { kind: e.kind, payload: e.payload, delay_ms: e.delay_ms })
+                .collect(),
         },
         Ok(Err(StepError::Retryable(message))) => Outcome::Failed { kind: "retryable".to_owned(), message },
         Ok(Err(StepError::Fatal(message))) => Outcome::Failed { kind: "fatal".to_owned(), message },

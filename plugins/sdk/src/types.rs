@@ -33,6 +33,9 @@ pub struct Emit {
     pub kind: String,
     /// JSON text.
     pub payload: String,
+    /// A durable timer: the host publishes the event this many milliseconds after the
+    /// commit, once, even across restarts (`None`: with the commit). See [`Emit::after`].
+    pub delay_ms: Option<u64>,
 }
 
 impl Emit {
@@ -40,7 +43,14 @@ impl Emit {
     pub fn json<T: Serialize>(kind: &str, payload: &T) -> Result<Emit, StepError> {
         let payload =
             serde_json::to_string(payload).map_err(|e| StepError::Fatal(format!("cannot encode {kind}: {e}")))?;
-        Ok(Emit { kind: kind.to_owned(), payload })
+        Ok(Emit { kind: kind.to_owned(), payload, delay_ms: None })
+    }
+
+    /// The same event as a timer: published `delay` after the handling commits, and
+    /// delivered even if the order has ended meanwhile (the handler decides what it
+    /// means then). Needs a host serving `wasaga:saga@0.2.0`.
+    pub fn after(self, delay: std::time::Duration) -> Emit {
+        Emit { delay_ms: Some(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)), ..self }
     }
 }
 

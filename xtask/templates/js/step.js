@@ -3,8 +3,8 @@
 // A step handles one event at a time inside the host's transaction: what it reads and
 // writes through `state` and the events it returns commit together, or not at all.
 // WIT names are camelCase here: `event.orderId`, `event.occurredAtMs`.
-import { get, put } from "wasaga:saga/state@0.1.0";
-import { log } from "wasaga:saga/log@0.1.0";
+import { get, put } from "wasaga:saga/state@0.2.0";
+import { log } from "wasaga:saga/log@0.2.0";
 
 const text = new TextDecoder();
 const bytes = new TextEncoder();
@@ -26,6 +26,8 @@ export const handler = {
       // { tag: "fatal", val } to dead-letter at once; any other exception is a trap.
       throw { tag: "fatal", val: "the count went negative" };
     }
-    return [{ kind: "{{name}}.counted", payload: JSON.stringify({ order_id: event.orderId, completed }) }];
+    // delayMs: publish the event that many milliseconds later (a durable timer).
+    const payload = JSON.stringify({ order_id: event.orderId, completed });
+    return [{ kind: "{{name}}.counted", payload, delayMs: undefined }];
   },
 };

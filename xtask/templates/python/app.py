@@ -54,7 +54,8 @@ class Handler(exports.Handler):
             # once; any other exception is a trap, retried like Retryable.
             raise Err(StepError_Fatal("the count went negative"))
         payload = json.dumps({"order_id": event.order_id, "completed": completed}, separators=(",", ":"))
-        return [Emit(kind="{{name}}.counted", payload=payload)]
+        # delay_ms: publish the event that many milliseconds later (a durable timer).
+        return [Emit(kind="{{name}}.counted", payload=payload, delay_ms=None)]
 
 
 # Keep the import used: Retryable is the other way to fail.

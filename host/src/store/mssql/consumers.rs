@@ -35,6 +35,24 @@ impl ConsumerStore for MssqlStore {
             for event in &batch.outbox {
                 insert_event(conn, event).await?;
             }
+            for timer in &batch.timers {
+                let e = &timer.event;
+                let attempt = i64::from(e.attempt);
+                let trace = or_empty(e.trace.as_deref());
+                let params: [&dyn ToSql; 10] = [
+                    &e.id,
+                    &e.kind,
+                    &e.order_id,
+                    &e.payload,
+                    &e.step,
+                    &e.step_version,
+                    &e.occurred_at_ms,
+                    &attempt,
+                    &trace,
+                    &timer.delay_ms,
+                ];
+                exec(conn, sql::INSERT_TIMER, &params).await?;
+            }
             for transition in &batch.transitions {
                 apply_transition(conn, transition).await?;
             }

@@ -32,7 +32,7 @@ use tokio::net::TcpStream;
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
 /// The migrations of `migrations/mssql`, in order: (version, description, T-SQL).
-pub const MIGRATIONS: [(i64, &str, &str); 7] = [
+pub const MIGRATIONS: [(i64, &str, &str); 8] = [
     (
         20261126000000,
         "create_saga_tables",
@@ -68,6 +68,7 @@ pub const MIGRATIONS: [(i64, &str, &str); 7] = [
         "check_every_order",
         include_str!("../../../../migrations/mssql/20261205000000_check_every_order.sql"),
     ),
+    (20261206000000, "add_timers", include_str!("../../../../migrations/mssql/20261206000000_add_timers.sql")),
 ];
 
 /// A pooled connection, and whether a transaction may still be open on it: a

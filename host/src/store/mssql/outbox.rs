@@ -34,6 +34,45 @@ impl OutboxStore for MssqlStore {
         let row = found.first().ok_or_else(|| StoreError::Query("no row".into()))?;
         Ok(OutboxLag { pending: int(row, 0)?, oldest_at_ms: opt_int(row, 1)? })
     }
+
+    async fn fire_timers(&self, limit: u32) -> Result<usize, StoreError> {
+        if rows(&mut *self.conn().await?, sql::ANY_TIMER_DUE, &[]).await?.is_empty() {
+            return Ok(0);
+        }
+        let limit = i64::from(limit);
+        in_tx!(self, |conn| {
+            // Deleting is the claim: rows another host holds are skipped (READPAST).
+            let found = rows(conn, sql::FIRE_TIMERS, &[&limit]).await?;
+            let mut fired = found
+                .iter()
+                .map(|r| Ok((int(r, 9)?, StoredEvent::from_columns(r, 0)?)))
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            fired.sort_by_key(|(due, event)| (*due, event.id.clone()));
+            for (_, event) in &fired {
+                insert_event(conn, event).await?;
+            }
+            Ok(fired.len())
+        })
+    }
+
+    async fn pending_timers(&self, order_ids: &[String]) -> Result<Vec<PendingTimer>, StoreError> {
+        if order_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let found = rows(&mut *self.conn().await?, sql::SELECT_TIMERS, &[&json_list(order_ids)]).await?;
+        found
+            .iter()
+            .map(|r| {
+                Ok(PendingTimer {
+                    event_id: text(r, 0)?,
+                    kind: text(r, 1)?,
+                    order_id: text(r, 2)?,
+                    step: text(r, 3)?,
+                    due_at_ms: int(r, 4)?,
+                })
+            })
+            .collect()
+    }
 }
 
 /// The statement that marks outbox rows sent on `channel`.

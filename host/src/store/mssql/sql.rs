@@ -141,6 +141,22 @@ pub const INSERT_LEASE: &str = concat!(
     " + @P3 WHERE NOT EXISTS (SELECT 1 FROM leases WITH (UPDLOCK, HOLDLOCK) WHERE name = @P1)"
 );
 pub const RELEASE_LEASE: &str = "DELETE FROM leases WHERE name = @P1 AND holder = @P2";
+pub const INSERT_TIMER: &str = concat!(
+    "INSERT INTO timers (event_id, kind, order_id, payload, step, step_version, occurred_at_ms, attempt, trace, \
+     due_at_ms) VALUES (@P1, @P2, @P3, @P4, @P5, @P6, @P7, @P8, NULLIF(@P9, N''), ",
+    store_now!(),
+    " + @P10)"
+);
+pub const ANY_TIMER_DUE: &str = concat!("SELECT TOP (1) 1 FROM timers WHERE due_at_ms <= ", store_now!());
+pub const FIRE_TIMERS: &str = concat!(
+    "DELETE FROM timers OUTPUT DELETED.event_id, DELETED.kind, DELETED.order_id, DELETED.payload, DELETED.step, \
+     DELETED.step_version, DELETED.occurred_at_ms, DELETED.attempt, DELETED.trace, DELETED.due_at_ms \
+     WHERE event_id IN (SELECT TOP (@P1) event_id FROM timers WITH (UPDLOCK, READPAST) WHERE due_at_ms <= ",
+    store_now!(),
+    " ORDER BY due_at_ms)"
+);
+pub const SELECT_TIMERS: &str = "SELECT event_id, kind, order_id, step, due_at_ms FROM timers \
+    WHERE order_id IN (SELECT value FROM OPENJSON(@P1)) ORDER BY due_at_ms, event_id";
 pub const OVERDUE_ORDERS: &str = "SELECT TOP (@P2) id FROM orders WHERE status = 'pending' \
     AND created_at_ms <= @P1 ORDER BY created_at_ms";
 pub const STALLED_ORDERS: &str = "UPDATE orders SET redrives = redrives + 1, \
@@ -279,6 +295,10 @@ pub const ALL: &[&str] = &[
     RELEASE_LEASE,
     STALLED_ORDERS,
     OVERDUE_ORDERS,
+    INSERT_TIMER,
+    ANY_TIMER_DUE,
+    FIRE_TIMERS,
+    SELECT_TIMERS,
     EVENTS_OF_ORDERS,
     MARK_CHECKED,
     PRUNE_INBOX,

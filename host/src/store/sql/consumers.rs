@@ -50,6 +50,7 @@ macro_rules! consumers {
                         for chunk in batch.outbox.chunks(500) {
                             Self::insert_events(&mut *conn, chunk, relayed_at_ms, relay).await?;
                         }
+                        Self::insert_timers(&mut *conn, &batch.timers).await?;
                         let not_written =
                             Self::apply_transitions(&mut *conn, &batch.transitions, relayed_at_ms, relay).await?;
                         if let Some(queued) = queued {

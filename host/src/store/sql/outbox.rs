@@ -55,6 +55,65 @@ macro_rules! outbox {
                 let row = sqlx::query(statement).fetch_one(&self.reader).await?;
                 Ok(OutboxLag { pending: row.try_get(0)?, oldest_at_ms: row.try_get(1)? })
             }
+
+            async fn fire_timers(&self, limit: u32) -> Result<usize, StoreError> {
+                // Most rounds find none: ask the reader first, write only when one is due.
+                let due = sqlx::query(concat!("SELECT 1 FROM timers WHERE due_at_ms <= ", $now, " LIMIT 1"))
+                    .fetch_optional(&self.reader)
+                    .await?;
+                if due.is_none() {
+                    return Ok(0);
+                }
+                self.write((i64::from(limit), self.relay.clone()), |conn, args| {
+                    Box::pin(async move {
+                        let (limit, relay) = &*args;
+                        // Deleting is the claim: a second host deleting the same rows
+                        // waits for the first and then finds them gone.
+                        let rows = sqlx::query(concat!(
+                            "DELETE FROM timers WHERE event_id IN (SELECT event_id FROM timers WHERE due_at_ms <= ",
+                            $now,
+                            " ORDER BY due_at_ms LIMIT $1",
+                            $skip_locked,
+                            ") RETURNING ",
+                            event_columns!(),
+                            ", due_at_ms"
+                        ))
+                        .bind(*limit)
+                        .fetch_all(&mut *conn)
+                        .await?;
+                        let mut fired = rows
+                            .iter()
+                            .map(|r| Ok((r.try_get::<i64, _>("due_at_ms")?, stored_event(r)?)))
+                            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+                        fired.sort_by_key(|(due, event)| (*due, event.id.clone()));
+                        let events: Vec<StoredEvent> = fired.into_iter().map(|(_, event)| event).collect();
+                        Self::insert_events(&mut *conn, &events, None, relay).await?;
+                        Ok(events.len())
+                    })
+                })
+                .await
+            }
+
+            async fn pending_timers(&self, order_ids: &[String]) -> Result<Vec<PendingTimer>, StoreError> {
+                let mut timers = Vec::new();
+                for chunk in order_ids.chunks(500) {
+                    let mut query = QueryBuilder::<$db>::new(
+                        "SELECT event_id, kind, order_id, step, due_at_ms FROM timers WHERE order_id IN ",
+                    );
+                    push_list!(query, chunk);
+                    for row in query.build().fetch_all(&self.reader).await? {
+                        timers.push(PendingTimer {
+                            event_id: row.try_get(0)?,
+                            kind: row.try_get(1)?,
+                            order_id: row.try_get(2)?,
+                            step: row.try_get(3)?,
+                            due_at_ms: row.try_get(4)?,
+                        });
+                    }
+                }
+                timers.sort_by_key(|t| (t.due_at_ms, t.event_id.clone()));
+                Ok(timers)
+            }
         }
     };
 }

@@ -37,6 +37,30 @@ macro_rules! writes {
                 Ok(())
             }
 
+            /// Timers, due `delay_ms` after now by the store's clock.
+            pub(super) async fn insert_timers(conn: &mut $conn, timers: &[TimerRow]) -> Result<(), sqlx::Error> {
+                for chunk in timers.chunks(500) {
+                    let mut query =
+                        QueryBuilder::<$db>::new(concat!("INSERT INTO timers (", event_columns!(), ", due_at_ms) "));
+                    query.push_values(chunk, |mut row, t| {
+                        let e = &t.event;
+                        row.push_bind(&e.id)
+                            .push_bind(&e.kind)
+                            .push_bind(&e.order_id)
+                            .push_bind(&e.payload)
+                            .push_bind(&e.step)
+                            .push_bind(&e.step_version)
+                            .push_bind(e.occurred_at_ms)
+                            .push_bind(i64::from(e.attempt))
+                            .push_bind(&e.trace)
+                            .push(concat!($now, " + "))
+                            .push_bind_unseparated(t.delay_ms);
+                    });
+                    query.build().execute(&mut *conn).await?;
+                }
+                Ok(())
+            }
+
             pub(super) async fn insert_dead_letter(conn: &mut $conn, dead: &DeadLetterRow) -> Result<(), sqlx::Error> {
                 sqlx::query(
                     "INSERT INTO dead_letters \

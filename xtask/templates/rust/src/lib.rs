@@ -21,7 +21,7 @@ impl Step for Counter {
         // `Err(StepError::Retryable(..))` is retried with backoff, `Fatal` dead-letters
         // at once; a panic is a trap and is retried like `Retryable`.
         let payload = format!(r#"{{"order_id":"{}","completed":{completed}}}"#, event.order_id);
-        Ok(vec![Emit { kind: "{{name}}.counted".to_owned(), payload }])
+        Ok(vec![Emit { kind: "{{name}}.counted".to_owned(), payload, delay_ms: None }])
     }
 }
 
