@@ -257,3 +257,50 @@ async fn a_timer_keeps_its_delay_within_the_limit_and_a_0_1_step_sets_none() {
     let emitted = call(&runtime, &old, &state, &set).await.expect("the 0.1.0 step serves");
     assert!(emitted.iter().all(|e| e.delay_ms.is_none()), "{emitted:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hosts_on_rabbitmq_fire_each_timer_once_after_one_is_killed() {
+    let _shared = crate::brokers::RABBIT.read().await;
+    let (url, gateway, _task) = crate::outbound::gateway().await;
+    gateway.withhold_webhooks(true);
+    let store = fresh_pg_database().await;
+    let dirs = host_dirs(2);
+    let config = settings_file(dirs[0].path(), &url, 2_000);
+    let token = format!("t-{}", rand_id());
+    let archive = tempfile::tempdir().expect("archive");
+    let env = vec![
+        ("WASAGA_TRANSPORT_URL", crate::brokers::amqp_url()),
+        ("WASAGA_NAMESPACE", format!("t{}", rand_id())),
+        ("WASAGA_ARCHIVE_URL", format!("file://{}", archive.path().display())),
+    ];
+    let start = |i: usize| Server::spawn(dirs[i].path(), Some(&store), Some(&config), &token, &env);
+    let mut servers: Vec<Server> = (0..2).map(start).collect();
+    for server in &servers {
+        server.api.wait_ready().await;
+    }
+    let stocked = BTreeMap::from([("SKU-1".to_owned(), 40)]);
+    servers[0].api.stock_up("SKU-1", 40).await;
+    let mut ids = Vec::new();
+    for i in 0..20usize {
+        ids.push(servers[i % 2].api.place(&[("SKU-1", 1)], "tok_3ds").await);
+    }
+    for id in &ids {
+        eventually(WAIT, "the payment step sets its timer", async || {
+            servers[0].api.order(id).await["timers"].as_array().is_some_and(|t| t.len() == 1)
+        })
+        .await;
+    }
+    // One host dies with the timers pending: the other relays, and fires each once.
+    servers.remove(0).kill();
+    let host = &servers[0].api;
+    for id in &ids {
+        eventually(WAIT, "the timer cancels the order", async || host.order(id).await["status"] == "cancelled").await;
+        let order = host.order(id).await;
+        assert_eq!(order["cancel_reason"], "payment_declined", "{order}");
+        assert_eq!(count(&order, "payment.timeout"), 1, "{order}");
+        assert_eq!(count(&order, "order.cancelled"), 1, "{order}");
+    }
+    host.assert_invariants(&stocked).await;
+    let ledger = gateway.ledger();
+    assert_eq!(ledger["charges"].as_array().map(Vec::len), Some(0), "nothing captured: {ledger}");
+}
