@@ -9,11 +9,17 @@
 //! (its offset stays uncommitted) while later messages go on; after a restart it simply
 //! comes again.
 //!
-//! In a fleet, one host at a time consumes each group: the holder of the lease
-//! `stream.<consumer>` in the host store. Every holder joins with the same static member
-//! id, so a host taking over (after the holder died) gets the partitions at once. A group
-//! of several live members would spread the work, but a broker that stalls rebalances
-//! (tansu 0.6 does, under load) would then stop the archive; one leased member cannot.
+//! In a fleet, every host serving the consumer takes its share of the topic's partitions:
+//! each partition of each group is leased in the host store (`stream.<consumer>.<n>`),
+//! a host holds at most `ceil(partitions / live hosts serving it)` of them, and consumes
+//! exactly the partitions it holds, assigned by hand (`incremental_assign`): no broker
+//! rebalance is involved, so a broker that stalls rebalances (tansu 0.6 does, under load)
+//! cannot stop the archive, and a move stops only the partitions that move (cooperative).
+//! A host over its share (a host joined) lets its highest partitions go; a partition of a
+//! host that died is taken once its lease ends and the host leaves the list of live hosts
+//! (`MEMBER_TTL`). Offsets are committed to the group as before, so a partition's new
+//! holder resumes where the last one settled; what was handed out and not settled comes
+//! again, and the inbox absorbs it.
 
 use super::EventStream;
 use crate::event::StoredEvent;
@@ -28,7 +34,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -37,8 +43,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 const BROKER: &str = "Kafka";
-/// Partitions of a topic the stream creates.
-const PARTITIONS: i32 = 4;
+/// Partitions of a topic the stream creates: the most hosts that can share a group.
+const PARTITIONS: i32 = 6;
 /// Retries waiting in memory per consumer before fetching pauses until some are done.
 const MAX_WAITING_RETRIES: usize = 1024;
 
@@ -83,6 +89,16 @@ struct Book {
 }
 
 impl Book {
+    /// Drop what this host had of the partitions `gone` picks: their new holder resumes
+    /// from the committed offset, and retries waiting here would only handle them twice.
+    fn forget(&mut self, gone: impl Fn(i32) -> bool) {
+        self.pending.retain(|partition, _| !gone(*partition));
+        self.next.retain(|partition, _| !gone(*partition));
+        let tags = &self.tags;
+        self.retries.retain(|(_, delivery)| tags.get(&delivery.tag).is_none_or(|(p, _)| !gone(*p)));
+        self.tags.retain(|_, (partition, _)| !gone(*partition));
+    }
+
     fn take(&mut self, partition: i32, offset: i64, tag: i64) {
         self.pending.entry(partition).or_default().insert(offset);
         let next = self.next.entry(partition).or_insert(offset + 1);
@@ -107,17 +123,18 @@ impl Book {
 struct GroupConsumer {
     consumer: StreamConsumer,
     book: Mutex<Book>,
-    /// When this host last renewed its lease on the group.
+    /// The partitions this host holds the leases of, and consumes.
+    owned: Mutex<BTreeSet<i32>>,
+    /// When this host last renewed its partition leases.
     renewed: Mutex<Option<Instant>>,
-    /// When this member joined.
-    joined: Instant,
 }
 
-/// How long a consumer lease lasts, and how often its holder renews it.
+/// How long a partition lease lasts, and how often its holder renews it.
 const LEASE_TTL: Duration = Duration::from_secs(3);
 const LEASE_RENEW: Duration = Duration::from_secs(1);
-/// How long a member may go without partitions before it joins again.
-const REJOIN_UNASSIGNED: Duration = Duration::from_secs(10);
+/// Hosts seen within this long count as live members (the fleet's list of hosts: a
+/// host's heartbeat every 2 s, `saga::HOST_TTL`).
+const MEMBER_TTL: Duration = Duration::from_secs(10);
 
 /// The Kafka stream.
 pub struct KafkaStream {
@@ -127,6 +144,8 @@ pub struct KafkaStream {
     groups: Mutex<HashMap<String, Arc<GroupConsumer>>>,
     next_tag: AtomicI64,
     last_error: Mutex<Option<String>>,
+    /// The topic's partition count and when it was read.
+    partitions: Mutex<Option<(i32, Instant)>>,
 }
 
 fn unavailable(error: impl std::fmt::Display) -> TransportError {
@@ -153,6 +172,7 @@ impl KafkaStream {
             groups: Mutex::new(HashMap::new()),
             next_tag: AtomicI64::new(1),
             last_error: Mutex::new(None),
+            partitions: Mutex::new(None),
         }))
     }
 
@@ -201,62 +221,144 @@ impl KafkaStream {
             return Ok(group.clone());
         }
         let group_id = format!("{}.{consumer}", self.settings.namespace);
-        // Static membership, one id for the whole fleet: only the lease holder consumes,
-        // and whichever host takes the lease (a restarted one, or one that replaced it
-        // under a new host id) fences the member before it at once, instead of waiting
-        // for a dead member's session, which a broker may never expire.
-        let instance = format!("{group_id}.member");
+        // No subscription: the partitions are assigned by hand from the leases this host
+        // holds (`claim`); the group id only keeps the committed offsets.
         let kafka: StreamConsumer = self
             .client_config()
             .set("group.id", &group_id)
-            .set("group.instance.id", &instance)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "10000")
             .set("enable.partition.eof", "false")
             // A broker may hold a fetch for the whole wait even with records ready (tansu
             // does); the default 500 ms then caps a consumer at a batch per half second.
             .set("fetch.wait.max.ms", "20")
             .create()
             .map_err(|e| self.failed(e))?;
-        kafka.subscribe(&[&self.settings.topic]).map_err(|e| self.failed(e))?;
         let group = Arc::new(GroupConsumer {
             consumer: kafka,
             book: Mutex::new(Book::default()),
-            renewed: Mutex::new(Some(Instant::now())),
-            joined: Instant::now(),
+            owned: Mutex::new(BTreeSet::new()),
+            renewed: Mutex::new(None),
         });
         self.groups.lock().insert(consumer.to_owned(), group.clone());
-        tracing::info!(group = %group_id, topic = %self.settings.topic, "joined the consumer group");
+        tracing::info!(group = %group_id, topic = %self.settings.topic, "consuming the stream");
         Ok(group)
     }
 
-    /// Whether this host may consume `consumer`'s group now: it holds (or just took) the
-    /// lease. A host that lost it leaves the group, so the new holder gets the partitions;
-    /// what it had not settled comes again there, and the inbox absorbs the rest.
-    async fn holds_lease(&self, consumer: &str) -> bool {
-        let Some(store) = &self.settings.leases else { return true };
-        let existing = self.groups.lock().get(consumer).cloned();
-        if let Some(group) = &existing
-            && group.renewed.lock().is_some_and(|at| at.elapsed() < LEASE_RENEW)
+    /// The topic's partition count, from the brokers (read again every 30 s: partitions
+    /// may be added).
+    async fn partitions(&self) -> Result<i32, TransportError> {
+        if let Some((count, at)) = *self.partitions.lock()
+            && at.elapsed() < Duration::from_secs(30)
         {
-            return true;
+            return Ok(count);
         }
-        let ttl = i64::try_from(LEASE_TTL.as_millis()).unwrap_or(3000);
-        let lease = format!("stream.{consumer}");
-        let held = store.try_lease(&lease, &self.settings.instance, ttl).await.unwrap_or(false);
-        match (&existing, held) {
-            (Some(group), true) => *group.renewed.lock() = Some(Instant::now()),
-            (Some(_), false) => {
-                self.groups.lock().remove(consumer);
-                tracing::warn!(%consumer, "another host consumes the stream now; leaving the group");
+        let producer = self.producer.clone();
+        let topic = self.settings.topic.clone();
+        let metadata = tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(Some(&topic), Duration::from_secs(5))
+                .map(|m| m.topics().iter().find(|t| t.name() == topic).map_or(0, |t| t.partitions().len()))
+        })
+        .await
+        .map_err(|e| self.failed(e))?
+        .map_err(|e| self.failed(e))?;
+        let count = i32::try_from(metadata).unwrap_or(PARTITIONS).max(1);
+        *self.partitions.lock() = Some((count, Instant::now()));
+        Ok(count)
+    }
+
+    /// Renew this host's partition leases of `consumer` (once per [`LEASE_RENEW`]), take
+    /// free ones up to its share, let go of those past it, and assign what it holds.
+    async fn claim(&self, consumer: &str, group: &GroupConsumer) -> Result<(), TransportError> {
+        if group.renewed.lock().is_some_and(|at| at.elapsed() < LEASE_RENEW) {
+            return Ok(());
+        }
+        let partitions = self.partitions().await?;
+        let owned = group.owned.lock().clone();
+        let wanted: BTreeSet<i32> = match &self.settings.leases {
+            None => (0..partitions).collect(),
+            Some(store) => self.leased(store, consumer, partitions, &owned).await,
+        };
+        *group.renewed.lock() = Some(Instant::now());
+        if wanted == owned {
+            return Ok(());
+        }
+        let list = |set: &mut dyn Iterator<Item = &i32>| {
+            let mut list = TopicPartitionList::new();
+            for partition in set {
+                // Where the group's committed offset says (the topic's start if none).
+                let _ = list.add_partition_offset(&self.settings.topic, *partition, Offset::Stored);
             }
-            (None, _) => {}
+            list
+        };
+        let gone = list(&mut owned.difference(&wanted));
+        let new = list(&mut wanted.difference(&owned));
+        if gone.count() > 0 {
+            group.consumer.incremental_unassign(&gone).map_err(|e| self.failed(e))?;
+            group.book.lock().forget(|partition| !wanted.contains(&partition));
+        }
+        if new.count() > 0 {
+            group.consumer.incremental_assign(&new).map_err(|e| self.failed(e))?;
+        }
+        *group.owned.lock() = wanted.clone();
+        metrics::gauge!("wasaga_stream_partitions", "consumer" => consumer.to_owned()).set(wanted.len() as f64);
+        tracing::info!(%consumer, partitions = ?wanted, of = partitions, "stream partitions this host consumes");
+        Ok(())
+    }
+
+    /// The partitions of `consumer` this host holds the leases of after one round: its
+    /// own renewed, free ones taken up to its share, the highest past it released.
+    async fn leased(
+        &self,
+        store: &Arc<dyn crate::store::FleetStore>,
+        consumer: &str,
+        partitions: i32,
+        owned: &BTreeSet<i32>,
+    ) -> BTreeSet<i32> {
+        let instance = &self.settings.instance;
+        let seen_after = crate::event::now_ms() - i64::try_from(MEMBER_TTL.as_millis()).unwrap_or(10_000);
+        let members = match store.hosts(seen_after).await {
+            Ok(hosts) => hosts
+                .iter()
+                .filter(|h| {
+                    h.host_id == *instance
+                        || serde_json::from_str::<serde_json::Value>(&h.steps).is_ok_and(|s| s.get(consumer).is_some())
+                })
+                .count()
+                .max(1),
+            // Unknown: keep what is held, take nothing new.
+            Err(_) => owned.len().max(1),
+        };
+        let share = usize::try_from(partitions).unwrap_or(1).div_ceil(members);
+        let ttl = i64::try_from(LEASE_TTL.as_millis()).unwrap_or(3000);
+        let lease = |partition: i32| format!("stream.{consumer}.{partition}");
+        let mut held = BTreeSet::new();
+        for partition in owned.iter().copied().filter(|p| *p < partitions) {
+            if store.try_lease(&lease(partition), instance, ttl).await.unwrap_or(false) {
+                held.insert(partition);
+            }
+        }
+        while held.len() > share {
+            let Some(extra) = held.pop_last() else { break };
+            let _ = store.release_lease(&lease(extra), instance).await;
+        }
+        for partition in 0..partitions {
+            if held.len() >= share {
+                break;
+            }
+            if !held.contains(&partition) && store.try_lease(&lease(partition), instance, ttl).await.unwrap_or(false) {
+                held.insert(partition);
+            }
         }
         held
     }
 
     fn commit(&self, group: &GroupConsumer, offsets: BTreeMap<i32, i64>) {
+        // Only for partitions this host still holds: another host resumes the others.
+        let owned = group.owned.lock().clone();
+        let offsets: BTreeMap<i32, i64> = offsets.into_iter().filter(|(p, _)| owned.contains(p)).collect();
         if offsets.is_empty() {
             return;
         }
@@ -326,12 +428,13 @@ impl Transport for KafkaStream {
             tokio::time::sleep(wait).await;
             return Err(error);
         }
-        if !self.holds_lease(consumer).await {
-            // Another host consumes this group; look again later.
+        let group = self.group(consumer)?;
+        self.claim(consumer, &group).await?;
+        if group.owned.lock().is_empty() {
+            // Other hosts hold every partition; look again later.
             tokio::time::sleep(wait).await;
             return Ok(Vec::new());
         }
-        let group = self.group(consumer)?;
         let mut deliveries = Vec::new();
         {
             let mut book = group.book.lock();
@@ -360,22 +463,14 @@ impl Transport for KafkaStream {
             return Ok(Vec::new());
         }
         let mut committable = BTreeMap::new();
+        // Wake for the next lease round even when nothing comes.
+        let deadline = deadline.min(Instant::now() + LEASE_RENEW);
         let first = match tokio::time::timeout_at(deadline, group.consumer.recv()).await {
-            Err(_) => {
-                // A member the broker never gave a partition (a join that stalled, or one
-                // fenced in silence by a host that held the lease for a moment) would keep
-                // the lease and consume nothing: join afresh.
-                let assigned = group.consumer.assignment().is_ok_and(|a| a.count() > 0);
-                if !assigned && group.joined.elapsed() > REJOIN_UNASSIGNED {
-                    self.groups.lock().remove(consumer);
-                    tracing::warn!(%consumer, "no partitions assigned since joining; joining the group again");
-                }
-                return Ok(Vec::new());
-            }
+            Err(_) => return Ok(Vec::new()),
             Ok(Err(error)) => {
-                // A consumer error (fenced by another member, say) may never clear: leave
-                // the group and join afresh at the next receive. What was not settled is
-                // not committed, so it comes again; the inbox absorbs what was handled.
+                // A consumer error may never clear: start afresh at the next receive
+                // (leases are kept and renewed). What was not settled is not committed,
+                // so it comes again; the inbox absorbs what was handled.
                 self.groups.lock().remove(consumer);
                 return Err(self.failed(error));
             }
@@ -410,9 +505,6 @@ impl Transport for KafkaStream {
     }
 
     async fn settle(&self, consumer: &str, settlements: Vec<Settlement>) -> Result<(), TransportError> {
-        // Never join the group to settle: a host that lost the lease would fence the
-        // holder's member (they share its static id). What it handled comes again to the
-        // holder, whose inbox absorbs it.
         let Some(group) = self.groups.lock().get(consumer).cloned() else {
             return Ok(());
         };

@@ -549,3 +549,101 @@ mod property {
         }
     }
 }
+
+/// Partitions of the analytics group this host consumes, from its metrics.
+async fn stream_partitions(api: &Api) -> Option<u64> {
+    let metrics = api.get("/metrics").await.text().await.ok()?;
+    let line = metrics.lines().find(|l| l.starts_with("wasaga_stream_partitions{") && l.contains("analytics"))?;
+    line.rsplit(' ').next()?.parse::<f64>().ok().map(|n| n as u64)
+}
+
+/// Wait until the hosts consume 2 of the topic's 6 partitions each.
+async fn shared_evenly(servers: &[Server]) {
+    eventually(WAIT, "each host consumes 2 of the 6 partitions", async || {
+        for server in servers {
+            if stream_partitions(&server.api).await != Some(2) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hosts_share_the_stream_and_archive_each_event_once_through_a_kill() {
+    let _shared = RABBIT.read().await;
+    let brokers = Brokers::start(true).await;
+    let url = fresh_pg_database().await;
+    let dirs = host_dirs(3);
+    let token = format!("t-{}", rand_id());
+    let env = brokers.env();
+    let start = |i: usize| Server::start_env(dirs[i].path(), Some(&url), &token, &env);
+    let mut servers: Vec<Server> = (0..3).map(start).collect();
+    for server in &servers {
+        server.api.wait_ready().await;
+    }
+    servers[0].api.stock_up("SKU-1", 1000).await;
+    let mut ids = Vec::new();
+    for i in 0..60usize {
+        ids.push(servers[i % 3].api.place(&[("SKU-1", 1)], ["tok_ok", "tok_decline"][i % 2]).await);
+    }
+    // Every host a member with its share: the analytics work is spread, not stood by.
+    shared_evenly(&servers).await;
+    // One host dies with deliveries in hand; the others take its partitions once its
+    // leases end and it leaves the list of live hosts, then give them back to it.
+    servers.remove(2).kill();
+    for i in 0..60usize {
+        ids.push(servers[i % 2].api.place(&[("SKU-1", 1)], ["tok_ok", "tok_decline"][i % 2]).await);
+    }
+    eventually(WAIT, "the two live hosts take all 6 partitions", async || {
+        let mut total = 0;
+        for server in &servers {
+            total += stream_partitions(&server.api).await.unwrap_or(0);
+        }
+        total == 6
+    })
+    .await;
+    servers.push(start(2));
+    servers[2].api.wait_ready().await;
+    for i in 0..30usize {
+        ids.push(servers[i % 3].api.place(&[("SKU-1", 1)], "tok_ok").await);
+    }
+    shared_evenly(&servers).await;
+    // Every event of every order archived once, none skipped (`assert_invariants`).
+    servers[1].api.assert_invariants(&BTreeMap::from([("SKU-1".to_owned(), 1000)])).await;
+    assert_eq!(servers[0].api.all_orders().await.len(), ids.len());
+    // The group's offsets reach the end of every partition: each holder committed what
+    // it settled, so the next holder resumes there.
+    let env: BTreeMap<&str, String> = env.into_iter().collect();
+    let (brokers, namespace) = (env["WASAGA_STREAM_BROKERS"].clone(), env["WASAGA_NAMESPACE"].clone());
+    eventually(WAIT, "the committed offsets reach every partition's end", async || {
+        let (brokers, namespace) = (brokers.clone(), namespace.clone());
+        tokio::task::spawn_blocking(move || committed_to_the_end(&brokers, &namespace)).await.unwrap_or(false)
+    })
+    .await;
+}
+
+/// Whether the analytics group's committed offset is each partition's high watermark.
+fn committed_to_the_end(brokers: &str, namespace: &str) -> bool {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let topic = format!("{namespace}.events");
+    let Ok(consumer) = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("{namespace}.analytics"))
+        .create::<BaseConsumer>()
+    else {
+        return false;
+    };
+    let mut list = rdkafka::TopicPartitionList::new();
+    for partition in 0..6 {
+        list.add_partition(&topic, partition);
+    }
+    let Ok(committed) = consumer.committed_offsets(list, Duration::from_secs(5)) else { return false };
+    committed.elements().iter().all(|element| {
+        let Ok((_, high)) = consumer.fetch_watermarks(&topic, element.partition(), Duration::from_secs(5)) else {
+            return false;
+        };
+        high == 0 || element.offset() == rdkafka::Offset::Offset(high)
+    })
+}
