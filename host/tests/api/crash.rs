@@ -125,6 +125,48 @@ impl Server {
     }
 }
 
+/// Hosts of one fleet on a fresh PostgreSQL database and a RabbitMQ namespace of their
+/// own, sharing one archive folder, as a fleet shares one.
+pub(crate) struct RabbitFleet {
+    pub(crate) dirs: Vec<tempfile::TempDir>,
+    store: String,
+    token: String,
+    env: Vec<(&'static str, String)>,
+    _archive: tempfile::TempDir,
+}
+
+impl RabbitFleet {
+    pub(crate) async fn new(hosts: usize) -> RabbitFleet {
+        let archive = tempfile::tempdir().expect("archive");
+        let env = vec![
+            ("WASAGA_TRANSPORT_URL", crate::brokers::amqp_url()),
+            ("WASAGA_NAMESPACE", format!("t{}", rand_id())),
+            ("WASAGA_ARCHIVE_URL", format!("file://{}", archive.path().display())),
+        ];
+        RabbitFleet {
+            dirs: host_dirs(hosts),
+            store: fresh_pg_database().await,
+            token: format!("t-{}", rand_id()),
+            env,
+            _archive: archive,
+        }
+    }
+
+    /// Start host `i` with the settings file `config`.
+    pub(crate) fn start(&self, i: usize, config: &Path) -> Server {
+        Server::spawn(self.dirs[i].path(), Some(&self.store), Some(config), &self.token, &self.env)
+    }
+
+    /// Start every host and wait until each is ready.
+    pub(crate) async fn start_all(&self, config: &Path) -> Vec<Server> {
+        let servers: Vec<Server> = (0..self.dirs.len()).map(|i| self.start(i, config)).collect();
+        for server in &servers {
+            server.api.wait_ready().await;
+        }
+        servers
+    }
+}
+
 impl Drop for Server {
     /// A test that fails half-way leaves no process behind.
     fn drop(&mut self) {

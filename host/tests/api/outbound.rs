@@ -295,23 +295,11 @@ async fn a_host_killed_mid_traffic_charges_each_order_once_and_keeps_the_key_to_
 async fn two_hosts_on_rabbitmq_one_killed_charge_each_order_once() {
     let _shared = crate::brokers::RABBIT.read().await;
     let (gateway_url, gateway, _server) = gateway().await;
-    let url = fresh_pg_database().await;
-    let dirs = host_dirs(2);
-    let config = dirs[0].path().join("wasaga.toml");
+    let fleet = crate::crash::RabbitFleet::new(2).await;
+    let config = fleet.dirs[0].path().join("wasaga.toml");
     std::fs::write(&config, payment_toml(&gateway_url)).expect("settings");
-    let token = format!("t-{}", rand_id());
-    // One archive for both hosts, as a fleet shares one.
-    let archive = tempfile::tempdir().expect("archive");
-    let env = vec![
-        ("WASAGA_TRANSPORT_URL", crate::brokers::amqp_url()),
-        ("WASAGA_NAMESPACE", format!("t{}", rand_id())),
-        ("WASAGA_ARCHIVE_URL", format!("file://{}", archive.path().display())),
-    ];
-    let start = |i: usize| Server::spawn(dirs[i].path(), Some(&url), Some(&config), &token, &env);
-    let mut servers: Vec<Server> = (0..2).map(start).collect();
-    for server in &servers {
-        server.api.wait_ready().await;
-    }
+    let start = |i: usize| fleet.start(i, &config);
+    let mut servers = fleet.start_all(&config).await;
     let stocked = BTreeMap::from([("SKU-1".to_owned(), 200)]);
     servers[0].api.stock_up("SKU-1", 200).await;
     let tokens = ["tok_ok", "tok_flaky_2", "tok_ok", "tok_decline"];

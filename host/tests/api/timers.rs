@@ -263,21 +263,9 @@ async fn two_hosts_on_rabbitmq_fire_each_timer_once_after_one_is_killed() {
     let _shared = crate::brokers::RABBIT.read().await;
     let (url, gateway, _task) = crate::outbound::gateway().await;
     gateway.withhold_webhooks(true);
-    let store = fresh_pg_database().await;
-    let dirs = host_dirs(2);
-    let config = settings_file(dirs[0].path(), &url, 2_000);
-    let token = format!("t-{}", rand_id());
-    let archive = tempfile::tempdir().expect("archive");
-    let env = vec![
-        ("WASAGA_TRANSPORT_URL", crate::brokers::amqp_url()),
-        ("WASAGA_NAMESPACE", format!("t{}", rand_id())),
-        ("WASAGA_ARCHIVE_URL", format!("file://{}", archive.path().display())),
-    ];
-    let start = |i: usize| Server::spawn(dirs[i].path(), Some(&store), Some(&config), &token, &env);
-    let mut servers: Vec<Server> = (0..2).map(start).collect();
-    for server in &servers {
-        server.api.wait_ready().await;
-    }
+    let fleet = crate::crash::RabbitFleet::new(2).await;
+    let config = settings_file(fleet.dirs[0].path(), &url, 2_000);
+    let mut servers = fleet.start_all(&config).await;
     let stocked = BTreeMap::from([("SKU-1".to_owned(), 40)]);
     servers[0].api.stock_up("SKU-1", 40).await;
     let mut ids = Vec::new();

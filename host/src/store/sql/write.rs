@@ -3,6 +3,21 @@
 
 use super::*;
 
+/// Bind an event's columns (`event_columns!`, in order) to a row of a `push_values`.
+macro_rules! push_event {
+    ($row:expr, $e:expr) => {
+        $row.push_bind(&$e.id)
+            .push_bind(&$e.kind)
+            .push_bind(&$e.order_id)
+            .push_bind(&$e.payload)
+            .push_bind(&$e.step)
+            .push_bind(&$e.step_version)
+            .push_bind($e.occurred_at_ms)
+            .push_bind(i64::from($e.attempt))
+            .push_bind(&$e.trace)
+    };
+}
+
 macro_rules! writes {
     ($store:ty, $db:ty, $conn:ty, $name:literal, $lock:literal, $skip_locked:literal, $now:literal) => {
         impl $store {
@@ -22,16 +37,7 @@ macro_rules! writes {
                 let mut query =
                     QueryBuilder::<$db>::new(concat!("INSERT INTO outbox (", event_columns!(), ", relayed_at_ms) "));
                 query.push_values(events, |mut row, e| {
-                    row.push_bind(&e.id)
-                        .push_bind(&e.kind)
-                        .push_bind(&e.order_id)
-                        .push_bind(&e.payload)
-                        .push_bind(&e.step)
-                        .push_bind(&e.step_version)
-                        .push_bind(e.occurred_at_ms)
-                        .push_bind(i64::from(e.attempt))
-                        .push_bind(&e.trace)
-                        .push_bind(relayed_at_ms);
+                    push_event!(row, e).push_bind(relayed_at_ms);
                 });
                 query.build().execute(&mut *conn).await?;
                 Ok(())
@@ -43,18 +49,7 @@ macro_rules! writes {
                     let mut query =
                         QueryBuilder::<$db>::new(concat!("INSERT INTO timers (", event_columns!(), ", due_at_ms) "));
                     query.push_values(chunk, |mut row, t| {
-                        let e = &t.event;
-                        row.push_bind(&e.id)
-                            .push_bind(&e.kind)
-                            .push_bind(&e.order_id)
-                            .push_bind(&e.payload)
-                            .push_bind(&e.step)
-                            .push_bind(&e.step_version)
-                            .push_bind(e.occurred_at_ms)
-                            .push_bind(i64::from(e.attempt))
-                            .push_bind(&e.trace)
-                            .push(concat!($now, " + "))
-                            .push_bind_unseparated(t.delay_ms);
+                        push_event!(row, t.event).push(concat!($now, " + ")).push_bind_unseparated(t.delay_ms);
                     });
                     query.build().execute(&mut *conn).await?;
                 }
