@@ -71,9 +71,14 @@ impl Host {
 
     /// The sum of a counter over all its labels.
     async fn counter(&self, http: &reqwest::Client, name: &str) -> f64 {
+        self.counter_with(http, name, "").await
+    }
+
+    /// The sum of a counter over the series whose labels contain `label`.
+    async fn counter_with(&self, http: &reqwest::Client, name: &str, label: &str) -> f64 {
         let text = http.get(format!("{}/metrics", self.base)).send().await.unwrap().text().await.unwrap();
         text.lines()
-            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+            .filter(|l| l.starts_with(name) && !l.starts_with('#') && l.contains(label))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     }
@@ -98,6 +103,20 @@ struct Run {
     p99_ms: f64,
     cpu_ms_per_order: f64,
     conflict_rate: f64,
+    /// With Kafka: events the analytics step handled per second, from the first order
+    /// until it had handled every event, and each host's share of them.
+    analytics_per_sec: Option<f64>,
+    analytics_shares: Vec<f64>,
+}
+
+/// Analytics calls (`ok`) on each host.
+async fn analytics_calls(fleet: &[Host], http: &reqwest::Client) -> Vec<f64> {
+    let mut calls = Vec::new();
+    for host in fleet {
+        calls
+            .push(host.counter_with(http, "wasaga_step_call_seconds_count", "step=\"analytics\",outcome=\"ok\"").await);
+    }
+    calls
 }
 
 async fn run(
@@ -153,6 +172,12 @@ async fn run(
         }
         n
     };
+    let kafka = env.iter().any(|(k, _)| k == "WASAGA_STREAM_BROKERS");
+    let analytics_before = analytics_calls(&fleet, &http).await;
+    let mut events_before = 0.0;
+    for host in &fleet {
+        events_before += host.counter(&http, "wasaga_events_total").await;
+    }
     let bases: Vec<String> = fleet.iter().map(|h| h.base.clone()).collect();
     let body = |i: usize| json!({"customer_id": "c", "items": [{"sku": format!("SKU-{}", i % skus), "quantity": 1, "unit_price_cents": 100}], "payment": {"card_token": "tok_ok"}});
     let started = Instant::now();
@@ -174,6 +199,27 @@ async fn run(
         conflicts += host.counter(&http, "wasaga_batch_conflicts_total").await;
     }
     let latencies = support::latencies(&http, &base0).await;
+    // The stream is read behind the saga: wait until analytics handled every event.
+    let (analytics_per_sec, analytics_shares) = if kafka {
+        let mut events = -events_before;
+        for host in &fleet {
+            events += host.counter(&http, "wasaga_events_total").await;
+        }
+        let deadline = Instant::now() + Duration::from_secs(600);
+        let handled = loop {
+            let now: Vec<f64> = analytics_calls(&fleet, &http).await;
+            let handled: Vec<f64> = now.iter().zip(&analytics_before).map(|(n, b)| n - b).collect();
+            if handled.iter().sum::<f64>() >= events || Instant::now() > deadline {
+                break handled;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let total: f64 = handled.iter().sum();
+        let shares = handled.iter().map(|h| if total > 0.0 { h / total } else { 0.0 }).collect();
+        (Some(total / started.elapsed().as_secs_f64()), shares)
+    } else {
+        (None, Vec::new())
+    };
     drop(fleet);
     Run {
         hosts,
@@ -183,6 +229,8 @@ async fn run(
         p99_ms: percentile(&latencies, 0.99),
         cpu_ms_per_order: cpu * 1000.0 / orders as f64,
         conflict_rate: if calls > 0.0 { conflicts / calls } else { 0.0 },
+        analytics_per_sec,
+        analytics_shares,
     }
 }
 
@@ -251,6 +299,18 @@ async fn main() {
         runs[1].orders_per_sec / one
     ));
     report["three_over_one"] = json!(runs[2].orders_per_sec / one);
+    if let (Some(one), Some(three)) = (runs[0].analytics_per_sec, runs[2].analytics_per_sec) {
+        let shares: Vec<String> = runs[2].analytics_shares.iter().map(|s| format!("{:.0}%", s * 100.0)).collect();
+        md.push_str(&format!(
+            "\nAnalytics (the Kafka consumer group), events archived per second from the first order until the \
+             last event was handled: 1 host {one:.0}, 3 hosts {three:.0} ({:.2}×); with 3 hosts each handled \
+             {} of the events.\n",
+            three / one,
+            shares.join(", ")
+        ));
+        report["analytics"] = json!({"one_host_per_sec": one, "three_hosts_per_sec": three,
+            "three_host_shares": runs[2].analytics_shares});
+    }
     let stamp = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap();
     md.push_str(&format!("\nMeasured {stamp}.\n"));
     report["at"] = Value::String(stamp);
