@@ -158,11 +158,16 @@ impl Relay {
                 }
             };
             if relayed < BATCH as usize {
-                // Wait for news, but renew the lease well before it runs out.
+                // Wait for news, but renew the lease well before it runs out (and look for
+                // due timers in time, on the transport's channel).
+                let poll = match channel {
+                    Channel::Transport => POLL.min(TIMER_POLL),
+                    Channel::Stream => POLL,
+                };
                 tokio::select! {
                     () = stopped.stopping() => break,
                     _ = woken.changed() => {}
-                    () = tokio::time::sleep(POLL.min(LEASE_TTL / 3).min(TIMER_POLL)) => {}
+                    () = tokio::time::sleep(poll.min(LEASE_TTL / 3)) => {}
                 }
             }
         }
