@@ -57,6 +57,30 @@ async fn a_step_emitting_kinds_it_does_not_own_is_dead_lettered_and_believed_by_
     app.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timer_of_a_kind_the_step_does_not_own_is_refused_like_any_event() {
+    let (app, _store) = pg_app(&["forger"], |_| {}).await;
+    app.stock_up("SKU-1", 10).await;
+    // The forger's capture of a declined order, asked for as a timer due at once.
+    let mut body = order_body(&[("SKU-1", 1)], "tok_decline");
+    body["customer_id"] = json!("forge-timer");
+    let response = app.post_json("/api/orders", &body).await;
+    assert_eq!(response.status(), 202);
+    let id = response.json::<Value>().await.expect("json")["order_id"].as_str().expect("id").to_owned();
+    eventually(WAIT, "the forged timer is dead-lettered", async || {
+        dead_letters(&app)
+            .await
+            .iter()
+            .any(|d| d["step"] == "forger" && d["error"].as_str().is_some_and(|e| e.contains("payment.captured")))
+    })
+    .await;
+    eventually(WAIT, "the order ends", async || app.order(&id).await["status"] != "pending").await;
+    let order = app.order(&id).await;
+    assert_eq!(order["status"], "cancelled", "a forged timer completed a declined order: {order}");
+    assert_eq!(order["timers"], json!([]), "no timer was written: {order}");
+    app.stop().await;
+}
+
 /// An event as another program on the broker or the store could write it.
 fn published(kind: &str, order_id: &str, emitter: &str, payload: Value) -> StoredEvent {
     StoredEvent { step: emitter.to_owned(), ..SagaContext::host_event(kind, order_id, payload.to_string()) }
