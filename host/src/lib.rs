@@ -23,6 +23,7 @@
 //! - [`telemetry`]: logs and metrics.
 //! - [`backoff`], [`redact`], [`fsutil`]: one rule each for retry delays, secrets in
 //!   messages, and files written whole.
+//! - [`features`]: the optional backends this binary was built with.
 //! - [`cli`]: the `wasaga` subcommands that talk to a running server.
 
 pub mod archive;
@@ -30,6 +31,7 @@ pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod event;
+pub mod features;
 pub mod fsutil;
 pub mod http;
 pub mod outbox;

@@ -13,7 +13,7 @@ use crate::registry::{Fleet, StepRegistry, StepWatcher, WatchError};
 use crate::runtime::{Runtime, RuntimeError, StepExecutor};
 use crate::saga::{Saga, SagaContext};
 use crate::store::{StoreError, Stores};
-use crate::stream::{EventStream, KafkaStream};
+use crate::stream::EventStream;
 use crate::transport::TransportError;
 use arc_swap::ArcSwapOption;
 use axum::Router;
@@ -317,7 +317,7 @@ async fn start(
     let durable = settings.sqlite_synchronous == crate::store::SqliteSync::Full;
     let archive = crate::archive::open(&settings.archive_url(), durable)?;
     let stream: Option<Arc<dyn EventStream>> = match settings.kafka_settings(&host_id, stores.host().clone()) {
-        Some(kafka) => Some(KafkaStream::new(kafka)?),
+        Some(kafka) => Some(crate::stream::open(kafka)?),
         None => None,
     };
     let saga_config = settings.saga_config()?;

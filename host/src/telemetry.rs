@@ -45,6 +45,7 @@ pub fn init(default_filter: &str, sink: Sink) {
 
 use tracing_subscriber::Layer as _;
 
+#[cfg(feature = "otlp")]
 fn otlp_layer<S>() -> Option<tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::Tracer>>
 where
     S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
@@ -66,6 +67,16 @@ where
     let _ = PROVIDER.set(provider);
     TRACING.store(true, Ordering::Relaxed);
     Some(tracing_opentelemetry::layer().with_tracer(tracer))
+}
+
+/// Without the `otlp` feature no span leaves the process: say so once.
+#[cfg(not(feature = "otlp"))]
+fn otlp_layer<S>() -> Option<tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::Tracer>>
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+{
+    eprintln!("{}", crate::features::missing("OTEL_EXPORTER_OTLP_ENDPOINT (exporting traces)", "otlp"));
+    None
 }
 
 /// Export the spans still buffered (at a clean stop).

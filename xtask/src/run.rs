@@ -25,6 +25,9 @@ pub fn run(args: &Run) -> anyhow::Result<()> {
         build_plugins::run(&BuildPlugins { out: None, fixtures: false, step: Vec::new() })
     })?;
     let profile: &[&str] = if args.release { &["--release"] } else { &[] };
+    // The embedded default needs no broker's, cloud's or other database's client: most
+    // of a first build's time goes into those.
+    let features: &[&str] = if args.services { &[] } else { &["--no-default-features"] };
     stages.run("host: wasaga, and the gateway simulator", || {
         run_cmd(
             cargo()
@@ -39,7 +42,8 @@ pub fn run(args: &Run) -> anyhow::Result<()> {
                     "--bin",
                     "wasaga-gateway",
                 ])
-                .args(profile),
+                .args(profile)
+                .args(features),
         )
     })?;
     if args.services {

@@ -3,6 +3,7 @@
 
 mod azure;
 mod batch;
+mod cloud;
 mod local;
 mod object;
 

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 /// Runs the steps of an order saga as sandboxed WebAssembly components.
 #[derive(Debug, Parser)]
-#[command(name = "wasaga", version, about)]
+#[command(name = "wasaga", version = crate::features::version(), about)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -59,6 +59,7 @@ impl<DB: Database> Lent<'_, DB> {
 
     /// The outcome of a write transaction: the connection stays in the lane only if it
     /// committed (a failed one may have left a rollback for the pool's ping to flush).
+    #[cfg(feature = "postgres")]
     pub(super) fn wrote<T, E>(mut self, result: Result<T, E>) -> Result<T, E> {
         self.keep = result.is_ok();
         result

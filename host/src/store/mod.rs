@@ -14,6 +14,8 @@
 mod claims;
 mod group;
 mod lane;
+mod migrations;
+#[cfg(feature = "mssql")]
 mod mssql;
 mod roles;
 mod rows;
@@ -22,10 +24,13 @@ mod sql;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+#[cfg(feature = "mssql")]
 pub use mssql::{MssqlStore, config_from_url as mssql_config};
 pub use roles::{ConsumerStore, DeadLetterStore, DeliveryStore, FleetStore, OrderStore, OutboxStore, Store};
 pub use rows::*;
-pub use sql::{PgStore, SqliteStore};
+#[cfg(feature = "postgres")]
+pub use sql::PgStore;
+pub use sql::SqliteStore;
 
 pub use crate::event::StoredEvent;
 
@@ -171,11 +176,22 @@ pub async fn open(url: &str, options: &StoreOptions) -> Result<Arc<dyn Store>, S
     if url.starts_with("sqlite:") {
         return Ok(Arc::new(SqliteStore::open(url, options).await?));
     }
+    #[cfg(not(all(feature = "postgres", feature = "mssql")))]
+    let not_built = |feature: &str| StoreError::Url {
+        url: crate::redact::url(url),
+        reason: crate::features::missing("this store", feature),
+    };
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        #[cfg(feature = "postgres")]
         return Ok(Arc::new(PgStore::open(url, options).await?));
+        #[cfg(not(feature = "postgres"))]
+        return Err(not_built("postgres"));
     }
     if url.starts_with("mssql://") || url.starts_with("sqlserver://") {
+        #[cfg(feature = "mssql")]
         return Ok(Arc::new(MssqlStore::open(url, options).await?));
+        #[cfg(not(feature = "mssql"))]
+        return Err(not_built("mssql"));
     }
     Err(StoreError::Url {
         url: crate::redact::url(url),

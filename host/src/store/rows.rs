@@ -3,6 +3,30 @@
 
 use crate::event::StoredEvent;
 
+/// `sqlx::FromRow` by column name, for any database, as sqlx's derive writes it (its
+/// macros are not built: see `migrations.rs`). Fields are `String`, `i64` or options of
+/// them; a `defaulted` field may be missing from the query.
+macro_rules! from_row {
+    ($ty:ident { $($field:ident: $column:literal),* $(,)? } $(defaulted { $($dfield:ident: $dcolumn:literal),* $(,)? })?) => {
+        impl<'r, R: sqlx::Row> sqlx::FromRow<'r, R> for $ty
+        where
+            &'r str: sqlx::ColumnIndex<R>,
+            String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+            i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        {
+            fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
+                Ok($ty {
+                    $($field: row.try_get($column)?,)*
+                    $($($dfield: match row.try_get($dcolumn) {
+                        Err(sqlx::Error::ColumnNotFound(_)) => Default::default(),
+                        other => other?,
+                    },)*)?
+                })
+            }
+        }
+    };
+}
+
 /// A new order, written with its idempotency key and its `order.placed` in one
 /// transaction.
 #[derive(Debug, Clone)]
@@ -26,7 +50,7 @@ pub struct Idempotency {
 }
 
 /// An order row.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct OrderRow {
     pub seq: i64,
     pub id: String,
@@ -40,12 +64,11 @@ pub struct OrderRow {
 }
 
 /// One entry of an order's timeline: an event of that order.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct TimelineRow {
     pub order_id: String,
     pub event_id: String,
     pub kind: String,
-    #[sqlx(rename = "occurred_at_ms")]
     pub at_ms: i64,
     pub step: String,
     pub step_version: String,
@@ -92,7 +115,7 @@ pub struct OrderTransition {
 }
 
 /// A SKU's levels in the read model.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StockRow {
     pub sku: String,
     pub available: i64,
@@ -102,7 +125,7 @@ pub struct StockRow {
 }
 
 /// A message waiting for a consumer in the embedded transport.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct DeliveryRow {
     pub id: i64,
     pub consumer: String,
@@ -116,7 +139,7 @@ pub struct DeliveryRow {
 }
 
 /// A message a consumer gave up on.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct DeadLetterRow {
     pub id: String,
     pub consumer: String,
@@ -127,7 +150,6 @@ pub struct DeadLetterRow {
     pub attempts: i64,
     pub dead_lettered_at_ms: i64,
     /// The recording of the last attempt, as JSON (`None` when listing).
-    #[sqlx(default)]
     pub recording: Option<String>,
 }
 
@@ -305,7 +327,7 @@ pub struct RolloutRow {
 }
 
 /// A recorded call kept for replay (a sampled success, or beside a dead letter).
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct RecordingRow {
     pub id: String,
     pub step: String,
@@ -319,7 +341,7 @@ pub struct RecordingRow {
 }
 
 /// One change of the fleet's registry, for the history.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct HistoryRow {
     pub name: String,
     /// `install`, `rollback`, `refused`, …
@@ -331,7 +353,7 @@ pub struct HistoryRow {
 }
 
 /// A live host of the fleet.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct HostRow {
     pub host_id: String,
     pub http_addr: String,
@@ -352,3 +374,66 @@ pub struct RetryRow {
     /// outage, a shutdown).
     pub counted: bool,
 }
+
+from_row!(OrderRow {
+    seq: "seq",
+    id: "id",
+    customer_id: "customer_id",
+    status: "status",
+    cancel_reason: "cancel_reason",
+    total_cents: "total_cents",
+    items: "items",
+    created_at_ms: "created_at_ms",
+    updated_at_ms: "updated_at_ms",
+});
+from_row!(TimelineRow {
+    order_id: "order_id",
+    event_id: "event_id",
+    kind: "kind",
+    at_ms: "occurred_at_ms",
+    step: "step",
+    step_version: "step_version",
+    attempt: "attempt",
+});
+from_row!(StockRow { sku: "sku", available: "available", reserved: "reserved", sold: "sold", seq: "seq" });
+from_row!(DeliveryRow {
+    id: "id",
+    consumer: "consumer",
+    event_id: "event_id",
+    event: "event",
+    attempts: "attempts",
+    due_at_ms: "due_at_ms",
+});
+from_row!(DeadLetterRow {
+    id: "id",
+    consumer: "consumer",
+    event_id: "event_id",
+    event: "event",
+    error: "error",
+    attempts: "attempts",
+    dead_lettered_at_ms: "dead_lettered_at_ms",
+} defaulted { recording: "recording" });
+from_row!(RecordingRow {
+    id: "id",
+    step: "step",
+    event_id: "event_id",
+    version: "version",
+    outcome: "outcome",
+    recorded_at_ms: "recorded_at_ms",
+    recording: "recording",
+});
+from_row!(HistoryRow {
+    name: "name",
+    action: "action",
+    digest: "digest",
+    reason: "reason",
+    host_id: "host_id",
+    at_ms: "at_ms",
+});
+from_row!(HostRow {
+    host_id: "host_id",
+    http_addr: "http_addr",
+    started_at_ms: "started_at_ms",
+    seen_at_ms: "seen_at_ms",
+    steps: "steps",
+});

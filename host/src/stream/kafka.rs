@@ -42,40 +42,13 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
 
+use super::KafkaSettings;
+
 const BROKER: &str = "Kafka";
 /// Partitions of a topic the stream creates: the most hosts that can share a group.
 const PARTITIONS: i32 = 6;
 /// Retries waiting in memory per consumer before fetching pauses until some are done.
 const MAX_WAITING_RETRIES: usize = 1024;
-
-/// How to reach the brokers and name things there.
-#[derive(Clone)]
-pub struct KafkaSettings {
-    /// Bootstrap servers, `host:port[,host:port…]`.
-    pub brokers: String,
-    /// The topic; `wasaga.events` by default.
-    pub topic: String,
-    /// Prefix of consumer group ids.
-    pub namespace: String,
-    /// This host's id, naming it in the consumer lease.
-    pub instance: String,
-    /// The store holding the consumer leases (every host of a fleet shares it); `None`:
-    /// this process consumes without one.
-    pub leases: Option<Arc<dyn crate::store::FleetStore>>,
-    /// Replication factor of a topic the stream creates; `None`: the broker's default.
-    pub replication: Option<i32>,
-}
-
-impl std::fmt::Debug for KafkaSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KafkaSettings")
-            .field("brokers", &self.brokers)
-            .field("topic", &self.topic)
-            .field("namespace", &self.namespace)
-            .field("instance", &self.instance)
-            .finish_non_exhaustive()
-    }
-}
 
 /// Offsets handed out and not yet settled, per partition, and the next offset to read.
 #[derive(Default)]

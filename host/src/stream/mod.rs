@@ -7,14 +7,61 @@
 //! (`streamed_at_ms`) keeps it independent: the saga goes on while the stream is down,
 //! and the stream catches up when it is back.
 
+#[cfg(feature = "kafka")]
 mod kafka;
 
-pub use kafka::{KafkaSettings, KafkaStream};
+#[cfg(feature = "kafka")]
+pub use kafka::KafkaStream;
 
-use crate::transport::Transport;
+use crate::transport::{Transport, TransportError};
+use std::sync::Arc;
 
 /// A transport that carries every event to every consumer group, with a topic name.
 pub trait EventStream: Transport {
     /// Where the events go.
     fn topic(&self) -> &str;
+}
+
+/// How to reach the brokers and name things there.
+#[derive(Clone)]
+pub struct KafkaSettings {
+    /// Bootstrap servers, `host:port[,host:port…]`.
+    pub brokers: String,
+    /// The topic; `wasaga.events` by default.
+    pub topic: String,
+    /// Prefix of consumer group ids.
+    pub namespace: String,
+    /// This host's id, naming it in the consumer lease.
+    pub instance: String,
+    /// The store holding the consumer leases (every host of a fleet shares it); `None`:
+    /// this process consumes without one.
+    pub leases: Option<Arc<dyn crate::store::FleetStore>>,
+    /// Replication factor of a topic the stream creates; `None`: the broker's default.
+    pub replication: Option<i32>,
+}
+
+impl std::fmt::Debug for KafkaSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSettings")
+            .field("brokers", &self.brokers)
+            .field("topic", &self.topic)
+            .field("namespace", &self.namespace)
+            .field("instance", &self.instance)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Open the Kafka stream `settings` describe.
+#[cfg(feature = "kafka")]
+pub fn open(settings: KafkaSettings) -> Result<Arc<dyn EventStream>, TransportError> {
+    Ok(KafkaStream::new(settings)?)
+}
+
+/// Kafka is not built into this binary: say so, and how to get it.
+#[cfg(not(feature = "kafka"))]
+pub fn open(settings: KafkaSettings) -> Result<Arc<dyn EventStream>, TransportError> {
+    Err(TransportError::NotBuilt(crate::features::missing(
+        &format!("WASAGA_STREAM_BROKERS={:?} (Kafka)", settings.brokers),
+        "kafka",
+    )))
 }

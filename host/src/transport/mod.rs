@@ -5,9 +5,11 @@
 //! through the store) is the default, RabbitMQ is chosen by an `amqp://` URL.
 
 mod embedded;
+#[cfg(feature = "rabbitmq")]
 mod rabbitmq;
 
 pub use embedded::EmbeddedTransport;
+#[cfg(feature = "rabbitmq")]
 pub use rabbitmq::{RabbitSettings, RabbitTransport};
 
 use crate::event::{StoredEvent, now_ms};
@@ -22,6 +24,9 @@ pub enum TransportError {
     Store(#[from] StoreError),
     #[error("transport URL {0:?} is not supported: use `embedded` or `amqp://…`")]
     Unsupported(String),
+    /// The URL names a backend this binary was built without.
+    #[error("{0}")]
+    NotBuilt(String),
     /// The broker cannot be reached right now; the caller tries again later.
     #[error("{broker} is unavailable: {reason}")]
     Unavailable { broker: &'static str, reason: String },
@@ -52,12 +57,18 @@ pub async fn open(
         return Ok(Arc::new(EmbeddedTransport::new(stores, options.host_id).await?));
     }
     if url.starts_with("amqp://") || url.starts_with("amqps://") {
+        #[cfg(feature = "rabbitmq")]
         return Ok(RabbitTransport::start(RabbitSettings {
             url: url.to_owned(),
             namespace: options.namespace,
             retry_base: options.retry_base,
             retry_cap: options.retry_cap,
         }));
+        #[cfg(not(feature = "rabbitmq"))]
+        return Err(TransportError::NotBuilt(crate::features::missing(
+            &format!("WASAGA_TRANSPORT_URL={} (RabbitMQ)", crate::redact::url(url)),
+            "rabbitmq",
+        )));
     }
     Err(TransportError::Unsupported(crate::redact::url(url)))
 }

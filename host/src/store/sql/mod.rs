@@ -6,9 +6,12 @@ use super::*;
 use crate::event::now_ms as clock_ms;
 use async_trait::async_trait;
 use futures::future::BoxFuture;
+#[cfg(feature = "postgres")]
+use sqlx::Postgres;
+#[cfg(feature = "postgres")]
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{FromRow, Pool, Postgres, QueryBuilder, Row, Sqlite};
+use sqlx::{FromRow, Pool, QueryBuilder, Row, Sqlite};
 use std::str::FromStr;
 
 /// Connections a store keeps for its hot reads (see `lane.rs`): about one per consumer
@@ -71,7 +74,7 @@ impl SqliteStore {
             .connect_with(connect.clone())
             .await
             .map_err(|e| StoreError::Connect(crate::redact::text(&e.to_string())))?;
-        sqlx::migrate!("../migrations/sqlite").run(&writer).await.map_err(|e| StoreError::Migrate(e.to_string()))?;
+        super::migrations::sqlite().run(&writer).await.map_err(|e| StoreError::Migrate(e.to_string()))?;
         let reader = SqlitePoolOptions::new()
             .max_connections(READERS + LANE_WIDTH as u32)
             .test_before_acquire(false)
@@ -154,6 +157,7 @@ fn lock_exclusively(db: &std::path::Path) -> Result<std::fs::File, StoreError> {
 
 /// PostgreSQL: one pool for reads and writes, with a statement timeout so a lock held
 /// elsewhere turns into a retry instead of a stuck consumer.
+#[cfg(feature = "postgres")]
 #[derive(Debug, Clone)]
 pub struct PgStore {
     writer: Pool<Postgres>,
@@ -164,6 +168,7 @@ pub struct PgStore {
     relay: RelayIdle,
 }
 
+#[cfg(feature = "postgres")]
 impl PgStore {
     pub async fn open(url: &str, options: &StoreOptions) -> Result<PgStore, StoreError> {
         let timeout_ms = options.statement_timeout.as_millis().to_string();
@@ -177,7 +182,7 @@ impl PgStore {
             .await
             .map_err(|e| StoreError::Connect(crate::redact::text(&e.to_string())))?;
         // Hosts of a fleet start together: the first migrates, the others wait for it.
-        sqlx::migrate!("../migrations/postgres").run(&pool).await.map_err(|e| StoreError::Migrate(e.to_string()))?;
+        super::migrations::postgres().run(&pool).await.map_err(|e| StoreError::Migrate(e.to_string()))?;
         let lane = Arc::new(super::lane::Lane::new(pool.clone(), LANE_WIDTH));
         Ok(PgStore { reader: pool.clone(), writer: pool, lane, claims: None, relay: RelayIdle(None) })
     }
@@ -288,6 +293,7 @@ macro_rules! for_both {
             "",
             "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)"
         );
+        #[cfg(feature = "postgres")]
         $m!(
             PgStore,
             Postgres,
