@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 
 /// Layers, lowest first. A module may use any module of a lower layer, none of its own
 /// or a higher one.
-const LAYERS: [&[&str]; 8] = [
-    &["event", "backoff", "redact", "fsutil", "telemetry", "shutdown", "features"],
+const LAYERS: [&[&str]; 9] = [
+    &["features"],
+    &["event", "backoff", "redact", "fsutil", "telemetry", "shutdown"],
     &["store", "archive"],
     &["runtime", "transport"],
     &["stream", "outbox", "registry"],
