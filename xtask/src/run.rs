@@ -17,7 +17,7 @@ pub fn run(args: &Run) -> anyhow::Result<()> {
     let binary = target_dir().join(profile_dir).join("wasaga");
     if !binary.exists() {
         eprintln!(
-            "first run: building the wasm32-wasip2 steps, then the host ({profile_dir}), takes about 25 minutes on 2 cores; later runs start in seconds"
+            "first run: building the wasm32-wasip2 steps, then the host ({profile_dir}), takes about 12 minutes on 2 cores; later runs start in seconds"
         );
     }
     let mut stages = Stages::new();

@@ -26,6 +26,20 @@ fn stages_of_test(args: &Test, stages: &mut Stages) -> anyhow::Result<()> {
         stages.run("clippy (first run: about 10 minutes on 2 cores)", || {
             run_cmd(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))
         })?;
+        // What `cargo xtask run` builds: the host without its optional backends.
+        stages.run("clippy on the embedded-only host", || {
+            run_cmd(cargo().args([
+                "clippy",
+                "-p",
+                "wasaga-host",
+                "--no-default-features",
+                "--lib",
+                "--bins",
+                "--",
+                "-D",
+                "warnings",
+            ]))
+        })?;
     }
     stages.run("compose.yml", || services::check_compose(&crate::util::root()))?;
     stages.run("PostgreSQL and RabbitMQ", || {

@@ -61,7 +61,7 @@ pub(super) fn open(url: &str) -> Result<(Arc<dyn ObjectStore>, Option<ContainerA
 #[cfg(not(feature = "cloud"))]
 pub(super) fn open(url: &str) -> Result<(Arc<dyn ObjectStore>, Option<ContainerAccess>), ArchiveError> {
     let reason = if url.starts_with("az://") || url.starts_with("azure://") || url.starts_with("s3://") {
-        crate::features::missing("Azure Blob and S3", "cloud")
+        crate::features::missing("an archive on Azure Blob or S3", "cloud")
     } else {
         "expected memory:// or file://<dir> (az:// and s3:// with the `cloud` feature)".to_owned()
     };

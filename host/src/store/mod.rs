@@ -177,21 +177,21 @@ pub async fn open(url: &str, options: &StoreOptions) -> Result<Arc<dyn Store>, S
         return Ok(Arc::new(SqliteStore::open(url, options).await?));
     }
     #[cfg(not(all(feature = "postgres", feature = "mssql")))]
-    let not_built = |feature: &str| StoreError::Url {
+    let not_built = |what: &str, feature: &str| StoreError::Url {
         url: crate::redact::url(url),
-        reason: crate::features::missing("this store", feature),
+        reason: crate::features::missing(what, feature),
     };
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         #[cfg(feature = "postgres")]
         return Ok(Arc::new(PgStore::open(url, options).await?));
         #[cfg(not(feature = "postgres"))]
-        return Err(not_built("postgres"));
+        return Err(not_built("PostgreSQL", "postgres"));
     }
     if url.starts_with("mssql://") || url.starts_with("sqlserver://") {
         #[cfg(feature = "mssql")]
         return Ok(Arc::new(MssqlStore::open(url, options).await?));
         #[cfg(not(feature = "mssql"))]
-        return Err(not_built("mssql"));
+        return Err(not_built("SQL Server", "mssql"));
     }
     Err(StoreError::Url {
         url: crate::redact::url(url),
