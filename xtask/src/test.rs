@@ -23,7 +23,7 @@ pub fn run(args: &Test) -> anyhow::Result<()> {
 fn stages_of_test(args: &Test, stages: &mut Stages) -> anyhow::Result<()> {
     if !args.no_lint {
         stages.run("cargo fmt --check", || run_cmd(cargo().args(["fmt", "--all", "--", "--check"])))?;
-        stages.run("clippy (first run: about 10 minutes on 2 cores)", || {
+        stages.run("clippy (first run: about 6 minutes on 2 cores)", || {
             run_cmd(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))
         })?;
         // What `cargo xtask run` builds: the host without its optional backends.
@@ -48,7 +48,7 @@ fn stages_of_test(args: &Test, stages: &mut Stages) -> anyhow::Result<()> {
         }
         services::ensure_rabbitmq()
     })?;
-    let tools = stages.run("tools: tansu and Azurite (first run: about 10 minutes)", services::install_tools)?;
+    let tools = stages.run("tools: tansu and Azurite (first run: about 15 minutes)", services::install_tools)?;
     let browser = stages.run("browser tests: playwright-core and Chromium", services::install_browser_tools)?;
     let components = target_dir().join("wasaga-test-components");
     stages.run("components: steps and fixtures (first run: about 3 minutes)", || {
@@ -69,7 +69,7 @@ fn stages_of_test(args: &Test, stages: &mut Stages) -> anyhow::Result<()> {
                 .env("CARGO_TARGET_DIR", target_dir().join("steps")),
         )
     })?;
-    stages.run("cargo test --workspace (first run builds the host: about 20 minutes)", || {
+    stages.run("cargo test --workspace (first run builds the host: about 13 minutes)", || {
         let mut cmd = cargo();
         // The broker tests start their own tansu and Azurite (random ports, killed and
         // restarted by the fault tests) from these binaries, and use the machine's RabbitMQ.
