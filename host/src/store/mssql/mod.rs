@@ -31,46 +31,6 @@ use tiberius::{AuthMethod, Client, Config, Row, ToSql};
 use tokio::net::TcpStream;
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
-/// The migrations of `migrations/mssql`, in order: (version, description, T-SQL).
-pub const MIGRATIONS: [(i64, &str, &str); 8] = [
-    (
-        20261126000000,
-        "create_saga_tables",
-        include_str!("../../../../migrations/mssql/20261126000000_create_saga_tables.sql"),
-    ),
-    (
-        20261126120000,
-        "add_stream_cursor",
-        include_str!("../../../../migrations/mssql/20261126120000_add_stream_cursor.sql"),
-    ),
-    (
-        20261127000000,
-        "add_versions_subscriptions_claims",
-        include_str!("../../../../migrations/mssql/20261127000000_add_versions_subscriptions_claims.sql"),
-    ),
-    (
-        20261127010000,
-        "add_fleet_registry",
-        include_str!("../../../../migrations/mssql/20261127010000_add_fleet_registry.sql"),
-    ),
-    (
-        20261128000000,
-        "add_rollouts_pins_recordings",
-        include_str!("../../../../migrations/mssql/20261128000000_add_rollouts_pins_recordings.sql"),
-    ),
-    (
-        20261128010000,
-        "add_event_attempt_and_trace",
-        include_str!("../../../../migrations/mssql/20261128010000_add_event_attempt_and_trace.sql"),
-    ),
-    (
-        20261205000000,
-        "check_every_order",
-        include_str!("../../../../migrations/mssql/20261205000000_check_every_order.sql"),
-    ),
-    (20261206000000, "add_timers", include_str!("../../../../migrations/mssql/20261206000000_add_timers.sql")),
-];
-
 /// A pooled connection, and whether a transaction may still be open on it: a
 /// transaction whose future was dropped half-way (a client hung up) leaves the flag set,
 /// and the pool then discards the connection instead of handing out an open transaction.
@@ -420,7 +380,7 @@ impl MssqlStore {
         let applied: Vec<i64> =
             rows(&mut conn, sql::APPLIED_MIGRATIONS, &[]).await?.iter().filter_map(|r| int(r, 0).ok()).collect();
         drop(conn);
-        for (version, description, script) in MIGRATIONS {
+        for &(version, description, script) in super::migrations::MSSQL {
             if applied.contains(&version) {
                 continue;
             }
@@ -473,7 +433,7 @@ mod tests {
 
     #[test]
     fn every_migration_parses_as_t_sql() {
-        for (version, description, script) in MIGRATIONS {
+        for &(version, description, script) in crate::store::migrations::MSSQL {
             let statements =
                 Parser::parse_sql(&MsSqlDialect {}, script).unwrap_or_else(|e| panic!("{version}_{description}: {e}"));
             assert!(!statements.is_empty(), "{version}_{description}: no statements");
