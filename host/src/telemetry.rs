@@ -6,7 +6,7 @@
 //! that as its parent: an order is one trace, across the outbox, the brokers, every step
 //! call and every host.
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -132,6 +132,13 @@ pub fn metrics() -> &'static PrometheusHandle {
             .set_buckets(&[
                 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.005, 0.025, 0.1, 0.5, 1.0,
             ])
+            // Counts, not seconds: how full a consumer's batches are.
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full("wasaga_batch_deliveries".to_owned()),
+                    &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0],
+                )
+            })
             .map(|b| b.build_recorder())
             .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
         let handle = recorder.handle();

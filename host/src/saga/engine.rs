@@ -108,6 +108,7 @@ pub(super) async fn run(handler: Arc<dyn Handler>, ctx: Arc<SagaContext>, stoppe
         let kept = deliveries.clone();
         let single = (deliveries.len() == 1).then(|| deliveries[0].event.id.clone());
         let count = deliveries.len();
+        metrics::histogram!("wasaga_batch_deliveries", "consumer" => consumer.clone()).record(count as f64);
         let error = match handle_batch(&*handler, &ctx, &*source, deliveries).await {
             Ok(()) => {
                 backoff.succeeded();

@@ -29,6 +29,8 @@ async fn a_running_server_lists_the_three_steps() {
     app.stock_up("SKU-1", 1).await;
     let metrics = app.get("/metrics").await.text().await.expect("metrics text");
     assert!(metrics.contains("wasaga_step_call_seconds_count{step=\"inventory\""), "{metrics}");
+    // Batches are counted in deliveries, with buckets made for counts (not seconds).
+    assert!(metrics.contains("wasaga_batch_deliveries_bucket{consumer=\"inventory\",le=\"64\"}"), "{metrics}");
     app.stop().await;
 }
 
