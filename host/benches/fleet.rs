@@ -2,7 +2,11 @@
 //! and 3 `wasaga serve` processes on one PostgreSQL database and one RabbitMQ namespace
 //! (plus Kafka and Azure Blob when `cargo xtask services` runs them), the CPU each order
 //! costs across the fleet, and the rate of batches re-run after a conflict, on one hot
-//! SKU and on SKUs spread wide. Writes markdown and JSON under `WASAGA_BENCH_RESULTS`.
+//! SKU and on SKUs spread wide; then again with the embedded transport (PostgreSQL's
+//! `SKIP LOCKED` claims instead of RabbitMQ). Per run it also reports what explains the
+//! CPU: PostgreSQL's transactions, rows written and scans per order (from its statistics
+//! of the run's own database) and how full each consumer's batches were. Writes markdown
+//! and JSON under `WASAGA_BENCH_RESULTS`.
 
 #![allow(clippy::unwrap_used)]
 
@@ -92,10 +96,120 @@ async fn fresh_pg(admin: &str) -> String {
     format!("{}/{name}", admin.rsplit_once('/').unwrap().0)
 }
 
+/// What PostgreSQL did for one database: its own statistics (flushed by each backend
+/// at most once a second while busy, and when it exits).
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct PgWork {
+    transactions: f64,
+    rows_written: f64,
+    scans: f64,
+}
+
+impl PgWork {
+    async fn read(url: &str) -> PgWork {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+        let (transactions, rows_written): (i64, i64) = sqlx::query_as(
+            "SELECT (xact_commit + xact_rollback)::int8, (tup_inserted + tup_updated + tup_deleted)::int8 \
+             FROM pg_stat_database WHERE datname = current_database()",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        let (scans,): (i64,) =
+            sqlx::query_as("SELECT coalesce(sum(seq_scan + coalesce(idx_scan, 0)), 0)::int8 FROM pg_stat_user_tables")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+        // (This reading's own two transactions count too: a few per run, against thousands.)
+        PgWork { transactions: transactions as f64, rows_written: rows_written as f64, scans: scans as f64 }
+    }
+
+    /// Once the hosts are gone: read until the figures stop moving (their backends flush
+    /// on exit), for at most 15 s.
+    async fn settled(url: &str) -> PgWork {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut last = PgWork::read(url).await;
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let now = PgWork::read(url).await;
+            // Our own reads write nothing and scan only catalogs.
+            let moved = now.rows_written != last.rows_written || now.scans != last.scans;
+            if !moved || Instant::now() > deadline {
+                return now;
+            }
+            last = now;
+        }
+    }
+
+    fn per_order(self, before: PgWork, orders: usize) -> PgWork {
+        let n = orders as f64;
+        PgWork {
+            transactions: (self.transactions - before.transactions) / n,
+            rows_written: (self.rows_written - before.rows_written) / n,
+            scans: (self.scans - before.scans) / n,
+        }
+    }
+}
+
+/// Wait until no consumer of the fleet has handled a batch for a second (at most 10
+/// minutes).
+async fn quiet(fleet: &[Host], http: &reqwest::Client) {
+    let handled = async || {
+        let mut n = 0.0;
+        for host in fleet {
+            n += host.counter(http, "wasaga_batch_deliveries_count").await;
+        }
+        n
+    };
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let (mut last, mut since) = (handled().await, Instant::now());
+    while since.elapsed() < Duration::from_secs(1) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = handled().await;
+        if now != last {
+            (last, since) = (now, Instant::now());
+        }
+    }
+}
+
+/// Consumers whose batch sizes the report shows.
+const CONSUMERS: [&str; 4] = ["host", "inventory", "payment", "analytics"];
+
+/// Per consumer, the fleet's batches re-run after a conflict.
+async fn conflicts(fleet: &[Host], http: &reqwest::Client) -> Vec<f64> {
+    let mut out = Vec::new();
+    for consumer in CONSUMERS {
+        let label = format!("consumer=\"{consumer}\"");
+        let mut n = 0.0;
+        for host in fleet {
+            n += host.counter_with(http, "wasaga_batch_conflicts_total", &label).await;
+        }
+        out.push(n);
+    }
+    out
+}
+
+/// Per consumer, the fleet's (sum, count) of `wasaga_batch_deliveries`.
+async fn batches(fleet: &[Host], http: &reqwest::Client) -> Vec<(f64, f64)> {
+    let mut out = Vec::new();
+    for consumer in CONSUMERS {
+        let label = format!("consumer=\"{consumer}\"");
+        let (mut sum, mut count) = (0.0, 0.0);
+        for host in fleet {
+            sum += host.counter_with(http, "wasaga_batch_deliveries_sum", &label).await;
+            count += host.counter_with(http, "wasaga_batch_deliveries_count", &label).await;
+        }
+        out.push((sum, count));
+    }
+    out
+}
+
 use support::percentile;
 
 #[derive(Debug, Default, Clone)]
 struct Run {
+    transport: &'static str,
     hosts: usize,
     skus: usize,
     orders_per_sec: f64,
@@ -103,6 +217,13 @@ struct Run {
     p99_ms: f64,
     cpu_ms_per_order: f64,
     conflict_rate: f64,
+    /// Each host's CPU per order, in ms.
+    cpu_per_host: Vec<f64>,
+    pg: PgWork,
+    /// Per consumer of [`CONSUMERS`]: deliveries per batch during the run.
+    batch_sizes: Vec<Option<f64>>,
+    /// Per consumer of [`CONSUMERS`]: batches re-run after a conflict.
+    reruns: Vec<f64>,
     /// With Kafka: events the analytics step handled per second, from the first order
     /// until it had handled every event, and each host's share of them.
     analytics_per_sec: Option<f64>,
@@ -122,7 +243,7 @@ async fn analytics_calls(fleet: &[Host], http: &reqwest::Client) -> Vec<f64> {
 async fn run(
     components: &Path,
     admin: &str,
-    env: &[(String, String)],
+    (transport, env): (&'static str, &[(String, String)]),
     hosts: usize,
     skus: usize,
     orders: usize,
@@ -157,11 +278,14 @@ async fn run(
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    let cpu_before: f64 = fleet.iter().map(Host::cpu_seconds).sum();
-    let calls_before = {
+    let cpu_before: Vec<f64> = fleet.iter().map(Host::cpu_seconds).collect();
+    let batches_before = batches(&fleet, &http).await;
+    let reruns_before = conflicts(&fleet, &http).await;
+    let pg_before = PgWork::read(&url).await;
+    let batches_run_before = {
         let mut n = 0.0;
         for host in &fleet {
-            n += host.counter(&http, "wasaga_step_call_seconds_count").await;
+            n += host.counter(&http, "wasaga_batch_deliveries_count").await;
         }
         n
     };
@@ -191,11 +315,26 @@ async fn run(
         .await;
     support::drain(&http, &base0).await;
     let wall = started.elapsed();
-    let cpu: f64 = fleet.iter().map(Host::cpu_seconds).sum::<f64>() - cpu_before;
-    let mut calls = -calls_before;
+    // Steps go on after the last order completes (stock committed, events archived):
+    // their CPU is the orders' too.
+    quiet(&fleet, &http).await;
+    let cpu_per_host: Vec<f64> = fleet
+        .iter()
+        .zip(&cpu_before)
+        .map(|(host, before)| (host.cpu_seconds() - before) * 1000.0 / orders as f64)
+        .collect();
+    let cpu: f64 = cpu_per_host.iter().sum::<f64>() / 1000.0 * orders as f64;
+    let batch_sizes = batches(&fleet, &http)
+        .await
+        .iter()
+        .zip(&batches_before)
+        .map(|((sum, count), (sum0, count0))| (count - count0 > 0.0).then(|| (sum - sum0) / (count - count0)))
+        .collect();
+    let reruns = conflicts(&fleet, &http).await.iter().zip(&reruns_before).map(|(n, n0)| n - n0).collect();
+    let mut batches_run = -batches_run_before;
     let mut conflicts = -conflicts_before;
     for host in &fleet {
-        calls += host.counter(&http, "wasaga_step_call_seconds_count").await;
+        batches_run += host.counter(&http, "wasaga_batch_deliveries_count").await;
         conflicts += host.counter(&http, "wasaga_batch_conflicts_total").await;
     }
     let latencies = support::latencies(&http, &base0).await;
@@ -221,14 +360,20 @@ async fn run(
         (None, Vec::new())
     };
     drop(fleet);
+    let pg = PgWork::settled(&url).await.per_order(pg_before, orders);
     Run {
+        transport,
         hosts,
         skus,
         orders_per_sec: orders as f64 / wall.as_secs_f64(),
         p50_ms: percentile(&latencies, 0.5),
         p99_ms: percentile(&latencies, 0.99),
         cpu_ms_per_order: cpu * 1000.0 / orders as f64,
-        conflict_rate: if calls > 0.0 { conflicts / calls } else { 0.0 },
+        conflict_rate: if batches_run > 0.0 { conflicts / batches_run } else { 0.0 },
+        cpu_per_host,
+        pg,
+        batch_sizes,
+        reruns,
         analytics_per_sec,
         analytics_shares,
     }
@@ -262,43 +407,92 @@ async fn main() {
     }
     let namespace = format!("benchfleet{:x}", rand::random::<u32>());
     env.push(("WASAGA_NAMESPACE".to_owned(), namespace));
+    let embedded: Vec<(String, String)> = env.iter().filter(|(k, _)| k != "WASAGA_TRANSPORT_URL").cloned().collect();
     let mut runs = Vec::new();
     for hosts in 1..=3 {
-        runs.push(run(&components, &admin, &env, hosts, 100, orders).await);
-        println!("{hosts} host(s), spread SKUs: {:.0} orders/s", runs.last().unwrap().orders_per_sec);
+        runs.push(run(&components, &admin, ("RabbitMQ", &env), hosts, 100, orders).await);
+        println!("RabbitMQ, {hosts} host(s), spread SKUs: {:.0} orders/s", runs.last().unwrap().orders_per_sec);
     }
-    let hot = run(&components, &admin, &env, 3, 1, orders).await;
+    let hot = run(&components, &admin, ("RabbitMQ", &env), 3, 1, orders).await;
+    let mut claims = Vec::new();
+    for hosts in [1, 3] {
+        claims.push(run(&components, &admin, ("embedded", &embedded), hosts, 100, orders).await);
+        println!("embedded, {hosts} host(s), spread SKUs: {:.0} orders/s", claims.last().unwrap().orders_per_sec);
+    }
     let mut md = format!(
         "# Fleet benchmark\n\n{orders} orders per run, `tok_ok`, one unit per order, 64 in flight spread over the hosts; \
          {with}; every host is a `wasaga serve` process on the same 2 cores as the load generator. \
-         Latency is the server's own timeline (`order.placed` → `order.completed`). CPU is the hosts' user + system time.\n\n\
-         | hosts | SKUs | orders/s | p50 ms | p99 ms | CPU ms per order | batches re-run after a conflict |\n|---|---|---|---|---|---|---|\n"
+         Latency is the server's own timeline (`order.placed` → `order.completed`). CPU is the hosts' user + system time \
+         from the first order until no consumer has had work for a second (stock committed, every event archived). \
+         The transport is RabbitMQ, or the embedded one (deliveries are rows in PostgreSQL, claimed with `SKIP LOCKED`).\n\n\
+         | transport | hosts | SKUs | orders/s | p50 ms | p99 ms | CPU ms per order | CPU ms per order, each host | batches re-run after a conflict |\n|---|---|---|---|---|---|---|---|---|\n"
     );
     let mut report = json!({"orders_per_run": orders, "with": with, "runs": []});
-    for r in runs.iter().chain(std::iter::once(&hot)) {
+    let all: Vec<&Run> = runs.iter().chain(std::iter::once(&hot)).chain(claims.iter()).collect();
+    for r in &all {
+        let each: Vec<String> = r.cpu_per_host.iter().map(|c| format!("{c:.2}")).collect();
         md.push_str(&format!(
-            "| {} | {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2}% |\n",
+            "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.2} | {} | {:.2}% |\n",
+            r.transport,
             r.hosts,
             if r.skus == 1 { "1 (hot)".to_owned() } else { r.skus.to_string() },
             r.orders_per_sec,
             r.p50_ms,
             r.p99_ms,
             r.cpu_ms_per_order,
+            each.join(" + "),
             r.conflict_rate * 100.0
         ));
+    }
+    md.push_str(&format!(
+        "\nWhat each order cost PostgreSQL (its statistics of the run's database: transactions, rows inserted, \
+         updated or deleted, and index or sequential scans, the reads of every statement), and deliveries per \
+         batch for each consumer ({}), over the fleet:\n\n\
+         | transport | hosts | SKUs | transactions per order | rows written per order | scans per order | deliveries per batch | batches re-run after a conflict |\n|---|---|---|---|---|---|---|---|\n",
+        CONSUMERS.join(" / ")
+    ));
+    for r in &all {
+        let sizes: Vec<String> =
+            r.batch_sizes.iter().map(|s| s.map(|s| format!("{s:.1}")).unwrap_or_else(|| "-".to_owned())).collect();
+        let reruns: Vec<String> = r.reruns.iter().map(|n| format!("{n:.0}")).collect();
+        md.push_str(&format!(
+            "| {} | {} | {} | {:.1} | {:.1} | {:.1} | {} | {} |\n",
+            r.transport,
+            r.hosts,
+            if r.skus == 1 { "1 (hot)".to_owned() } else { r.skus.to_string() },
+            r.pg.transactions,
+            r.pg.rows_written,
+            r.pg.scans,
+            sizes.join(" / "),
+            reruns.join(" / ")
+        ));
         report["runs"].as_array_mut().unwrap().push(json!({
-            "hosts": r.hosts, "skus": r.skus, "orders_per_sec": r.orders_per_sec, "p50_ms": r.p50_ms,
-            "p99_ms": r.p99_ms, "cpu_ms_per_order": r.cpu_ms_per_order, "conflict_rate": r.conflict_rate,
+            "transport": r.transport, "hosts": r.hosts, "skus": r.skus, "orders_per_sec": r.orders_per_sec,
+            "p50_ms": r.p50_ms, "p99_ms": r.p99_ms, "cpu_ms_per_order": r.cpu_ms_per_order,
+            "cpu_ms_per_order_per_host": r.cpu_per_host, "conflict_rate": r.conflict_rate,
+            "pg_transactions_per_order": r.pg.transactions, "pg_rows_written_per_order": r.pg.rows_written,
+            "pg_scans_per_order": r.pg.scans,
+            "deliveries_per_batch": CONSUMERS.iter().zip(&r.batch_sizes).map(|(c, s)| (c.to_string(), json!(s)))
+                .collect::<serde_json::Map<_, _>>(),
+            "reruns_after_conflict": CONSUMERS.iter().zip(&r.reruns).map(|(c, n)| (c.to_string(), json!(n)))
+                .collect::<serde_json::Map<_, _>>(),
         }));
     }
     let one = runs[0].orders_per_sec;
     md.push_str(&format!(
-        "\n3 hosts / 1 host throughput on this machine: {:.2}; 2 hosts / 1 host: {:.2}. On two cores more hosts \
-         add no CPU: the ratio shows what coordination costs, and CPU ms per order is what would scale out.\n",
+        "\n3 hosts / 1 host on RabbitMQ, throughput on this machine: {:.2}, CPU per order: {:.2}; 2 hosts / 1 host: \
+         {:.2} and {:.2}. With the embedded transport, 3 hosts / 1 host: {:.2} and {:.2}. On two cores more hosts \
+         add no CPU: the throughput ratio shows what coordination costs, and CPU per order is what would scale out.\n",
         runs[2].orders_per_sec / one,
-        runs[1].orders_per_sec / one
+        runs[2].cpu_ms_per_order / runs[0].cpu_ms_per_order,
+        runs[1].orders_per_sec / one,
+        runs[1].cpu_ms_per_order / runs[0].cpu_ms_per_order,
+        claims[1].orders_per_sec / claims[0].orders_per_sec,
+        claims[1].cpu_ms_per_order / claims[0].cpu_ms_per_order,
     ));
     report["three_over_one"] = json!(runs[2].orders_per_sec / one);
+    report["cpu_three_over_one"] = json!(runs[2].cpu_ms_per_order / runs[0].cpu_ms_per_order);
+    report["embedded_cpu_three_over_one"] = json!(claims[1].cpu_ms_per_order / claims[0].cpu_ms_per_order);
     if let (Some(one), Some(three)) = (runs[0].analytics_per_sec, runs[2].analytics_per_sec) {
         let shares: Vec<String> = runs[2].analytics_shares.iter().map(|s| format!("{:.0}%", s * 100.0)).collect();
         md.push_str(&format!(
