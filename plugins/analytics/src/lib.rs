@@ -1,57 +1,18 @@
-//! The analytics step: archives every event of the saga as an immutable JSON object and
-//! keeps running totals (orders, revenue, refunds, units sold).
+//! The analytics step: archives every event of the saga as an immutable JSON object.
 //!
 //! Archive objects are named `events/{yyyy}/{mm}/{dd}/{order_id}/{event_id}.json` (UTC
 //! date of `occurred_at_ms`, `_` for an event of no order). The name depends only on the
 //! event, and the archive is create-only, so a redelivered event never duplicates.
 //!
-//! State, in this step's namespace:
-//! - `totals`: the [`Totals`].
-//! - `order/{order_id}`: an [`OrderRecord`] of what was already counted for the order,
-//!   so each kind counts at most once per order however often it is delivered.
+//! It keeps no state. Figures over many orders (revenue, units sold) are queries over the
+//! archive: a running total kept in one state key would be read and written by every
+//! batch, so the analytics batches of a fleet's hosts would conflict and run again
+//! (`wasaga_batch_conflicts_total{consumer="analytics"}`), and one host would do the work
+//! of all.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
-use std::collections::BTreeMap;
-use wasaga_sdk::events::{OrderPlaced, PaymentCaptured, PaymentRefunded, kinds};
-use wasaga_sdk::{Context, Emit, Event, Host, HostExt, Manifest, Step, StepError};
-
-/// State key of the running totals.
-pub const TOTALS_KEY: &str = "totals";
-
-/// Running totals over every order seen.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Totals {
-    /// Orders placed.
-    pub orders: u64,
-    /// Sum of every `payment.captured`.
-    pub revenue_captured_cents: i64,
-    /// Sum of every `payment.refunded`.
-    pub refunded_cents: i64,
-    /// Units of completed (and not since cancelled) orders, per SKU.
-    pub units_sold: BTreeMap<String, u64>,
-}
-
-/// What has been counted for one order.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct OrderRecord {
-    /// Units per SKU, from `order.placed`.
-    pub items: BTreeMap<String, u64>,
-    /// `order.placed` was counted.
-    pub placed: bool,
-    /// `payment.captured` was counted.
-    pub captured: bool,
-    /// `payment.refunded` was counted.
-    pub refunded: bool,
-    /// `order.completed` was seen.
-    pub completed: bool,
-    /// `order.cancelled` was seen.
-    pub cancelled: bool,
-    /// The items are currently included in `units_sold`.
-    pub units_counted: bool,
-}
+use wasaga_sdk::{Context, Emit, Event, Host, Manifest, Step, StepError};
 
 /// The archived form of an event: the wire shape of the host's events (`event/` in the host).
 #[derive(Debug, Serialize)]
@@ -75,9 +36,6 @@ impl Step for Analytics {
 
     fn handle(host: &mut dyn Host, _ctx: &Context, event: &Event) -> Result<Vec<Emit>, StepError> {
         archive(host, event)?;
-        if !event.order_id.is_empty() {
-            count(host, event)?;
-        }
         Ok(vec![])
     }
 }
@@ -116,78 +74,12 @@ pub fn object_name(event: &Event) -> String {
     wasaga_sdk::archive::object_name(&event.order_id, &event.id, event.occurred_at_ms)
 }
 
-/// Decode a payload for the totals; a payload that does not decode is logged and left out,
-/// as the event is archived already.
-fn decode<T: serde::de::DeserializeOwned>(host: &dyn Host, event: &Event) -> Option<T> {
-    match event.payload() {
-        Ok(value) => Some(value),
-        Err(StepError::Fatal(reason) | StepError::Retryable(reason)) => {
-            wasaga_sdk::warn!(host, "not counted: {reason}");
-            None
-        }
-    }
-}
-
-/// Update the totals, counting each kind at most once per order.
-fn count(host: &mut dyn Host, event: &Event) -> Result<(), StepError> {
-    let key = format!("order/{}", event.order_id);
-    let before = host.get_json::<OrderRecord>(&key)?.unwrap_or_default();
-    let mut record = before.clone();
-    let old_totals = host.get_json::<Totals>(TOTALS_KEY)?.unwrap_or_default();
-    let mut totals = old_totals.clone();
-
-    match event.kind.as_str() {
-        kinds::ORDER_PLACED if !record.placed => {
-            if let Some(placed) = decode::<OrderPlaced>(host, event) {
-                for line in placed.items {
-                    *record.items.entry(line.sku).or_default() += u64::from(line.quantity);
-                }
-                record.placed = true;
-                totals.orders += 1;
-            }
-        }
-        kinds::PAYMENT_CAPTURED if !record.captured => {
-            if let Some(captured) = decode::<PaymentCaptured>(host, event) {
-                record.captured = true;
-                totals.revenue_captured_cents += captured.amount_cents;
-            }
-        }
-        kinds::PAYMENT_REFUNDED if !record.refunded => {
-            if let Some(refunded) = decode::<PaymentRefunded>(host, event) {
-                record.refunded = true;
-                totals.refunded_cents += refunded.amount_cents;
-            }
-        }
-        kinds::ORDER_COMPLETED => record.completed = true,
-        kinds::ORDER_CANCELLED => record.cancelled = true,
-        _ => {}
-    }
-
-    // Units count while the order is placed and completed and not cancelled; deciding
-    // it from the flags makes the result independent of the order events arrive in.
-    let counts = record.placed && record.completed && !record.cancelled;
-    if counts != record.units_counted {
-        for (sku, units) in &record.items {
-            let sold = totals.units_sold.entry(sku.clone()).or_default();
-            *sold = if counts { *sold + units } else { sold.saturating_sub(*units) };
-        }
-        record.units_counted = counts;
-    }
-
-    if record != before {
-        host.put_json(&key, &record)?;
-    }
-    if totals != old_totals {
-        host.put_json(TOTALS_KEY, &totals)?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use serde_json::json;
+    use wasaga_sdk::events::kinds;
     use wasaga_sdk::{MemoryHost, Origin};
 
     /// 2024-02-29T23:59:59.999Z.
@@ -233,28 +125,6 @@ mod tests {
 
     fn run(host: &mut MemoryHost, event: &Event) -> Result<Vec<Emit>, StepError> {
         Analytics::handle(host, &Context { attempt: 1 }, event)
-    }
-
-    fn totals(host: &MemoryHost) -> Totals {
-        host.get_json::<Totals>(TOTALS_KEY).unwrap().unwrap_or_default()
-    }
-
-    /// Run `events`; expect (orders, revenue, refunds, units sold per SKU).
-    fn check(events: &[Event], expected: (u64, i64, i64, &[(&str, u64)])) {
-        let mut host = MemoryHost::default();
-        for event in events {
-            assert_eq!(run(&mut host, event).unwrap(), vec![]);
-        }
-        let totals = totals(&host);
-        let units: Vec<_> = totals
-            .units_sold
-            .iter()
-            .filter(|(_, units)| **units > 0)
-            .map(|(sku, units)| (sku.as_str(), *units))
-            .collect();
-        let actual = (totals.orders, totals.revenue_captured_cents, totals.refunded_cents);
-        assert_eq!(actual, (expected.0, expected.1, expected.2), "after {events:?}");
-        assert_eq!(units, expected.3, "after {events:?}");
     }
 
     #[test]
@@ -315,15 +185,14 @@ mod tests {
         run(&mut host, &e).unwrap();
         run(&mut host, &e).unwrap();
         assert_eq!(host.archive.len(), 1);
-        let before = host.state.clone();
         let set = json!({"sku": "A", "available": 3});
         run(&mut host, &event("s1", kinds::STOCK_SET, "", set)).unwrap();
         assert!(host.archive.contains_key("events/2024/02/29/_/s1.json"));
-        assert_eq!(host.state, before, "an event of no order counts nothing");
+        assert!(host.state.is_empty(), "analytics keeps no state");
     }
 
     #[test]
-    fn archive_failure_is_retryable_and_counts_nothing() {
+    fn archive_failure_is_retryable() {
         let archive_error = Some("disk full".into());
         let mut host = MemoryHost { archive_error, ..MemoryHost::default() };
         let err = run(&mut host, &placed("o1")).unwrap_err();
@@ -331,7 +200,7 @@ mod tests {
         assert!(host.state.is_empty());
         host.archive_error = None;
         run(&mut host, &placed("o1")).unwrap();
-        assert_eq!(totals(&host).orders, 1);
+        assert_eq!(host.archive.len(), 1);
     }
 
     #[test]
@@ -343,30 +212,6 @@ mod tests {
         let (body, _) = host.archive.values().next().unwrap();
         let body: Value = serde_json::from_slice(body).unwrap();
         assert_eq!(body["payload"], "not json");
-        assert_eq!(totals(&host).orders, 0);
-    }
-
-    #[test]
-    fn totals_table() {
-        let units: &[(&str, u64)] = &[("A", 3), ("B", 1)];
-        check(&[placed("o1")], (1, 0, 0, &[]));
-        check(&[placed("o1"), placed("o1")], (1, 0, 0, &[]));
-        check(&[placed("o1"), placed("o2")], (2, 0, 0, &[]));
-        check(&[placed("o1"), captured("o1"), captured("o1")], (1, 3500, 0, &[]));
-        check(&[placed("o1"), captured("o1"), completed("o1")], (1, 3500, 0, units));
-        check(&[placed("o1"), completed("o1"), completed("o1")], (1, 0, 0, units));
-        // Cancelling a completed order takes its units back, once.
-        let cancel_completed = [placed("o1"), captured("o1"), completed("o1"), cancelled("o1"), refunded("o1")];
-        check(&cancel_completed, (1, 3500, 3500, &[]));
-        let mut twice = cancel_completed.to_vec();
-        twice.extend(cancel_completed.iter().cloned());
-        check(&twice, (1, 3500, 3500, &[]));
-        // A pending order cancelled never sold anything.
-        check(&[placed("o1"), cancelled("o1"), cancelled("o1")], (1, 0, 0, &[]));
-        // Out of order: completion seen before the placement still counts the units.
-        check(&[completed("o1"), placed("o1")], (1, 0, 0, units));
-        // Two orders add up.
-        check(&[placed("o1"), completed("o1"), placed("o2"), completed("o2")], (2, 0, 0, &[("A", 6), ("B", 2)]));
     }
 
     #[test]
