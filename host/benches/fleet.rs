@@ -73,11 +73,6 @@ impl Host {
         support::cpu_seconds(self.child.id())
     }
 
-    /// The sum of a counter over all its labels.
-    async fn counter(&self, http: &reqwest::Client, name: &str) -> f64 {
-        self.counter_with(http, name, "").await
-    }
-
     /// The sum of a counter over the series whose labels contain `label`.
     async fn counter_with(&self, http: &reqwest::Client, name: &str, label: &str) -> f64 {
         let text = http.get(format!("{}/metrics", self.base)).send().await.unwrap().text().await.unwrap();
@@ -152,16 +147,28 @@ impl PgWork {
     }
 }
 
+/// The sum of a counter over the fleet (the series whose labels contain `label`).
+async fn fleet_sum(fleet: &[Host], http: &reqwest::Client, name: &str, label: &str) -> f64 {
+    let mut n = 0.0;
+    for host in fleet {
+        n += host.counter_with(http, name, label).await;
+    }
+    n
+}
+
+/// Per consumer of [`CONSUMERS`], the fleet's sum of a counter.
+async fn per_consumer(fleet: &[Host], http: &reqwest::Client, name: &str) -> Vec<f64> {
+    let mut out = Vec::new();
+    for consumer in CONSUMERS {
+        out.push(fleet_sum(fleet, http, name, &format!("consumer=\"{consumer}\"")).await);
+    }
+    out
+}
+
 /// Wait until no consumer of the fleet has handled a batch for a second (at most 10
 /// minutes).
 async fn quiet(fleet: &[Host], http: &reqwest::Client) {
-    let handled = async || {
-        let mut n = 0.0;
-        for host in fleet {
-            n += host.counter(http, "wasaga_batch_deliveries_count").await;
-        }
-        n
-    };
+    let handled = async || fleet_sum(fleet, http, "wasaga_batch_deliveries_count", "").await;
     let deadline = Instant::now() + Duration::from_secs(600);
     let (mut last, mut since) = (handled().await, Instant::now());
     while since.elapsed() < Duration::from_secs(1) && Instant::now() < deadline {
@@ -173,39 +180,51 @@ async fn quiet(fleet: &[Host], http: &reqwest::Client) {
     }
 }
 
-/// Consumers whose batch sizes the report shows.
+/// Consumers whose batch sizes and re-runs the report shows.
 const CONSUMERS: [&str; 4] = ["host", "inventory", "payment", "analytics"];
 
-/// Per consumer, the fleet's batches re-run after a conflict.
-async fn conflicts(fleet: &[Host], http: &reqwest::Client) -> Vec<f64> {
-    let mut out = Vec::new();
-    for consumer in CONSUMERS {
-        let label = format!("consumer=\"{consumer}\"");
-        let mut n = 0.0;
-        for host in fleet {
-            n += host.counter_with(http, "wasaga_batch_conflicts_total", &label).await;
-        }
-        out.push(n);
-    }
-    out
+/// What the fleet's consumers did so far: per consumer, deliveries and batches (the
+/// `wasaga_batch_deliveries` sum and count) and batches re-run after a conflict.
+#[derive(Debug, Clone)]
+struct Batches {
+    deliveries: Vec<f64>,
+    batches: Vec<f64>,
+    reruns: Vec<f64>,
 }
 
-/// Per consumer, the fleet's (sum, count) of `wasaga_batch_deliveries`.
-async fn batches(fleet: &[Host], http: &reqwest::Client) -> Vec<(f64, f64)> {
-    let mut out = Vec::new();
-    for consumer in CONSUMERS {
-        let label = format!("consumer=\"{consumer}\"");
-        let (mut sum, mut count) = (0.0, 0.0);
-        for host in fleet {
-            sum += host.counter_with(http, "wasaga_batch_deliveries_sum", &label).await;
-            count += host.counter_with(http, "wasaga_batch_deliveries_count", &label).await;
+impl Batches {
+    async fn read(fleet: &[Host], http: &reqwest::Client) -> Batches {
+        Batches {
+            deliveries: per_consumer(fleet, http, "wasaga_batch_deliveries_sum").await,
+            batches: per_consumer(fleet, http, "wasaga_batch_deliveries_count").await,
+            reruns: per_consumer(fleet, http, "wasaga_batch_conflicts_total").await,
         }
-        out.push((sum, count));
     }
-    out
+
+    /// Per consumer: deliveries per batch since `before` (none if it had no batch).
+    fn sizes_since(&self, before: &Batches) -> Vec<Option<f64>> {
+        (0..CONSUMERS.len())
+            .map(|i| {
+                let batches = self.batches[i] - before.batches[i];
+                (batches > 0.0).then(|| (self.deliveries[i] - before.deliveries[i]) / batches)
+            })
+            .collect()
+    }
+
+    /// Per consumer: re-runs since `before`.
+    fn reruns_since(&self, before: &Batches) -> Vec<f64> {
+        self.reruns.iter().zip(&before.reruns).map(|(n, n0)| n - n0).collect()
+    }
 }
 
 use support::percentile;
+
+impl Run {
+    /// The SKUs column: one hot SKU, or how many the orders spread over.
+    fn skus_label(&self) -> String {
+        if self.skus == 1 { "1 (hot)".to_owned() } else { self.skus.to_string() }
+    }
+}
 
 #[derive(Debug, Default, Clone)]
 struct Run {
@@ -279,29 +298,13 @@ async fn run(
         }
     }
     let cpu_before: Vec<f64> = fleet.iter().map(Host::cpu_seconds).collect();
-    let batches_before = batches(&fleet, &http).await;
-    let reruns_before = conflicts(&fleet, &http).await;
+    let batches_before = Batches::read(&fleet, &http).await;
     let pg_before = PgWork::read(&url).await;
-    let batches_run_before = {
-        let mut n = 0.0;
-        for host in &fleet {
-            n += host.counter(&http, "wasaga_batch_deliveries_count").await;
-        }
-        n
-    };
-    let conflicts_before = {
-        let mut n = 0.0;
-        for host in &fleet {
-            n += host.counter(&http, "wasaga_batch_conflicts_total").await;
-        }
-        n
-    };
+    let batches_run_before = fleet_sum(&fleet, &http, "wasaga_batch_deliveries_count", "").await;
+    let conflicts_before = fleet_sum(&fleet, &http, "wasaga_batch_conflicts_total", "").await;
     let kafka = env.iter().any(|(k, _)| k == "WASAGA_STREAM_BROKERS");
     let analytics_before = analytics_calls(&fleet, &http).await;
-    let mut events_before = 0.0;
-    for host in &fleet {
-        events_before += host.counter(&http, "wasaga_events_total").await;
-    }
+    let events_before = fleet_sum(&fleet, &http, "wasaga_events_total", "").await;
     let bases: Vec<String> = fleet.iter().map(|h| h.base.clone()).collect();
     let body = |i: usize| json!({"customer_id": "c", "items": [{"sku": format!("SKU-{}", i % skus), "quantity": 1, "unit_price_cents": 100}], "payment": {"card_token": "tok_ok"}});
     let started = Instant::now();
@@ -324,26 +327,15 @@ async fn run(
         .map(|(host, before)| (host.cpu_seconds() - before) * 1000.0 / orders as f64)
         .collect();
     let cpu: f64 = cpu_per_host.iter().sum::<f64>() / 1000.0 * orders as f64;
-    let batch_sizes = batches(&fleet, &http)
-        .await
-        .iter()
-        .zip(&batches_before)
-        .map(|((sum, count), (sum0, count0))| (count - count0 > 0.0).then(|| (sum - sum0) / (count - count0)))
-        .collect();
-    let reruns = conflicts(&fleet, &http).await.iter().zip(&reruns_before).map(|(n, n0)| n - n0).collect();
-    let mut batches_run = -batches_run_before;
-    let mut conflicts = -conflicts_before;
-    for host in &fleet {
-        batches_run += host.counter(&http, "wasaga_batch_deliveries_count").await;
-        conflicts += host.counter(&http, "wasaga_batch_conflicts_total").await;
-    }
+    let batches_after = Batches::read(&fleet, &http).await;
+    let batch_sizes = batches_after.sizes_since(&batches_before);
+    let reruns = batches_after.reruns_since(&batches_before);
+    let batches_run = fleet_sum(&fleet, &http, "wasaga_batch_deliveries_count", "").await - batches_run_before;
+    let conflicts = fleet_sum(&fleet, &http, "wasaga_batch_conflicts_total", "").await - conflicts_before;
     let latencies = support::latencies(&http, &base0).await;
     // The stream is read behind the saga: wait until analytics handled every event.
     let (analytics_per_sec, analytics_shares) = if kafka {
-        let mut events = -events_before;
-        for host in &fleet {
-            events += host.counter(&http, "wasaga_events_total").await;
-        }
+        let events = fleet_sum(&fleet, &http, "wasaga_events_total", "").await - events_before;
         let deadline = Instant::now() + Duration::from_secs(600);
         let handled = loop {
             let now: Vec<f64> = analytics_calls(&fleet, &http).await;
@@ -435,7 +427,7 @@ async fn main() {
             "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.2} | {} | {:.2}% |\n",
             r.transport,
             r.hosts,
-            if r.skus == 1 { "1 (hot)".to_owned() } else { r.skus.to_string() },
+            r.skus_label(),
             r.orders_per_sec,
             r.p50_ms,
             r.p99_ms,
@@ -459,7 +451,7 @@ async fn main() {
             "| {} | {} | {} | {:.1} | {:.1} | {:.1} | {} | {} |\n",
             r.transport,
             r.hosts,
-            if r.skus == 1 { "1 (hot)".to_owned() } else { r.skus.to_string() },
+            r.skus_label(),
             r.pg.transactions,
             r.pg.rows_written,
             r.pg.scans,
