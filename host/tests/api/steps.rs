@@ -166,6 +166,31 @@ async fn analytics_archives_each_event_once_under_its_id() {
     assert_eq!(body["step_version"], "0.1.0");
 }
 
+/// Another host handling the same events (a redelivery, a replay) shares nothing with
+/// this one but create-only archive objects: analytics keeps no state for hosts to
+/// conflict on.
+#[tokio::test]
+async fn analytics_leaves_no_state_however_often_an_order_is_delivered() {
+    let runtime = runtime();
+    let step = load(&runtime, "analytics").await;
+    let state = Arc::new(MemoryState::default());
+    let archive = Arc::new(ObjectArchive::from_url("memory://").expect("memory archive"));
+    let events = [
+        TestEvent::new("order.placed", "o-9", placed("SKU-9", 2, "tok_ok")),
+        TestEvent::new("payment.captured", "o-9", json!({"amount_cents": 900})),
+        TestEvent::new("order.completed", "o-9", json!({})),
+    ];
+    for _ in 0..2 {
+        for event in &events {
+            let dyn_archive: Arc<dyn Archive> = archive.clone();
+            let out = runtime.call(&step, event.input(), state.clone(), Some(dyn_archive)).await.expect("call");
+            assert!(out.is_empty());
+        }
+    }
+    assert!(state.snapshot().is_empty(), "analytics wrote state: {:?}", state.snapshot().keys());
+    assert_eq!(archive.list("events").await.expect("list").len(), events.len(), "one object per event");
+}
+
 #[tokio::test]
 async fn analytics_without_an_archive_fails_retryably() {
     let runtime = runtime();
