@@ -40,7 +40,10 @@ impl Host {
         for name in ["inventory", "payment", "analytics"] {
             std::fs::copy(components.join(format!("{name}.wasm")), plugins.join(format!("{name}.wasm"))).unwrap();
         }
-        let mut command = Command::new(env!("CARGO_BIN_EXE_wasaga"));
+        // `WASAGA_BENCH_SERVER` names another build (another commit's, to alternate with).
+        let bin =
+            std::env::var_os("WASAGA_BENCH_SERVER").map_or_else(|| env!("CARGO_BIN_EXE_wasaga").into(), PathBuf::from);
+        let mut command = Command::new(bin);
         command
             .arg("serve")
             .envs(env.iter().map(|(k, v)| (k, v)))
@@ -297,6 +300,33 @@ async fn run(
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+    // Each host under `perf` until it exits, when asked (`cargo xtask bench fleet --profile`).
+    let perf: Vec<Child> = match std::env::var_os("WASAGA_BENCH_PERF_DIR") {
+        Some(dir) if skus > 1 => fleet
+            .iter()
+            .enumerate()
+            .filter_map(|(i, host)| {
+                let out = Path::new(&dir).join(format!("{}-{hosts}hosts-host{}.data", transport.to_lowercase(), i + 1));
+                Command::new("perf")
+                    .args([
+                        "record",
+                        "-F",
+                        "99",
+                        "--call-graph",
+                        "dwarf,16384",
+                        "-p",
+                        &host.child.id().to_string(),
+                        "-o",
+                    ])
+                    .arg(out)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .ok()
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
     let cpu_before: Vec<f64> = fleet.iter().map(Host::cpu_seconds).collect();
     let batches_before = Batches::read(&fleet, &http).await;
     let pg_before = PgWork::read(&url).await;
@@ -352,6 +382,9 @@ async fn run(
         (None, Vec::new())
     };
     drop(fleet);
+    for mut perf in perf {
+        let _ = perf.wait();
+    }
     let pg = PgWork::settled(&url).await.per_order(pg_before, orders);
     Run {
         transport,

@@ -420,8 +420,10 @@ async fn main() {
     };
     let mut head = String::from("# Saga benchmark\n\n");
     let mut report = json!({"orders_per_run": env.orders, "runs": []});
-    // Cargo builds the binary beside the benchmark, with the same profile and features.
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_wasaga"));
+    // Cargo builds the binary beside the benchmark, with the same profile and features;
+    // `WASAGA_BENCH_SERVER` names another (another commit's build, to alternate with).
+    let bin = std::env::var_os("WASAGA_BENCH_SERVER")
+        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_wasaga")), PathBuf::from);
     if let Some(wrk) = external::find_wrk() {
         let limit_dir = tempfile::tempdir().unwrap();
         let alone = store_limit(&format!("sqlite://{}", limit_dir.path().join("limit.db").display()), env.orders).await;

@@ -37,6 +37,13 @@ pub fn run(args: &Bench) -> anyhow::Result<()> {
             bench.env("WASAGA_BENCH_PERF_DATA", target_dir().join("saga-perf.data"));
         }
     }
+    let fleet_perf = target_dir().join("fleet-perf");
+    if let (BenchKind::Fleet, Some(_)) = (args.kind, &args.profile) {
+        // A fresh folder: the flame graphs are drawn from what this run recorded.
+        let _ = std::fs::remove_dir_all(&fleet_perf);
+        std::fs::create_dir_all(&fleet_perf)?;
+        bench.env("WASAGA_BENCH_PERF_DIR", &fleet_perf);
+    }
     if args.services {
         services::start()?;
         bench.env("WASAGA_BENCH_SERVICES", "1");
@@ -60,6 +67,32 @@ pub fn run(args: &Bench) -> anyhow::Result<()> {
     if let (BenchKind::Saga, Some(label)) = (args.kind, &args.profile) {
         let svg = results.join(format!("flame-{label}.svg"));
         services::flame_graph(&target_dir().join("saga-perf.data"), &svg)?;
+        eprintln!("flame graph: {}", svg.display());
+    }
+    if let (BenchKind::Fleet, Some(label)) = (args.kind, &args.profile) {
+        fleet_flame_graphs(&fleet_perf, label, &results)?;
+    }
+    Ok(())
+}
+
+/// One flame graph per profiled fleet run (`<run>-host<N>.data` files), its hosts side by side.
+fn fleet_flame_graphs(dir: &std::path::Path, label: &str, results: &std::path::Path) -> anyhow::Result<()> {
+    let mut runs: std::collections::BTreeMap<String, Vec<(String, std::path::PathBuf)>> = Default::default();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let Some(stem) =
+            path.file_stem().and_then(|s| s.to_str()).filter(|_| path.extension().is_some_and(|e| e == "data"))
+        else {
+            continue;
+        };
+        if let Some((run, host)) = stem.rsplit_once('-') {
+            runs.entry(run.to_owned()).or_default().push((host.to_owned(), path.clone()));
+        }
+    }
+    for (run, mut hosts) in runs {
+        hosts.sort();
+        let svg = results.join(format!("flame-fleet-{label}-{run}.svg"));
+        services::fleet_flame_graph(&hosts, &format!("wasaga fleet: {run}"), &svg)?;
         eprintln!("flame graph: {}", svg.display());
     }
     Ok(())

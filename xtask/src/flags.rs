@@ -143,8 +143,10 @@ pub struct Bench {
     /// Saga benchmark: only the runs from outside (`wasaga serve` driven by wrk).
     #[arg(long)]
     pub external_only: bool,
-    /// Saga benchmark: profile the server at saturation with `perf` and draw the flame
-    /// graph as `bench/results/flame-<LABEL>.svg`.
+    /// Profile with `perf` and draw flame graphs: the saga benchmark's server at
+    /// saturation as `bench/results/flame-<LABEL>.svg`; the fleet benchmark's hosts, side
+    /// by side, per run with 100 SKUs as `bench/results/flame-fleet-<LABEL>-<run>.svg`
+    /// (the profiled runs' figures carry perf's own cost).
     #[arg(long, value_name = "LABEL")]
     pub profile: Option<String>,
 }

@@ -185,6 +185,59 @@ const INFERNO_VERSION: &str = "0.12.8";
 /// Draw `perf_data` (a `perf record --call-graph` file) as a flame graph at `svg`, with
 /// Debian's `perf` and inferno (installed under the cache folder when missing).
 pub fn flame_graph(perf_data: &std::path::Path, svg: &std::path::Path) -> anyhow::Result<()> {
+    let folded = folded_stacks(perf_data)?;
+    draw_flame_graph(&folded, "wasaga serve at saturation", svg)?;
+    // The folded stacks, for reading shares off without a browser.
+    std::fs::write(perf_data.with_extension("folded"), folded)?;
+    Ok(())
+}
+
+/// One flame graph at `svg` of several processes' profiles, each stack under its
+/// process's label (`host1`, `host2`, …): a fleet's hosts side by side, each as wide as
+/// the CPU it used. The folded stacks go beside the first profile.
+pub fn fleet_flame_graph(
+    profiles: &[(String, std::path::PathBuf)],
+    title: &str,
+    svg: &std::path::Path,
+) -> anyhow::Result<()> {
+    let mut merged = Vec::new();
+    for (label, perf_data) in profiles {
+        for line in folded_stacks(perf_data)?.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            merged.extend_from_slice(label.as_bytes());
+            merged.push(b';');
+            merged.extend_from_slice(line);
+            merged.push(b'\n');
+        }
+    }
+    draw_flame_graph(&merged, title, svg)?;
+    if let Some((_, first)) = profiles.first() {
+        std::fs::write(first.with_extension("folded"), merged)?;
+    }
+    Ok(())
+}
+
+/// The stacks of a `perf record` file, folded by inferno (one line per stack and count).
+fn folded_stacks(perf_data: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    let (collapse, _) = inferno()?;
+    if !on_path("perf") {
+        ensure_debian_package("linux-perf", "/usr/bin/perf", "to profile the server")?;
+    }
+    let script = Command::new("perf").arg("script").arg("-i").arg(perf_data).output().context("perf script")?;
+    if !script.status.success() {
+        bail!("perf script failed: {}", String::from_utf8_lossy(&script.stderr));
+    }
+    run_with_input(&mut Command::new(&collapse), &script.stdout)
+}
+
+fn draw_flame_graph(folded: &[u8], title: &str, svg: &std::path::Path) -> anyhow::Result<()> {
+    let (_, draw) = inferno()?;
+    let drawn = run_with_input(Command::new(&draw).args(["--title", title, "--minwidth", "0.2"]), folded)?;
+    std::fs::write(svg, drawn)?;
+    Ok(())
+}
+
+/// inferno's collapse and draw tools, installed under the cache folder when missing.
+fn inferno() -> anyhow::Result<(PathBuf, PathBuf)> {
     let tools = cache_dir().join("tools");
     let collapse = tools.join("bin").join("inferno-collapse-perf");
     let draw = tools.join("bin").join("inferno-flamegraph");
@@ -199,22 +252,7 @@ pub fn flame_graph(perf_data: &std::path::Path, svg: &std::path::Path) -> anyhow
             .env_remove("CARGO_TARGET_DIR");
         crate::util::run(&mut install).context("installing inferno")?;
     }
-    if !on_path("perf") {
-        ensure_debian_package("linux-perf", "/usr/bin/perf", "to profile the server")?;
-    }
-    let script = Command::new("perf").arg("script").arg("-i").arg(perf_data).output().context("perf script")?;
-    if !script.status.success() {
-        bail!("perf script failed: {}", String::from_utf8_lossy(&script.stderr));
-    }
-    let folded = run_with_input(&mut Command::new(&collapse), &script.stdout)?;
-    let drawn = run_with_input(
-        Command::new(&draw).args(["--title", "wasaga serve at saturation", "--minwidth", "0.2"]),
-        &folded,
-    )?;
-    std::fs::write(svg, drawn)?;
-    // The folded stacks, for reading shares off without a browser.
-    std::fs::write(perf_data.with_extension("folded"), folded)?;
-    Ok(())
+    Ok((collapse, draw))
 }
 
 /// Run `command` with `input` on its standard input; its standard output.

@@ -140,6 +140,10 @@ async fn start(rig: &Rig, extra_env: &[(&str, &str)]) -> Server {
     for (name, value) in extra_env {
         command.env(name, value);
     }
+    // A setting under comparison is passed on (runs alternate with and without it).
+    if let Some(linger) = std::env::var_os("WASAGA_BATCH_LINGER_MS") {
+        command.env("WASAGA_BATCH_LINGER_MS", linger);
+    }
     let child = command.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", rig.bin.display()));
     let root = dir.path().to_owned();
     let server = Server { child, base: format!("http://127.0.0.1:{port}"), root, dir: Some(dir) };
