@@ -11,6 +11,7 @@ mod validate;
 
 pub use sections::*;
 
+use crate::saga::BATCH_LINGER_MS;
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use secrecy::SecretString;
@@ -95,6 +96,9 @@ pub struct Settings {
     pub step_max_http_response_bytes: u64,
     /// The longest delay a step may give a timer.
     pub step_max_timer_secs: u64,
+    /// After a batch that was neither a single delivery nor full, a consumer waits this
+    /// long before taking the next: under load, fewer and fuller batches; 0 turns it off.
+    pub batch_linger_ms: u64,
     /// A pending order with no progress for this long has its events published again.
     pub redrive_after_ms: u64,
     /// An order not completed or cancelled this long after it was placed is cancelled
@@ -143,7 +147,7 @@ pub struct Settings {
 
 /// Every key of [`Settings`], as in `wasaga.toml` and (upper-cased, `WASAGA_`-prefixed)
 /// in the environment.
-const SETTING_KEYS: [&str; 50] = [
+const SETTING_KEYS: [&str; 51] = [
     "console_session_secs",
     "console_secure_cookie",
     "auth_failures_per_minute",
@@ -174,6 +178,7 @@ const SETTING_KEYS: [&str; 50] = [
     "step_max_http_response_bytes",
     "step_max_timer_secs",
     "redrive_after_ms",
+    "batch_linger_ms",
     "order_deadline_secs",
     "retain_inbox_secs",
     "retain_outbox_secs",
@@ -242,6 +247,7 @@ impl Default for Settings {
             step_max_http_response_bytes: 4 * 1024 * 1024,
             step_max_timer_secs: 30 * 86_400,
             redrive_after_ms: 60_000,
+            batch_linger_ms: BATCH_LINGER_MS,
             order_deadline_secs: 0,
             maintenance_interval_ms: 5_000,
             auto_rollback_failure_rate: 0.2,

@@ -138,6 +138,7 @@ impl Settings {
             retry_base: Duration::from_millis(self.retry_base_ms),
             retry_cap: RETRY_CAP,
             batch_size: BATCH_SIZE,
+            batch_linger: Duration::from_millis(self.batch_linger_ms),
             compensating: steps.iter().filter(|step| self.compensates(step)).cloned().collect(),
             redrive_after: Duration::from_millis(self.redrive_after_ms),
             order_deadline: (self.order_deadline_secs > 0).then(|| Duration::from_secs(self.order_deadline_secs)),

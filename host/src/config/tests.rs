@@ -15,6 +15,7 @@ fn out_of_range_values_name_the_variable() {
     check(Settings { namespace: "a b".into(), ..Settings::default() }, "WASAGA_NAMESPACE");
     check(Settings { admin_token: Some(" ".to_owned().into()), ..Settings::default() }, "WASAGA_ADMIN_TOKEN");
     check(Settings { max_component_mib: 0, ..Settings::default() }, "WASAGA_MAX_COMPONENT_MIB");
+    check(Settings { batch_linger_ms: 5_000, ..Settings::default() }, "WASAGA_BATCH_LINGER_MS");
     check(Settings { stream_replication: Some(0), ..Settings::default() }, "WASAGA_STREAM_REPLICATION");
     let amqp = Settings { transport_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(), ..Settings::default() };
     assert!(amqp.validate().is_ok());
@@ -29,7 +30,7 @@ fn every_field_has_a_key() {
         "console_secure_cookie": "always", "auth_failures_per_minute": 5, "metrics_addr": "127.0.0.1:2",
         "request_timeout_ms": 100, "body_timeout_ms": 100, "step_max_http_requests": 1,
         "step_max_http_request_bytes": 1, "step_max_http_response_bytes": 1, "order_deadline_secs": 1,
-        "step_max_timer_secs": 1
+        "step_max_timer_secs": 1, "batch_linger_ms": 1
     });
     let first = serde_json::json!({
         "http_addr": "127.0.0.1:1", "data_dir": "d", "plugins_dir": "p", "admin_token": "t",

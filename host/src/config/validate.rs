@@ -55,6 +55,7 @@ impl Settings {
             ("WASAGA_STEP_MAX_HTTP_RESPONSE_BYTES", self.step_max_http_response_bytes, 0, 1 << 30),
             ("WASAGA_STEP_MAX_TIMER_SECS", self.step_max_timer_secs, 0, 365 * 86_400),
             ("WASAGA_REDRIVE_AFTER_MS", self.redrive_after_ms, 100, 86_400_000),
+            ("WASAGA_BATCH_LINGER_MS", self.batch_linger_ms, 0, 1_000),
             ("WASAGA_ORDER_DEADLINE_SECS", self.order_deadline_secs, 0, 30 * 86_400),
             ("WASAGA_MAINTENANCE_INTERVAL_MS", self.maintenance_interval_ms, 100, 3_600_000),
             ("WASAGA_AUTO_ROLLBACK_MIN_CALLS", self.auto_rollback_min_calls, 1, 1_000_000),

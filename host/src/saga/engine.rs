@@ -10,7 +10,7 @@
 //!   deliveries; one refused [`STRIKES`] times alone is dead-lettered, so one bad event
 //!   never blocks a queue.
 
-use super::SagaContext;
+use super::{HOST_CONSUMER, SagaContext};
 use crate::archive::ArchiveError;
 use crate::backoff::Backoff;
 use crate::event::{new_event_id, now_ms, wire};
@@ -18,7 +18,7 @@ use crate::shutdown::Shutdown;
 use crate::store::{BatchCommit, DeadLetterRow, Store, StoreError};
 use crate::transport::{Delivery, Settlement, Transport, TransportError};
 use async_trait::async_trait;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use wasaga_sdk::events::{StepDeadLettered, kinds};
@@ -118,6 +118,9 @@ pub(super) async fn run(handler: Arc<dyn Handler>, ctx: Arc<SagaContext>, stoppe
                 if let Some(id) = &single {
                     strikes.remove(id);
                 }
+                if lingers(count, max, ctx.config.batch_linger) {
+                    stopped.pause(ctx.config.batch_linger).await;
+                }
                 continue;
             }
             Err(error) => error,
@@ -162,6 +165,16 @@ pub(super) async fn run(handler: Arc<dyn Handler>, ctx: Arc<SagaContext>, stoppe
     tracing::info!(%consumer, "consumer stopped");
 }
 
+/// Whether to wait before taking the next batch. A batch of several deliveries that was
+/// not full means deliveries arrive while the consumer works, but slower than it takes
+/// them: waiting a moment lets the next batch fill, so the fixed cost of a batch (inbox
+/// and overrides read, one commit, one acknowledgement) is paid for more deliveries. A
+/// fleet splits each queue between its hosts, so without this each takes small batches.
+/// A single delivery means the consumer is idle between events: no wait, no latency.
+fn lingers(count: usize, max: u32, linger: Duration) -> bool {
+    !linger.is_zero() && count > 1 && count < max as usize
+}
+
 /// Apply the processing rule to a batch, re-running it on fresh state while it conflicts.
 async fn handle_batch(
     handler: &dyn Handler,
@@ -172,6 +185,11 @@ async fn handle_batch(
     let consumer = handler.consumer();
     let store = handler.store();
     let settles_here = source.settles_in(consumer, &store);
+    // The host's order logic joins the commit of the events it consumes when both live in
+    // one store: a completion is then written with the capture. Not after the store
+    // refused such a commit: the host's consumer then gets the events and sets aside
+    // alone the one it cannot store, and the step's own changes go in.
+    let mut with_host = consumer != HOST_CONSUMER && Arc::ptr_eq(&store, ctx.host_store());
     for round in 1..=CONFLICT_ROUNDS {
         let ids: Vec<String> = deliveries.iter().map(|d| d.event.id.clone()).collect();
         let mut seen = store.handled(consumer, &ids).await?;
@@ -189,7 +207,11 @@ async fn handle_batch(
         if !fresh.is_empty() {
             settlements.extend(handler.handle(&mut commit, fresh).await?);
         }
+        let host_handled = if with_host { super::orders::handle_in_commit(ctx, &mut commit) } else { HashSet::new() };
         commit.queued = queue_with_commit(ctx, &store, &commit).await;
+        if let Some(queued) = &mut commit.queued {
+            queued.retain(|(to, event_id, _)| to != HOST_CONSUMER || !host_handled.contains(event_id));
+        }
         // The hop of each queued event, in its order's trace, until the commit is done.
         let _queue_spans = match &commit.queued {
             Some(_) => queue_spans(ctx, commit.outbox.iter().chain(commit.transitions.iter().map(|t| &t.event))),
@@ -202,11 +224,19 @@ async fn handle_batch(
             commit.settled = settled.iter().map(|s| s.delivery().tag).collect();
             settlements = rest;
         }
-        match store.commit_batch(&commit).await {
+        // Nothing to write (every delivery already handled, settled by the broker): no
+        // transaction.
+        let written = if commit.is_empty() { Ok(()) } else { store.commit_batch(&commit).await };
+        match written {
             Ok(()) => {}
             Err(StoreError::Conflict(reason)) => {
                 metrics::counter!("wasaga_batch_conflicts_total", "consumer" => consumer.to_owned()).increment(1);
                 tracing::debug!(%consumer, round, %reason, "batch conflicted; running it again on fresh state");
+                continue;
+            }
+            Err(error) if !error.is_transient() && !host_handled.is_empty() => {
+                tracing::warn!(%consumer, %error, "the store refused a batch with the host's changes; running it again without them");
+                with_host = false;
                 continue;
             }
             Err(error) => return Err(error.into()),
@@ -342,4 +372,26 @@ pub(super) fn dead_letter(
     };
     let payload = serde_json::to_string(&payload).unwrap_or_default();
     commit.outbox.push(SagaContext::host_event(kinds::STEP_DEAD_LETTERED, &event.order_id, payload));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lingers;
+    use std::time::Duration;
+
+    #[test]
+    fn a_consumer_waits_only_after_a_batch_that_was_neither_one_delivery_nor_full() {
+        let linger = Duration::from_millis(2);
+        // Idle between events: an order at 10/s pays no wait.
+        assert!(!lingers(1, 64, linger));
+        // Events arrive while it works, slower than it takes them: let the next batch fill.
+        assert!(lingers(2, 64, linger));
+        assert!(lingers(63, 64, linger));
+        // A full batch means more is waiting now: take it at once.
+        assert!(!lingers(64, 64, linger));
+        // Turned off.
+        assert!(!lingers(12, 64, Duration::ZERO));
+        // One at a time after a refusal: never.
+        assert!(!lingers(1, 1, linger));
+    }
 }

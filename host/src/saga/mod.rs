@@ -40,6 +40,8 @@ use tokio::task::JoinSet;
 pub const RETRY_CAP: Duration = Duration::from_secs(30);
 /// Deliveries a consumer takes at once.
 pub const BATCH_SIZE: u32 = 64;
+/// The default wait after a batch that was neither one delivery nor full.
+pub const BATCH_LINGER_MS: u64 = 2;
 
 /// Steps that compensate unless configured otherwise.
 pub const COMPENSATING_STEPS: [&str; 2] = ["payment", "inventory"];
@@ -51,6 +53,8 @@ pub struct SagaConfig {
     pub retry_base: Duration,
     pub retry_cap: Duration,
     pub batch_size: u32,
+    /// The wait after a batch that was neither one delivery nor full (see `engine.rs`).
+    pub batch_linger: Duration,
     /// Steps whose compensations are retried until they succeed.
     pub compensating: BTreeSet<String>,
     /// A pending order with no progress for this long has its events published again.

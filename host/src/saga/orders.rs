@@ -15,6 +15,7 @@
 
 use super::engine::{BatchError, Handler};
 use super::{HOST_CONSUMER, HOST_VERSION, SagaContext};
+use crate::event::StoredEvent;
 use crate::store::{BatchCommit, Created, Idempotency, NewOrder, OrderTransition, StockRow, Store, StoreError};
 use crate::transport::{Delivery, Settlement, Transport};
 use async_trait::async_trait;
@@ -240,55 +241,83 @@ impl Handler for HostHandler {
         let mut stock: BTreeMap<String, StockRow> = BTreeMap::new();
         let mut settlements = Vec::with_capacity(deliveries.len());
         for delivery in deliveries {
-            let event = &delivery.event;
-            let order_id = event.order_id.as_str();
-            let span = tracing::info_span!("order.transition", host = %self.ctx.host_id, order_id = %order_id,
-                kind = %event.kind, step = "host");
-            crate::telemetry::set_parent(&span, event.trace.as_deref());
-            let _entered = span.enter();
-            if !self.ctx.config.owners.owns(&event.step, &event.kind) {
-                // Whoever published it (a step, another program on the broker) does not
-                // own the kind: acting on it would let anyone complete orders or set stock.
-                tracing::warn!(emitter = %event.step, owner = %self.ctx.config.owners.owner(&event.kind),
-                    "ignoring an event of a kind its emitter does not own");
-                metrics::counter!("wasaga_foreign_events_total", "kind" => event.kind.clone()).increment(1);
-                commit.inbox.push((event.id.clone(), HOST_VERSION.to_owned()));
-                settlements.push(Settlement::Ack(delivery));
-                continue;
-            }
-            match event.kind.as_str() {
-                kinds::PAYMENT_CAPTURED => commit.transitions.push(complete_transition(order_id)),
-                kinds::PAYMENT_DECLINED => {
-                    commit.transitions.push(cancel_transition(order_id, "payment_declined", &[PENDING]))
-                }
-                kinds::STOCK_UNAVAILABLE => {
-                    commit.transitions.push(cancel_transition(order_id, "out_of_stock", &[PENDING]))
-                }
-                kinds::STEP_DEAD_LETTERED if failed_step_drives_orders(&self.ctx, &event.payload) => {
-                    commit.transitions.push(cancel_transition(order_id, "step_failed", &[PENDING]))
-                }
-                _ => {}
-            }
-            // Only the stock owner's events carry levels for the read model.
-            let levels = if event.kind.starts_with("stock.") { levels_of(&event.payload) } else { Vec::new() };
-            for level in levels {
-                let row = StockRow {
-                    sku: level.sku.clone(),
-                    available: i64::try_from(level.available).unwrap_or(i64::MAX),
-                    reserved: i64::try_from(level.reserved).unwrap_or(i64::MAX),
-                    sold: i64::try_from(level.sold).unwrap_or(i64::MAX),
-                    seq: i64::try_from(level.seq).unwrap_or(i64::MAX),
-                };
-                // Keep the newest level per SKU; the store also ignores older ones.
-                if stock.get(&row.sku).is_none_or(|known| known.seq < row.seq) {
-                    stock.insert(row.sku.clone(), row);
-                }
-            }
-            commit.inbox.push((event.id.clone(), HOST_VERSION.to_owned()));
+            apply(&self.ctx, &delivery.event, &mut commit.transitions, &mut stock);
+            commit.inbox.push((delivery.event.id.clone(), HOST_VERSION.to_owned()));
             settlements.push(Settlement::Ack(delivery));
         }
         commit.stock = stock.into_values().collect();
         Ok(settlements)
+    }
+}
+
+/// The host's consumer, run in the commit of a step's batch on the events the batch
+/// emits: their transitions and stock levels join that commit, with the host's inbox
+/// rows, so an order does not wait for a commit of the host's own per hop. Only for a
+/// consumer whose store is the host's (`commit` goes to that store). Returns the ids of
+/// the events handled, whose deliveries to the host need not be queued.
+pub(super) fn handle_in_commit(ctx: &SagaContext, commit: &mut BatchCommit) -> std::collections::HashSet<String> {
+    let mut handled = std::collections::HashSet::new();
+    let mut stock: BTreeMap<String, StockRow> = BTreeMap::new();
+    let events: Vec<_> = commit.outbox.iter().filter(|e| HOST_KINDS.contains(&e.kind.as_str())).cloned().collect();
+    for event in &events {
+        apply(ctx, event, &mut commit.transitions, &mut stock);
+        commit.also_handled.push((HOST_CONSUMER.to_owned(), event.id.clone(), HOST_VERSION.to_owned()));
+        handled.insert(event.id.clone());
+    }
+    for row in stock.into_values() {
+        match commit.stock.iter_mut().find(|known| known.sku == row.sku) {
+            Some(known) if known.seq < row.seq => *known = row,
+            Some(_) => {}
+            None => commit.stock.push(row),
+        }
+    }
+    handled
+}
+
+/// What the host does with one event: a transition of its order and the stock levels it
+/// reports (the newest per SKU kept in `stock`).
+fn apply(
+    ctx: &SagaContext,
+    event: &StoredEvent,
+    transitions: &mut Vec<OrderTransition>,
+    stock: &mut BTreeMap<String, StockRow>,
+) {
+    let order_id = event.order_id.as_str();
+    let span = tracing::info_span!("order.transition", host = %ctx.host_id, order_id = %order_id,
+        kind = %event.kind, step = "host");
+    crate::telemetry::set_parent(&span, event.trace.as_deref());
+    let _entered = span.enter();
+    if !ctx.config.owners.owns(&event.step, &event.kind) {
+        // Whoever published it (a step, another program on the broker) does not own the
+        // kind: acting on it would let anyone complete orders or set stock.
+        tracing::warn!(emitter = %event.step, owner = %ctx.config.owners.owner(&event.kind),
+            "ignoring an event of a kind its emitter does not own");
+        metrics::counter!("wasaga_foreign_events_total", "kind" => event.kind.clone()).increment(1);
+        return;
+    }
+    match event.kind.as_str() {
+        kinds::PAYMENT_CAPTURED => transitions.push(complete_transition(order_id)),
+        kinds::PAYMENT_DECLINED => transitions.push(cancel_transition(order_id, "payment_declined", &[PENDING])),
+        kinds::STOCK_UNAVAILABLE => transitions.push(cancel_transition(order_id, "out_of_stock", &[PENDING])),
+        kinds::STEP_DEAD_LETTERED if failed_step_drives_orders(ctx, &event.payload) => {
+            transitions.push(cancel_transition(order_id, "step_failed", &[PENDING]))
+        }
+        _ => {}
+    }
+    // Only the stock owner's events carry levels for the read model.
+    let levels = if event.kind.starts_with("stock.") { levels_of(&event.payload) } else { Vec::new() };
+    for level in levels {
+        let row = StockRow {
+            sku: level.sku.clone(),
+            available: i64::try_from(level.available).unwrap_or(i64::MAX),
+            reserved: i64::try_from(level.reserved).unwrap_or(i64::MAX),
+            sold: i64::try_from(level.sold).unwrap_or(i64::MAX),
+            seq: i64::try_from(level.seq).unwrap_or(i64::MAX),
+        };
+        // Keep the newest level per SKU; the store also ignores older ones.
+        if stock.get(&row.sku).is_none_or(|known| known.seq < row.seq) {
+            stock.insert(row.sku.clone(), row);
+        }
     }
 }
 

@@ -182,6 +182,10 @@ pub struct BatchCommit {
     pub consumer: String,
     /// (event id, version of the consumer that handled it)
     pub inbox: Vec<(String, String)>,
+    /// Inbox rows of other consumers that handled this batch's own events in the same
+    /// commit, as (consumer, event id, version): the host's order logic, when it shares
+    /// the store, acts on the events a step emits without a hop of its own.
+    pub also_handled: Vec<(String, String, String)>,
     /// Step state: `Some` puts, `None` deletes.
     pub state: Vec<(String, Option<Vec<u8>>)>,
     /// Step state the batch's calls read from the store, with the version each saw
@@ -208,6 +212,43 @@ pub struct BatchCommit {
     /// handled, dead-lettered): deleted in the same transaction, so settling costs no
     /// transaction of its own and a committed batch is never delivered again.
     pub settled: Vec<i64>,
+}
+
+impl BatchCommit {
+    /// Whether committing it would change nothing (the versions read alone guard no write).
+    pub fn is_empty(&self) -> bool {
+        // Every field named, so a new one must be decided on here.
+        let BatchCommit {
+            consumer: _,
+            inbox,
+            also_handled,
+            state,
+            state_reads: _,
+            outbox,
+            timers,
+            transitions,
+            stock,
+            dead_letters,
+            pins,
+            overrides_used,
+            recordings,
+            queued,
+            settled,
+        } = self;
+        inbox.is_empty()
+            && also_handled.is_empty()
+            && state.is_empty()
+            && outbox.is_empty()
+            && timers.is_empty()
+            && transitions.is_empty()
+            && stock.is_empty()
+            && dead_letters.is_empty()
+            && pins.is_empty()
+            && overrides_used.is_empty()
+            && recordings.is_empty()
+            && queued.as_ref().is_none_or(Vec::is_empty)
+            && settled.is_empty()
+    }
 }
 
 /// Where a relay sends outbox rows; each keeps its own cursor in the outbox, so one

@@ -16,6 +16,7 @@ on_every_store!(
     dead_letters_can_be_discarded_and_replayed,
     mixed_traffic_keeps_the_invariants,
     hot_swap_under_load_loses_no_order,
+    the_host_acts_in_the_commits_of_the_steps,
 );
 
 async fn wait_terminal(app: &TestApp, id: &str) -> serde_json::Value {
@@ -88,6 +89,37 @@ async fn out_of_stock_cancels_without_taking_stock(db: Db) {
     app.assert_invariants(&BTreeMap::from([("SKU-A".to_owned(), 3), ("SKU-B".to_owned(), 1)])).await;
     let a = app.stock("SKU-A").await.expect("level");
     assert_eq!(a["available"], 3, "a failed reservation took stock: {a}");
+    app.stop().await;
+}
+
+/// On the embedded default the host's order logic runs in the commit of the step batch
+/// that emits its events, and those events are not queued for the host's consumer: the
+/// order completes or cancels, and the stock read model moves, only if that commit did it.
+async fn the_host_acts_in_the_commits_of_the_steps(db: Db) {
+    let app = spawn_saga(db).await;
+    app.stock_up("SKU-1", 10).await;
+    let completed = app.place(&[("SKU-1", 3)], "tok_ok").await;
+    let declined = app.place(&[("SKU-1", 2)], "tok_decline").await;
+    assert_eq!(wait_terminal(&app, &completed).await["status"], "completed");
+    let order = wait_terminal(&app, &declined).await;
+    assert_eq!(
+        (order["status"].as_str(), order["cancel_reason"].as_str()),
+        (Some("cancelled"), Some("payment_declined"))
+    );
+    app.assert_invariants(&BTreeMap::from([("SKU-1".to_owned(), 10)])).await;
+    eventually(Duration::from_secs(30), "the sale reaches the read model", async || {
+        app.stock("SKU-1").await.is_some_and(|s| s["sold"] == 3 && s["reserved"] == 0 && s["available"] == 7)
+    })
+    .await;
+    // Each event once on the timeline, though the host may also be sent the events it
+    // already handled (when they went through the relay): its inbox drops them.
+    for id in [&completed, &declined] {
+        let mut seen = kinds(&app.order(id).await);
+        let count = seen.len();
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), count, "an event twice on {id}'s timeline: {seen:?}");
+    }
     app.stop().await;
 }
 

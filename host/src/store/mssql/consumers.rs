@@ -26,9 +26,11 @@ impl ConsumerStore for MssqlStore {
     async fn commit_batch(&self, batch: &BatchCommit) -> Result<(), StoreError> {
         let now_ms = crate::event::now_ms();
         in_tx!(self, |conn| {
-            for (event_id, version) in &batch.inbox {
-                if insert_guarded(conn, sql::INSERT_INBOX, &[&batch.consumer, event_id, version, &now_ms]).await? == 0 {
-                    return Err(StoreError::Conflict(format!("{} already handled {event_id}", batch.consumer)));
+            let others = batch.also_handled.iter().map(|(c, e, v)| (c, e, v));
+            for (consumer, event_id, version) in batch.inbox.iter().map(|(e, v)| (&batch.consumer, e, v)).chain(others)
+            {
+                if insert_guarded(conn, sql::INSERT_INBOX, &[consumer, event_id, version, &now_ms]).await? == 0 {
+                    return Err(StoreError::Conflict(format!("{consumer} already handled {event_id}")));
                 }
             }
             apply_state(conn, batch).await?;

@@ -236,13 +236,19 @@ macro_rules! writes {
             /// Inbox rows of the batch; a row already there means another host handled
             /// the event first.
             pub(super) async fn insert_inbox(conn: &mut $conn, batch: &BatchCommit) -> Result<(), StoreError> {
+                let rows: Vec<(&str, &str, &str)> = batch
+                    .inbox
+                    .iter()
+                    .map(|(event_id, version)| (batch.consumer.as_str(), event_id.as_str(), version.as_str()))
+                    .chain(batch.also_handled.iter().map(|(c, e, v)| (c.as_str(), e.as_str(), v.as_str())))
+                    .collect();
                 let now_ms = clock_ms();
-                for chunk in batch.inbox.chunks(500) {
+                for chunk in rows.chunks(500) {
                     let mut query = QueryBuilder::<$db>::new(
                         "INSERT INTO inbox (consumer, event_id, step_version, handled_at_ms) ",
                     );
-                    query.push_values(chunk, |mut row, (event_id, version)| {
-                        row.push_bind(&batch.consumer).push_bind(event_id).push_bind(version).push_bind(now_ms);
+                    query.push_values(chunk, |mut row, (consumer, event_id, version)| {
+                        row.push_bind(*consumer).push_bind(*event_id).push_bind(*version).push_bind(now_ms);
                     });
                     query.push(" ON CONFLICT (consumer, event_id) DO NOTHING");
                     let inserted = query.build().execute(&mut *conn).await?.rows_affected();
