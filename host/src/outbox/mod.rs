@@ -157,7 +157,10 @@ impl Relay {
                     continue;
                 }
             };
-            if relayed < BATCH as usize {
+            // After a round that relayed something, look again at once: a commit that found
+            // events waiting for this round wrote its own behind them without waking the
+            // relay (`relay_idle`), and they would wait for the next poll.
+            if relayed == 0 {
                 // Wait for news, but renew the lease well before it runs out (and look for
                 // due timers in time, on the transport's channel).
                 let poll = match channel {
