@@ -273,6 +273,11 @@ impl KafkaStream {
             group.book.lock().forget(|partition| !wanted.contains(&partition));
         }
         if new.count() > 0 {
+            // A partition taken (again) starts at the committed offset: nothing this host
+            // noted of it before may move that offset (a next offset from an earlier
+            // holding would commit past messages nobody handled).
+            let added: BTreeSet<i32> = wanted.difference(&owned).copied().collect();
+            group.book.lock().forget(|partition| added.contains(&partition));
             group.consumer.incremental_assign(&new).map_err(|e| self.failed(e))?;
         }
         *group.owned.lock() = wanted.clone();
@@ -456,8 +461,15 @@ impl Transport for KafkaStream {
                 _ => break,
             }
         }
+        let owned = group.owned.lock().clone();
         let mut book = group.book.lock();
         for message in messages {
+            if !owned.contains(&message.partition()) {
+                // Fetched before its partition was let go: its new holder resumes from
+                // the committed offset. Taken here, it would leave this host's book
+                // with a next offset past what the partition's next holder has read.
+                continue;
+            }
             let tag = self.next_tag.fetch_add(1, Ordering::Relaxed);
             book.take(message.partition(), message.offset(), tag);
             match event_of(&message) {
@@ -532,6 +544,21 @@ mod tests {
         assert_eq!(book.settle(1), Some((0, 12)));
         assert_eq!(book.settle(3), Some((0, 13)));
         assert_eq!(book.settle(3), None, "settled twice");
+    }
+
+    #[test]
+    fn a_partition_taken_again_commits_nothing_past_what_was_read_since() {
+        let mut book = Book::default();
+        // Held before: offsets up to 200 were taken, 150 still out, then it was let go.
+        book.take(0, 150, 1);
+        book.take(0, 200, 2);
+        book.forget(|p| p == 0);
+        assert_eq!(book.settle(1), None, "a delivery of the earlier holding commits nothing");
+        // Taken again from the committed offset, 100.
+        book.forget(|p| p == 0);
+        book.take(0, 100, 3);
+        assert_eq!(book.settle(3), Some((0, 101)), "not past 101: 101..200 are unread");
+        assert_eq!(book.settle(2), None);
     }
 
     #[test]
