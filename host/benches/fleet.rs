@@ -371,7 +371,7 @@ async fn run(
     let (analytics_per_sec, analytics_shares, unarchived) = if kafka {
         let deadline = Instant::now() + Duration::from_secs(600);
         let left = loop {
-            let left = unarchived_events(&url).await;
+            let left = support::unarchived_events(&url).await;
             if left == 0 || Instant::now() > deadline {
                 break left;
             }
@@ -409,20 +409,6 @@ async fn run(
         analytics_shares,
         unarchived,
     }
-}
-
-/// Events of the run's database that the analytics step has not handled (no inbox row).
-async fn unarchived_events(url: &str) -> i64 {
-    use sqlx::Connection;
-    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
-    let (left,): (i64,) = sqlx::query_as(
-        "SELECT count(*) FROM outbox o WHERE NOT EXISTS \
-         (SELECT 1 FROM inbox i WHERE i.consumer = 'analytics' AND i.event_id = o.event_id)",
-    )
-    .fetch_one(&mut conn)
-    .await
-    .unwrap();
-    left
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

@@ -268,19 +268,7 @@ async fn run(
     if let (Some(_), Some(url)) = (brokers, &store_url) {
         // The archive lags the saga: wait until analytics handled every event.
         let all_archived = async {
-            use sqlx::Connection;
-            let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
-            loop {
-                let (left,): (i64,) = sqlx::query_as(
-                    "SELECT COUNT(*) FROM outbox o WHERE NOT EXISTS \
-                     (SELECT 1 FROM inbox i WHERE i.consumer = 'analytics' AND i.event_id = o.event_id)",
-                )
-                .fetch_one(&mut conn)
-                .await
-                .unwrap();
-                if left == 0 {
-                    break;
-                }
+            while support::unarchived_events(url).await > 0 {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         };

@@ -1,5 +1,5 @@
 //! What the benchmarks share: latencies read off the orders' timelines, percentiles,
-//! a process's CPU time.
+//! a process's CPU time, the archive's lag behind the saga.
 
 use serde_json::Value;
 use std::process::Command;
@@ -82,4 +82,19 @@ pub async fn drain(http: &reqwest::Client, base: &str) {
         assert!(Instant::now() < deadline, "orders still pending after 10 minutes");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Events in a PostgreSQL store's outbox that the analytics step has not handled (no
+/// inbox row): how far the archive lags the saga.
+pub async fn unarchived_events(url: &str) -> i64 {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+    let (left,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM outbox o WHERE NOT EXISTS \
+         (SELECT 1 FROM inbox i WHERE i.consumer = 'analytics' AND i.event_id = o.event_id)",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    left
 }
