@@ -6,6 +6,9 @@
 //! compared with the inboxes of every consumer subscribed to them; an event a consumer
 //! has neither handled nor dead-lettered (a message a broker lost: a deleted queue, a
 //! broker restarted without its log) is published again to that consumer alone. A
+//! stream reader's (analytics on Kafka) is published again to the stream, which every
+//! group reads and whose other groups' inboxes drop it, once the reader's group has
+//! settled every message on the stream: before that, the event may still be on its way. A
 //! pending order is checked again later, each time waiting longer; an ended order found
 //! complete is not checked again until it changes. Only events younger than half the
 //! inbox retention are looked at, so an event published again still has its inbox row
@@ -216,6 +219,19 @@ async fn redrive(ctx: &SagaContext) {
     let mut incomplete: HashSet<&str> = HashSet::new();
     let mut published = 0u64;
     for (consumer, events) in &expected {
+        // A stream reader may lag far behind the saga: an event it has not handled is
+        // lost only once its group has settled the whole stream. Until then its orders
+        // are checked again later, and nothing is published.
+        let lost_if_missing = match &ctx.stream {
+            Some(stream) if ctx.reads_stream(consumer) => match stream.caught_up(consumer).await {
+                Ok(caught_up) => caught_up,
+                Err(error) => {
+                    tracing::warn!(%consumer, %error, "cannot read the stream's offsets for the redrive");
+                    false
+                }
+            },
+            _ => true,
+        };
         let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
         let handled = match ctx.stores.for_consumer(consumer).handled(consumer, &ids).await {
             Ok(handled) => handled,
@@ -227,6 +243,9 @@ async fn redrive(ctx: &SagaContext) {
         };
         for event in events.iter().filter(|e| !handled.contains(&e.id)) {
             incomplete.insert(&event.order_id);
+            if !lost_if_missing {
+                continue;
+            }
             match ctx.source_for(consumer).redeliver(consumer, event).await {
                 Ok(()) => published += 1,
                 Err(error) => {
@@ -253,16 +272,9 @@ async fn redrive(ctx: &SagaContext) {
     }
 }
 
-/// The consumers subscribed to `kind`: the steps (those reading the transport) and the
-/// host's order logic.
+/// The consumers subscribed to `kind`: the steps and the host's order logic.
 fn consumers_of(ctx: &SagaContext, kind: &str) -> Vec<String> {
-    let mut consumers: Vec<String> = ctx
-        .registry
-        .subscribers(kind)
-        .iter()
-        .map(|step| step.name.to_string())
-        .filter(|step| !ctx.reads_stream(step))
-        .collect();
+    let mut consumers: Vec<String> = ctx.registry.subscribers(kind).iter().map(|step| step.name.to_string()).collect();
     if super::orders::HOST_KINDS.contains(&kind) {
         consumers.push(super::HOST_CONSUMER.to_owned());
     }

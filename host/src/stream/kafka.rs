@@ -31,7 +31,7 @@ use parking_lot::Mutex;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -522,9 +522,42 @@ impl Transport for KafkaStream {
     }
 }
 
+#[async_trait]
 impl EventStream for KafkaStream {
     fn topic(&self) -> &str {
         &self.settings.topic
+    }
+
+    async fn caught_up(&self, consumer: &str) -> Result<bool, TransportError> {
+        self.ensure_topic().await?;
+        let partitions = self.partitions().await?;
+        let topic = self.settings.topic.clone();
+        let mut config = self.client_config();
+        // A client of its own that joins nothing: it only reads the group's offsets.
+        config.set("group.id", format!("{}.{consumer}", self.settings.namespace)).set("enable.auto.commit", "false");
+        let checked = tokio::task::spawn_blocking(move || -> Result<bool, rdkafka::error::KafkaError> {
+            let client: BaseConsumer = config.create()?;
+            let mut list = TopicPartitionList::new();
+            for partition in 0..partitions {
+                list.add_partition(&topic, partition);
+            }
+            let committed = client.committed_offsets(list, Duration::from_secs(5))?;
+            for element in committed.elements() {
+                let (low, high) = client.fetch_watermarks(&topic, element.partition(), Duration::from_secs(5))?;
+                let settled = match element.offset() {
+                    Offset::Offset(offset) => offset >= high,
+                    // Nothing committed: settled only if the partition holds nothing.
+                    _ => low >= high,
+                };
+                if !settled {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        })
+        .await
+        .map_err(|e| self.failed(e))?;
+        checked.map_err(|e| self.failed(e))
     }
 }
 

@@ -17,9 +17,14 @@ use crate::transport::{Transport, TransportError};
 use std::sync::Arc;
 
 /// A transport that carries every event to every consumer group, with a topic name.
+#[async_trait::async_trait]
 pub trait EventStream: Transport {
     /// Where the events go.
     fn topic(&self) -> &str;
+    /// Whether `consumer`'s group has settled every message on the stream (its committed
+    /// offsets are at the end): an event it has not handled by then was skipped, and is
+    /// not still on its way.
+    async fn caught_up(&self, consumer: &str) -> Result<bool, TransportError>;
 }
 
 /// How to reach the brokers and name things there.

@@ -295,6 +295,55 @@ async fn the_saga_runs_on_rabbitmq_kafka_and_azure_blob() {
     app.stop().await;
 }
 
+/// Events the analytics group never handled though its offsets reached the stream's end
+/// (a skip) are published again to the stream by the redrive, and handled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_the_stream_group_skipped_are_published_again() {
+    let _shared = RABBIT.read().await;
+    let brokers = Brokers::start(false).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    install_saga_steps(&dir.path().join("plugins"));
+    let url = store_url(Db::Postgres).await;
+    let mut settings = brokers.settings(&dir, url.clone());
+    settings.redrive_after_ms = 1000;
+    settings.maintenance_interval_ms = 300;
+    let app = spawn_with(dir, settings).await;
+    app.wait_ready().await;
+    let stocked = BTreeMap::from([("SKU-1".to_owned(), 10)]);
+    app.stock_up("SKU-1", 10).await;
+    let id = app.place(&[("SKU-1", 1)], "tok_ok").await;
+    app.assert_invariants(&stocked).await;
+    // Analytics' inbox loses the order's rows: to the redrive, the group skipped them.
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url.expect("PostgreSQL")).await.expect("connect");
+    let inbox_rows = "SELECT count(*) FROM inbox WHERE consumer = 'analytics' \
+                      AND event_id IN (SELECT event_id FROM outbox WHERE order_id = $1)";
+    let (events,): (i64,) = sqlx::query_as("SELECT count(*) FROM outbox WHERE order_id = $1")
+        .bind(&id)
+        .fetch_one(&mut conn)
+        .await
+        .expect("count");
+    sqlx::query("DELETE FROM inbox WHERE consumer = 'analytics' AND event_id IN (SELECT event_id FROM outbox WHERE order_id = $1)")
+        .bind(&id)
+        .execute(&mut conn)
+        .await
+        .expect("delete");
+    // The order was found complete; it is looked at again as if it had just changed.
+    sqlx::query("UPDATE orders SET redrives = 0, next_redrive_at_ms = 0 WHERE id = $1")
+        .bind(&id)
+        .execute(&mut conn)
+        .await
+        .expect("reset");
+    eventually(Duration::from_secs(60), "analytics handles every event of the order again", async || {
+        let (handled,): (i64,) = sqlx::query_as(inbox_rows).bind(&id).fetch_one(&mut conn).await.expect("count");
+        handled == events
+    })
+    .await;
+    let metrics = app.get("/metrics").await.text().await.expect("metrics");
+    assert!(metrics.lines().any(|l| l.starts_with("wasaga_redriven_events_total ")), "counted as redriven");
+    app.assert_invariants(&stocked).await;
+    app.stop().await;
+}
+
 /// `rabbitmqctl delete_queue <ns>.payment` while orders flow: publishes that no queue
 /// takes come back (mandatory) and fail, the topology is declared again, messages lost
 /// with the queue are redriven, and every order still completes.

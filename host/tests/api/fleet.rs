@@ -624,6 +624,59 @@ async fn three_hosts_share_the_stream_and_archive_each_event_once_through_a_kill
     .await;
 }
 
+/// Hosts join the group one after another while orders flow: each join moves partitions
+/// with messages fetched and not yet settled, and every event is still archived once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_joining_while_events_flow_archive_each_event_once() {
+    let _shared = RABBIT.read().await;
+    let brokers = Brokers::start(true).await;
+    let url = fresh_pg_database().await;
+    let dirs = host_dirs(3);
+    let token = format!("t-{}", rand_id());
+    let env = brokers.env();
+    let start = |i: usize| Server::start_env(dirs[i].path(), Some(&url), &token, &env);
+    let mut servers = vec![start(0)];
+    servers[0].api.wait_ready().await;
+    servers[0].api.stock_up("SKU-1", 1000).await;
+    let hosts = Arc::new(parking_lot::Mutex::new(vec![servers[0].api.clone()]));
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Waves of 10 orders until told to stop: orders flow through every join.
+    let placing = tokio::spawn({
+        let (hosts, accepted, stop) = (hosts.clone(), accepted.clone(), stop.clone());
+        async move {
+            let mut ids = Vec::new();
+            for wave in 0.. {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                ids.extend(place_across(hosts.clone(), &format!("join{wave}"), 10, accepted.clone()).await);
+            }
+            ids
+        }
+    });
+    let mut after = 0;
+    for i in 1..3 {
+        after += 50;
+        eventually(WAIT, "orders flow before the next host joins", async || accepted.load(Ordering::Relaxed) >= after)
+            .await;
+        servers.push(start(i));
+        servers[i].api.wait_ready().await;
+        hosts.lock().push(servers[i].api.clone());
+    }
+    after = accepted.load(Ordering::Relaxed) + 50;
+    eventually(WAIT, "orders flow after the last join", async || accepted.load(Ordering::Relaxed) >= after).await;
+    stop.store(true, Ordering::Relaxed);
+    let ids = placing.await.expect("every order placed");
+    assert_eq!(ids.iter().collect::<BTreeSet<_>>().len(), ids.len(), "one order per key");
+    shared_evenly(&servers).await;
+    // Every event of every order archived once, none skipped (`assert_invariants`).
+    servers[2].api.assert_invariants(&BTreeMap::from([("SKU-1".to_owned(), 1000)])).await;
+    for server in servers {
+        server.kill();
+    }
+}
+
 /// Whether the analytics group's committed offset is each partition's high watermark.
 fn committed_to_the_end(brokers: &str, namespace: &str) -> bool {
     use rdkafka::consumer::{BaseConsumer, Consumer};
