@@ -12,6 +12,7 @@
 mod engine;
 pub mod hooks;
 pub mod maintenance;
+mod memo;
 pub mod ops;
 pub mod orders;
 pub mod query;

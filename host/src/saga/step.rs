@@ -6,6 +6,7 @@
 //! After the batch commits, a shadow candidate gets the same events.
 
 use super::engine::{BatchError, Handler, dead_letter};
+use super::memo::Memo;
 use super::shadow::{LiveResult, ShadowJob, reads_of, writes_of};
 use super::state::BatchState;
 use super::{SagaContext, new_event_id, now_ms};
@@ -28,11 +29,13 @@ pub(super) struct StepHandler {
     step: String,
     /// Shadow jobs of the batch in hand, sent once it commits.
     shadow_jobs: Mutex<Vec<ShadowJob>>,
+    /// Calls a re-run of the batch after a conflict need not make again.
+    memo: Memo,
 }
 
 impl StepHandler {
     pub(super) fn new(ctx: Arc<SagaContext>, step: String) -> StepHandler {
-        StepHandler { ctx, step, shadow_jobs: Mutex::new(Vec::new()) }
+        StepHandler { ctx, step, shadow_jobs: Mutex::new(Vec::new()), memo: Memo::default() }
     }
 }
 
@@ -66,6 +69,7 @@ impl Handler for StepHandler {
             return Err(BatchError::NotLoaded(self.step.clone()));
         }
         self.shadow_jobs.lock().clear();
+        self.memo.start();
         let store = self.store();
         let pinned = self.ctx.config.pinned.contains(&self.step);
         let mut order_ids: Vec<String> =
@@ -79,6 +83,8 @@ impl Handler for StepHandler {
             pinned,
         };
         let state = BatchState::new(store, &self.step);
+        // A re-run after a conflict reads again what its calls read.
+        state.prefetch(&self.memo.keys_read(event_ids.iter().map(String::as_str))).await?;
         let mut archive_writes = Vec::new();
         let mut settlements = Vec::with_capacity(deliveries.len());
         for delivery in deliveries {
@@ -176,30 +182,32 @@ impl StepHandler {
         let event = &delivery.event;
         let origin = Origin::of(event);
         let input = CallInput::of(event, &origin, delivery.attempt).live();
-        let call_state = state.call();
         let call_archive = CallArchive::new(ctx.archive.clone());
-        let recorder = Recorder::new(ctx.config.recording_max_bytes);
-        let started = std::time::Instant::now();
-        let result = ctx
-            .executor
-            .call(step, input, call_state.clone(), Some(call_archive.clone()), Some(recorder.clone()))
-            .await;
-        let result = ctx.owned(&self.step, result);
-        let took = started.elapsed();
-        let failed_by_step = failed_by_step(&result);
-        let (calls, truncated) = recorder.take();
-        if !matches!(result, Err(CallError::Host(_))) {
-            // A failure counts against a new version only if the version it is judged
-            // against handles the same event (effects discarded): an input that fails on
-            // every version rolls nothing back.
-            let regressed = match ctx.registry.baseline(step, &ctx.config.auto_rollback) {
-                Some(baseline) if failed_by_step => {
-                    self.baseline_handles(&baseline, event, delivery.attempt, &calls).await
+        let version = (&*step.digest, delivery.attempt);
+        let (call_state, result, (calls, truncated), settings) = match self.memo.replay(&event.id, version, state).await
+        {
+            Some((view, kept)) => {
+                metrics::counter!("wasaga_calls_reused_total", "step" => self.step.clone()).increment(1);
+                (view, Ok(kept.emits), (kept.calls, false), kept.settings)
+            }
+            None => {
+                let call_state = state.call();
+                let recorder = Recorder::new(ctx.config.recording_max_bytes);
+                let started = std::time::Instant::now();
+                let result = ctx
+                    .executor
+                    .call(step, input, call_state.clone(), Some(call_archive.clone()), Some(recorder.clone()))
+                    .await;
+                let result = ctx.owned(&self.step, result);
+                let took = started.elapsed();
+                let record = recorder.take();
+                if let Ok(emits) = &result {
+                    self.memo.keep(&event.id, version, (&record.0, record.1), emits, recorder.settings());
                 }
-                _ => false,
-            };
-            ctx.registry.observe(step, failed_by_step, regressed, took, &ctx.config.auto_rollback);
-        }
+                self.observe(step, &result, took, event, delivery.attempt, &record.0).await;
+                (call_state, result, record, recorder.settings())
+            }
+        };
         let span = tracing::Span::current();
         span.record("outcome", result.as_ref().map_or_else(|e| e.label(), |_| "ok"));
         // Events this call emits continue the order's trace from this span.
@@ -248,7 +256,7 @@ impl StepHandler {
                 outcome: outcome.clone(),
                 truncated,
                 redacted: Vec::new(),
-                settings: recorder.settings(),
+                settings: settings.clone(),
             };
             crate::runtime::redact_recording(&mut recording, redact);
             recording
@@ -317,6 +325,32 @@ impl StepHandler {
                 Settlement::DeadLetter { delivery, error: message }
             }
         }
+    }
+
+    /// Count a call run (not one taken again) in its version's health, which rollouts
+    /// and automatic rollback judge.
+    async fn observe(
+        &self,
+        step: &Arc<LoadedStep>,
+        result: &Result<Vec<crate::runtime::Emitted>, CallError>,
+        took: std::time::Duration,
+        event: &StoredEvent,
+        attempt: u32,
+        calls: &[HostCall],
+    ) {
+        if matches!(result, Err(CallError::Host(_))) {
+            return;
+        }
+        let config = &self.ctx.config.auto_rollback;
+        let failed_by_step = failed_by_step(result);
+        // A failure counts against a new version only if the version it is judged
+        // against handles the same event (effects discarded): an input that fails on
+        // every version rolls nothing back.
+        let regressed = match self.ctx.registry.baseline(step, config) {
+            Some(baseline) if failed_by_step => self.baseline_handles(&baseline, event, attempt, calls).await,
+            _ => false,
+        };
+        self.ctx.registry.observe(step, failed_by_step, regressed, took, config);
     }
 
     /// Whether `baseline` handles `event` without failing by its own fault, run on live

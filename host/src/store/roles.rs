@@ -118,6 +118,16 @@ pub trait ConsumerStore: Send + Sync {
     /// Which of `event_ids` `consumer` has already handled.
     async fn handled(&self, consumer: &str, event_ids: &[String]) -> Result<HashSet<String>, StoreError>;
     async fn state_get(&self, step: &str, key: &str) -> Result<Option<Versioned>, StoreError>;
+    /// The present ones of `keys`, as [`ConsumerStore::state_get`] would read each.
+    async fn state_get_many(&self, step: &str, keys: &[String]) -> Result<HashMap<String, Versioned>, StoreError> {
+        let mut found = HashMap::new();
+        for key in keys {
+            if let Some(versioned) = self.state_get(step, key).await? {
+                found.insert(key.clone(), versioned);
+            }
+        }
+        Ok(found)
+    }
     /// Commit a handled batch: inbox, state, outbox, order transitions, stock, dead
     /// letters. [`StoreError::Conflict`] when another writer handled one of its events or
     /// changed state it read: nothing is committed, and the batch is run again.

@@ -34,6 +34,26 @@ macro_rules! consumers {
                     .transpose()?)
             }
 
+            async fn state_get_many(
+                &self,
+                step: &str,
+                keys: &[String],
+            ) -> Result<HashMap<String, Versioned>, StoreError> {
+                let mut found = HashMap::new();
+                for chunk in keys.chunks(500) {
+                    let mut query =
+                        QueryBuilder::<$db>::new("SELECT key, value, version FROM step_state WHERE step = ");
+                    query.push_bind(step).push(" AND key IN ");
+                    push_list!(query, chunk);
+                    let mut conn = self.lane.get().await?;
+                    let fetched = query.build().fetch_all(&mut *conn).await;
+                    for row in conn.read(fetched)? {
+                        found.insert(row.try_get(0)?, Versioned { value: row.try_get(1)?, version: row.try_get(2)? });
+                    }
+                }
+                Ok(found)
+            }
+
             async fn commit_batch(&self, batch: &BatchCommit) -> Result<(), StoreError> {
                 let settled = batch.settled.clone();
                 self.write((batch.clone(), self.relay.clone()), |conn, args| {
