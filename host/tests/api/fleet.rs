@@ -570,15 +570,33 @@ async fn shared_evenly(servers: &[Server]) {
     .await;
 }
 
+/// What three hosts sharing the stream share: a durable tansu, Azurite, one database.
+struct StreamFleet {
+    _brokers: Brokers,
+    url: String,
+    dirs: Vec<tempfile::TempDir>,
+    token: String,
+    env: Vec<(&'static str, String)>,
+}
+
+impl StreamFleet {
+    async fn new() -> StreamFleet {
+        let brokers = Brokers::start(true).await;
+        let env = brokers.env();
+        let (url, dirs, token) = (fresh_pg_database().await, host_dirs(3), format!("t-{}", rand_id()));
+        StreamFleet { _brokers: brokers, url, dirs, token, env }
+    }
+
+    fn start(&self, i: usize) -> Server {
+        Server::start_env(self.dirs[i].path(), Some(&self.url), &self.token, &self.env)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hosts_share_the_stream_and_archive_each_event_once_through_a_kill() {
     let _shared = RABBIT.read().await;
-    let brokers = Brokers::start(true).await;
-    let url = fresh_pg_database().await;
-    let dirs = host_dirs(3);
-    let token = format!("t-{}", rand_id());
-    let env = brokers.env();
-    let start = |i: usize| Server::start_env(dirs[i].path(), Some(&url), &token, &env);
+    let fleet = StreamFleet::new().await;
+    let start = |i: usize| fleet.start(i);
     let mut servers: Vec<Server> = (0..3).map(start).collect();
     for server in &servers {
         server.api.wait_ready().await;
@@ -615,7 +633,7 @@ async fn three_hosts_share_the_stream_and_archive_each_event_once_through_a_kill
     assert_eq!(servers[0].api.all_orders().await.len(), ids.len());
     // The group's offsets reach the end of every partition: each holder committed what
     // it settled, so the next holder resumes there.
-    let env: BTreeMap<&str, String> = env.into_iter().collect();
+    let env: BTreeMap<&str, String> = fleet.env.iter().cloned().collect();
     let (brokers, namespace) = (env["WASAGA_STREAM_BROKERS"].clone(), env["WASAGA_NAMESPACE"].clone());
     eventually(WAIT, "the committed offsets reach every partition's end", async || {
         let (brokers, namespace) = (brokers.clone(), namespace.clone());
@@ -629,12 +647,8 @@ async fn three_hosts_share_the_stream_and_archive_each_event_once_through_a_kill
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hosts_joining_while_events_flow_archive_each_event_once() {
     let _shared = RABBIT.read().await;
-    let brokers = Brokers::start(true).await;
-    let url = fresh_pg_database().await;
-    let dirs = host_dirs(3);
-    let token = format!("t-{}", rand_id());
-    let env = brokers.env();
-    let start = |i: usize| Server::start_env(dirs[i].path(), Some(&url), &token, &env);
+    let fleet = StreamFleet::new().await;
+    let start = |i: usize| fleet.start(i);
     let mut servers = vec![start(0)];
     servers[0].api.wait_ready().await;
     servers[0].api.stock_up("SKU-1", 1000).await;
