@@ -219,19 +219,6 @@ async fn redrive(ctx: &SagaContext) {
     let mut incomplete: HashSet<&str> = HashSet::new();
     let mut published = 0u64;
     for (consumer, events) in &expected {
-        // A stream reader may lag far behind the saga: an event it has not handled is
-        // lost only once its group has settled the whole stream. Until then its orders
-        // are checked again later, and nothing is published.
-        let lost_if_missing = match &ctx.stream {
-            Some(stream) if ctx.reads_stream(consumer) => match stream.caught_up(consumer).await {
-                Ok(caught_up) => caught_up,
-                Err(error) => {
-                    tracing::warn!(%consumer, %error, "cannot read the stream's offsets for the redrive");
-                    false
-                }
-            },
-            _ => true,
-        };
         let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
         let handled = match ctx.stores.for_consumer(consumer).handled(consumer, &ids).await {
             Ok(handled) => handled,
@@ -241,11 +228,12 @@ async fn redrive(ctx: &SagaContext) {
                 continue;
             }
         };
-        for event in events.iter().filter(|e| !handled.contains(&e.id)) {
-            incomplete.insert(&event.order_id);
-            if !lost_if_missing {
-                continue;
-            }
+        let missing: Vec<&&StoredEvent> = events.iter().filter(|e| !handled.contains(&e.id)).collect();
+        missing.iter().for_each(|e| _ = incomplete.insert(&e.order_id));
+        if missing.is_empty() || !lost(ctx, consumer).await {
+            continue;
+        }
+        for event in missing {
             match ctx.source_for(consumer).redeliver(consumer, event).await {
                 Ok(()) => published += 1,
                 Err(error) => {
@@ -270,6 +258,20 @@ async fn redrive(ctx: &SagaContext) {
             "events no consumer handled were published again to their consumers"
         );
     }
+}
+
+/// Whether `consumer`'s unhandled events are lost rather than on their way. A stream
+/// reader may lag far behind the saga: its events are lost only once its group has
+/// settled the whole stream. Until then their orders are checked again later, and
+/// nothing is published.
+async fn lost(ctx: &SagaContext, consumer: &str) -> bool {
+    let Some(stream) = ctx.stream.as_ref().filter(|_| ctx.reads_stream(consumer)) else {
+        return true;
+    };
+    stream.caught_up(consumer).await.unwrap_or_else(|error| {
+        tracing::warn!(%consumer, %error, "cannot read the stream's offsets for the redrive");
+        false
+    })
 }
 
 /// The consumers subscribed to `kind`: the steps and the host's order logic.

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use wasaga_sdk::recording::HostCall;
 
 /// A successful call's host calls and result.
-#[derive(Clone)]
 pub(super) struct Kept {
     digest: String,
     attempt: u32,

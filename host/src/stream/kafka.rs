@@ -105,6 +105,8 @@ struct GroupConsumer {
 /// How long a partition lease lasts, and how often its holder renews it.
 const LEASE_TTL: Duration = Duration::from_secs(3);
 const LEASE_RENEW: Duration = Duration::from_secs(1);
+/// Longest the redrive waits to learn whether a group has settled the stream.
+const CAUGHT_UP_WAIT: Duration = Duration::from_secs(10);
 /// Hosts seen within this long count as live members (the fleet's list of hosts: a
 /// host's heartbeat every 2 s, `saga::HOST_TTL`).
 const MEMBER_TTL: Duration = Duration::from_secs(10);
@@ -536,6 +538,7 @@ impl EventStream for KafkaStream {
         // A client of its own that joins nothing: it only reads the group's offsets.
         config.set("group.id", format!("{}.{consumer}", self.settings.namespace)).set("enable.auto.commit", "false");
         let checked = tokio::task::spawn_blocking(move || -> Result<bool, rdkafka::error::KafkaError> {
+            // Each call gives up after 5 s; the whole check after `CAUGHT_UP_WAIT` (below).
             let client: BaseConsumer = config.create()?;
             let mut list = TopicPartitionList::new();
             for partition in 0..partitions {
@@ -554,10 +557,14 @@ impl EventStream for KafkaStream {
                 }
             }
             Ok(true)
-        })
-        .await
-        .map_err(|e| self.failed(e))?;
-        checked.map_err(|e| self.failed(e))
+        });
+        // A broker that never answers holds the maintenance round no longer than this; an
+        // auxiliary check does not mark the stream down either (`unavailable`, not `failed`).
+        match tokio::time::timeout(CAUGHT_UP_WAIT, checked).await {
+            Ok(Ok(checked)) => checked.map_err(unavailable),
+            Ok(Err(error)) => Err(unavailable(error)),
+            Err(_) => Err(unavailable(format!("the group's offsets did not come within {CAUGHT_UP_WAIT:?}"))),
+        }
     }
 }
 
