@@ -344,6 +344,54 @@ async fn events_the_stream_group_skipped_are_published_again() {
     app.stop().await;
 }
 
+/// The redrive takes a stream reader's unhandled event for lost only once its group has
+/// settled the whole stream. A group that lags (messages not yet read, or read and not
+/// settled) is not caught up, so nothing it has still to handle is published twice;
+/// once its holder settles the last message, it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_stream_group_is_not_taken_for_one_that_skipped() {
+    use wasaga_host::event::StoredEvent;
+    use wasaga_host::stream::{EventStream, KafkaSettings, KafkaStream};
+    use wasaga_host::transport::{Settlement, Transport};
+    let brokers = Brokers::start(false).await;
+    let stream = KafkaStream::new(KafkaSettings {
+        brokers: format!("127.0.0.1:{}", brokers.tansu.port),
+        topic: format!("{}.events", brokers.namespace),
+        namespace: brokers.namespace.clone(),
+        instance: "h1".to_owned(),
+        leases: None,
+        replication: None,
+    })
+    .expect("stream");
+    let event = |i: usize| StoredEvent {
+        id: format!("e{i}"),
+        kind: "order.placed".to_owned(),
+        order_id: format!("o{i}"),
+        payload: "{}".to_owned(),
+        step: "host".to_owned(),
+        step_version: String::new(),
+        occurred_at_ms: 1,
+        attempt: 1,
+        trace: None,
+    };
+    stream.publish(&(0..3).map(event).collect::<Vec<_>>()).await.expect("publish");
+    let caught_up = async || stream.caught_up("analytics").await.expect("the group's offsets");
+    assert!(!caught_up().await, "nothing read yet");
+    let mut deliveries = Vec::new();
+    eventually(Duration::from_secs(60), "the three messages are read", async || {
+        deliveries.extend(stream.receive("analytics", 64, Duration::from_millis(500)).await.unwrap_or_default());
+        deliveries.len() >= 3
+    })
+    .await;
+    let last = deliveries.pop().expect("a delivery");
+    stream.settle("analytics", deliveries.into_iter().map(Settlement::Ack).collect()).await.expect("settle");
+    // The settled offsets are committed asynchronously; the one still out holds its
+    // partition's below the end whatever arrives.
+    assert!(!caught_up().await, "a message read and not settled");
+    stream.settle("analytics", vec![Settlement::Ack(last)]).await.expect("settle");
+    eventually(Duration::from_secs(60), "settled to the end", async || caught_up().await).await;
+}
+
 /// `rabbitmqctl delete_queue <ns>.payment` while orders flow: publishes that no queue
 /// takes come back (mandatory) and fail, the topology is declared again, messages lost
 /// with the queue are redriven, and every order still completes.
