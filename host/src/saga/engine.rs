@@ -159,6 +159,8 @@ pub(super) async fn run(handler: Arc<dyn Handler>, ctx: Arc<SagaContext>, stoppe
             tracing::warn!(%consumer, %error, retry_in_ms = wait.as_millis() as u64,
                 "batch not committed; it will be tried again");
             release(&*source, &consumer, kept, &error.to_string()).await;
+            // Other hosts may be able to commit: let them take the queue meanwhile.
+            source.stand_aside(&consumer).await;
             stopped.pause(wait).await;
         }
     }

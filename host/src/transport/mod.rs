@@ -43,7 +43,7 @@ pub struct TransportOptions {
     /// The backoff ladder of redeliveries: the first delay, doubled up to `retry_cap`.
     pub retry_base: Duration,
     pub retry_cap: Duration,
-    /// This host, the holder of its claims (embedded).
+    /// This host: the holder of its claims (embedded), its consumers' rank (RabbitMQ).
     pub host_id: String,
 }
 
@@ -63,6 +63,7 @@ pub async fn open(
             namespace: options.namespace,
             retry_base: options.retry_base,
             retry_cap: options.retry_cap,
+            host_id: options.host_id,
         }));
         #[cfg(not(feature = "rabbitmq"))]
         return Err(TransportError::NotBuilt(crate::features::missing(
@@ -155,6 +156,11 @@ pub trait Transport: Send + Sync {
     async fn receive(&self, consumer: &str, max: u32, wait: Duration) -> Result<Vec<Delivery>, TransportError>;
     /// Settle deliveries of `consumer`; call only after the consumer's store committed.
     async fn settle(&self, consumer: &str, settlements: Vec<Settlement>) -> Result<(), TransportError>;
+    /// This host cannot handle `consumer`'s deliveries for now (its store is down): let
+    /// other hosts take them until its next [`Transport::receive`]. A transport that
+    /// prefers one host per queue (RabbitMQ's consumer priorities) would otherwise keep
+    /// handing the queue to the one host that cannot commit.
+    async fn stand_aside(&self, _consumer: &str) {}
     /// Deliver `event` to `consumer` again with a fresh attempt count (dead-letter replay).
     async fn redeliver(&self, consumer: &str, event: &StoredEvent) -> Result<(), TransportError>;
 }

@@ -392,6 +392,106 @@ async fn a_lagging_stream_group_is_not_taken_for_one_that_skipped() {
     eventually(Duration::from_secs(60), "settled to the end", async || caught_up().await).await;
 }
 
+/// Two hosts consuming one queue: the host ranked first on it takes every message while
+/// it has room (128 unsettled), the other takes only the overflow, and takes over while
+/// the first stands aside (its store down) and when it goes. A burst is not split
+/// between hosts into small batches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_goes_to_one_host_while_it_keeps_up_and_overflows_to_the_next() {
+    use wasaga_host::event::StoredEvent;
+    use wasaga_host::transport::{Delivery, RabbitSettings, RabbitTransport, Settlement, Transport};
+    let _shared = RABBIT.read().await;
+    remove_stale_names().await;
+    let namespace = format!("t{}", rand_id());
+    let settings = |host: &str| RabbitSettings {
+        url: amqp_url(),
+        namespace: namespace.clone(),
+        retry_base: Duration::from_millis(200),
+        retry_cap: Duration::from_secs(1),
+        host_id: host.to_owned(),
+    };
+    let (one, two) = (settings("host-one"), settings("host-two"));
+    let (first, second) = if one.consumer_priority("payment") > two.consumer_priority("payment") {
+        (RabbitTransport::start(one), RabbitTransport::start(two))
+    } else {
+        (RabbitTransport::start(two), RabbitTransport::start(one))
+    };
+    let kinds = ["order.placed".to_owned()];
+    for host in [&first, &second] {
+        assert!(host.wait_ready(Duration::from_secs(30)).await, "connected to RabbitMQ");
+        host.declare("payment", &kinds).await.expect("declare");
+        // The first receive subscribes.
+        assert!(host.receive("payment", 64, Duration::from_millis(100)).await.expect("receive").is_empty());
+    }
+    let event = |i: usize| StoredEvent {
+        id: format!("e{i}"),
+        kind: "order.placed".to_owned(),
+        order_id: format!("o{i}"),
+        payload: "{}".to_owned(),
+        step: "host".to_owned(),
+        step_version: String::new(),
+        occurred_at_ms: 1,
+        attempt: 1,
+        trace: None,
+    };
+    let publish = async |range: std::ops::Range<usize>| {
+        first.publish(&range.map(event).collect::<Vec<_>>()).await.expect("publish");
+    };
+    // Takes what has come to `host` until `held` holds `want` in all.
+    let take = async |host: &RabbitTransport, held: &mut Vec<Delivery>, want: usize| {
+        eventually(Duration::from_secs(30), &format!("{want} deliveries held"), async || {
+            held.extend(host.receive("payment", 64, Duration::from_millis(50)).await.expect("receive"));
+            held.len() >= want
+        })
+        .await;
+    };
+    let (mut at_first, mut at_second) = (Vec::new(), Vec::new());
+    publish(0..40).await;
+    take(&first, &mut at_first, 40).await;
+    assert_eq!(at_first.len(), 40, "the whole burst went to the host ranked first");
+    // 40 held unsettled: 88 more fill the first host's prefetch, the rest overflow.
+    publish(40..240).await;
+    take(&first, &mut at_first, 128).await;
+    take(&second, &mut at_second, 112).await;
+    assert_eq!((at_first.len(), at_second.len()), (128, 112), "the overflow beyond 128 went to the next host");
+    let settle = async |host: &RabbitTransport, held: &mut Vec<Delivery>| {
+        host.settle("payment", held.drain(..).map(Settlement::Ack).collect()).await.expect("settle");
+    };
+    settle(&first, &mut at_first).await;
+    settle(&second, &mut at_second).await;
+    publish(240..250).await;
+    take(&first, &mut at_first, 10).await;
+    settle(&first, &mut at_first).await;
+    let ids = |held: &[Delivery]| {
+        let mut ids: Vec<String> = held.iter().map(|d| d.event.id.clone()).collect();
+        ids.sort();
+        ids
+    };
+    let expected = |range: std::ops::Range<usize>| {
+        let mut ids: Vec<String> = range.map(|i| format!("e{i}")).collect();
+        ids.sort();
+        ids
+    };
+    // The first host stands aside: the next takes the queue until the first receives again.
+    first.stand_aside("payment").await;
+    publish(250..260).await;
+    take(&second, &mut at_second, 10).await;
+    assert_eq!(ids(&at_second), expected(250..260), "each once, to the host ranked next");
+    settle(&second, &mut at_second).await;
+    assert!(first.receive("payment", 64, Duration::from_millis(100)).await.expect("receive").is_empty());
+    publish(260..270).await;
+    take(&first, &mut at_first, 10).await;
+    assert_eq!(ids(&at_first), expected(260..270), "the first host takes its queue back");
+    settle(&first, &mut at_first).await;
+    // The first host goes: the next in rank takes the queue at once.
+    drop(first);
+    let publisher = RabbitTransport::start(settings("host-three"));
+    assert!(publisher.wait_ready(Duration::from_secs(30)).await, "connected to RabbitMQ");
+    publisher.publish(&(270..280).map(event).collect::<Vec<_>>()).await.expect("publish");
+    take(&second, &mut at_second, 10).await;
+    assert_eq!(ids(&at_second), expected(270..280), "each once");
+}
+
 /// `rabbitmqctl delete_queue <ns>.payment` while orders flow: publishes that no queue
 /// takes come back (mandatory) and fail, the topology is declared again, messages lost
 /// with the queue are redriven, and every order still completes.

@@ -714,3 +714,130 @@ fn committed_to_the_end(brokers: &str, namespace: &str) -> bool {
         high == 0 || element.offset() == rdkafka::Offset::Offset(high)
     })
 }
+
+/// A TCP proxy to 127.0.0.1:`to` that can be cut (every connection dropped, new ones
+/// refused) and restored: one host's database going away while the others keep theirs.
+struct Cuttable {
+    port: u16,
+    open: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Cuttable {
+    async fn start(to: u16) -> Cuttable {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.expect("proxy port");
+        let port = listener.local_addr().expect("proxy addr").port();
+        let open = tokio::sync::watch::Sender::new(true);
+        let watched = open.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let mut cut = watched.subscribe();
+                if !*cut.borrow() {
+                    continue;
+                }
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await {
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                            _ = cut.wait_for(|open| !open) => {}
+                        }
+                    }
+                });
+            }
+        });
+        Cuttable { port, open, task }
+    }
+
+    fn set(&self, open: bool) {
+        self.open.send_replace(open);
+    }
+}
+
+impl Drop for Cuttable {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Batches `consumer` handled on this host, from its metrics.
+async fn batches(api: &Api, consumer: &str) -> u64 {
+    let metrics = api.get("/metrics").await.text().await.unwrap_or_default();
+    let label = format!("consumer=\"{consumer}\"");
+    metrics
+        .lines()
+        .find(|l| l.starts_with("wasaga_batch_deliveries_count{") && l.contains(&label))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map_or(0, |n| n as u64)
+}
+
+/// Two hosts on RabbitMQ: the host ranked first on the payment queue handles all of it;
+/// when its database goes away it stands aside and the other host takes the queue, so
+/// orders keep completing; when its database is back it takes the queue again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_that_loses_its_database_hands_its_queue_to_the_fleet() {
+    use wasaga_host::transport::RabbitSettings;
+    let _shared = RABBIT.read().await;
+    let namespace = format!("t{}", rand_id());
+    let rank = |host: &str| {
+        RabbitSettings {
+            url: String::new(),
+            namespace: namespace.clone(),
+            retry_base: Duration::from_millis(10),
+            retry_cap: Duration::from_secs(1),
+            host_id: host.to_owned(),
+        }
+        .consumer_priority("payment")
+    };
+    // Name the hosts so that the one whose database is cut ranks first on payment.
+    let (first, second) = ("fleet-first", "fleet-second");
+    let (first, second) = if rank(first) > rank(second) { (first, second) } else { (second, first) };
+    let url = fresh_pg_database().await;
+    let proxy = Cuttable::start(5432).await;
+    let database = url.rsplit('/').next().expect("database name").to_owned();
+    let cut_url = format!("postgres://postgres@127.0.0.1:{}/{database}", proxy.port);
+    let (_archive, archive) = shared_archive();
+    let env = |host: &str| {
+        let mut env = archive.clone();
+        env.extend([
+            ("WASAGA_TRANSPORT_URL", crate::brokers::amqp_url()),
+            ("WASAGA_NAMESPACE", namespace.clone()),
+            ("WASAGA_HOST_ID", host.to_owned()),
+        ]);
+        env
+    };
+    let dirs = host_dirs(2);
+    let token = format!("t-{}", rand_id());
+    let cut = Server::start_env(dirs[0].path(), Some(&cut_url), &token, &env(first));
+    let kept = Server::start_env(dirs[1].path(), Some(&url), &token, &env(second));
+    cut.api.wait_ready().await;
+    kept.api.wait_ready().await;
+    kept.api.stock_up("SKU-1", 100).await;
+    let place = async |n: usize| {
+        let ids: Vec<String> =
+            futures::future::join_all((0..n).map(|_| kept.api.place(&[("SKU-1", 1)], "tok_ok"))).await;
+        eventually(WAIT, &format!("{n} orders complete"), async || {
+            for id in &ids {
+                if kept.api.order(id).await["status"] != "completed" {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
+    };
+    place(5).await;
+    assert!(batches(&cut.api, "payment").await > 0, "the host ranked first handles payment");
+    assert_eq!(batches(&kept.api, "payment").await, 0, "the other host only stands by");
+    proxy.set(false);
+    eventually(WAIT, "the cut host is not ready", async || cut.api.get("/readyz").await.status() == 503).await;
+    let before = batches(&kept.api, "payment").await;
+    place(10).await;
+    assert!(batches(&kept.api, "payment").await > before, "the other host took the queue");
+    proxy.set(true);
+    eventually(WAIT, "the cut host is ready again", async || cut.api.get("/readyz").await.status() == 200).await;
+    place(5).await;
+    let stocked = BTreeMap::from([("SKU-1".to_owned(), 100)]);
+    kept.api.assert_invariants(&stocked).await;
+    cut.kill();
+    kept.kill();
+}

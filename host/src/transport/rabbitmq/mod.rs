@@ -44,9 +44,11 @@ use tokio::sync::watch;
 const BROKER: &str = "RabbitMQ";
 /// Longest wait for the broker to confirm a round of publishes.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
-/// Unacked messages a consumer may hold: several batches, so the next is on its way
-/// while one commits.
-const PREFETCH: u16 = 512;
+/// Unacked messages a consumer may hold: two of the saga's batches (64 deliveries), so
+/// the next is on its way while one commits. In a fleet it is also how far the host
+/// ranked first on a queue may fall behind before the next host takes the overflow
+/// (`RabbitSettings::consumer_priority`).
+const PREFETCH: u16 = 128;
 const ATTEMPT_HEADER: &str = "x-wasaga-attempt";
 const ERROR_HEADER: &str = "x-wasaga-error";
 const ATTEMPTS_HEADER: &str = "x-wasaga-attempts";
@@ -55,6 +57,7 @@ const CONSUMER_HEADER: &str = "x-wasaga-consumer";
 /// One consumer's subscription on the current link.
 struct Subscription {
     generation: u64,
+    channel: lapin::Channel,
     consumer: lapin::Consumer,
 }
 
@@ -291,16 +294,18 @@ impl Transport for RabbitTransport {
             *slot = None;
             let channel = link.connection.create_channel().await.map_err(|e| self.inner.failed(e))?;
             channel.basic_qos(PREFETCH, BasicQosOptions::default()).await.map_err(|e| self.inner.failed(e))?;
+            let priority = self.inner.settings.consumer_priority(consumer);
             let amqp_consumer = channel
                 .basic_consume(
                     ShortString::from(self.inner.settings.queue(consumer)),
                     ShortString::from(format!("wasaga-{consumer}")),
                     BasicConsumeOptions::default(),
-                    FieldTable::default(),
+                    headers(&[("x-priority", AMQPValue::LongInt(priority))]),
                 )
                 .await
                 .map_err(|e| self.inner.failed(e))?;
-            *slot = Some(Subscription { generation: link.generation, consumer: amqp_consumer });
+            tracing::debug!(%consumer, priority, "consuming the queue");
+            *slot = Some(Subscription { generation: link.generation, channel, consumer: amqp_consumer });
         }
         let Some(subscription) = slot.as_mut() else {
             return Ok(Vec::new());
@@ -423,6 +428,17 @@ impl Transport for RabbitTransport {
         Ok(())
     }
 
+    async fn stand_aside(&self, consumer: &str) {
+        let slot = self.inner.subscription(consumer);
+        let Some(subscription) = slot.lock().await.take() else { return };
+        // Closing the channel returns what it holds unacknowledged to the queue, for the
+        // host ranked next; the next receive subscribes again.
+        if let Err(error) = subscription.channel.close(200, ShortString::from("standing aside")).await {
+            tracing::debug!(%consumer, %error, "closing the consumer's channel failed; the link is going anyway");
+        }
+        tracing::info!(%consumer, "standing aside: other hosts take the queue until this host can commit again");
+    }
+
     async fn redeliver(&self, consumer: &str, event: &StoredEvent) -> Result<(), TransportError> {
         let props = properties(event, headers(&[(ATTEMPT_HEADER, AMQPValue::LongLongInt(1))]));
         let queue = self.inner.settings.queue(consumer);
@@ -456,6 +472,7 @@ mod tests {
             namespace: "t1".to_owned(),
             retry_base: Duration::from_millis(base_ms),
             retry_cap: Duration::from_secs(30),
+            host_id: "h1".to_owned(),
         }
     }
 
@@ -468,6 +485,20 @@ mod tests {
         assert_eq!(s.rung(Duration::from_millis(500)).as_millis(), 400);
         assert_eq!(s.rung(Duration::from_secs(90)).as_millis(), 30000);
         assert_eq!(s.delay_queue("payment", Duration::from_millis(400)), "t1.payment.retry.400ms");
+    }
+
+    #[test]
+    fn hosts_rank_differently_per_queue_and_the_same_on_every_restart() {
+        let host = |id: &str| RabbitSettings { host_id: id.to_owned(), ..settings(200) };
+        let (a, b) = (host("a"), host("b"));
+        assert_eq!(a.consumer_priority("payment"), host("a").consumer_priority("payment"));
+        assert_ne!(a.consumer_priority("payment"), b.consumer_priority("payment"));
+        let ranks = |consumer: &str| a.consumer_priority(consumer) > b.consumer_priority(consumer);
+        let firsts: Vec<bool> = ["host", "payment", "inventory", "analytics", "shipping", "fraud"].map(ranks).into();
+        assert!(firsts.contains(&true) && firsts.contains(&false), "queues spread between hosts: {firsts:?}");
+        for consumer in ["host", "payment"] {
+            assert!((1..=65_536).contains(&a.consumer_priority(consumer)));
+        }
     }
 
     #[test]

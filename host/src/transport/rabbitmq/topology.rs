@@ -18,6 +18,9 @@ pub struct RabbitSettings {
     /// The backoff ladder: the first retry delay, doubled up to `retry_cap`.
     pub retry_base: Duration,
     pub retry_cap: Duration,
+    /// This host's name in the fleet: it ranks this host's consumers against other
+    /// hosts' on each queue ([`RabbitSettings::consumer_priority`]).
+    pub host_id: String,
 }
 
 impl RabbitSettings {
@@ -53,6 +56,26 @@ impl RabbitSettings {
     pub(super) fn rung(&self, wanted: Duration) -> Duration {
         let ladder = self.ladder();
         ladder.iter().rev().find(|d| **d <= wanted).copied().unwrap_or(ladder[0])
+    }
+
+    /// This host's consumer priority on `consumer`'s queue: a digest of the host and the
+    /// queue (rendezvous hashing), the same on every restart, different between hosts.
+    /// RabbitMQ gives a queue's messages to its highest-priority consumer while that one
+    /// has room in its prefetch, and to the next only beyond: one host takes a queue's
+    /// bursts whole while it keeps up (large batches, no two hosts' batches conflicting
+    /// on that queue), the others take the overflow, and the next in rank takes over at
+    /// once when its holder goes. Queues rank hosts differently, so they spread.
+    pub fn consumer_priority(&self, consumer: &str) -> i32 {
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::new()
+            .chain_update(self.namespace.as_bytes())
+            .chain_update([0])
+            .chain_update(consumer.as_bytes())
+            .chain_update([0])
+            .chain_update(self.host_id.as_bytes())
+            .finalize();
+        // 1..=65,536: a tie between two hosts (1 in 65,536) only shares the queue.
+        i32::from(u16::from_be_bytes([digest[0], digest[1]])) + 1
     }
 
     /// The URL without its password, for logs and errors.
