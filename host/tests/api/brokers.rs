@@ -295,6 +295,21 @@ async fn the_saga_runs_on_rabbitmq_kafka_and_azure_blob() {
     app.stop().await;
 }
 
+/// The `i`th `order.placed` of a test that publishes to a broker directly.
+fn placed(i: usize) -> wasaga_host::event::StoredEvent {
+    wasaga_host::event::StoredEvent {
+        id: format!("e{i}"),
+        kind: "order.placed".to_owned(),
+        order_id: format!("o{i}"),
+        payload: "{}".to_owned(),
+        step: "host".to_owned(),
+        step_version: String::new(),
+        occurred_at_ms: 1,
+        attempt: 1,
+        trace: None,
+    }
+}
+
 /// Events the analytics group never handled though its offsets reached the stream's end
 /// (a skip) are published again to the stream by the redrive, and handled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -350,7 +365,6 @@ async fn events_the_stream_group_skipped_are_published_again() {
 /// once its holder settles the last message, it is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lagging_stream_group_is_not_taken_for_one_that_skipped() {
-    use wasaga_host::event::StoredEvent;
     use wasaga_host::stream::{EventStream, KafkaSettings, KafkaStream};
     use wasaga_host::transport::{Settlement, Transport};
     let brokers = Brokers::start(false).await;
@@ -363,18 +377,7 @@ async fn a_lagging_stream_group_is_not_taken_for_one_that_skipped() {
         replication: None,
     })
     .expect("stream");
-    let event = |i: usize| StoredEvent {
-        id: format!("e{i}"),
-        kind: "order.placed".to_owned(),
-        order_id: format!("o{i}"),
-        payload: "{}".to_owned(),
-        step: "host".to_owned(),
-        step_version: String::new(),
-        occurred_at_ms: 1,
-        attempt: 1,
-        trace: None,
-    };
-    stream.publish(&(0..3).map(event).collect::<Vec<_>>()).await.expect("publish");
+    stream.publish(&(0..3).map(placed).collect::<Vec<_>>()).await.expect("publish");
     let caught_up = async || stream.caught_up("analytics").await.expect("the group's offsets");
     assert!(!caught_up().await, "nothing read yet");
     let mut deliveries = Vec::new();
@@ -398,7 +401,6 @@ async fn a_lagging_stream_group_is_not_taken_for_one_that_skipped() {
 /// between hosts into small batches.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_goes_to_one_host_while_it_keeps_up_and_overflows_to_the_next() {
-    use wasaga_host::event::StoredEvent;
     use wasaga_host::transport::{Delivery, RabbitSettings, RabbitTransport, Settlement, Transport};
     let _shared = RABBIT.read().await;
     remove_stale_names().await;
@@ -423,19 +425,8 @@ async fn a_queue_goes_to_one_host_while_it_keeps_up_and_overflows_to_the_next() 
         // The first receive subscribes.
         assert!(host.receive("payment", 64, Duration::from_millis(100)).await.expect("receive").is_empty());
     }
-    let event = |i: usize| StoredEvent {
-        id: format!("e{i}"),
-        kind: "order.placed".to_owned(),
-        order_id: format!("o{i}"),
-        payload: "{}".to_owned(),
-        step: "host".to_owned(),
-        step_version: String::new(),
-        occurred_at_ms: 1,
-        attempt: 1,
-        trace: None,
-    };
     let publish = async |range: std::ops::Range<usize>| {
-        first.publish(&range.map(event).collect::<Vec<_>>()).await.expect("publish");
+        first.publish(&range.map(placed).collect::<Vec<_>>()).await.expect("publish");
     };
     // Takes what has come to `host` until `held` holds `want` in all.
     let take = async |host: &RabbitTransport, held: &mut Vec<Delivery>, want: usize| {
@@ -487,7 +478,7 @@ async fn a_queue_goes_to_one_host_while_it_keeps_up_and_overflows_to_the_next() 
     drop(first);
     let publisher = RabbitTransport::start(settings("host-three"));
     assert!(publisher.wait_ready(Duration::from_secs(30)).await, "connected to RabbitMQ");
-    publisher.publish(&(270..280).map(event).collect::<Vec<_>>()).await.expect("publish");
+    publisher.publish(&(270..280).map(placed).collect::<Vec<_>>()).await.expect("publish");
     take(&second, &mut at_second, 10).await;
     assert_eq!(ids(&at_second), expected(270..280), "each once");
 }
