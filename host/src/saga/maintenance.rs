@@ -229,7 +229,7 @@ async fn redrive(ctx: &SagaContext) {
             }
         };
         let missing: Vec<&&StoredEvent> = events.iter().filter(|e| !handled.contains(&e.id)).collect();
-        missing.iter().for_each(|e| _ = incomplete.insert(&e.order_id));
+        incomplete.extend(missing.iter().map(|e| e.order_id.as_str()));
         if missing.is_empty() || !lost(ctx, consumer).await {
             continue;
         }

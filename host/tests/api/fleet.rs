@@ -550,11 +550,17 @@ mod property {
     }
 }
 
+/// The value of metric `name` on the line with `label`, from this host's metrics.
+async fn metric(api: &Api, name: &str, label: &str) -> Option<u64> {
+    let metrics = api.get("/metrics").await.text().await.ok()?;
+    let prefix = format!("{name}{{");
+    let line = metrics.lines().find(|l| l.starts_with(&prefix) && l.contains(label))?;
+    line.rsplit(' ').next()?.parse::<f64>().ok().map(|n| n as u64)
+}
+
 /// Partitions of the analytics group this host consumes, from its metrics.
 async fn stream_partitions(api: &Api) -> Option<u64> {
-    let metrics = api.get("/metrics").await.text().await.ok()?;
-    let line = metrics.lines().find(|l| l.starts_with("wasaga_stream_partitions{") && l.contains("analytics"))?;
-    line.rsplit(' ').next()?.parse::<f64>().ok().map(|n| n as u64)
+    metric(api, "wasaga_stream_partitions", "analytics").await
 }
 
 /// Wait until the hosts consume 2 of the topic's 6 partitions each.
@@ -715,59 +721,9 @@ fn committed_to_the_end(brokers: &str, namespace: &str) -> bool {
     })
 }
 
-/// A TCP proxy to 127.0.0.1:`to` that can be cut (every connection dropped, new ones
-/// refused) and restored: one host's database going away while the others keep theirs.
-struct Cuttable {
-    port: u16,
-    open: tokio::sync::watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Cuttable {
-    async fn start(to: u16) -> Cuttable {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.expect("proxy port");
-        let port = listener.local_addr().expect("proxy addr").port();
-        let open = tokio::sync::watch::Sender::new(true);
-        let watched = open.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let mut cut = watched.subscribe();
-                if !*cut.borrow() {
-                    continue;
-                }
-                tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await {
-                        tokio::select! {
-                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                            _ = cut.wait_for(|open| !open) => {}
-                        }
-                    }
-                });
-            }
-        });
-        Cuttable { port, open, task }
-    }
-
-    fn set(&self, open: bool) {
-        self.open.send_replace(open);
-    }
-}
-
-impl Drop for Cuttable {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 /// Batches `consumer` handled on this host, from its metrics.
 async fn batches(api: &Api, consumer: &str) -> u64 {
-    let metrics = api.get("/metrics").await.text().await.unwrap_or_default();
-    let label = format!("consumer=\"{consumer}\"");
-    metrics
-        .lines()
-        .find(|l| l.starts_with("wasaga_batch_deliveries_count{") && l.contains(&label))
-        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .map_or(0, |n| n as u64)
+    metric(api, "wasaga_batch_deliveries_count", &format!("consumer=\"{consumer}\"")).await.unwrap_or(0)
 }
 
 /// Two hosts on RabbitMQ: the host ranked first on the payment queue handles all of it;
@@ -792,7 +748,7 @@ async fn a_host_that_loses_its_database_hands_its_queue_to_the_fleet() {
     let (first, second) = ("fleet-first", "fleet-second");
     let (first, second) = if rank(first) > rank(second) { (first, second) } else { (second, first) };
     let url = fresh_pg_database().await;
-    let proxy = Cuttable::start(5432).await;
+    let proxy = Proxy::start(0, 5432).await;
     let database = url.rsplit('/').next().expect("database name").to_owned();
     let cut_url = format!("postgres://postgres@127.0.0.1:{}/{database}", proxy.port);
     let (_archive, archive) = shared_archive();
@@ -828,12 +784,12 @@ async fn a_host_that_loses_its_database_hands_its_queue_to_the_fleet() {
     place(5).await;
     assert!(batches(&cut.api, "payment").await > 0, "the host ranked first handles payment");
     assert_eq!(batches(&kept.api, "payment").await, 0, "the other host only stands by");
-    proxy.set(false);
+    proxy.set(Flow::Cut);
     eventually(WAIT, "the cut host is not ready", async || cut.api.get("/readyz").await.status() == 503).await;
     let before = batches(&kept.api, "payment").await;
     place(10).await;
     assert!(batches(&kept.api, "payment").await > before, "the other host took the queue");
-    proxy.set(true);
+    proxy.set(Flow::Open);
     eventually(WAIT, "the cut host is ready again", async || cut.api.get("/readyz").await.status() == 200).await;
     place(5).await;
     let stocked = BTreeMap::from([("SKU-1".to_owned(), 100)]);

@@ -722,3 +722,64 @@ pub fn host_dirs(n: usize) -> Vec<tempfile::TempDir> {
         })
         .collect()
 }
+
+/// What a [`Proxy`] does with its connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Forwards both ways.
+    Open,
+    /// Keeps every connection open and forwards nothing: a peer that never answers.
+    Frozen,
+    /// Drops every connection and refuses new ones: a peer that went away.
+    Cut,
+}
+
+/// A TCP proxy from 127.0.0.1:`from` (0: any free port) to 127.0.0.1:`to`, whose flow a
+/// test sets: one host's database or broker going away, or going silent, while the
+/// others keep theirs.
+pub struct Proxy {
+    pub port: u16,
+    flow: tokio::sync::watch::Sender<Flow>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    pub async fn start(from: u16, to: u16) -> Proxy {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", from)).await.expect("proxy port");
+        let port = listener.local_addr().expect("proxy addr").port();
+        let flow = tokio::sync::watch::Sender::new(Flow::Open);
+        let watched = flow.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let mut flow = watched.subscribe();
+                if *flow.borrow() == Flow::Cut {
+                    continue;
+                }
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await else { return };
+                    if *flow.borrow() == Flow::Open {
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => return,
+                            _ = flow.wait_for(|f| *f != Flow::Open) => {}
+                        }
+                    }
+                    // Frozen: hold both ends, forward nothing, until cut.
+                    let _ = flow.wait_for(|f| *f == Flow::Cut).await;
+                });
+            }
+        });
+        Proxy { port, flow, task }
+    }
+
+    pub fn set(&self, flow: Flow) {
+        self.flow.send_replace(flow);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+        // Connections end with the proxy.
+        self.flow.send_replace(Flow::Cut);
+    }
+}

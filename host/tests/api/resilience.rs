@@ -316,27 +316,13 @@ async fn a_store_down_at_start_leaves_the_host_up_and_not_ready_until_it_answers
     assert!(body["detail"].as_str().unwrap_or_default().contains("store"), "names what it waits for: {body}");
     assert_eq!(app.post_json("/api/orders", &order_body(&[("SKU-1", 1)], "tok_ok")).await.status(), 503);
     // The store starts answering.
-    let proxy = tcp_proxy(port, 5432).await;
+    let proxy = Proxy::start(port, 5432).await;
     eventually(WAIT, "ready once the store answers", async || app.get("/readyz").await.status() == 200).await;
     app.stock_up("SKU-1", 5).await;
     let id = app.place(&[("SKU-1", 1)], "tok_ok").await;
     eventually(WAIT, "the order completes", async || app.order(&id).await["status"] == "completed").await;
     app.stop().await;
-    proxy.abort();
-}
-
-/// Forward every connection on 127.0.0.1:`from` to 127.0.0.1:`to`.
-async fn tcp_proxy(from: u16, to: u16) -> tokio::task::JoinHandle<()> {
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", from)).await.expect("proxy port");
-    tokio::spawn(async move {
-        while let Ok((mut inbound, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                if let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await {
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                }
-            });
-        }
-    })
+    drop(proxy);
 }
 
 async fn every_route_refuses_control_characters(db: Db) {
