@@ -483,6 +483,31 @@ async fn a_queue_goes_to_one_host_while_it_keeps_up_and_overflows_to_the_next() 
     assert_eq!(ids(&at_second), expected(270..280), "each once");
 }
 
+/// A broker that stops answering (the connection stays open, nothing comes back) while a
+/// host stands aside does not hold that host's consumer: standing aside gives up within
+/// its bound, so the consumer goes on to its backoff and its shutdown check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standing_aside_from_a_broker_that_never_answers_returns() {
+    use wasaga_host::transport::{RabbitSettings, RabbitTransport, Transport};
+    let _shared = RABBIT.read().await;
+    remove_stale_names().await;
+    let proxy = Proxy::start(0, 5672).await;
+    let host = RabbitTransport::start(RabbitSettings {
+        url: format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port),
+        namespace: format!("t{}", rand_id()),
+        retry_base: Duration::from_millis(200),
+        retry_cap: Duration::from_secs(1),
+        host_id: "host-one".to_owned(),
+    });
+    assert!(host.wait_ready(Duration::from_secs(30)).await, "connected to RabbitMQ through the proxy");
+    host.declare("payment", &["order.placed".to_owned()]).await.expect("declare");
+    // The first receive subscribes.
+    assert!(host.receive("payment", 64, Duration::from_millis(100)).await.expect("receive").is_empty());
+    proxy.set(Flow::Frozen);
+    let returned = tokio::time::timeout(Duration::from_secs(30), host.stand_aside("payment")).await;
+    assert!(returned.is_ok(), "standing aside waited on a broker that never answers");
+}
+
 /// `rabbitmqctl delete_queue <ns>.payment` while orders flow: publishes that no queue
 /// takes come back (mandatory) and fail, the topology is declared again, messages lost
 /// with the queue are redriven, and every order still completes.

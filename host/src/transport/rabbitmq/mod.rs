@@ -44,6 +44,8 @@ use tokio::sync::watch;
 const BROKER: &str = "RabbitMQ";
 /// Longest wait for the broker to confirm a round of publishes.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest wait for the broker to close a consumer's channel when it stands aside.
+const STAND_ASIDE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Unacked messages a consumer may hold: two of the saga's batches (64 deliveries), so
 /// the next is on its way while one commits. In a fleet it is also how far the host
 /// ranked first on a queue may fall behind before the next host takes the overflow
@@ -432,9 +434,18 @@ impl Transport for RabbitTransport {
         let slot = self.inner.subscription(consumer);
         let Some(subscription) = slot.lock().await.take() else { return };
         // Closing the channel returns what it holds unacknowledged to the queue, for the
-        // host ranked next; the next receive subscribes again.
-        if let Err(error) = subscription.channel.close(200, ShortString::from("standing aside")).await {
-            tracing::debug!(%consumer, %error, "closing the consumer's channel failed; the link is going anyway");
+        // host ranked next; the next receive subscribes again. Bounded: a broker that
+        // never answers must not hold the consumer past its backoff and shutdown check.
+        let closing = subscription.channel.close(200, ShortString::from("standing aside"));
+        match tokio::time::timeout(STAND_ASIDE_TIMEOUT, closing).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::debug!(%consumer, %error, "closing the consumer's channel failed; the link is going anyway");
+            }
+            Err(_) => {
+                tracing::warn!(%consumer, "RabbitMQ did not close the consumer's channel within 5 s");
+                self.inner.broken.notify_one();
+            }
         }
         tracing::info!(%consumer, "standing aside: other hosts take the queue until this host can commit again");
     }
