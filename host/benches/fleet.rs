@@ -33,11 +33,12 @@ impl Drop for Host {
 }
 
 impl Host {
-    fn start(components: &Path, store_url: &str, env: &[(String, String)]) -> Host {
+    /// A host serving `steps` (their files in its plugins folder).
+    fn start(components: &Path, store_url: &str, env: &[(String, String)], steps: &[&str]) -> Host {
         let dir = tempfile::tempdir().unwrap();
         let plugins = dir.path().join("plugins");
         std::fs::create_dir_all(&plugins).unwrap();
-        for name in ["inventory", "payment", "analytics"] {
+        for name in steps {
             std::fs::copy(components.join(format!("{name}.wasm")), plugins.join(format!("{name}.wasm"))).unwrap();
         }
         // `WASAGA_BENCH_SERVER` names another build (another commit's, to alternate with).
@@ -187,6 +188,9 @@ async fn quiet(fleet: &[Host], http: &reqwest::Client) -> Vec<f64> {
     cpu
 }
 
+/// The steps every host serves.
+const STEPS: [&str; 3] = ["inventory", "payment", "analytics"];
+
 /// Consumers whose batch sizes and re-runs the report shows.
 const CONSUMERS: [&str; 4] = ["host", "inventory", "payment", "analytics"];
 
@@ -270,31 +274,32 @@ async fn analytics_calls(fleet: &[Host], http: &reqwest::Client) -> Vec<f64> {
     calls
 }
 
-async fn run(
+/// `hosts` hosts serving `steps` on the database `url`, each ready, and `skus` SKUs in
+/// stock.
+async fn start_fleet(
     components: &Path,
-    admin: &str,
-    (transport, env): (&'static str, &[(String, String)]),
+    url: &str,
+    env: &[(String, String)],
     hosts: usize,
+    steps: &[&str],
     skus: usize,
-    orders: usize,
-) -> Run {
-    let url = fresh_pg(admin).await;
-    // The first host migrates the database; the others start once it is ready.
-    let mut fleet = vec![Host::start(components, &url, env)];
-    let http = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
+    http: &reqwest::Client,
+) -> Vec<Host> {
     let ready = async |base: &str| {
         while http.get(format!("{base}/readyz")).send().await.map(|r| r.status() != 200).unwrap_or(true) {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     };
+    // The first host migrates the database; the others start once it is ready.
+    let mut fleet = vec![Host::start(components, url, env, steps)];
     ready(&fleet[0].base).await;
     for _ in 1..hosts {
-        fleet.push(Host::start(components, &url, env));
+        fleet.push(Host::start(components, url, env, steps));
     }
     for host in &fleet {
         ready(&host.base).await;
     }
-    let base0 = fleet[0].base.clone();
+    let base0 = &fleet[0].base;
     for i in 0..skus {
         http.put(format!("{base0}/api/stock/SKU-{i}"))
             .bearer_auth("bench")
@@ -308,6 +313,35 @@ async fn run(
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+    fleet
+}
+
+/// Place `orders` orders, 64 in flight, spread over the hosts and over `skus` SKUs.
+async fn place(fleet: &[Host], http: &reqwest::Client, orders: usize, skus: usize) {
+    let bases: Vec<String> = fleet.iter().map(|h| h.base.clone()).collect();
+    let body = |i: usize| json!({"customer_id": "c", "items": [{"sku": format!("SKU-{}", i % skus), "quantity": 1, "unit_price_cents": 100}], "payment": {"card_token": "tok_ok"}});
+    futures::stream::iter(0..orders)
+        .map(|i| {
+            let (http, base) = (http.clone(), bases[i % bases.len()].clone());
+            async move { http.post(format!("{base}/api/orders")).json(&body(i)).send().await.unwrap() }
+        })
+        .buffer_unordered(64)
+        .for_each(|_| async {})
+        .await;
+}
+
+async fn run(
+    components: &Path,
+    admin: &str,
+    (transport, env): (&'static str, &[(String, String)]),
+    hosts: usize,
+    skus: usize,
+    orders: usize,
+) -> Run {
+    let url = fresh_pg(admin).await;
+    let http = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
+    let fleet = start_fleet(components, &url, env, hosts, &STEPS, skus, &http).await;
+    let base0 = fleet[0].base.clone();
     // Each host under `perf` until it exits, when asked (`cargo xtask bench fleet --profile`).
     let perf: Vec<Child> = match std::env::var_os("WASAGA_BENCH_PERF_DIR") {
         Some(dir) if skus > 1 => fleet
@@ -344,17 +378,8 @@ async fn run(
     let kafka = env.iter().any(|(k, _)| k == "WASAGA_STREAM_BROKERS");
     let analytics_before = analytics_calls(&fleet, &http).await;
     let events_before = fleet_sum(&fleet, &http, "wasaga_events_total", "").await;
-    let bases: Vec<String> = fleet.iter().map(|h| h.base.clone()).collect();
-    let body = |i: usize| json!({"customer_id": "c", "items": [{"sku": format!("SKU-{}", i % skus), "quantity": 1, "unit_price_cents": 100}], "payment": {"card_token": "tok_ok"}});
     let started = Instant::now();
-    futures::stream::iter(0..orders)
-        .map(|i| {
-            let (http, base) = (http.clone(), bases[i % bases.len()].clone());
-            async move { http.post(format!("{base}/api/orders")).json(&body(i)).send().await.unwrap() }
-        })
-        .buffer_unordered(64)
-        .for_each(|_| async {})
-        .await;
+    place(&fleet, &http, orders, skus).await;
     support::drain(&http, &base0).await;
     let wall = started.elapsed();
     // Steps go on after the last order completes (stock committed, events archived):
@@ -417,6 +442,82 @@ async fn run(
     }
 }
 
+/// The analytics group on a backlog, with `hosts` hosts.
+#[derive(Debug, Clone)]
+struct GroupRun {
+    hosts: usize,
+    /// Events waiting in the topic when analytics was deployed.
+    events: i64,
+    /// From the deployment until the store held every event as handled.
+    secs: f64,
+    /// The hosts' CPU over those seconds, per event, in ms.
+    cpu_ms_per_event: f64,
+    /// Each host's share of the analytics calls.
+    shares: Vec<f64>,
+    /// Events still not handled when the wait (10 minutes) ended.
+    left: i64,
+}
+
+/// How fast the analytics group archives a backlog, apart from the saga's own pace:
+/// `hosts` hosts run `orders` orders without analytics (every event waits in the
+/// topic), then analytics is deployed to the fleet (one upload, which every host
+/// loads from the store) and the wait is for the store to hold every event as handled
+/// by it. In a namespace of its own, so the group starts with no offsets.
+async fn group_backlog(
+    components: &Path,
+    admin: &str,
+    env: &[(String, String)],
+    namespace: &str,
+    hosts: usize,
+    orders: usize,
+) -> GroupRun {
+    let url = fresh_pg(admin).await;
+    let mut env = env.to_vec();
+    env.retain(|(k, _)| k != "WASAGA_NAMESPACE");
+    env.push(("WASAGA_NAMESPACE".to_owned(), format!("{namespace}g{hosts}")));
+    let http = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
+    let fleet = start_fleet(components, &url, &env, hosts, &["inventory", "payment"], 100, &http).await;
+    place(&fleet, &http, orders, 100).await;
+    support::drain(&http, &fleet[0].base).await;
+    quiet(&fleet, &http).await;
+    let events = support::unarchived_events(&url).await;
+    let calls_before = analytics_calls(&fleet, &http).await;
+    let cpu_before: Vec<f64> = fleet.iter().map(Host::cpu_seconds).collect();
+    let started = Instant::now();
+    let wasm = std::fs::read(components.join("analytics.wasm")).unwrap();
+    let response = http
+        .put(format!("{}/api/admin/plugins/analytics", fleet[0].base))
+        .bearer_auth("bench")
+        .header("content-type", "application/wasm")
+        .body(wasm)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "analytics upload: {}", response.text().await.unwrap());
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let left = loop {
+        let left = support::unarchived_events(&url).await;
+        if left == 0 || Instant::now() > deadline {
+            break left;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let secs = started.elapsed().as_secs_f64();
+    let cpu: f64 = fleet.iter().map(Host::cpu_seconds).zip(&cpu_before).map(|(after, before)| after - before).sum();
+    let calls: Vec<f64> =
+        analytics_calls(&fleet, &http).await.iter().zip(&calls_before).map(|(n, before)| n - before).collect();
+    let total: f64 = calls.iter().sum();
+    let shares = calls.iter().map(|c| if total > 0.0 { c / total } else { 0.0 }).collect();
+    GroupRun { hosts, events, secs, cpu_ms_per_event: cpu * 1000.0 / events.max(1) as f64, shares, left }
+}
+
+/// The median of a few ratios.
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 { values[n / 2] } else { (values[n / 2 - 1] + values[n / 2]) / 2.0 }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let var =
@@ -444,7 +545,10 @@ async fn main() {
         env.push(("WASAGA_ARCHIVE_URL".to_owned(), format!("file://{}", archive.display())));
     }
     let namespace = format!("benchfleet{:x}", rand::random::<u32>());
-    env.push(("WASAGA_NAMESPACE".to_owned(), namespace));
+    env.push(("WASAGA_NAMESPACE".to_owned(), namespace.clone()));
+    // Rounds of one host then three, alternated, on each transport: this machine's speed
+    // drifts between runs, so the 3 ÷ 1 ratio is the median of adjacent pairs.
+    let rounds: usize = std::env::var("WASAGA_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3).max(1);
     let embedded: Vec<(String, String)> = env.iter().filter(|(k, _)| k != "WASAGA_TRANSPORT_URL").cloned().collect();
     let mut runs = Vec::new();
     for hosts in 1..=3 {
@@ -457,6 +561,38 @@ async fn main() {
         claims.push(run(&components, &admin, ("embedded", &embedded), hosts, 100, orders).await);
         println!("embedded, {hosts} host(s), spread SKUs: {:.0} orders/s", claims.last().unwrap().orders_per_sec);
     }
+    // (one host, three hosts) per round: the runs above are the first round.
+    let mut paired =
+        vec![("RabbitMQ", (runs[0].clone(), runs[2].clone())), ("embedded", (claims[0].clone(), claims[1].clone()))];
+    for round in 2..=rounds {
+        for (transport, env) in [("RabbitMQ", &env), ("embedded", &embedded)] {
+            let one = run(&components, &admin, (transport, env), 1, 100, orders).await;
+            let three = run(&components, &admin, (transport, env), 3, 100, orders).await;
+            println!(
+                "round {round}, {transport}: CPU ms per order {:.2} with 1 host, {:.2} with 3",
+                one.cpu_ms_per_order, three.cpu_ms_per_order
+            );
+            paired.push((transport, (one, three)));
+        }
+    }
+    let ratios = |transport: &str| -> Vec<f64> {
+        paired
+            .iter()
+            .filter(|(t, _)| *t == transport)
+            .map(|(_, (one, three))| three.cpu_ms_per_order / one.cpu_ms_per_order)
+            .collect()
+    };
+    let group = if env.iter().any(|(k, _)| k == "WASAGA_STREAM_BROKERS") {
+        let mut group = Vec::new();
+        for hosts in [1, 3] {
+            group.push(group_backlog(&components, &admin, &env, &namespace, hosts, orders).await);
+            let g = group.last().unwrap();
+            println!("analytics group on a backlog, {hosts} host(s): {:.0} events/s", g.events as f64 / g.secs);
+        }
+        group
+    } else {
+        Vec::new()
+    };
     let mut md = format!(
         "# Fleet benchmark\n\n{orders} orders per run, `tok_ok`, one unit per order, 64 in flight spread over the hosts; \
          {with}; every host is a `wasaga serve` process on the same 2 cores as the load generator. \
@@ -532,9 +668,68 @@ async fn main() {
         claims[1].orders_per_sec / claims[0].orders_per_sec,
         claims[1].cpu_ms_per_order / claims[0].cpu_ms_per_order,
     ));
+    md.push_str(
+        "\nRounds of one host then three, alternated (100 SKUs; round 1 is the runs above), CPU ms per order:\n\n\
+         | round | transport | 1 host | 3 hosts | 3 ÷ 1 | throughput 3 ÷ 1 |\n|---|---|---|---|---|---|\n",
+    );
+    for (i, (transport, (one, three))) in paired.iter().enumerate() {
+        md.push_str(&format!(
+            "| {} | {transport} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
+            i / 2 + 1,
+            one.cpu_ms_per_order,
+            three.cpu_ms_per_order,
+            three.cpu_ms_per_order / one.cpu_ms_per_order,
+            three.orders_per_sec / one.orders_per_sec
+        ));
+    }
+    let (rabbit, claimed) = (ratios("RabbitMQ"), ratios("embedded"));
+    md.push_str(&format!(
+        "\nMedian 3 ÷ 1 CPU per order over {rounds} round(s): RabbitMQ {:.2}, embedded {:.2}.\n",
+        median(rabbit.clone()),
+        median(claimed.clone())
+    ));
     report["three_over_one"] = json!(runs[2].orders_per_sec / one);
-    report["cpu_three_over_one"] = json!(runs[2].cpu_ms_per_order / runs[0].cpu_ms_per_order);
-    report["embedded_cpu_three_over_one"] = json!(claims[1].cpu_ms_per_order / claims[0].cpu_ms_per_order);
+    report["cpu_three_over_one"] = json!(median(rabbit.clone()));
+    report["cpu_three_over_one_rounds"] = json!(rabbit);
+    report["embedded_cpu_three_over_one"] = json!(median(claimed.clone()));
+    report["embedded_cpu_three_over_one_rounds"] = json!(claimed);
+    if let [one, three] = group.as_slice() {
+        let rate = |g: &GroupRun| g.events as f64 / g.secs;
+        let shares: Vec<String> = three.shares.iter().map(|s| format!("{:.0}%", s * 100.0)).collect();
+        md.push_str(
+            "\nThe analytics group on a backlog (the orders run without analytics, then it is deployed to the \
+             fleet; from the upload until the store holds every event as handled):\n\n\
+             | hosts | events | seconds | events/s | CPU ms per event | shares | not handled after 10 min |\n\
+             |---|---|---|---|---|---|---|\n",
+        );
+        for g in [one, three] {
+            let shares: Vec<String> = g.shares.iter().map(|s| format!("{:.0}%", s * 100.0)).collect();
+            md.push_str(&format!(
+                "| {} | {} | {:.1} | {:.0} | {:.2} | {} | {} |\n",
+                g.hosts,
+                g.events,
+                g.secs,
+                rate(g),
+                g.cpu_ms_per_event,
+                shares.join(", "),
+                g.left
+            ));
+        }
+        md.push_str(&format!(
+            "\n3 hosts archive the backlog at {:.2}× one host's rate; each of the three handled {}.\n",
+            rate(three) / rate(one),
+            shares.join(", ")
+        ));
+        report["analytics_backlog"] = json!(
+            [one, three]
+                .iter()
+                .map(|g| json!({
+                    "hosts": g.hosts, "events": g.events, "secs": g.secs, "events_per_sec": rate(g),
+                    "cpu_ms_per_event": g.cpu_ms_per_event, "shares": g.shares, "not_handled": g.left,
+                }))
+                .collect::<Vec<_>>()
+        );
+    }
     if let (Some(one), Some(three)) = (runs[0].analytics_per_sec, runs[2].analytics_per_sec) {
         let shares: Vec<String> = runs[2].analytics_shares.iter().map(|s| format!("{:.0}%", s * 100.0)).collect();
         md.push_str(&format!(
