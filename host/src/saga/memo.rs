@@ -14,6 +14,7 @@ use std::sync::Arc;
 use wasaga_sdk::recording::HostCall;
 
 /// A successful call's host calls and result.
+#[derive(Clone)]
 pub(super) struct Kept {
     digest: String,
     attempt: u32,
@@ -81,6 +82,7 @@ impl Memo {
 
     /// The last run's call of `event_id` by this version at this attempt, replayed on
     /// `state`: its view with the call's writes, when every read answers as it did.
+    /// Taken again, it is kept for the next run too: a batch may conflict more than once.
     pub(super) async fn replay(
         &self,
         event_id: &str,
@@ -104,6 +106,7 @@ impl Memo {
                 _ => return None,
             }
         }
+        self.current.lock().insert(event_id.to_owned(), kept.clone());
         Some((view, kept))
     }
 }
@@ -166,5 +169,10 @@ mod tests {
         let (view, kept) = memo.replay("e1", ("sha256:a", 1), &state).await.expect("reads answer the same");
         assert_eq!(kept.emits, emits);
         assert_eq!(view.get("stock/A").await.expect("get").as_deref(), Some(&b"3"[..]));
+        // The batch conflicts again (on another of its keys): the call is still not run again.
+        memo.start();
+        assert_eq!(memo.keys_read(["e1"].into_iter()), vec!["stock/A".to_owned()]);
+        let state = BatchState::new(store.clone(), "inventory");
+        assert!(memo.replay("e1", ("sha256:a", 1), &state).await.is_some(), "taken again in a third run");
     }
 }

@@ -16,6 +16,7 @@ mod memo;
 pub mod ops;
 pub mod orders;
 pub mod query;
+mod readahead;
 pub mod shadow;
 mod state;
 mod step;

@@ -23,6 +23,10 @@ pub struct BatchState {
     writes: Mutex<Writes>,
     /// Keys read from the store, with the version seen (`None`: absent) and the value.
     reads: Mutex<Reads>,
+    /// Keys read ahead (`saga::readahead`): they count as read once a call reads them.
+    ahead: Mutex<Reads>,
+    /// How many keys were read ahead.
+    ahead_total: Mutex<usize>,
 }
 
 impl BatchState {
@@ -32,6 +36,8 @@ impl BatchState {
             step: step.to_owned(),
             writes: Mutex::new(Writes::new()),
             reads: Mutex::new(BTreeMap::new()),
+            ahead: Mutex::new(BTreeMap::new()),
+            ahead_total: Mutex::new(0),
         })
     }
 
@@ -75,6 +81,33 @@ impl BatchState {
         Ok(())
     }
 
+    /// Read `keys` in one query, for calls that will likely read them; unlike
+    /// [`BatchState::prefetch`], a key becomes one of the batch's reads only when a call
+    /// reads it.
+    pub async fn read_ahead(&self, keys: &[String]) -> Result<(), crate::store::StoreError> {
+        let keys: Vec<String> = {
+            let reads = self.reads.lock();
+            keys.iter().filter(|k| !reads.contains_key(*k)).cloned().collect()
+        };
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut found = self.store.state_get_many(&self.step, &keys).await?;
+        *self.ahead_total.lock() += keys.len();
+        let mut ahead = self.ahead.lock();
+        for key in keys {
+            let seen = found.remove(&key).map_or((None, None), |v| (Some(v.version), Some(v.value)));
+            ahead.insert(key, seen);
+        }
+        Ok(())
+    }
+
+    /// Of the keys read ahead: how many a call read, and how many none did.
+    pub fn ahead_used(&self) -> (usize, usize) {
+        let unused = self.ahead.lock().len();
+        (self.ahead_total.lock().saturating_sub(unused), unused)
+    }
+
     async fn read(&self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
         if let Some(value) = self.writes.lock().get(key) {
             return Ok(value.clone());
@@ -82,6 +115,12 @@ impl BatchState {
         if let Some((_, value)) = self.reads.lock().get(key) {
             // One value per key for the whole batch: the version checked at commit.
             return Ok(value.clone());
+        }
+        let ahead = self.ahead.lock().remove(key);
+        if let Some(seen) = ahead {
+            let value = seen.1.clone();
+            self.reads.lock().entry(key.to_owned()).or_insert(seen);
+            return Ok(value);
         }
         let found = self.store.state_get(&self.step, key).await.map_err(|e| {
             if e.is_transient() { StateError::Unavailable(e.to_string()) } else { StateError::Refused(e.to_string()) }

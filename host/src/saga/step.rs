@@ -7,6 +7,7 @@
 
 use super::engine::{BatchError, Handler, dead_letter};
 use super::memo::Memo;
+use super::readahead::ReadAhead;
 use super::shadow::{LiveResult, ShadowJob, reads_of, writes_of};
 use super::state::BatchState;
 use super::{SagaContext, new_event_id, now_ms};
@@ -31,11 +32,19 @@ pub(super) struct StepHandler {
     shadow_jobs: Mutex<Vec<ShadowJob>>,
     /// Calls a re-run of the batch after a conflict need not make again.
     memo: Memo,
+    /// The keys of its orders a batch reads before its calls run.
+    ahead: ReadAhead,
 }
 
 impl StepHandler {
     pub(super) fn new(ctx: Arc<SagaContext>, step: String) -> StepHandler {
-        StepHandler { ctx, step, shadow_jobs: Mutex::new(Vec::new()), memo: Memo::default() }
+        StepHandler {
+            ctx,
+            step,
+            shadow_jobs: Mutex::new(Vec::new()),
+            memo: Memo::default(),
+            ahead: ReadAhead::default(),
+        }
     }
 }
 
@@ -83,8 +92,12 @@ impl Handler for StepHandler {
             pinned,
         };
         let state = BatchState::new(store, &self.step);
-        // A re-run after a conflict reads again what its calls read.
+        // A re-run after a conflict reads again what its calls read; keys the calls
+        // will likely read are read in the same round trip's stead.
         state.prefetch(&self.memo.keys_read(event_ids.iter().map(String::as_str))).await?;
+        state
+            .read_ahead(&self.ahead.keys(deliveries.iter().map(|d| (d.event.kind.as_str(), d.event.order_id.as_str()))))
+            .await?;
         let mut archive_writes = Vec::new();
         let mut settlements = Vec::with_capacity(deliveries.len());
         for delivery in deliveries {
@@ -106,6 +119,13 @@ impl Handler for StepHandler {
             crate::telemetry::set_parent(&span, delivery.event.trace.as_deref());
             let call = self.call_one(&step, &state, commit, &mut archive_writes, delivery).instrument(span);
             settlements.push(call.await);
+        }
+        self.ahead.finish();
+        let (read, unused) = state.ahead_used();
+        if read + unused > 0 {
+            let counter = |outcome: &'static str| metrics::counter!("wasaga_state_read_ahead_total", "step" => self.step.clone(), "outcome" => outcome);
+            counter("read").increment(read as u64);
+            counter("unused").increment(unused as u64);
         }
         // The archive first: the inbox rows must not say "handled" before the objects exist.
         CallArchive::write_all(&self.ctx.archive, archive_writes).await?;
@@ -204,6 +224,7 @@ impl StepHandler {
                 if let Ok(emits) = &result {
                     self.memo.keep(&event.id, version, (&record.0, record.1), emits, recorder.settings());
                 }
+                self.ahead.learn(&event.kind, &event.order_id, &record.0);
                 self.observe(step, &result, took, event, delivery.attempt, &record.0).await;
                 (call_state, result, record, recorder.settings())
             }

@@ -17,6 +17,7 @@ on_every_store!(
     mixed_traffic_keeps_the_invariants,
     hot_swap_under_load_loses_no_order,
     the_host_acts_in_the_commits_of_the_steps,
+    a_batch_reads_the_keys_of_its_orders_up_front,
 );
 
 async fn wait_terminal(app: &TestApp, id: &str) -> serde_json::Value {
@@ -120,6 +121,37 @@ async fn the_host_acts_in_the_commits_of_the_steps(db: Db) {
         seen.dedup();
         assert_eq!(seen.len(), count, "an event twice on {id}'s timeline: {seen:?}");
     }
+    app.stop().await;
+}
+
+/// A step's keys that name the order are read for a whole batch in one query, once its
+/// calls have shown them: orders one after another still end as designed, and the
+/// metrics say the guesses were read by the calls.
+async fn a_batch_reads_the_keys_of_its_orders_up_front(db: Db) {
+    let app = spawn_saga(db).await;
+    app.stock_up("SKU-1", 10).await;
+    for token in ["tok_ok", "tok_ok", "tok_decline", "tok_ok"] {
+        let id = app.place(&[("SKU-1", 1)], token).await;
+        let order = wait_terminal(&app, &id).await;
+        let want = if token == "tok_ok" { "completed" } else { "cancelled" };
+        assert_eq!(order["status"], want, "{order}");
+    }
+    app.assert_invariants(&BTreeMap::from([("SKU-1".to_owned(), 10)])).await;
+    let metrics = app.get("/metrics").await.text().await.expect("metrics text");
+    let count = |step: &str, outcome: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("wasaga_state_read_ahead_total{")
+                    && l.contains(&format!("step=\"{step}\""))
+                    && l.contains(&format!("outcome=\"{outcome}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    // payment reads `payment/<order id>` on every `stock.reserved`: after the first, it is read ahead.
+    assert!(count("payment", "read") >= 2.0, "{metrics}");
+    assert!(count("inventory", "read") >= 2.0, "{metrics}");
     app.stop().await;
 }
 
