@@ -6,7 +6,8 @@
 //!
 //! A wrong guess costs a row looked up in that query, nothing more: a key read ahead
 //! counts as read only once a call reads it (`BatchState::read_ahead`), so the commit
-//! checks, and can conflict on, only what the calls read.
+//! checks, and can conflict on, only what the calls read. A store that reads key by key
+//! anyway (SQL Server) reads nothing ahead: there a wrong guess would cost a round trip.
 
 use parking_lot::Mutex;
 use std::collections::HashMap;

@@ -85,6 +85,10 @@ impl BatchState {
     /// [`BatchState::prefetch`], a key becomes one of the batch's reads only when a call
     /// reads it.
     pub async fn read_ahead(&self, keys: &[String]) -> Result<(), crate::store::StoreError> {
+        if !self.store.reads_many_at_once() {
+            // One round trip per key anyway (SQL Server): a wrong guess would cost one.
+            return Ok(());
+        }
         let keys: Vec<String> = {
             let reads = self.reads.lock();
             keys.iter().filter(|k| !reads.contains_key(*k)).cloned().collect()

@@ -118,6 +118,11 @@ pub trait ConsumerStore: Send + Sync {
     /// Which of `event_ids` `consumer` has already handled.
     async fn handled(&self, consumer: &str, event_ids: &[String]) -> Result<HashSet<String>, StoreError>;
     async fn state_get(&self, step: &str, key: &str) -> Result<Option<Versioned>, StoreError>;
+    /// Whether [`ConsumerStore::state_get_many`] reads its keys in one round trip (not
+    /// one per key): only then is reading ahead worth its guesses.
+    fn reads_many_at_once(&self) -> bool {
+        false
+    }
     /// The present ones of `keys`, as [`ConsumerStore::state_get`] would read each.
     async fn state_get_many(&self, step: &str, keys: &[String]) -> Result<HashMap<String, Versioned>, StoreError> {
         let mut found = HashMap::new();

@@ -126,8 +126,10 @@ async fn the_host_acts_in_the_commits_of_the_steps(db: Db) {
 
 /// A step's keys that name the order are read for a whole batch in one query, once its
 /// calls have shown them: orders one after another still end as designed, and the
-/// metrics say the guesses were read by the calls.
+/// metrics say the guesses were read by the calls. SQL Server reads key by key, so
+/// nothing is read ahead there.
 async fn a_batch_reads_the_keys_of_its_orders_up_front(db: Db) {
+    let key_by_key = matches!(db, Db::Mssql);
     let app = spawn_saga(db).await;
     app.stock_up("SKU-1", 10).await;
     for token in ["tok_ok", "tok_ok", "tok_decline", "tok_ok"] {
@@ -149,9 +151,13 @@ async fn a_batch_reads_the_keys_of_its_orders_up_front(db: Db) {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     };
-    // payment reads `payment/<order id>` on every `stock.reserved`: after the first, it is read ahead.
-    assert!(count("payment", "read") >= 2.0, "{metrics}");
-    assert!(count("inventory", "read") >= 2.0, "{metrics}");
+    if key_by_key {
+        assert_eq!(count("payment", "read") + count("inventory", "read"), 0.0, "{metrics}");
+    } else {
+        // payment reads `payment/<order id>` on every `stock.reserved`: after the first, it is read ahead.
+        assert!(count("payment", "read") >= 2.0, "{metrics}");
+        assert!(count("inventory", "read") >= 2.0, "{metrics}");
+    }
     app.stop().await;
 }
 

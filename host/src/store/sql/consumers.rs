@@ -34,6 +34,10 @@ macro_rules! consumers {
                     .transpose()?)
             }
 
+            fn reads_many_at_once(&self) -> bool {
+                true
+            }
+
             async fn state_get_many(
                 &self,
                 step: &str,
