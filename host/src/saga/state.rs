@@ -65,20 +65,31 @@ impl BatchState {
     /// Read `keys` in one query, as the batch's reads of them (a re-run reads again
     /// what its last run read: one round trip instead of one per key).
     pub async fn prefetch(&self, keys: &[String]) -> Result<(), crate::store::StoreError> {
+        let fetched = self.fetch(keys).await?;
+        let mut reads = self.reads.lock();
+        for (key, seen) in fetched {
+            reads.entry(key).or_insert(seen);
+        }
+        Ok(())
+    }
+
+    /// The version and value of each of `keys` the batch has not read yet, in one query.
+    async fn fetch(&self, keys: &[String]) -> Result<Reads, crate::store::StoreError> {
         let keys: Vec<String> = {
             let reads = self.reads.lock();
             keys.iter().filter(|k| !reads.contains_key(*k)).cloned().collect()
         };
         if keys.is_empty() {
-            return Ok(());
+            return Ok(Reads::new());
         }
         let mut found = self.store.state_get_many(&self.step, &keys).await?;
-        let mut reads = self.reads.lock();
-        for key in keys {
-            let seen = found.remove(&key).map_or((None, None), |v| (Some(v.version), Some(v.value)));
-            reads.entry(key).or_insert(seen);
-        }
-        Ok(())
+        Ok(keys
+            .into_iter()
+            .map(|key| {
+                let seen = found.remove(&key).map_or((None, None), |v| (Some(v.version), Some(v.value)));
+                (key, seen)
+            })
+            .collect())
     }
 
     /// Read `keys` in one query, for calls that will likely read them; unlike
@@ -89,20 +100,9 @@ impl BatchState {
             // One round trip per key anyway (SQL Server): a wrong guess would cost one.
             return Ok(());
         }
-        let keys: Vec<String> = {
-            let reads = self.reads.lock();
-            keys.iter().filter(|k| !reads.contains_key(*k)).cloned().collect()
-        };
-        if keys.is_empty() {
-            return Ok(());
-        }
-        let mut found = self.store.state_get_many(&self.step, &keys).await?;
-        *self.ahead_total.lock() += keys.len();
-        let mut ahead = self.ahead.lock();
-        for key in keys {
-            let seen = found.remove(&key).map_or((None, None), |v| (Some(v.version), Some(v.value)));
-            ahead.insert(key, seen);
-        }
+        let mut fetched = self.fetch(keys).await?;
+        *self.ahead_total.lock() += fetched.len();
+        self.ahead.lock().append(&mut fetched);
         Ok(())
     }
 
