@@ -62,25 +62,14 @@ impl BatchState {
         self.reads.lock().iter().map(|(key, (version, _))| (key.clone(), *version)).collect()
     }
 
-    /// Read `again` and `guesses` in one query. `again` become the batch's reads (a
-    /// re-run reads again what its last run read: one round trip instead of one per
-    /// key); `guesses` (`saga::readahead`) become reads only when a call reads them, and
-    /// are skipped on a store that reads key by key (SQL Server), where a wrong guess
-    /// would cost a round trip.
-    pub async fn prefetch(&self, again: &[String], guesses: &[String]) -> Result<(), crate::store::StoreError> {
-        let guesses = if self.store.reads_many_at_once() { guesses } else { &[] };
-        let keys: Vec<String> = again.iter().chain(guesses).cloned().collect();
-        let mut fetched = self.fetch(&keys).await?;
-        {
-            let mut reads = self.reads.lock();
-            for key in again {
-                if let Some(seen) = fetched.remove(key) {
-                    reads.entry(key.clone()).or_insert(seen);
-                }
-            }
+    /// Read `keys` in one query, as the batch's reads of them (a re-run reads again
+    /// what its last run read: one round trip instead of one per key).
+    pub async fn prefetch(&self, keys: &[String]) -> Result<(), crate::store::StoreError> {
+        let fetched = self.fetch(keys).await?;
+        let mut reads = self.reads.lock();
+        for (key, seen) in fetched {
+            reads.entry(key).or_insert(seen);
         }
-        *self.ahead_total.lock() += fetched.len();
-        self.ahead.lock().append(&mut fetched);
         Ok(())
     }
 
@@ -101,6 +90,20 @@ impl BatchState {
                 (key, seen)
             })
             .collect())
+    }
+
+    /// Read `keys` in one query, for calls that will likely read them; unlike
+    /// [`BatchState::prefetch`], a key becomes one of the batch's reads only when a call
+    /// reads it.
+    pub async fn read_ahead(&self, keys: &[String]) -> Result<(), crate::store::StoreError> {
+        if !self.store.reads_many_at_once() {
+            // One round trip per key anyway (SQL Server): a wrong guess would cost one.
+            return Ok(());
+        }
+        let mut fetched = self.fetch(keys).await?;
+        *self.ahead_total.lock() += fetched.len();
+        self.ahead.lock().append(&mut fetched);
+        Ok(())
     }
 
     /// Of the keys read ahead: how many a call read, and how many none did.

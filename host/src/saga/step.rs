@@ -92,10 +92,12 @@ impl Handler for StepHandler {
             pinned,
         };
         let state = BatchState::new(store, &self.step);
-        // A re-run after a conflict reads again what its calls read, and every run the
-        // keys its calls will likely read: one round trip.
-        let guesses = self.ahead.keys(deliveries.iter().map(|d| (d.event.kind.as_str(), d.event.order_id.as_str())));
-        state.prefetch(&self.memo.keys_read(event_ids.iter().map(String::as_str)), &guesses).await?;
+        // A re-run after a conflict reads again what its calls read; keys the calls
+        // will likely read are read in the same round trip's stead.
+        state.prefetch(&self.memo.keys_read(event_ids.iter().map(String::as_str))).await?;
+        state
+            .read_ahead(&self.ahead.keys(deliveries.iter().map(|d| (d.event.kind.as_str(), d.event.order_id.as_str()))))
+            .await?;
         let mut archive_writes = Vec::new();
         let mut settlements = Vec::with_capacity(deliveries.len());
         for delivery in deliveries {
