@@ -176,6 +176,22 @@ mod tests {
     }
 
     #[test]
+    fn an_order_id_chosen_by_a_sender_guesses_no_more_than_four_keys_per_event() {
+        // A webhook's sender picks the order id: one that is also a common key prefix,
+        // and very long ones, still give at most four guesses per event, in the step's
+        // own state, each with that event's own order id.
+        let ahead = ReadAhead::default();
+        let crafted = "payment/";
+        let calls: Vec<HostCall> = (0..50).map(|i| get(&format!("payment/{i}/payment/"))).collect();
+        ahead.learn("payment.hook", crafted, &calls);
+        ahead.finish();
+        let long = "x".repeat(10_000);
+        let keys = ahead.keys([("payment.hook", long.as_str())].into_iter());
+        assert_eq!(keys.len(), MAX_PER_KIND, "{}", keys.len());
+        assert!(keys.iter().all(|k| k.contains(&long)), "every guess names the event's own order id");
+    }
+
+    #[test]
     fn a_step_cannot_make_the_guesses_grow_without_bound() {
         let ahead = ReadAhead::default();
         let order = "ord-00000001";
