@@ -14,7 +14,11 @@ use wasaga_host::store::{
 /// Rounds per race, each on fresh keys: one round may not overlap the two writers.
 const ROUNDS: usize = 6;
 
-on_every_store!(racing_inserts_happen_once, racing_upserts_keep_one_row);
+on_every_store!(
+    racing_inserts_happen_once,
+    racing_upserts_keep_one_row,
+    batches_that_read_absent_what_the_other_writes_take_turns
+);
 
 /// Run `a` and `b` at the same time on the runtime's two threads.
 async fn race<T: Send + 'static>(
@@ -333,6 +337,44 @@ async fn racing_upserts_keep_one_row(db: Db) {
         let claimed = store.claim("rq", "h", i64::MAX / 4, 60_000, 100).await.expect("claims");
         assert_eq!(claimed.len(), 1, "{db:?}: one delivery: {claimed:?}");
         store.settle("h", &[claimed[0].id], &[]).await.expect("settles");
+    }
+}
+
+/// A charge and the webhook that confirms it, handled on two hosts (payment's `stock.reserved`
+/// and `payment.hook`): the charge reads the order's record and the early-hook note absent
+/// and creates the record; the hook reads the record absent and, finding none, writes the
+/// note. Were both to commit, the note would wait for a record that never reads it and
+/// the charge would wait for a confirmation that came: a write skew. One of them must
+/// commit, and the other re-run on what the first wrote.
+async fn batches_that_read_absent_what_the_other_writes_take_turns(db: Db) {
+    let (store, _dir) = test_store(db).await;
+    let charge = |round: usize| {
+        let (record, note) = (format!("payment/o-{round}"), format!("payment/o-{round}/hook"));
+        batch("payment", &format!("charge-{round}"), move |b| {
+            b.state_reads = vec![(record.clone(), None), (note, None)];
+            b.state = vec![(record, Some(b"awaiting_action".to_vec()))];
+        })
+    };
+    let hook = |round: usize| {
+        let (record, note) = (format!("payment/o-{round}"), format!("payment/o-{round}/hook"));
+        batch("payment", &format!("hook-{round}"), move |b| {
+            b.state_reads = vec![(record, None)];
+            b.state = vec![(note, Some(b"succeeded".to_vec()))];
+        })
+    };
+    for round in 0..ROUNDS {
+        let (a, b) = commit_both(&store, charge(round), hook(round)).await;
+        one_wins(&format!("{db:?}: a charge and its webhook, round {round}"), &a, &b);
+    }
+    // One after the other, either way round: the later one read before the earlier committed.
+    for (round, charge_first) in [(ROUNDS, true), (ROUNDS + 1, false)] {
+        let (first, second) = if charge_first { (charge(round), hook(round)) } else { (hook(round), charge(round)) };
+        store.commit_batch(&first).await.expect("the first commits");
+        let late = store.commit_batch(&second).await;
+        assert!(matches!(late, Err(StoreError::Conflict(_))), "{db:?}: a stale absent read commits: {late:?}");
+        let note = store.state_get("payment", &format!("payment/o-{round}/hook")).await.expect("reads");
+        let record = store.state_get("payment", &format!("payment/o-{round}")).await.expect("reads");
+        assert!(note.is_some() != record.is_some(), "{db:?}: only the first batch's write is kept");
     }
 }
 

@@ -133,15 +133,16 @@ impl ConsumerStore for MssqlStore {
 
 /// Step state with optimistic concurrency. A key the batch read and writes is written
 /// only if it still has the version read (checked in the statement itself); a key it saw
-/// absent is inserted only if still absent; a key it read and does not write is checked
-/// under update locks held to the commit.
+/// absent is inserted only if still absent; a key it read and does not write, present or
+/// absent, is checked under update locks held to the commit (`HOLDLOCK`: for an absent key,
+/// a lock on its range, so a batch creating it meanwhile waits, and one that created it
+/// first is seen).
 async fn apply_state(conn: &mut Connection, batch: &BatchCommit) -> Result<(), StoreError> {
     let step = &batch.consumer;
     let seen: std::collections::BTreeMap<&str, Option<i64>> =
         batch.state_reads.iter().map(|(k, v)| (k.as_str(), *v)).collect();
     let written: HashSet<&str> = batch.state.iter().map(|(k, _)| k.as_str()).collect();
-    let read_only: Vec<&str> =
-        seen.iter().filter(|(k, v)| v.is_some() && !written.contains(**k)).map(|(k, _)| *k).collect();
+    let read_only: Vec<&str> = seen.iter().filter(|(k, _)| !written.contains(**k)).map(|(k, _)| *k).collect();
     if !read_only.is_empty() {
         let found = rows(conn, sql::LOCK_STATE_VERSIONS, &[step, &json_list(&read_only)]).await?;
         let mut versions = std::collections::BTreeMap::new();

@@ -302,13 +302,23 @@ macro_rules! writes {
 
             /// Step state with optimistic concurrency: every key the batch read must still
             /// have the version it saw (rows locked until commit where the backend can),
-            /// keys it saw absent must still be absent, then the writes get a new version.
+            /// keys it saw absent must still be absent, whether it writes them or not, then
+            /// the writes get a new version.
+            ///
+            /// A key seen absent has no row to lock: two batches that each read absent the
+            /// key the other creates (a webhook and the charge it confirms) would both
+            /// commit, each on a read the other made stale. So keys seen absent and keys
+            /// written unread are locked by name first (`lock_names`), and the check reads
+            /// only after that.
             pub(super) async fn apply_state(conn: &mut $conn, batch: &BatchCommit) -> Result<(), StoreError> {
                 let step = &batch.consumer;
                 let seen: std::collections::BTreeMap<&str, Option<i64>> =
                     batch.state_reads.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-                let present: Vec<&str> = seen.iter().filter(|(_, v)| v.is_some()).map(|(k, _)| *k).collect();
-                for chunk in present.chunks(500) {
+                let mut unrowed: Vec<&str> = seen.iter().filter(|(_, v)| v.is_none()).map(|(k, _)| *k).collect();
+                unrowed.extend(batch.state.iter().map(|(k, _)| k.as_str()).filter(|k| !seen.contains_key(k)));
+                Self::lock_names(&mut *conn, step, &unrowed).await?;
+                let checked: Vec<&str> = seen.keys().copied().collect();
+                for chunk in checked.chunks(500) {
                     let mut query = QueryBuilder::<$db>::new("SELECT key, version FROM step_state WHERE step = ");
                     query.push_bind(step).push(" AND key IN ");
                     push_list!(query, chunk.iter().copied());
@@ -366,3 +376,40 @@ macro_rules! writes {
 }
 
 for_both!(writes);
+
+impl SqliteStore {
+    /// Nothing to lock: one writer holds the database's only write transaction, so the
+    /// check after this reads what every other commit left.
+    async fn lock_names(_: &mut sqlx::SqliteConnection, _: &str, _: &[&str]) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// The advisory lock space of state key names (`'WSAG'`), apart from the one-number
+/// locks of migrations.
+#[cfg(feature = "postgres")]
+const STATE_NAME_LOCKS: i32 = 0x5753_4147;
+
+#[cfg(feature = "postgres")]
+impl PgStore {
+    /// Lock `keys` of `step` by name until the transaction ends: a batch that saw a key
+    /// absent and one that creates it take turns, and the later one's check sees the
+    /// earlier one's row. Taken in one order, so two batches never wait in a cycle; a
+    /// hash shared by two names only makes their batches take turns.
+    async fn lock_names(conn: &mut sqlx::PgConnection, step: &str, keys: &[&str]) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock($1, h) FROM \
+             (SELECT DISTINCT hashtext($2 || '/' || k) AS h FROM unnest($3::text[]) AS k ORDER BY h OFFSET 0) AS names",
+        )
+        .bind(STATE_NAME_LOCKS)
+        .bind(step)
+        .bind(keys)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+}
