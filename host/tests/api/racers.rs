@@ -17,7 +17,8 @@ const ROUNDS: usize = 6;
 on_every_store!(
     racing_inserts_happen_once,
     racing_upserts_keep_one_row,
-    batches_that_read_absent_what_the_other_writes_take_turns
+    batches_that_read_absent_what_the_other_writes_take_turns,
+    a_batch_that_reads_many_absent_keys_commits_and_takes_turns
 );
 
 /// Run `a` and `b` at the same time on the runtime's two threads.
@@ -347,11 +348,26 @@ async fn racing_upserts_keep_one_row(db: Db) {
 /// the charge would wait for a confirmation that came: a write skew. One of them must
 /// commit, and the other re-run on what the first wrote.
 async fn batches_that_read_absent_what_the_other_writes_take_turns(db: Db) {
+    charge_and_hook_take_turns(db, 0).await;
+}
+
+/// The same race, with the charge's batch also reading 20,000 other keys absent (a step
+/// may read 10,000 per call, and a batch holds many calls): more names than PostgreSQL's
+/// lock table holds (64 per connection by default), were each locked alone. The batch
+/// must commit, and still take turns with the webhook.
+async fn a_batch_that_reads_many_absent_keys_commits_and_takes_turns(db: Db) {
+    charge_and_hook_take_turns(db, 20_000).await;
+}
+
+/// A charge reading `filler` more keys absent races its webhook, in rounds, then each
+/// commits after the other.
+async fn charge_and_hook_take_turns(db: Db, filler: usize) {
     let (store, _dir) = test_store(db).await;
     let charge = |round: usize| {
         let (record, note) = (format!("payment/o-{round}"), format!("payment/o-{round}/hook"));
         batch("payment", &format!("charge-{round}"), move |b| {
             b.state_reads = vec![(record.clone(), None), (note, None)];
+            b.state_reads.extend((0..filler).map(|n| (format!("payment/x-{round}-{n}"), None)));
             b.state = vec![(record, Some(b"awaiting_action".to_vec()))];
         })
     };

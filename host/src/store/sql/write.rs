@@ -390,24 +390,54 @@ impl SqliteStore {
 #[cfg(feature = "postgres")]
 const STATE_NAME_LOCKS: i32 = 0x5753_4147;
 
+/// The advisory lock space of whole steps (`'WSAH'`): shared by a batch that locks names,
+/// exclusive for one that would lock more than [`STATE_NAME_LOCKS_MAX`].
+#[cfg(feature = "postgres")]
+const STATE_STEP_LOCKS: i32 = 0x5753_4148;
+
+/// The most names one commit locks one by one. PostgreSQL's lock table is shared by the
+/// whole server and sized for `max_locks_per_transaction` (64 by default) per
+/// connection: a step reading tens of thousands of absent keys would fill it, failing
+/// its own commit and other sessions' locks. Four names per delivery of a full batch.
+#[cfg(feature = "postgres")]
+const STATE_NAME_LOCKS_MAX: usize = 4 * crate::saga::BATCH_SIZE as usize;
+
 #[cfg(feature = "postgres")]
 impl PgStore {
     /// Lock `keys` of `step` by name until the transaction ends: a batch that saw a key
     /// absent and one that creates it take turns, and the later one's check sees the
-    /// earlier one's row. Taken in one order, so two batches never wait in a cycle; a
-    /// hash shared by two names only makes their batches take turns.
+    /// earlier one's row. Taken in one order (the step, then names by hash), so two
+    /// batches never wait in a cycle; a hash shared by two names only makes their
+    /// batches take turns.
+    ///
+    /// Past [`STATE_NAME_LOCKS_MAX`] names the batch locks its whole step instead, and
+    /// every batch that locks names holds the step shared: a batch of either kind still
+    /// takes turns with every other that touches its names, and no commit holds more
+    /// than `STATE_NAME_LOCKS_MAX + 1` locks.
     async fn lock_names(conn: &mut sqlx::PgConnection, step: &str, keys: &[&str]) -> Result<(), StoreError> {
         if keys.is_empty() {
             return Ok(());
         }
+        if keys.len() > STATE_NAME_LOCKS_MAX {
+            sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+                .bind(STATE_STEP_LOCKS)
+                .bind(step)
+                .execute(&mut *conn)
+                .await?;
+            return Ok(());
+        }
         let keys: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
         sqlx::query(
-            "SELECT pg_advisory_xact_lock($1, h) FROM \
-             (SELECT DISTINCT hashtext($2 || '/' || k) AS h FROM unnest($3::text[]) AS k ORDER BY h OFFSET 0) AS names",
+            "SELECT CASE WHEN l.step THEN pg_advisory_xact_lock_shared(l.space, l.h) \
+             ELSE pg_advisory_xact_lock(l.space, l.h) END FROM \
+             (SELECT true AS step, $4::int4 AS space, hashtext($2) AS h, 0 AS o \
+              UNION ALL SELECT DISTINCT false, $1::int4, hashtext($2 || '/' || k), 1 FROM unnest($3::text[]) AS k \
+              ORDER BY o, h OFFSET 0) AS l",
         )
         .bind(STATE_NAME_LOCKS)
         .bind(step)
         .bind(keys)
+        .bind(STATE_STEP_LOCKS)
         .execute(&mut *conn)
         .await?;
         Ok(())
