@@ -421,10 +421,12 @@ impl Transport for RabbitTransport {
             return Err(error);
         }
         for amqp in acks {
-            // A failed ack means the channel is gone; the broker redelivers and the inbox
-            // absorbs the duplicate.
-            if let Err(error) = amqp.ack(BasicAckOptions::default()).await {
-                tracing::debug!(%consumer, %error, "ack failed; the message will come again");
+            // A failed ack (or one refused because the channel closed meanwhile) means the
+            // channel is gone; the broker redelivers and the inbox absorbs the duplicate.
+            match amqp.ack(BasicAckOptions::default()).await {
+                Ok(true) => {}
+                Ok(false) => tracing::debug!(%consumer, "not acked: its channel closed; the message will come again"),
+                Err(error) => tracing::debug!(%consumer, %error, "ack failed; the message will come again"),
             }
         }
         Ok(())
