@@ -87,14 +87,6 @@ impl Host {
     }
 }
 
-async fn fresh_pg(admin: &str) -> String {
-    use sqlx::Connection;
-    let mut conn = sqlx::PgConnection::connect(admin).await.unwrap();
-    let name = format!("wasaga_bench_{:x}", rand::random::<u32>());
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).execute(&mut conn).await.unwrap();
-    format!("{}/{name}", admin.rsplit_once('/').unwrap().0)
-}
-
 /// What PostgreSQL did for one database: its own statistics (flushed by each backend
 /// at most once a second while busy, and when it exits).
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
@@ -228,7 +220,7 @@ impl Batches {
     }
 }
 
-use support::percentile;
+use support::{drop_pg, fresh_pg, percentile};
 
 impl Run {
     /// The SKUs column: one hot SKU, or how many the orders spread over.
@@ -428,6 +420,7 @@ async fn run(
         let _ = perf.wait();
     }
     let pg = PgWork::settled(&url).await.per_order(pg_before, orders);
+    drop_pg(admin, &url).await;
     Run {
         transport,
         hosts,
@@ -520,6 +513,8 @@ async fn group_backlog(
     let calls: Vec<f64> = analytics_calls(&fleet, &http).await;
     let total: f64 = calls.iter().sum();
     let shares = calls.iter().map(|c| if total > 0.0 { c / total } else { 0.0 }).collect();
+    drop(fleet);
+    drop_pg(admin, &url).await;
     GroupRun { hosts, events, secs, cpu_ms_per_event: cpu * 1000.0 / events.max(1) as f64, shares, left }
 }
 

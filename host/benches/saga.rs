@@ -154,24 +154,7 @@ async fn pg_p99(url: &str, statement: &'static str) -> Option<f64> {
     row.0
 }
 
-use support::percentile;
-
-async fn fresh_pg(admin: &str) -> String {
-    use sqlx::Connection;
-    let mut conn = sqlx::PgConnection::connect(admin).await.unwrap();
-    let name = format!("wasaga_bench_{:x}", rand::random::<u32>());
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).execute(&mut conn).await.unwrap();
-    format!("{}/{name}", admin.rsplit_once('/').unwrap().0)
-}
-
-async fn drop_pg(admin: &str, url: &str) {
-    use sqlx::Connection;
-    let name = url.rsplit('/').next().unwrap();
-    let mut conn = sqlx::PgConnection::connect(admin).await.unwrap();
-    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
-        .execute(&mut conn)
-        .await;
-}
+use support::{drop_pg, fresh_pg, percentile};
 
 /// Start a server, stock it, push `orders` orders through it (closed loop with
 /// `concurrency` in flight, or open loop at `rate` per second), and measure.

@@ -1,5 +1,5 @@
 //! What the benchmarks share: latencies read off the orders' timelines, percentiles,
-//! a process's CPU time, the archive's lag behind the saga.
+//! a process's CPU time, the archive's lag behind the saga, a fresh PostgreSQL database per run.
 
 use serde_json::Value;
 use std::process::Command;
@@ -97,4 +97,23 @@ pub async fn unarchived_events(url: &str) -> i64 {
     .await
     .unwrap();
     left
+}
+
+/// A new PostgreSQL database beside `admin`'s, for one run.
+pub async fn fresh_pg(admin: &str) -> String {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(admin).await.unwrap();
+    let name = format!("wasaga_bench_{:x}", rand::random::<u32>());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).execute(&mut conn).await.unwrap();
+    format!("{}/{name}", admin.rsplit_once('/').unwrap().0)
+}
+
+/// Drop a database made by [`fresh_pg`] (its connections too).
+pub async fn drop_pg(admin: &str, url: &str) {
+    use sqlx::Connection;
+    let name = url.rsplit('/').next().unwrap();
+    let mut conn = sqlx::PgConnection::connect(admin).await.unwrap();
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
+        .execute(&mut conn)
+        .await;
 }
