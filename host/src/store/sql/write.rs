@@ -398,9 +398,10 @@ const STATE_STEP_LOCKS: i32 = 0x5753_4148;
 /// The most names one commit locks one by one. PostgreSQL's lock table is shared by the
 /// whole server and sized for `max_locks_per_transaction` (64 by default) per
 /// connection: a step reading tens of thousands of absent keys would fill it, failing
-/// its own commit and other sessions' locks. Four names per delivery of a full batch.
+/// its own commit and other sessions' locks. Four names per delivery of a full batch
+/// (64 deliveries).
 #[cfg(feature = "postgres")]
-const STATE_NAME_LOCKS_MAX: usize = 4 * crate::saga::BATCH_SIZE as usize;
+const STATE_NAME_LOCKS_MAX: usize = 256;
 
 #[cfg(feature = "postgres")]
 impl PgStore {
