@@ -7,6 +7,7 @@
 
 use crate::helpers::*;
 use std::sync::Arc;
+use std::time::Duration;
 use wasaga_host::store::{
     BatchCommit, Created, HostRow, SlotRow, StockRow, Store, StoreError, StoredEvent, VersionRow,
 };
@@ -392,6 +393,67 @@ async fn charge_and_hook_take_turns(db: Db, filler: usize) {
         let record = store.state_get("payment", &format!("payment/o-{round}")).await.expect("reads");
         assert!(note.is_some() != record.is_some(), "{db:?}: only the first batch's write is kept");
     }
+}
+
+/// A step's name is its author's choice. One whose name shares a 32-bit hash with another
+/// step's, while its commit holds its whole step (it read more than 256 keys absent),
+/// must not make the other step's commits wait: on PostgreSQL the step's lock is keyed by
+/// a 64-bit hash of its name. The big commit is held mid-way by a row lock it waits for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_locking_itself_does_not_hold_a_step_whose_name_shares_its_hash() {
+    use sqlx::Connection;
+    let url = store_url(Db::Postgres).await.expect("PostgreSQL");
+    let store = wasaga_host::store::open(&url, &Default::default()).await.expect("store");
+    let mut conn = sqlx::PgConnection::connect(&url).await.expect("connects");
+    // Two names with one `hashtext` (a search of this size finds several).
+    let (loud, quiet): (String, String) = sqlx::query_as(
+        "SELECT min(n), max(n) FROM (SELECT 's' || g AS n, hashtext('s' || g) AS h \
+         FROM generate_series(1, 300000) AS g) AS names GROUP BY h HAVING count(*) > 1 LIMIT 1",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .expect("two names sharing a hash");
+    store
+        .commit_batch(&batch(&loud, "seed", |b| b.state = vec![("k".to_owned(), Some(b"1".to_vec()))]))
+        .await
+        .expect("seeds");
+    let seen = store.state_get(&loud, "k").await.expect("reads").expect("seeded").version;
+    // Hold `k`'s row: the big commit locks its step, then waits here for the row.
+    let mut holder = conn.begin().await.expect("begins");
+    sqlx::query("SELECT 1 FROM step_state WHERE step = $1 AND key = 'k' FOR UPDATE")
+        .bind(&loud)
+        .execute(&mut *holder)
+        .await
+        .expect("locks the row");
+    let big = batch(&loud, "big", |b| {
+        b.state_reads = (0..300).map(|n| (format!("absent-{n}"), None)).collect();
+        b.state_reads.push(("k".to_owned(), Some(seen)));
+        b.state = vec![("k".to_owned(), Some(b"2".to_vec()))];
+    });
+    let big = tokio::spawn({
+        let store = store.clone();
+        async move { store.commit_batch(&big).await }
+    });
+    let mut watcher = sqlx::PgConnection::connect(&url).await.expect("connects");
+    eventually(Duration::from_secs(30), "the big commit waits for the row", async || {
+        let (waiting,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&mut watcher)
+        .await
+        .expect("reads the activity");
+        waiting > 0
+    })
+    .await;
+    let small = batch(&quiet, "small", |b| {
+        b.state_reads = vec![("note".to_owned(), None)];
+        b.state = vec![("note".to_owned(), Some(b"x".to_vec()))];
+    });
+    let small = tokio::time::timeout(Duration::from_secs(20), store.commit_batch(&small)).await;
+    assert!(!big.is_finished(), "the big commit was still held");
+    holder.rollback().await.expect("releases the row");
+    assert!(matches!(small, Ok(Ok(()))), "the other step's commit waited for the big one: {small:?}");
+    big.await.expect("joins").expect("the big commit goes on once the row is free");
 }
 
 /// Commit two batches at the same time.

@@ -390,10 +390,13 @@ impl SqliteStore {
 #[cfg(feature = "postgres")]
 const STATE_NAME_LOCKS: i32 = 0x5753_4147;
 
-/// The advisory lock space of whole steps (`'WSAH'`): shared by a batch that locks names,
-/// exclusive for one that would lock more than [`STATE_NAME_LOCKS_MAX`].
+/// The seed of a whole step's advisory lock, a 64-bit hash of its name (held shared by a
+/// batch that locks names, alone by one that would lock more than
+/// [`STATE_NAME_LOCKS_MAX`]). 64 bits, not `hashtext`'s 32: a step's name is its
+/// author's choice, and one chosen to share another step's lock would make that step's
+/// commits wait for its own.
 #[cfg(feature = "postgres")]
-const STATE_STEP_LOCKS: i32 = 0x5753_4148;
+const STATE_STEP_LOCKS: i64 = 0x5753_4148;
 
 /// The most names one commit locks one by one. PostgreSQL's lock table is shared by the
 /// whole server and sized for `max_locks_per_transaction` (64 by default) per
@@ -420,7 +423,7 @@ impl PgStore {
             return Ok(());
         }
         if keys.len() > STATE_NAME_LOCKS_MAX {
-            sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($2, $1))")
                 .bind(STATE_STEP_LOCKS)
                 .bind(step)
                 .execute(&mut *conn)
@@ -429,10 +432,10 @@ impl PgStore {
         }
         let keys: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
         sqlx::query(
-            "SELECT CASE WHEN l.step THEN pg_advisory_xact_lock_shared(l.space, l.h) \
-             ELSE pg_advisory_xact_lock(l.space, l.h) END FROM \
-             (SELECT true AS step, $4::int4 AS space, hashtext($2) AS h, 0 AS o \
-              UNION ALL SELECT DISTINCT false, $1::int4, hashtext($2 || '/' || k), 1 FROM unnest($3::text[]) AS k \
+            "SELECT CASE WHEN l.h IS NULL THEN pg_advisory_xact_lock_shared(hashtextextended($2, $4)) \
+             ELSE pg_advisory_xact_lock($1, l.h) END FROM \
+             (SELECT NULL::int4 AS h, 0 AS o \
+              UNION ALL SELECT DISTINCT hashtext($2 || '/' || k), 1 FROM unnest($3::text[]) AS k \
               ORDER BY o, h OFFSET 0) AS l",
         )
         .bind(STATE_NAME_LOCKS)
