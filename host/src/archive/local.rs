@@ -84,22 +84,25 @@ impl Folder {
         if writes.is_empty() {
             return Ok(());
         }
+        // Each staged file, and whether a rename moved it into place.
         let mut staged = Vec::with_capacity(writes.len());
         let result = self.stage_and_place(writes, &mut staged);
-        for path in staged {
-            // Gone after a rename; left after a failure or when the object was there.
+        // A file renamed into place is gone from staging: removing it again would be a
+        // failing system call per object. The others (a failure, an object that was
+        // there already, a hard link) are left and removed here.
+        for (path, _) in staged.iter().filter(|(_, moved)| !moved) {
             let _ = std::fs::remove_file(path);
         }
         result
     }
 
-    fn stage_and_place(&self, writes: &[(PathBuf, Bytes)], staged: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    fn stage_and_place(&self, writes: &[(PathBuf, Bytes)], staged: &mut Vec<(PathBuf, bool)>) -> std::io::Result<()> {
         for (_, body) in writes {
-            staged.push(self.stage(body)?);
+            staged.push((self.stage(body)?, false));
         }
         self.flush()?;
-        for ((target, _), path) in writes.iter().zip(staged.iter()) {
-            place(path, target)?;
+        for ((target, _), (path, moved)) in writes.iter().zip(staged.iter_mut()) {
+            *moved = place(path, target)?;
         }
         self.flush()
     }
@@ -128,8 +131,9 @@ impl Folder {
 }
 
 /// Move `staged` to `target` unless something is there already (then keep that: the
-/// archive is create-only, and names are derived from event ids).
-fn place(staged: &Path, target: &Path) -> std::io::Result<()> {
+/// archive is create-only, and names are derived from event ids). Whether `staged` was
+/// moved (not when the object was there, nor when it was hard-linked).
+fn place(staged: &Path, target: &Path) -> std::io::Result<bool> {
     match rename_noreplace(staged, target) {
         Err(e) if e.kind() == ErrorKind::NotFound && !target.parent().is_some_and(Path::exists) => {
             if let Some(parent) = target.parent() {
@@ -139,15 +143,18 @@ fn place(staged: &Path, target: &Path) -> std::io::Result<()> {
         }
         other => other,
     }
-    .or_else(|e| if e.kind() == ErrorKind::AlreadyExists { Ok(()) } else { Err(e) })
+    .or_else(|e| if e.kind() == ErrorKind::AlreadyExists { Ok(false) } else { Err(e) })
 }
 
-fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+/// Whether `from` was renamed (`false`: hard-linked, so still in place).
+fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<bool> {
     use rustix::fs::{CWD, RenameFlags, renameat_with};
     match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
-        Ok(()) => Ok(()),
+        Ok(()) => Ok(true),
         // A file system without RENAME_NOREPLACE: a hard link also refuses to replace.
-        Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOSYS => std::fs::hard_link(from, to),
+        Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOSYS => {
+            std::fs::hard_link(from, to).map(|()| false)
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -267,5 +274,22 @@ mod tests {
         let bad = (String::from("a/../b"), Bytes::new(), String::new());
         assert!(archive.put_all(vec![good, bad]).await.is_err());
         assert_eq!(archive.get("ok.json").await.expect("reads"), None, "a batch with a bad name writes nothing");
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_fails_half_way_leaves_no_staging_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let archive = archive(dir.path());
+        archive.put_once("a", Bytes::from_static(b"a file"), "text/plain").await.expect("written");
+        // The first object is moved into place; the second cannot be (its folder is a file),
+        // and the third is never tried.
+        let writes = ["b.json", "a/x.json", "c.json"]
+            .map(|n| (n.to_owned(), Bytes::from_static(b"{}"), "application/json".to_owned()));
+        let put = archive.put_all(writes.to_vec()).await;
+        assert!(matches!(put, Err(ArchiveError::Refused(_))), "{put:?}");
+        assert_eq!(archive.get("b.json").await.expect("reads").as_deref(), Some(&b"{}"[..]));
+        assert_eq!(archive.get("c.json").await.expect("reads"), None);
+        let staged: Vec<_> = std::fs::read_dir(dir.path().join(STAGING)).expect("staging").collect();
+        assert!(staged.is_empty(), "no staging file is left: {staged:?}");
     }
 }
