@@ -292,4 +292,25 @@ mod tests {
         let staged: Vec<_> = std::fs::read_dir(dir.path().join(STAGING)).expect("staging").collect();
         assert!(staged.is_empty(), "no staging file is left: {staged:?}");
     }
+
+    /// A file someone else left in staging under the name this archive would stage to next
+    /// (another process, an older host's crash) is neither overwritten nor cleaned up:
+    /// a batch removes only the files it staged itself.
+    #[tokio::test]
+    async fn a_batch_removes_only_the_staging_files_it_wrote() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let archive = archive(dir.path());
+        let folder = &archive.inner;
+        let next = |n: u64| dir.path().join(STAGING).join(format!("{}-{:x}-{n}", std::process::id(), folder.instance));
+        // The batch's second object would be staged here.
+        std::fs::write(next(1), b"not yours").expect("planted");
+        let writes =
+            ["one.json", "two.json"].map(|n| (n.to_owned(), Bytes::from_static(b"{}"), "application/json".to_owned()));
+        let put = archive.put_all(writes.to_vec()).await;
+        assert!(matches!(put, Err(ArchiveError::Storage(_))), "{put:?}");
+        assert_eq!(std::fs::read(next(1)).expect("still there"), b"not yours");
+        assert!(!next(0).exists(), "its own staged file is removed");
+        assert_eq!(archive.get("one.json").await.expect("reads"), None, "nothing placed");
+        assert_eq!(archive.get("two.json").await.expect("reads"), None);
+    }
 }
